@@ -1,0 +1,84 @@
+"""Threads and build configuration: ``show_config``, ``get/set_num_threads``."""
+
+import pkgutil
+import platform
+import sys
+
+import numpy as np
+
+from . import _dispatch
+from . import _kernels
+from ._kernels import _openmp_helpers, _platform
+from ._version import __version__
+
+get_num_threads = _openmp_helpers.get_num_threads
+set_num_threads = _openmp_helpers.set_num_threads
+
+
+
+def kernel_families():
+    """Names of the ISA-dispatched kernel families in this build (e.g. "_conv")."""
+    suffix = _dispatch.ISA_LEVELS["baseline"][0]
+    return sorted(
+        info.name[: -len(suffix)]
+        for info in pkgutil.iter_modules(_kernels.__path__)
+        if info.name.endswith(suffix)
+    )
+
+
+def config():
+    """config()
+
+    The configuration ``show_config`` prints, as a dict of dicts.
+    """
+    features = _platform.x86_features()
+    return {
+        "cnnext": {"version": __version__, **_platform.build_info()},
+        "openmp": {
+            "enabled": _openmp_helpers.openmp_version() > 0,
+            "version": _openmp_helpers.openmp_version(),
+            "threads": get_num_threads(),
+            "processors": _openmp_helpers.num_procs(),
+        },
+        "simd": {
+            "cpu_x86_64_level": _platform.x86_64_level(),
+            "cpu_features": sorted(name for name, present in features.items() if present),
+            "supported": _dispatch.supported_isas(),
+            "in_use": {family: _isa_of(family) for family in kernel_families()},
+        },
+        "python": {"version": sys.version.split()[0], "platform": platform.platform()},
+        "numpy": {"version": np.__version__},
+    }
+
+
+def _isa_of(family):
+    _dispatch.load(family)
+    return _dispatch.loaded_isas()[family]
+
+
+def show_config(mode="stdout"):
+    """show_config(mode="stdout")
+
+    Print (or return) how cnnext was built and how it runs here: version,
+    compiler, OpenMP on/off and thread count, the CPU's vector features, the
+    instruction-set build chosen for each kernel family, NumPy's version.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}
+        "stdout" prints a readable report; "dicts" returns it as a dict.
+    """
+    if mode not in ("stdout", "dicts"):
+        raise ValueError(f"show_config: mode must be 'stdout' or 'dicts', got {mode!r}")
+    info = config()
+    if mode == "dicts":
+        return info
+    for section, values in info.items():
+        print(f"{section}:")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, list):
+                value = " ".join(str(v) for v in value) or "-"
+            print(f"  {key:<18} {value}")
+    return None

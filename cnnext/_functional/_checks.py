@@ -1,0 +1,128 @@
+"""Argument checks shared by every public kernel wrapper.
+
+The compiled kernels run with bounds checks off, so a shape they were not
+promised is memory corruption, not an exception.  Everything a kernel relies
+on is established here first; each error names the function, the argument,
+what it got and what was expected.
+"""
+
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INTP_MAX = np.iinfo(np.intp).max
+
+
+def float_array(func, name, value, ndim=None, layout=None):
+    """``value`` as a float32/float64 ndarray (lists accepted), checked for ndim.
+
+    Integer, bool, float16, complex and object inputs raise TypeError: a
+    silent cast would hide a mistake (uint8 images must be scaled first).
+    """
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{func}: {name} must be an array of float32 or float64, "
+                            f"got {type(value).__name__} ({exc})") from None
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{func}: {name} must have dtype float32 or float64, got {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        shape = f" {layout}" if layout else ""
+        raise ValueError(f"{func}: {name} must be {ndim}-D{shape}, got shape {array.shape}")
+    return array
+
+
+def same_dtype(func, reference_name, reference, **others):
+    """Every array in ``others`` (None skipped) has the dtype of ``reference``."""
+    for name, array in others.items():
+        if array is not None and array.dtype != reference.dtype:
+            raise TypeError(f"{func}: {name} has dtype {array.dtype} but {reference_name} "
+                            f"has {reference.dtype}; they must match")
+
+
+def to_int(func, name, value):
+    """An integer argument (Python or NumPy int; bool and float rejected)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__}") from None
+
+
+def pair(func, name, value, minimum):
+    """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(f"{func}: {name} must be an int or a pair (h, w), got {value!r}")
+        result = (to_int(func, name, value[0]), to_int(func, name, value[1]))
+    else:
+        v = to_int(func, name, value)
+        result = (v, v)
+    if min(result) < minimum:
+        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value!r}")
+    return result
+
+
+def output_size(func, axis, size, kernel, stride, padding, dilation=1):
+    """Output length along ``axis`` ("height"/"width"); ValueError when below 1."""
+    extent = dilation * (kernel - 1) + 1
+    padded = size + 2 * padding
+    if extent > padded:
+        raise ValueError(f"{func}: the kernel spans {extent} along {axis} but the padded input "
+                         f"has only {padded} (size {size} + 2 * padding {padding})")
+    return (padded - extent) // stride + 1
+
+
+def check_nbytes(func, name, shape, dtype):
+    """Reject shapes whose element or byte count overflows intp."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count * np.dtype(dtype).itemsize > _INTP_MAX:
+        raise ValueError(f"{func}: {name} of shape {tuple(shape)} and dtype {np.dtype(dtype)} "
+                         f"would take more than {_INTP_MAX} bytes")
+
+
+def contiguous(array):
+    """A C-contiguous array the kernel can read (a copy only when needed)."""
+    return np.ascontiguousarray(array)
+
+
+def out_array(func, name, out, shape, dtype, inputs=()):
+    """Check or allocate an output buffer of ``shape`` and ``dtype``.
+
+    A given ``out`` must be a writeable, C-contiguous ndarray of exactly that
+    shape and dtype that shares no memory with the inputs; it is returned as
+    is, so the kernel writes in place.
+    """
+    shape = tuple(int(d) for d in shape)
+    if out is None:
+        check_nbytes(func, name, shape, dtype)
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{func}: {name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"{func}: {name} must have shape {shape} and dtype {np.dtype(dtype)}, "
+                         f"got shape {out.shape} and dtype {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{func}: {name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{func}: {name} is read-only")
+    for array in inputs:
+        if array is not None and np.shares_memory(out, array):
+            raise ValueError(f"{func}: {name} overlaps an input array")
+    return out
+
+
+def out_tuple(func, out, count):
+    """Split an ``out=`` tuple of ``count`` buffers (None entries allocated)."""
+    if out is None:
+        return (None,) * count
+    if not isinstance(out, tuple) or len(out) != count:
+        raise TypeError(f"{func}: out must be a tuple of {count} arrays or None")
+    return out

@@ -1,0 +1,190 @@
+"""Plain-NumPy float64 reference of every cnnext kernel: the oracle of tests and benchmarks.
+
+Each function has the signature of its namesake in ``cnnext.functional`` and
+computes in float64 whatever the input dtype.  Written for clarity, not
+speed, and without input validation: callers pass valid arguments.  The
+loops run over kernel offsets (a handful) and are vectorised over the batch,
+channels and output positions, which keeps the oracle fast enough for
+property tests.
+"""
+
+import numpy as np
+
+
+def pair(value):
+    """An int or a 2-sequence as an (h, w) tuple of ints."""
+    if np.ndim(value) == 0:
+        return int(value), int(value)
+    h, w = value
+    return int(h), int(w)
+
+
+def output_size(size, kernel, stride, padding, dilation=1):
+    """floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _window(xp, r, s, out_hw, stride, dilation):
+    """The (N, C, Ho, Wo) view of padded input xp seen by kernel tap (r, s)."""
+    ho, wo = out_hw
+    top, left = r * dilation[0], s * dilation[1]
+    return xp[:, :, top : top + stride[0] * (ho - 1) + 1 : stride[0],
+              left : left + stride[1] * (wo - 1) + 1 : stride[1]]
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation):
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    _, _, h, w = x_shape
+    _, _, kr, ks = w_shape
+    out_hw = (output_size(h, kr, stride[0], padding[0], dilation[0]),
+              output_size(w, ks, stride[1], padding[1], dilation[1]))
+    return stride, padding, dilation, out_hw
+
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
+    """y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[n,c,i*sh + r*dh, j*sw + s*dw]."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    stride, padding, dilation, out_hw = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
+    xp = _pad(x, padding)
+    y = np.zeros((x.shape[0], w.shape[0], *out_hw))
+    for r in range(w.shape[2]):
+        for s in range(w.shape[3]):
+            y += np.einsum("nchw,kc->nkhw", _window(xp, r, s, out_hw, stride, dilation), w[:, :, r, s])
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return y
+
+
+def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True):
+    """Gradients (gx or None, gw, gb) of sum(gy * conv2d(x, w, b))."""
+    gy = np.asarray(gy, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    stride, padding, dilation, out_hw = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
+    xp = _pad(x, padding)
+    gxp = np.zeros_like(xp) if need_input_grad else None
+    gw = np.zeros_like(w)
+    for r in range(w.shape[2]):
+        for s in range(w.shape[3]):
+            gw[:, :, r, s] = np.einsum("nkhw,nchw->kc", gy, _window(xp, r, s, out_hw, stride, dilation))
+            if need_input_grad:
+                _window(gxp, r, s, out_hw, stride, dilation)[...] += np.einsum(
+                    "nkhw,kc->nchw", gy, w[:, :, r, s])
+    gb = gy.sum(axis=(0, 2, 3))
+    gx = None
+    if need_input_grad:
+        ph, pw = padding
+        gx = gxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+    return gx, gw, gb
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding):
+    kernel = pair(kernel_size)
+    stride = kernel if stride is None else pair(stride)
+    padding = pair(padding)
+    out_hw = (output_size(x_shape[2], kernel[0], stride[0], padding[0]),
+              output_size(x_shape[3], kernel[1], stride[1], padding[1]))
+    return kernel, stride, padding, out_hw
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+    """Max over each window; padding is -inf.
+
+    Windows are scanned in row-major order and a value replaces the running
+    maximum when it is greater or NaN (PyTorch's rule): ties keep the first
+    maximum, a NaN wins.  Indices are flat positions in each H*W plane.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    kernel, stride, padding, out_hw = _pool_geometry(x.shape, kernel_size, stride, padding)
+    height, width = x.shape[2:]
+    xp = _pad(x, padding, value=-np.inf)
+    # Flat in-plane index of every padded position (-1 in the padding).
+    rows = np.arange(-padding[0], height + padding[0])
+    cols = np.arange(-padding[1], width + padding[1])
+    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+    flat = np.where(inside, rows[:, None] * width + cols[None, :], -1)[None, None]
+    best = np.full((x.shape[0], x.shape[1], *out_hw), -np.inf)
+    index = np.full(best.shape, -1, dtype=np.int64)
+    for r in range(kernel[0]):
+        for s in range(kernel[1]):
+            value = _window(xp, r, s, out_hw, stride, (1, 1))
+            where = _window(flat, r, s, out_hw, stride, (1, 1))
+            # The first in-plane position is the index of an all -inf window.
+            first = (index < 0) & (where >= 0)
+            index = np.where(first, where, index)
+            take = (value > best) | np.isnan(value)
+            best = np.where(take, value, best)
+            index = np.where(take, where, index)
+    return (best, index) if return_indices else best
+
+
+def max_pool2d_backward(gy, idx, x_shape):
+    """Scatter-add gy into the positions idx picked (overlapping windows add up)."""
+    gy = np.asarray(gy, dtype=np.float64)
+    n, c, height, width = x_shape
+    gx = np.zeros((n * c, height * width))
+    planes = np.repeat(np.arange(n * c), gy.shape[2] * gy.shape[3])
+    np.add.at(gx, (planes, np.asarray(idx).reshape(-1)), gy.reshape(-1))
+    return gx.reshape(x_shape)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over each window, zero padding counted in the divisor (kh * kw)."""
+    x = np.asarray(x, dtype=np.float64)
+    kernel, stride, padding, out_hw = _pool_geometry(x.shape, kernel_size, stride, padding)
+    xp = _pad(x, padding)
+    total = np.zeros((x.shape[0], x.shape[1], *out_hw))
+    for r in range(kernel[0]):
+        for s in range(kernel[1]):
+            total += _window(xp, r, s, out_hw, stride, (1, 1))
+    return total / (kernel[0] * kernel[1])
+
+
+def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0):
+    """Each output's gradient spread evenly over its window (padding dropped)."""
+    gy = np.asarray(gy, dtype=np.float64)
+    kernel, stride, padding, out_hw = _pool_geometry(x_shape, kernel_size, stride, padding)
+    n, c, height, width = x_shape
+    gxp = np.zeros((n, c, height + 2 * padding[0], width + 2 * padding[1]))
+    share = gy / (kernel[0] * kernel[1])
+    for r in range(kernel[0]):
+        for s in range(kernel[1]):
+            _window(gxp, r, s, out_hw, stride, (1, 1))[...] += share
+    return gxp[:, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width]
+
+
+def relu(x):
+    """max(x, 0); NaN stays NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, x, np.where(np.isnan(x), x, 0.0))
+
+
+def relu_backward(gy, x):
+    """gy where x > 0, else 0."""
+    return np.where(np.asarray(x) > 0, np.asarray(gy, dtype=np.float64), 0.0)
+
+
+def softmax(x):
+    """Softmax over the last axis, shifted by the row maximum."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of softmax(logits) against integer labels, and its gradient."""
+    z = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    rows = np.arange(z.shape[0])
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    loss = float(np.mean(log_norm - shifted[rows, labels]))
+    grad = softmax(z)
+    grad[rows, labels] -= 1.0
+    return loss, grad / z.shape[0]

@@ -1,0 +1,37 @@
+"""Validated public kernels, NCHW, float32 or float64.
+
+Every function checks its arguments (shapes, dtypes, sizes) in Python, then
+runs a compiled kernel with the GIL released.  Inputs are never modified;
+non-contiguous inputs are accepted.  Outputs are fresh arrays unless an
+``out=`` buffer is given.
+
+========================  ===============================================
+conv2d                    2-D convolution (cross-correlation), bias
+conv2d_backward           gradients of conv2d: (gx, gw, gb)
+max_pool2d                max pooling, optional argmax indices
+max_pool2d_backward       gradient of max_pool2d from its indices
+avg_pool2d                average pooling (padding counted)
+avg_pool2d_backward       gradient of avg_pool2d
+relu, relu_backward       rectified linear unit
+softmax                   softmax over the last axis
+softmax_cross_entropy     mean cross-entropy loss and its gradient
+========================  ===============================================
+"""
+
+from ._functional.activation import relu, relu_backward
+from ._functional.conv import conv2d, conv2d_backward
+from ._functional.loss import softmax, softmax_cross_entropy
+from ._functional.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = [
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "softmax",
+    "softmax_cross_entropy",
+]

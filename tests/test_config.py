@@ -1,0 +1,135 @@
+"""Package foundation: version, show_config, thread control, ISA dispatch."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cnnext
+from cnnext import _config, _dispatch
+
+
+def run_python(code, **env):
+    """Run ``code`` in a fresh interpreter with extra environment variables; return stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_version_is_single_sourced():
+    from importlib.metadata import version
+
+    from cnnext._version import __version__
+
+    assert cnnext.__version__ == __version__ == version("cnnext")
+
+
+def test_show_config_reports_version_openmp_threads_and_isa(capsys):
+    assert cnnext.show_config() is None
+    text = capsys.readouterr().out
+    info = cnnext.show_config(mode="dicts")
+    assert info["cnnext"]["version"] == cnnext.__version__
+    assert cnnext.__version__ in text
+    assert "openmp" in text and "threads" in text
+    assert f"enabled            {info['openmp']['enabled']}" in text
+    for family, isa in info["simd"]["in_use"].items():
+        assert f"{family}={isa}" in text
+    assert "_conv" in info["simd"]["in_use"]
+
+
+def test_show_config_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        cnnext.show_config(mode="json")
+
+
+def test_set_num_threads_round_trip(num_threads):
+    num_threads(3)
+    expected = 3 if cnnext.show_config("dicts")["openmp"]["enabled"] else 1
+    assert cnnext.get_num_threads() == expected
+    num_threads(None)
+    assert cnnext.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (10**6, ValueError),
+                                        (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+def test_set_num_threads_rejects_bad_values(bad, error):
+    with pytest.raises(error, match="set_num_threads"):
+        cnnext.set_num_threads(bad)
+
+
+def test_default_thread_count_follows_threadpoolctl():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not cnnext.show_config("dicts")["openmp"]["enabled"]:
+        pytest.skip("built without OpenMP")
+    cnnext.set_num_threads(None)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert cnnext.get_num_threads() == 1
+
+
+def test_omp_num_threads_sets_the_default():
+    out = run_python("import cnnext; print(cnnext.get_num_threads())", OMP_NUM_THREADS="1")
+    assert out.stdout.strip() == "1"
+
+
+def test_supported_isas_always_include_baseline():
+    isas = _dispatch.supported_isas()
+    assert isas[-1] == "baseline"
+    assert isas == [name for name in _dispatch.ISA_LEVELS if name in isas]
+
+
+@pytest.mark.parametrize("family", _config.kernel_families())
+def test_each_built_variant_was_compiled_for_its_level(family):
+    # compiled_isa() reads the compiler's own macros (__AVX2__, __AVX512F__).
+    built = 0
+    for name, (suffix, _) in _dispatch.ISA_LEVELS.items():
+        try:
+            module = importlib.import_module(f"cnnext._kernels.{family}{suffix}")
+        except ModuleNotFoundError:
+            continue
+        built += 1
+        assert module.compiled_isa() == name
+    assert built >= 1
+
+
+def test_forcing_baseline_gives_the_same_results():
+    code = """
+        import json, numpy as np
+        from cnnext import _dispatch
+        kernels = _dispatch.load("_conv")
+        x = np.linspace(-3, 3, 1001)
+        out = np.empty_like(x)
+        kernels.scale(x, 0.37, out)
+        print(json.dumps({"isa": _dispatch.loaded_isas()["_conv"],
+                          "compiled": kernels.compiled_isa(), "out": out.tolist()}))
+    """
+    forced = json.loads(run_python(code, CNNEXT_ISA="baseline").stdout)
+    default = json.loads(run_python(code).stdout)
+    assert forced["isa"] == forced["compiled"] == "baseline"
+    assert default["isa"] == _dispatch.supported_isas()[0] or default["isa"] == "baseline"
+    np.testing.assert_allclose(forced["out"], default["out"], rtol=1e-15)
+
+
+@pytest.mark.parametrize("value, message", [("avx9000", "not one of"),
+                                            ("x86-64-v4", "lacks")])
+def test_bad_isa_requests_warn_and_fall_back(value, message, monkeypatch):
+    # Pretend to be an AVX2-only CPU, so asking for AVX-512 must be refused.
+    monkeypatch.setattr(_dispatch, "supported_isas", lambda: ["x86-64-v3", "baseline"])
+    with pytest.warns(RuntimeWarning, match=message):
+        isas = _dispatch.requested_isas({"CNNEXT_ISA": value})
+    assert isas == ["x86-64-v3", "baseline"]
+
+
+def test_missing_compiled_family_gives_a_clear_import_error():
+    with pytest.raises(ImportError, match="no compiled build"):
+        _dispatch.load("_no_such_family")
