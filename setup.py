@@ -164,7 +164,8 @@ class BuildExt(build_ext):
         if family == "msvc":
             base = ["/Od", "/Zi"] if DEBUG else ["/O2"]
         else:
-            base = ["-O1", "-g"] if DEBUG else ["-O3"]
+            # -g0: Python's CFLAGS carry -g, which would triple the wheel size.
+            base = ["-O1", "-g"] if DEBUG else ["-O3", "-g0"]
             # Python's CFLAGS carry -Wall, and Cython's utility code leaves
             # unused static helpers behind in every module.
             base += ["-Wno-unused-function"]
