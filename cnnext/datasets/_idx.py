@@ -1,0 +1,159 @@
+"""A strict reader of IDX files, the format MNIST and Fashion-MNIST ship in.
+
+An IDX file is a 4-byte magic number (two zero bytes, a type byte, the number
+of dimensions), one big-endian uint32 per dimension, then the array in C order
+and big-endian byte order.  Files are often gzip-compressed.
+
+Nothing here trusts the file: the header must be well formed, the payload must
+hold exactly the bytes the header declares, and sizes are capped before any
+memory is allocated, so a corrupt, truncated, foreign or hostile file (a gzip
+bomb, a header declaring terabytes) raises ``DataFileError`` naming the file.
+"""
+
+import gzip
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# Type byte -> big-endian NumPy dtype, as defined by the IDX format.
+IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+GZIP_MAGIC = b"\x1f\x8b"
+# The largest file of either dataset decompresses to 47 MB.
+DEFAULT_MAX_BYTES = 1 << 28
+
+
+class DataFileError(ValueError):
+    """A data file is corrupt, truncated, of a foreign format or fails its checksum."""
+
+
+def read_file_capped(path, max_bytes, what="file"):
+    """The bytes of ``path``, refusing a file over ``max_bytes`` before reading it."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DataFileError(f"{path}: {what} is {size} bytes, over the limit of {max_bytes}")
+    return path.read_bytes()
+
+
+def decompress_capped(data, name, max_bytes):
+    """``data`` gunzipped when it starts with the gzip magic, else unchanged.
+
+    Decompresses at most ``max_bytes + 1`` bytes, so a gzip bomb is refused
+    without being inflated.  Reading to the end checks the CRC and length in
+    the gzip trailer.
+    """
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            content = stream.read(max_bytes + 1)
+            if len(content) > max_bytes:
+                raise DataFileError(
+                    f"{name}: decompresses to more than {max_bytes} bytes, over the limit"
+                )
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFileError(f"{name}: corrupt or truncated gzip data ({exc})") from None
+    return content
+
+
+def parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES):
+    """parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES)
+
+    Parse the bytes of an IDX file, raw or gzip-compressed.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    name : str
+        How errors refer to the data (usually its path).
+    max_bytes : int
+        Largest accepted (decompressed) size.
+
+    Returns
+    -------
+    ndarray
+        Native byte order, C-contiguous, writeable, shape as declared.
+
+    Raises
+    ------
+    DataFileError
+        Bad magic number, unknown type byte, no dimensions, a payload that is
+        not exactly the declared size, a size over ``max_bytes``, corrupt gzip.
+    """
+    content = decompress_capped(data, name, max_bytes)
+    if len(content) < 4:
+        raise DataFileError(f"{name}: {len(content)} bytes, too short for an IDX header")
+    zero, type_byte, ndim = int.from_bytes(content[:2], "big"), content[2], content[3]
+    if zero != 0 or type_byte not in IDX_DTYPES:
+        raise DataFileError(
+            f"{name}: not an IDX file (magic number {content[:4].hex()}; expected 0000 "
+            f"then a type byte in {{{', '.join(f'{t:02x}' for t in IDX_DTYPES)}}} "
+            "then the number of dimensions)"
+        )
+    if ndim == 0:
+        raise DataFileError(f"{name}: IDX header declares 0 dimensions")
+    header_size = 4 + 4 * ndim
+    if len(content) < header_size:
+        raise DataFileError(
+            f"{name}: truncated IDX header ({len(content)} bytes; {ndim} dimensions "
+            f"need {header_size})"
+        )
+    shape = tuple(
+        int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
+    dtype = IDX_DTYPES[type_byte]
+    # Python integers: a hostile header cannot overflow the product.
+    declared = dtype.itemsize
+    for extent in shape:
+        declared *= extent
+    if declared > max_bytes:
+        raise DataFileError(
+            f"{name}: IDX header declares shape {shape} ({declared} bytes), over the "
+            f"limit of {max_bytes} bytes"
+        )
+    payload = len(content) - header_size
+    if payload != declared:
+        problem = "truncated" if payload < declared else "trailing bytes"
+        raise DataFileError(
+            f"{name}: {problem}: IDX header declares shape {shape} of {dtype.str[1:]} "
+            f"({declared} bytes of data) but the file holds {payload}"
+        )
+    array = np.frombuffer(content, dtype=dtype, count=declared // dtype.itemsize,
+                          offset=header_size)
+    return array.reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path, max_bytes=DEFAULT_MAX_BYTES):
+    """read_idx(path, max_bytes=DEFAULT_MAX_BYTES)
+
+    Read an IDX file (raw or gzip-compressed) into a NumPy array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_bytes : int
+        Largest accepted size, on disk and decompressed.
+
+    Returns
+    -------
+    ndarray
+        Native byte order, shape as declared in the header.
+
+    Raises
+    ------
+    DataFileError
+        The file is not a complete, well-formed IDX file (see ``parse_idx``).
+    OSError
+        The file cannot be read.
+    """
+    return parse_idx(read_file_capped(path, max_bytes), str(path), max_bytes)
