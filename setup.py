@@ -19,7 +19,6 @@ CNNEXT_BASELINE_ONLY=1
 
 import os
 import platform
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -82,7 +81,7 @@ def kernel_extensions():
         if suffix not in (None, "_baseline") and (BASELINE_ONLY or not target_is_x86_64()):
             continue
         ext = Extension(
-            name=".".join(KERNEL_DIR.parts + (pyx.stem,)),
+            name=".".join((*KERNEL_DIR.parts, pyx.stem)),
             sources=[str(KERNEL_DIR / pyx.name)],
             include_dirs=[np.get_include(), str(KERNEL_DIR)],
             define_macros=[
@@ -155,7 +154,7 @@ class BuildExt(build_ext):
                 self.compiler.link_executable(
                     objects, "probe", output_dir=tmp, extra_postargs=link_flags
                 )
-            except Exception:  # noqa: BLE001 - any compiler failure means "no"
+            except Exception:
                 return False
         return True
 

@@ -6,8 +6,7 @@ import sys
 
 import numpy as np
 
-from . import _dispatch
-from . import _kernels
+from . import _dispatch, _kernels
 from ._kernels import _openmp_helpers, _platform
 from ._version import __version__
 

@@ -85,7 +85,7 @@ class ProgressBar:
         done = _format_count(self.count, self.unit)
         if self.total:
             fraction = min(self.count / self.total, 1.0)
-            filled = int(round(fraction * self.width))
+            filled = round(fraction * self.width)
             bar = "#" * filled + "-" * (self.width - filled)
             head = f"{self.desc} [{bar}] {done}/{_format_count(self.total, self.unit)}"
         else:

@@ -55,7 +55,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
     y = np.zeros((x.shape[0], w.shape[0], *out_hw))
     for r in range(w.shape[2]):
         for s in range(w.shape[3]):
-            y += np.einsum("nchw,kc->nkhw", _window(xp, r, s, out_hw, stride, dilation), w[:, :, r, s])
+            tap = _window(xp, r, s, out_hw, stride, dilation)
+            y += np.einsum("nchw,kc->nkhw", tap, w[:, :, r, s])
     if b is not None:
         y += np.asarray(b, dtype=np.float64)[None, :, None, None]
     return y
@@ -72,7 +73,8 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     gw = np.zeros_like(w)
     for r in range(w.shape[2]):
         for s in range(w.shape[3]):
-            gw[:, :, r, s] = np.einsum("nkhw,nchw->kc", gy, _window(xp, r, s, out_hw, stride, dilation))
+            tap = _window(xp, r, s, out_hw, stride, dilation)
+            gw[:, :, r, s] = np.einsum("nkhw,nchw->kc", gy, tap)
             if need_input_grad:
                 _window(gxp, r, s, out_hw, stride, dilation)[...] += np.einsum(
                     "nkhw,kc->nchw", gy, w[:, :, r, s])

@@ -56,16 +56,16 @@ def main() -> int:
         parser.error(f"{args.venv} is not a virtual environment (no {python})")
     stage = args.venv / ".cnnext-src"
     mirror(ROOT, stage)
-    env = dict(os.environ)
-    for flag, var, value in [
+    switches = [
         (args.debug, "CNNEXT_DEBUG", "1"),
         (args.sanitize, "CNNEXT_SANITIZE", "address"),
         (args.no_openmp, "CNNEXT_NO_OPENMP", "1"),
         (args.baseline_only, "CNNEXT_BASELINE_ONLY", "1"),
-    ]:
-        if flag:
-            env[var] = value
-    cmd = [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-q", str(stage)]
+    ]
+    env = dict(os.environ)
+    env.update({var: value for flag, var, value in switches if flag})
+    cmd = [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-q",
+           str(stage)]
     return subprocess.call(cmd, env=env)
 
 

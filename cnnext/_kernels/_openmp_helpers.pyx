@@ -78,7 +78,8 @@ def set_num_threads(n):
         _requested_threads = 0
         return
     if isinstance(n, bool) or not hasattr(n, "__index__"):
-        raise TypeError(f"set_num_threads: n must be a positive int or None, got {type(n).__name__}")
+        raise TypeError(
+            f"set_num_threads: n must be a positive int or None, got {type(n).__name__}")
     count = n.__index__()
     if count < 1:
         raise ValueError(f"set_num_threads: n must be >= 1 (or None for the default), got {count}")
