@@ -1,0 +1,263 @@
+"""The ``cnnext`` command (also ``python -m cnnext``): ``train``, ``bench``, ``info``.
+
+Exit status: 0 on success, 2 for a usage error (reported by argparse), 1 for
+a runtime error, reported in one line on stderr (with the traceback only
+under ``--debug``), 130 when interrupted.
+"""
+
+import argparse
+import math
+import sys
+import time
+
+import numpy as np
+
+DATASET_CHOICES = ("mnist", "fashion-mnist", "sample")
+
+
+def main(argv=None, prog="cnnext"):
+    """main(argv=None, prog="cnnext")
+
+    Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status.
+    """
+    parser = build_parser(prog)
+    # The benchmark suite parses its own options (see run_bench), so they are
+    # left over here; any other command must use them all.
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.handler(args, rest)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        message = " ".join(str(exc).split()) or "(no message)"
+        print(f"{prog} {args.command}: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+
+
+def debug_option():
+    """A parent parser adding --debug (a new one for each parser: parents share actions).
+
+    The default is SUPPRESS so that --debug before the command name is not reset
+    by the command's own parser.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    return common
+
+
+def build_parser(prog):
+    parser = argparse.ArgumentParser(
+        prog=prog, parents=[debug_option()],
+        description="cnnext: small, fast convolutional networks on NumPy.",
+    )
+    parser.set_defaults(prog=prog)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", parents=[debug_option()],
+        help="train a network on MNIST, Fashion-MNIST or the sample",
+        description="Train a network and report its speed and test accuracy. The defaults "
+        "reproduce the notebook cnnext grew from: its network, per-image SGD, lr 0.005, "
+        "3 epochs.",
+    )
+    train.add_argument("--dataset", choices=DATASET_CHOICES,
+                       help="default: MNIST when it is cached or can be downloaded, "
+                       "otherwise the sample bundled with cnnext")
+    train.add_argument("--model", choices=("seed", "lenet5"), default="seed",
+                       help="seed: the notebook's Conv(8, 3x3) -> MaxPool(2) -> Dense(10) "
+                       "(default); lenet5: LeNet-5")
+    train.add_argument("--epochs", type=positive_int, default=3, help="default: 3")
+    train.add_argument("--batch-size", type=positive_int, default=1,
+                       help="default: 1 (per-image SGD, as the notebook)")
+    train.add_argument("--lr", type=positive_float, default=0.005,
+                       help="learning rate (default: 0.005)")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                       help="default: sgd")
+    train.add_argument("--threads", type=positive_int,
+                       help="threads for the kernels (default: cnnext's default)")
+    train.add_argument("--seed", type=seed_int,
+                       help="seed of the initial weights and the shuffling (default: drawn "
+                       "at random and printed)")
+    train.add_argument("--save", metavar="PATH", help="save the trained model to PATH (.npz)")
+    train.add_argument("--limit", type=positive_int, metavar="N",
+                       help="train on the first N training images only")
+    train.set_defaults(handler=run_train)
+
+    bench = commands.add_parser(
+        "bench", add_help=False, help="benchmark cnnext against PyTorch and NumPy "
+        "(`cnnext bench --help` for its options)",
+    )
+    bench.set_defaults(handler=run_bench)
+
+    info = commands.add_parser(
+        "info", parents=[debug_option()], help="show the build configuration and the data cache",
+        description="Print cnnext's build and runtime configuration, where datasets are "
+        "kept and what is there.",
+    )
+    info.set_defaults(handler=run_info)
+    return parser
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def seed_int(text):
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+# argparse names the type in its message ("invalid positive_int value: 'x'").
+positive_int.__name__ = "positive integer"
+seed_int.__name__ = "seed"
+positive_float.__name__ = "positive number"
+
+
+# ------------------------------------------------------------------- train
+
+
+def run_train(args, rest):
+    from . import set_num_threads
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    (x_train, y_train), (x_test, y_test), source = load_data(args.dataset)
+    if args.limit is not None:
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    print(f"data: {source}: {len(x_train):,} training and {len(x_test):,} test images")
+    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+    model, optimizer = build_model(args, seed)
+    print(f"training: {args.model} network, {args.epochs} epochs, batch size {args.batch_size}, "
+          f"{args.optimizer} lr {args.lr:g}, {threads_text()}, seed {seed}")
+    start = time.perf_counter()
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+              optimizer=optimizer, seed=seed, callbacks=[EpochReport(len(x_train))])
+    test_loss, test_accuracy = model.evaluate(x_test, y_test)
+    print(f"test accuracy: {test_accuracy:.2%} (loss {test_loss:.4f}, {len(x_test):,} images)")
+    print(f"total time: {time.perf_counter() - start:.1f} s")
+    if args.save is not None:
+        model.save(args.save)
+        print(f"saved: {args.save}")
+    return 0
+
+
+def load_data(name):
+    """((x_train, y_train), (x_test, y_test), one-line description) of --dataset ``name``."""
+    from . import datasets
+
+    if name == "sample":
+        return (*datasets.load_sample(), "the MNIST sample bundled with cnnext")
+    if name == "fashion-mnist":
+        return (*datasets.load_fashion_mnist(), "Fashion-MNIST")
+    try:
+        return (*datasets.load_mnist(), "MNIST")
+    except datasets.DownloadError:
+        if name == "mnist":
+            raise
+    directory = datasets.get_data_home() / "mnist"
+    return (*datasets.load_sample(), f"the MNIST sample bundled with cnnext (MNIST is not in "
+            f"{directory} and could not be downloaded; --dataset mnist says why)")
+
+
+def build_model(args, seed):
+    from . import models, optim
+
+    model = {"seed": models.seed_cnn, "lenet5": models.lenet5}[args.model](seed=seed)
+    optimizer = {"sgd": optim.SGD, "adam": optim.Adam}[args.optimizer](lr=args.lr)
+    return model, optimizer
+
+
+def threads_text():
+    from . import get_num_threads
+
+    n = get_num_threads()
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+class EpochReport:
+    """fit callback printing one line per epoch: loss, accuracy, images per second."""
+
+    def __init__(self, n_images):
+        self.n_images = n_images
+
+    def on_epoch_end(self, epoch, logs):
+        rate = self.n_images / logs["seconds"] if logs["seconds"] > 0 else math.inf
+        print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.2%}  "
+              f"{rate:,.0f} images/s  {logs['seconds']:.1f} s", flush=True)
+
+
+# ------------------------------------------------------------------- bench
+
+
+def run_bench(args, rest):
+    try:
+        from ._bench import add_arguments, run
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the benchmark suite is not available in this installation ({exc})"
+        ) from None
+    parser = argparse.ArgumentParser(
+        prog=f"{args.prog} bench", parents=[debug_option()],
+        description="Time cnnext's kernels and training steps side by side with PyTorch "
+        "and a NumPy baseline.",
+    )
+    add_arguments(parser)
+    bench_args = parser.parse_args(rest)
+    if getattr(bench_args, "debug", False):
+        args.debug = True
+    return run(bench_args)
+
+
+# -------------------------------------------------------------------- info
+
+
+def run_info(args, rest):
+    from . import show_config
+
+    show_config()
+    print("data:")
+    for line in data_lines():
+        print(f"  {line}")
+    return 0
+
+
+def data_lines():
+    from .datasets import _home, _mnist, _sample
+
+    home = _home.get_data_home()
+    origin = {"default": "the user cache directory; set CNNEXT_DATA to change it",
+              "CNNEXT_DATA": "from CNNEXT_DATA"}[_home.data_home_origin()]
+    lines = [f"{'home':<18} {home} ({origin})"]
+    for dataset in _mnist.DATASETS.values():
+        found = {f.name: _mnist.find_file(dataset, f) for f in dataset.files.values()}
+        present = [path for path in found.values() if path is not None]
+        where = sorted({str(path.parent) for path in present})
+        size = sum(path.stat().st_size for path in present)
+        state = (f"{len(present)}/{len(found)} files in {', '.join(where)} ({mib(size)})"
+                 if present else "not downloaded")
+        lines.append(f"{dataset.key:<18} {state}")
+    sample = _sample.SAMPLE_PATH
+    lines.append(f"{'sample':<18} bundled, {sample} ({mib(sample.stat().st_size)})")
+    return lines
+
+
+def mib(nbytes):
+    return f"{nbytes / 2**20:.1f} MiB"
