@@ -147,9 +147,12 @@ def run_train(args, rest):
     model, optimizer = build_model(args, seed)
     print(f"training: {args.model} network, {args.epochs} epochs, batch size {args.batch_size}, "
           f"{args.optimizer} lr {args.lr:g}, {threads_text()}, seed {seed}")
+    # fit's progress bar (on stderr) ends each epoch with its loss, accuracy and
+    # images per second: live on a terminal, one line per epoch in a log.
+    sys.stdout.flush()
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              optimizer=optimizer, seed=seed, callbacks=[EpochReport(len(x_train))])
+              optimizer=optimizer, seed=seed, progress=True)
     test_loss, test_accuracy = model.evaluate(x_test, y_test)
     print(f"test accuracy: {test_accuracy:.2%} (loss {test_loss:.4f}, {len(x_test):,} images)")
     print(f"total time: {time.perf_counter() - start:.1f} s")
@@ -190,18 +193,6 @@ def threads_text():
 
     n = get_num_threads()
     return f"{n} thread{'s' if n != 1 else ''}"
-
-
-class EpochReport:
-    """fit callback printing one line per epoch: loss, accuracy, images per second."""
-
-    def __init__(self, n_images):
-        self.n_images = n_images
-
-    def on_epoch_end(self, epoch, logs):
-        rate = self.n_images / logs["seconds"] if logs["seconds"] > 0 else math.inf
-        print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.2%}  "
-              f"{rate:,.0f} images/s  {logs['seconds']:.1f} s", flush=True)
 
 
 # ------------------------------------------------------------------- bench
