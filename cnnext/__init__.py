@@ -4,7 +4,23 @@ Convolution and pooling kernels are typed Cython; layers, models and
 optimisers are plain Python on top of ``cnnext.functional``.
 """
 
+from . import compat, layers, losses, models, optim
+from ._checkpoint import CheckpointError
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
+from .model import Sequential, load_model
 
-__all__ = ["__version__", "get_num_threads", "set_num_threads", "show_config"]
+__all__ = [
+    "CheckpointError",
+    "Sequential",
+    "__version__",
+    "compat",
+    "get_num_threads",
+    "layers",
+    "load_model",
+    "losses",
+    "models",
+    "optim",
+    "set_num_threads",
+    "show_config",
+]

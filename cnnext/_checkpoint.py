@@ -1,0 +1,414 @@
+"""Model checkpoints: one .npz file, written atomically, read back strictly.
+
+Format (version 1): an uncompressed zip of .npy members, as ``numpy.savez``
+writes it:
+
+* ``cnnext_checkpoint.npy``: uint8 bytes of a UTF-8 JSON document
+  ``{"format": "cnnext-checkpoint", "format_version": 1, "cnnext_version",
+  "model": {"input_shape", "loss", "layers": [{"type", "config"}, ...]},
+  "params": {name: {"shape", "dtype"}}, "optimizer": null or {"type",
+  "config", "state": {name: {"arrays": {slot: {"shape", "dtype"}},
+  "counters": {counter: int}}}}}``;
+* ``params/<name>.npy`` for every parameter ("0.weight", ...);
+* ``optimizer/<name>/<slot>.npy`` for every optimiser array.
+
+Writing goes to a temporary file in the destination directory, is flushed
+to disk, then renamed over the destination: an interrupted save leaves
+either the old file or the new one, never a broken one.
+
+Reading trusts nothing: the zip directory is checked before any member is
+read (only the expected members, stored or deflated, sizes bounded by the
+declared arrays), every .npy header is parsed without pickles and must
+match the JSON exactly (dtype, shape, byte count), values must be finite,
+layer types come from a fixed table and their configs go through the
+layers' own argument checks, and layer constructors may not allocate more
+parameters than the file holds.  Any failure is a ``CheckpointError``.
+"""
+
+import io
+import json
+import math
+import os
+import re
+import secrets
+import zipfile
+import zlib
+
+import numpy as np
+
+from . import layers as _layers
+from . import losses, optim
+from . import model as _model
+from ._version import __version__
+from .layers import base as _layer_base
+
+FORMAT = "cnnext-checkpoint"
+FORMAT_VERSION = 1
+META_MEMBER = "cnnext_checkpoint.npy"
+MAX_META_BYTES = 1 << 20
+# An .npy header is padded to 64 bytes and rarely exceeds a few hundred.
+MAX_NPY_HEADER = 4096
+OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam)}
+_PARAM_NAME = re.compile(r"^[0-9]{1,6}\.[a-z_]{1,32}$")
+_SLOT_NAME = re.compile(r"^[a-z_]{1,32}$")
+
+
+class CheckpointError(ValueError):
+    """A file is not a valid cnnext checkpoint (corrupt, truncated, foreign or tampered)."""
+
+
+# ----------------------------------------------------------------------- save
+def save(model, path):
+    """Write ``model`` to ``path`` atomically (see the module docstring)."""
+    path = os.fspath(path)
+    params = model.parameters()
+    arrays = {f"params/{name}": array for name, array in params.items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cnnext_version": __version__,
+        "model": {
+            "input_shape": None if model.input_shape is None else list(model.input_shape),
+            "loss": model.loss.name,
+            "layers": [{"type": type(layer).__name__, "config": layer.config()}
+                       for layer in model.layers],
+        },
+        "params": {name: _describe(array) for name, array in params.items()},
+        "optimizer": None,
+    }
+    if model.optimizer is not None:
+        state_dict = model.optimizer.state_dict()
+        state = {}
+        for name, entry in state_dict["state"].items():
+            slots = {k: v for k, v in entry.items() if isinstance(v, np.ndarray)}
+            state[name] = {"arrays": {k: _describe(v) for k, v in slots.items()},
+                           "counters": {k: v for k, v in entry.items() if k not in slots}}
+            arrays.update({f"optimizer/{name}/{k}": v for k, v in slots.items()})
+        meta["optimizer"] = {"type": state_dict["type"], "config": state_dict["config"],
+                             "state": state}
+    text = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
+    members = {META_MEMBER[:-4]: np.frombuffer(text, dtype=np.uint8), **arrays}
+    _write_atomically(path, members)
+
+
+def _describe(array):
+    return {"shape": list(array.shape), "dtype": array.dtype.name}
+
+
+def _write_atomically(path, members):
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never write through someone else's file; mode 0o666 lets the
+    # umask decide the final permissions, as for any new file.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            np.savez(file, **members)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------- load
+def load(path):
+    """Rebuild the model stored at ``path``; CheckpointError if anything is off."""
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        try:
+            archive = zipfile.ZipFile(file)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+            raise CheckpointError(f"{path}: not a cnnext checkpoint (not a valid .npz/zip "
+                                  f"archive: {exc})") from None
+        with archive:
+            try:
+                return _Reader(path, archive, os.fstat(file.fileno()).st_size).model()
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
+                raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
+
+
+class _Reader:
+    def __init__(self, path, archive, file_size):
+        self.path = path
+        self.archive = archive
+        self.members = self._directory(archive.infolist(), file_size)
+
+    def fail(self, message):
+        raise CheckpointError(f"{self.path}: {message}")
+
+    def _directory(self, infos, file_size):
+        members = {}
+        for info in infos:
+            if info.filename in members:
+                self.fail(f"member {info.filename!r} appears twice")
+            if info.flag_bits & 0x1:
+                self.fail(f"member {info.filename!r} is encrypted")
+            if info.compress_type == zipfile.ZIP_STORED:
+                if info.file_size != info.compress_size:
+                    self.fail(f"member {info.filename!r} declares {info.file_size} bytes but "
+                              f"stores {info.compress_size}")
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                # Deflate cannot expand data by more than ~1032x.
+                if info.file_size > 1032 * info.compress_size + 1024:
+                    self.fail(f"member {info.filename!r} declares an impossible size")
+            else:
+                self.fail(f"member {info.filename!r} uses an unsupported compression")
+            members[info.filename] = info
+        if sum(info.compress_size for info in infos) > file_size:
+            self.fail("the archive declares more data than the file holds (truncated?)")
+        if META_MEMBER not in members:
+            self.fail(f"not a cnnext checkpoint (no {META_MEMBER} member; members: "
+                      f"{sorted(members)[:5]})")
+        return members
+
+    # ------------------------------------------------------------- members
+    def _array(self, member, shape, dtype):
+        """The .npy ``member``, which must hold exactly ``shape`` of ``dtype``.
+
+        ``shape=None`` accepts any 1-D array of at most MAX_META_BYTES bytes.
+        """
+        info = self.members.get(member)
+        if info is None:
+            self.fail(f"member {member!r} is missing")
+        dtype = np.dtype(dtype)
+        limit = MAX_META_BYTES if shape is None else \
+            math.prod(shape) * dtype.itemsize + MAX_NPY_HEADER
+        if info.file_size > limit:
+            self.fail(f"member {member!r} is larger ({info.file_size} bytes) than its declared "
+                      f"contents allow ({limit})")
+        data = self.archive.read(member)
+        if len(data) != info.file_size:
+            self.fail(f"member {member!r} is truncated")
+        stream = io.BytesIO(data)
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(stream, max_header_size=MAX_NPY_HEADER)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(stream, max_header_size=MAX_NPY_HEADER)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, SyntaxError, TypeError) as exc:
+            self.fail(f"member {member!r} is not a valid .npy array ({exc})")
+        found_shape, fortran_order, found_dtype = header
+        if (found_dtype.hasobject or found_dtype.fields is not None or found_dtype.subdtype
+                or found_dtype.kind != dtype.kind or found_dtype.itemsize != dtype.itemsize):
+            self.fail(f"member {member!r} holds dtype {found_dtype}, expected {dtype}")
+        if (shape is None and len(found_shape) != 1) or (
+                shape is not None and tuple(found_shape) != tuple(shape)):
+            self.fail(f"member {member!r} has shape {tuple(found_shape)}, expected "
+                      f"{'1-D' if shape is None else tuple(shape)}")
+        body = data[stream.tell():]
+        expected = math.prod(found_shape) * dtype.itemsize
+        if len(body) != expected:
+            self.fail(f"member {member!r} holds {len(body)} bytes of data for shape "
+                      f"{tuple(found_shape)}, expected {expected}")
+        array = np.frombuffer(body, dtype=found_dtype).reshape(
+            found_shape, order="F" if fortran_order else "C")
+        return array.astype(dtype.newbyteorder("="), order="C", copy=True)
+
+    def _meta(self):
+        raw = self._array(META_MEMBER, None, np.uint8)
+
+        def no_duplicates(pairs):
+            keys = [k for k, _ in pairs]
+            if len(keys) != len(set(keys)):
+                raise ValueError(f"duplicate key in {keys}")
+            return dict(pairs)
+
+        def no_constants(name):
+            raise ValueError(f"{name} is not allowed")
+
+        try:
+            meta = json.loads(raw.tobytes().decode("utf-8"), object_pairs_hook=no_duplicates,
+                              parse_constant=no_constants)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            self.fail(f"the checkpoint's JSON header is invalid ({exc})")
+        return meta
+
+    # ---------------------------------------------------------- the schema
+    def _keys(self, where, value, required, optional=()):
+        if not isinstance(value, dict):
+            self.fail(f"{where} must be a JSON object, got {type(value).__name__}")
+        missing = set(required) - set(value)
+        unknown = set(value) - set(required) - set(optional)
+        if missing or unknown:
+            self.fail(f"{where} has missing keys {sorted(missing)} / unknown keys "
+                      f"{sorted(unknown)}")
+        return value
+
+    def _shape(self, where, value):
+        if not isinstance(value, list) or len(value) > 8 or not all(
+                type(d) is int and 0 <= d < 2**40 for d in value):
+            self.fail(f"{where} must be a list of at most 8 non-negative ints, got {value!r}")
+        return tuple(value)
+
+    def _spec(self, where, value):
+        self._keys(where, value, ("shape", "dtype"))
+        if value["dtype"] not in _layer_base.DTYPES:
+            self.fail(f"{where}.dtype must be 'float32' or 'float64', got {value['dtype']!r}")
+        return self._shape(f"{where}.shape", value["shape"]), value["dtype"]
+
+    def model(self):
+        meta = self._keys("the header", self._meta(),
+                          ("format", "format_version", "cnnext_version", "model", "params",
+                           "optimizer"))
+        if meta["format"] != FORMAT:
+            self.fail(f"not a cnnext checkpoint (format {meta['format']!r})")
+        if meta["format_version"] != FORMAT_VERSION:
+            self.fail(f"checkpoint format version {meta['format_version']!r} (written by cnnext "
+                      f"{meta['cnnext_version']!r}); this cnnext {__version__} reads version "
+                      f"{FORMAT_VERSION}")
+        params = self._params(meta["params"])
+        optimizer_meta = meta["optimizer"]
+        optimizer_arrays = {} if optimizer_meta is None else self._optimizer_arrays(
+            optimizer_meta, params)
+        expected = {META_MEMBER, *(f"params/{n}.npy" for n in params),
+                    *(f"optimizer/{n}/{s}.npy" for n, s in optimizer_arrays)}
+        if set(self.members) != expected:
+            self.fail(f"unexpected members {sorted(set(self.members) - expected)[:5]} / missing "
+                      f"members {sorted(expected - set(self.members))[:5]}")
+        model = self._build(meta["model"], params)
+        if optimizer_meta is not None:
+            model.optimizer = self._optimizer(optimizer_meta, optimizer_arrays)
+        return model
+
+    def _params(self, declared):
+        if not isinstance(declared, dict):
+            self.fail("'params' must be a JSON object")
+        params = {}
+        for name, spec in declared.items():
+            if not _PARAM_NAME.match(name):
+                self.fail(f"invalid parameter name {name!r}")
+            shape, dtype = self._spec(f"params[{name!r}]", spec)
+            array = self._array(f"params/{name}.npy", shape, dtype)
+            if not np.isfinite(array).all():
+                self.fail(f"parameter {name!r} holds NaN or infinite values")
+            params[name] = array
+        return params
+
+    def _build(self, spec, params):
+        spec = self._keys("'model'", spec, ("input_shape", "loss", "layers"))
+        layer_specs = spec["layers"]
+        if not isinstance(layer_specs, list) or not layer_specs or len(layer_specs) > 10_000:
+            self.fail("'model.layers' must be a non-empty list")
+        budget = [sum(array.size for array in params.values())]
+        token = _layer_base._parameter_budget.set(budget)
+        try:
+            built = [self._layer(i, s) for i, s in enumerate(layer_specs)]
+        finally:
+            _layer_base._parameter_budget.reset(token)
+        input_shape = spec["input_shape"]
+        if input_shape is not None:
+            input_shape = self._shape("'model.input_shape'", input_shape)
+        try:
+            model = _model.Sequential(built, input_shape=input_shape)
+            model.loss = losses.get(spec["loss"])
+        except (TypeError, ValueError) as exc:
+            self.fail(f"invalid model: {exc}")
+        own = model.parameters()
+        if set(own) != set(params):
+            self.fail(f"the layers have parameters {sorted(own)}, the file holds "
+                      f"{sorted(params)}")
+        for name, array in own.items():
+            if array.shape != params[name].shape or array.dtype != params[name].dtype:
+                self.fail(f"parameter {name!r} has shape {params[name].shape} and dtype "
+                          f"{params[name].dtype}; the layer needs {array.shape} {array.dtype}")
+            np.copyto(array, params[name])
+        return model
+
+    def _layer(self, index, spec):
+        where = f"layer {index}"
+        spec = self._keys(where, spec, ("type", "config"))
+        cls = _layers.LAYER_TYPES.get(spec["type"]) if isinstance(spec["type"], str) else None
+        if cls is None:
+            self.fail(f"{where}: unknown layer type {spec['type']!r}")
+        config = spec["config"]
+        if not isinstance(config, dict) or "seed" in config or not all(
+                _is_plain(v) for v in config.values()):
+            self.fail(f"{where}: invalid config {config!r}")
+        try:
+            layer = cls(**config)
+        except _layer_base.ParameterBudgetExceeded as exc:
+            self.fail(f"{where}: {exc}")
+        except (TypeError, ValueError) as exc:
+            self.fail(f"{where}: invalid {spec['type']} config ({exc})")
+        if layer.config() != config:
+            self.fail(f"{where}: config {config!r} is not in canonical form")
+        return layer
+
+    def _optimizer_arrays(self, spec, params):
+        spec = self._keys("'optimizer'", spec, ("type", "config", "state"))
+        state = spec["state"]
+        if not isinstance(state, dict):
+            self.fail("'optimizer.state' must be a JSON object")
+        arrays = {}
+        for name, entry in state.items():
+            where = f"optimizer state of {name!r}"
+            if name not in params:
+                self.fail(f"{where}: no such parameter")
+            entry = self._keys(where, entry, ("arrays", "counters"))
+            if not isinstance(entry["arrays"], dict):
+                self.fail(f"{where}: 'arrays' must be a JSON object")
+            for slot, slot_spec in entry["arrays"].items():
+                if not _SLOT_NAME.match(slot):
+                    self.fail(f"{where}: invalid slot name {slot!r}")
+                shape, dtype = self._spec(f"{where}[{slot!r}]", slot_spec)
+                if shape != params[name].shape or dtype != params[name].dtype.name:
+                    self.fail(f"{where}: {slot!r} has shape {shape} and dtype {dtype}, the "
+                              f"parameter {params[name].shape} and {params[name].dtype}")
+                array = self._array(f"optimizer/{name}/{slot}.npy", shape, dtype)
+                if not np.isfinite(array).all():
+                    self.fail(f"{where}: {slot!r} holds NaN or infinite values")
+                arrays[name, slot] = array
+        return arrays
+
+    def _optimizer(self, spec, arrays):
+        cls = OPTIMIZERS.get(spec["type"]) if isinstance(spec["type"], str) else None
+        if cls is None:
+            self.fail(f"unknown optimizer type {spec['type']!r}")
+        state = {}
+        for name, entry in spec["state"].items():
+            counters = entry["counters"]
+            if not isinstance(counters, dict) or not all(
+                    type(v) is int and 0 <= v < 2**62 for v in counters.values()):
+                self.fail(f"optimizer state of {name!r}: counters must be non-negative ints")
+            state[name] = {**counters, **{slot: arrays[name, slot] for slot in entry["arrays"]}}
+        if not isinstance(spec["config"], dict) or not all(
+                _is_plain(v) for v in spec["config"].values()):
+            self.fail(f"invalid optimizer config {spec['config']!r}")
+        optimizer = cls()
+        try:
+            optimizer.load_state_dict({"type": spec["type"], "config": spec["config"],
+                                       "state": state})
+        except (TypeError, ValueError) as exc:
+            self.fail(f"invalid optimizer state ({exc})")
+        return optimizer
+
+
+def _is_plain(value):
+    """A JSON scalar or a short list of scalars: all a layer or optimiser config holds."""
+    scalar = (bool, int, float, str, type(None))
+    if isinstance(value, list):
+        return len(value) <= 8 and all(isinstance(v, scalar) for v in value)
+    return isinstance(value, scalar) and (not isinstance(value, str) or len(value) <= 64)

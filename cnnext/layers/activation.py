@@ -1,0 +1,28 @@
+"""ReLU, the rectified linear unit."""
+
+from .. import functional as F
+from .base import Layer
+
+
+class ReLU(Layer):
+    """ReLU()
+
+    max(x, 0) elementwise on batches of any shape, as ``F.relu``; NaN stays
+    NaN.  The gradient passes where the input was positive.
+    """
+
+    def config(self):
+        return {}
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def _forward(self, x, reuse):
+        self._cache = (x.shape, x.dtype, x)
+        return F.relu(x, out=self._output("y", x.shape, x.dtype, reuse))
+
+    def _backward(self, gy, need_input_grad, reuse):
+        if not need_input_grad:
+            return None
+        x = self._cache[2]
+        return F.relu_backward(gy, x, out=self._output("gx", x.shape, x.dtype, reuse))

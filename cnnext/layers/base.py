@@ -1,0 +1,213 @@
+"""The layer protocol shared by every layer, and its plumbing.
+
+A layer maps an (N, ...) batch to an (N, ...) batch with ``forward`` and maps
+the gradient of the loss with respect to its output back to its input with
+``backward``, leaving the gradients of its parameters in ``grads``.  All the
+arithmetic happens in ``cnnext.functional`` (or a NumPy BLAS call for
+``Dense``); layers only validate, remember what ``backward`` needs, and keep
+their buffers.
+
+Two entry points per direction:
+
+* ``forward(x)`` / ``backward(gy)``: public, check ``x`` against the layer
+  (ndim, channels, dtype) and return fresh arrays.
+* ``_forward(x, reuse)`` / ``_backward(gy, need_input_grad, reuse)``: used by
+  ``Sequential`` after it has checked the whole network's shapes once.  With
+  ``reuse=True`` outputs go to workspaces owned by the layer, overwritten by
+  the next call, so a training loop allocates no large arrays per step.
+
+``grads`` always holds persistent arrays (one per parameter, overwritten by
+each backward pass), like PyTorch's ``.grad``.
+"""
+
+import contextvars
+import math
+
+import numpy as np
+
+from .._functional import _checks
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+# Set by the checkpoint loader: the number of parameter elements the file
+# really holds, so a tampered architecture cannot make a constructor
+# allocate more than that before the file's arrays are checked.
+_parameter_budget = contextvars.ContextVar("cnnext_parameter_budget", default=None)
+
+
+class ParameterBudgetExceeded(ValueError):
+    """A layer asked for more parameters than a checkpoint being loaded holds."""
+
+
+def layer_dtype(owner, dtype):
+    """``dtype`` ("float32", "float64" or the NumPy dtype) as a NumPy dtype."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in DTYPES.values():
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def positive_int(owner, name, value):
+    """An int >= 1 (bool and float rejected)."""
+    value = _checks.to_int(owner, name, value)
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+    return value
+
+
+def boolean(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def initial_weights(shape, init, fan_in, fan_out, dtype, rng):
+    """Random weights of ``shape`` drawn from ``rng``, scaled by ``init``.
+
+    "he_normal": N(0, 2 / fan_in), for layers followed by a ReLU;
+    "glorot_uniform": U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
+    Drawn in float64 then rounded, so float32 and float64 layers built from
+    the same seed start from the same values.
+    """
+    _claim_parameters(math.prod(shape))
+    if init == "he_normal":
+        values = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+    else:
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        values = rng.uniform(-limit, limit, shape)
+    return values.astype(dtype)
+
+
+def zero_parameter(shape, dtype):
+    _claim_parameters(math.prod(shape))
+    return np.zeros(shape, dtype=dtype)
+
+
+def _claim_parameters(count):
+    budget = _parameter_budget.get()
+    if budget is None:
+        return
+    if count > budget[0]:
+        raise ParameterBudgetExceeded(
+            f"the architecture asks for more parameters than the file holds "
+            f"({count} more requested, {budget[0]} left)")
+    budget[0] -= count
+
+
+INITS = ("he_normal", "glorot_uniform")
+
+
+def check_init(owner, init):
+    if init not in INITS:
+        raise ValueError(f"{owner}: init must be one of {INITS}, got {init!r}")
+    return init
+
+
+class Layer:
+    """Base class of every layer.
+
+    Subclasses set ``params`` (name -> array), ``grads`` (same names and
+    shapes) and, when they have parameters, ``dtype`` (layers without
+    parameters take float32 and float64 alike); they implement ``config``,
+    ``output_shape``, ``_forward`` and ``_backward``.  ``_forward`` stores
+    ``self._cache = (x.shape, x.dtype, ...)`` for ``_backward``.
+    """
+
+    dtype = None
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self._workspaces = {}
+
+    # ------------------------------------------------------------- public API
+    def forward(self, x):
+        """forward(x)
+
+        Compute the layer's output for the batch ``x`` and remember what
+        ``backward`` needs.  Returns a new array.
+        """
+        x = self._checked(x)
+        return self._forward(x, reuse=False)
+
+    def backward(self, gy):
+        """backward(gy)
+
+        Given ``gy``, the gradient of the loss with respect to the output of
+        the last ``forward``, store the parameter gradients in ``grads`` and
+        return the gradient with respect to that forward's input.
+        """
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{self._name()}.backward called before forward")
+        x_shape, x_dtype = cache[:2]
+        expected = (x_shape[0], *self.output_shape(x_shape[1:]))
+        gy = _checks.float_array(f"{self._name()}.backward", "gy", gy)
+        if gy.shape != expected or gy.dtype != x_dtype:
+            raise ValueError(f"{self._name()}.backward: gy must have shape {expected} and dtype "
+                             f"{x_dtype} (the last forward's output), got shape {gy.shape} "
+                             f"and dtype {gy.dtype}")
+        return self._backward(np.ascontiguousarray(gy), need_input_grad=True, reuse=False)
+
+    def output_shape(self, input_shape):
+        """output_shape(input_shape)
+
+        The shape of one example's output, given one example's input shape
+        (without the batch axis).  Raises ValueError when the layer cannot
+        take that input.
+        """
+        raise NotImplementedError
+
+    def config(self):
+        """The constructor arguments (JSON-compatible) that rebuild this layer."""
+        raise NotImplementedError
+
+    def num_parameters(self):
+        return sum(p.size for p in self.params.values())
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -------------------------------------------------------------- internals
+    def _name(self):
+        return type(self).__name__
+
+    def _checked(self, x):
+        x = _checks.float_array(f"{self._name()}.forward", "x", x)
+        if self.dtype is not None and x.dtype != self.dtype:
+            raise TypeError(f"{self._name()}.forward: x has dtype {x.dtype} but the layer "
+                            f"computes in {self.dtype}")
+        if x.ndim < 1:
+            raise ValueError(f"{self._name()}.forward: x must have a batch axis, got a scalar")
+        try:
+            self.output_shape(x.shape[1:])
+        except ValueError as exc:
+            raise ValueError(f"{self._name()}.forward: x of shape {x.shape}: {exc}") from None
+        return x
+
+    def _workspace(self, name, shape, dtype):
+        """A buffer of ``shape`` owned by the layer, reused across calls."""
+        buffer = self._workspaces.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = np.empty(shape, dtype=dtype)
+            self._workspaces[name] = buffer
+        return buffer
+
+    def _output(self, name, shape, dtype, reuse):
+        """A workspace when reusing, else None (the kernel allocates)."""
+        return self._workspace(name, shape, dtype) if reuse else None
+
+    def _forward(self, x, reuse):
+        raise NotImplementedError
+
+    def _backward(self, gy, need_input_grad, reuse):
+        raise NotImplementedError
+
+    def _release(self):
+        """Drop workspaces and the forward cache (e.g. before saving or copying)."""
+        self._workspaces = {}
+        self._cache = None

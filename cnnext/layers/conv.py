@@ -1,0 +1,122 @@
+"""Conv2D: 2-D convolution (cross-correlation) over NCHW batches."""
+
+import numpy as np
+
+from .. import functional as F
+from .._functional import _checks
+from .base import (
+    Layer,
+    boolean,
+    check_init,
+    initial_weights,
+    layer_dtype,
+    positive_int,
+    zero_parameter,
+)
+
+
+class Conv2D(Layer):
+    """Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    bias=True, dtype="float32", init="he_normal", seed=None)
+
+    2-D convolution of (N, in_channels, H, W) batches, as ``F.conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output.
+    kernel_size, stride, padding, dilation : int or (int, int)
+        As in ``cnnext.functional.conv2d``; padding is zero padding.
+    bias : bool
+        Learn one bias per output channel (initialised to zero).
+    dtype : {"float32", "float64"}
+        Dtype of the parameters and of the batches the layer takes.
+    init : {"he_normal", "glorot_uniform"}
+        Weight initialisation; fan-in is in_channels * kernel area.
+    seed : None, int or numpy.random.Generator
+        Source of the initial weights.
+
+    Attributes
+    ----------
+    params : dict
+        "weight" (out_channels, in_channels, kh, kw) and, with bias, "bias"
+        (out_channels,).
+    grads : dict
+        Gradients of the same names and shapes, written by ``backward``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, dtype="float32", init="he_normal", seed=None):
+        super().__init__()
+        name = "Conv2D"
+        self.in_channels = positive_int(name, "in_channels", in_channels)
+        self.out_channels = positive_int(name, "out_channels", out_channels)
+        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = _checks.pair(name, "stride", stride, 1)
+        self.padding = _checks.pair(name, "padding", padding, 0)
+        self.dilation = _checks.pair(name, "dilation", dilation, 1)
+        self.bias = boolean(name, "bias", bias)
+        self.dtype = layer_dtype(name, dtype)
+        self.init = check_init(name, init)
+        rng = np.random.default_rng(seed)
+        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        area = self.kernel_size[0] * self.kernel_size[1]
+        self.params["weight"] = initial_weights(
+            shape, self.init, self.in_channels * area, self.out_channels * area, self.dtype, rng)
+        if self.bias:
+            self.params["bias"] = zero_parameter((self.out_channels,), self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def config(self):
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "bias": self.bias,
+            "dtype": self.dtype.name,
+            "init": self.init,
+        }
+
+    def __repr__(self):
+        extra = "".join(
+            f", {name}={value[0] if value[0] == value[1] else value}"
+            for name, value, default in (("stride", self.stride, 1), ("padding", self.padding, 0),
+                                         ("dilation", self.dilation, 1))
+            if value != (default, default))
+        kernel = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] \
+            else self.kernel_size
+        bias = "" if self.bias else ", bias=False"
+        dtype = "" if self.dtype.name == "float32" else f", dtype={self.dtype.name!r}"
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, {kernel}{extra}{bias}{dtype})")
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r} takes (C, H, W) examples, got shape {tuple(input_shape)}")
+        channels, height, width = input_shape
+        if channels != self.in_channels:
+            raise ValueError(f"{self!r} expects {self.in_channels} input channel(s), "
+                             f"got {channels}")
+        return (self.out_channels,
+                _checks.output_size(repr(self), "height", height, self.kernel_size[0],
+                                    self.stride[0], self.padding[0], self.dilation[0]),
+                _checks.output_size(repr(self), "width", width, self.kernel_size[1],
+                                    self.stride[1], self.padding[1], self.dilation[1]))
+
+    def _forward(self, x, reuse):
+        out_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
+        self._cache = (x.shape, x.dtype, x)
+        out = self._output("y", out_shape, x.dtype, reuse)
+        return F.conv2d(x, self.params["weight"], self.params.get("bias"), self.stride,
+                        self.padding, self.dilation, out=out)
+
+    def _backward(self, gy, need_input_grad, reuse):
+        x = self._cache[2]
+        gx = self._output("gx", x.shape, x.dtype, reuse) if need_input_grad else None
+        gx, _, _ = F.conv2d_backward(
+            gy, x, self.params["weight"], self.stride, self.padding, self.dilation,
+            need_input_grad=need_input_grad,
+            out=(gx, self.grads["weight"], self.grads.get("bias")))
+        return gx

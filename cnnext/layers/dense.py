@@ -1,0 +1,93 @@
+"""Dense: a fully connected layer, y = x W^T + b, on NumPy's BLAS."""
+
+import numpy as np
+
+from .base import (
+    Layer,
+    boolean,
+    check_init,
+    initial_weights,
+    layer_dtype,
+    positive_int,
+    zero_parameter,
+)
+
+
+class Dense(Layer):
+    """Dense(in_features, out_features, bias=True, dtype="float32", init="glorot_uniform",
+    seed=None)
+
+    Fully connected layer on (N, in_features) batches: ``y = x @ weight.T + bias``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of one example's input and output.
+    bias : bool
+        Learn a bias (initialised to zero).
+    dtype : {"float32", "float64"}
+        Dtype of the parameters and of the batches the layer takes.
+    init : {"glorot_uniform", "he_normal"}
+        Weight initialisation.
+    seed : None, int or numpy.random.Generator
+        Source of the initial weights.
+
+    Attributes
+    ----------
+    params : dict
+        "weight" (out_features, in_features), as PyTorch's Linear, and with
+        bias "bias" (out_features,).
+    grads : dict
+        Gradients of the same names and shapes, written by ``backward``.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32",
+                 init="glorot_uniform", seed=None):
+        super().__init__()
+        self.in_features = positive_int("Dense", "in_features", in_features)
+        self.out_features = positive_int("Dense", "out_features", out_features)
+        self.bias = boolean("Dense", "bias", bias)
+        self.dtype = layer_dtype("Dense", dtype)
+        self.init = check_init("Dense", init)
+        rng = np.random.default_rng(seed)
+        self.params["weight"] = initial_weights(
+            (self.out_features, self.in_features), self.init, self.in_features,
+            self.out_features, self.dtype, rng)
+        if self.bias:
+            self.params["bias"] = zero_parameter((self.out_features,), self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias, "dtype": self.dtype.name, "init": self.init}
+
+    def __repr__(self):
+        bias = "" if self.bias else ", bias=False"
+        dtype = "" if self.dtype.name == "float32" else f", dtype={self.dtype.name!r}"
+        return f"Dense({self.in_features}, {self.out_features}{bias}{dtype})"
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            hint = " (add a Flatten() before it)" if len(input_shape) > 1 else ""
+            raise ValueError(f"{self!r} takes examples of shape ({self.in_features},), "
+                             f"got {tuple(input_shape)}{hint}")
+        return (self.out_features,)
+
+    def _forward(self, x, reuse):
+        self._cache = (x.shape, x.dtype, x)
+        y = np.matmul(x, self.params["weight"].T,
+                      out=self._output("y", (x.shape[0], self.out_features), x.dtype, reuse))
+        if self.bias:
+            np.add(y, self.params["bias"], out=y)
+        return y
+
+    def _backward(self, gy, need_input_grad, reuse):
+        x = self._cache[2]
+        # np.dot, not matmul: for a batch of one this outer product takes
+        # BLAS gemm, while matmul falls back to a loop several times slower.
+        np.dot(gy.T, x, out=self.grads["weight"])
+        if self.bias:
+            np.add.reduce(gy, axis=0, out=self.grads["bias"])
+        if not need_input_grad:
+            return None
+        return np.dot(gy, self.params["weight"], out=self._output("gx", x.shape, x.dtype, reuse))

@@ -1,0 +1,29 @@
+"""Flatten: (N, d1, d2, ...) -> (N, d1 * d2 * ...), in C order."""
+
+import math
+
+from .base import Layer
+
+
+class Flatten(Layer):
+    """Flatten()
+
+    Collapse every axis but the batch axis, in C order (for NCHW batches:
+    channel, then row, then column).  Returns a view when the input is
+    contiguous, as ``numpy.reshape``.
+    """
+
+    def config(self):
+        return {}
+
+    def output_shape(self, input_shape):
+        if len(input_shape) == 0:
+            raise ValueError("Flatten() takes examples with at least one axis, got scalars")
+        return (math.prod(input_shape),)
+
+    def _forward(self, x, reuse):
+        self._cache = (x.shape, x.dtype)
+        return x.reshape(x.shape[0], -1)
+
+    def _backward(self, gy, need_input_grad, reuse):
+        return gy.reshape(self._cache[0]) if need_input_grad else None

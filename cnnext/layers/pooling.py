@@ -1,0 +1,95 @@
+"""MaxPool2D and AvgPool2D over NCHW batches."""
+
+import numpy as np
+
+from .. import functional as F
+from .._functional import _checks
+from .base import Layer
+
+
+class _Pool2D(Layer):
+    """What both pooling layers share: geometry, config, repr, output shape."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _checks.pair(
+            name, "stride", stride, 1)
+        self.padding = _checks.pair(name, "padding", padding, 0)
+        for padding, kernel in zip(self.padding, self.kernel_size, strict=True):
+            if 2 * padding > kernel:
+                raise ValueError(f"{name}: padding must be at most half the kernel size, "
+                                 f"got padding={padding!r} for kernel_size={kernel_size!r}")
+
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+    def __repr__(self):
+        def short(value):
+            return value[0] if value[0] == value[1] else value
+
+        text = f"{type(self).__name__}({short(self.kernel_size)}"
+        if self.stride != self.kernel_size:
+            text += f", stride={short(self.stride)}"
+        if self.padding != (0, 0):
+            text += f", padding={short(self.padding)}"
+        return text + ")"
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r} takes (C, H, W) examples, got shape {tuple(input_shape)}")
+        channels, height, width = input_shape
+        return (channels,
+                _checks.output_size(repr(self), "height", height, self.kernel_size[0],
+                                    self.stride[0], self.padding[0]),
+                _checks.output_size(repr(self), "width", width, self.kernel_size[1],
+                                    self.stride[1], self.padding[1]))
+
+
+class MaxPool2D(_Pool2D):
+    """MaxPool2D(kernel_size, stride=None, padding=0)
+
+    Max pooling of (N, C, H, W) batches, as ``F.max_pool2d`` (stride defaults
+    to the kernel size; ties go to the first maximum; padding is -inf).  The
+    gradient flows to the one position that was picked in each window.
+    """
+
+    def _forward(self, x, reuse):
+        out_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
+        out = (self._output("y", out_shape, x.dtype, reuse),
+               self._output("idx", out_shape, np.int64, reuse)) if reuse else None
+        y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                              return_indices=True, out=out)
+        self._cache = (x.shape, x.dtype, idx)
+        return y
+
+    def _backward(self, gy, need_input_grad, reuse):
+        if not need_input_grad:
+            return None
+        x_shape, _, idx = self._cache
+        out = self._output("gx", x_shape, gy.dtype, reuse)
+        return F.max_pool2d_backward(gy, idx, x_shape, out=out)
+
+
+class AvgPool2D(_Pool2D):
+    """AvgPool2D(kernel_size, stride=None, padding=0)
+
+    Average pooling of (N, C, H, W) batches, as ``F.avg_pool2d`` (zero
+    padding counted in the divisor).
+    """
+
+    def _forward(self, x, reuse):
+        out_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
+        self._cache = (x.shape, x.dtype)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
+                            out=self._output("y", out_shape, x.dtype, reuse))
+
+    def _backward(self, gy, need_input_grad, reuse):
+        if not need_input_grad:
+            return None
+        x_shape = self._cache[0]
+        return F.avg_pool2d_backward(gy, x_shape, self.kernel_size, self.stride, self.padding,
+                                     out=self._output("gx", x_shape, gy.dtype, reuse))
+

@@ -1,0 +1,289 @@
+"""Optimisers: SGD (momentum, Nesterov, weight decay) and Adam, as in PyTorch.
+
+An optimiser is built without parameters (``optim.SGD(lr=0.01)``) and is
+handed them at each step as two dicts with the same keys, name -> array:
+``step(params, grads)`` updates ``params`` in place.  State (momentum
+buffers, Adam's moments and step counts) is kept per parameter name and is
+created on the first step; ``state_dict()`` / ``load_state_dict()`` save and
+restore hyper-parameters and state.
+
+The update rules follow ``torch.optim.SGD`` and ``torch.optim.Adam``
+(weight decay is added to the gradient, "L2" style, in both).
+"""
+
+import math
+
+import numpy as np
+
+__all__ = ["SGD", "Adam", "Optimizer"]
+
+
+def _number(owner, name, value, minimum=0.0, below=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (below is not None and value >= below):
+        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
+        raise ValueError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class: per-parameter state, ``step``, ``state_dict``, ``load_state_dict``.
+
+    Subclasses define ``slots`` (names of the arrays kept per parameter),
+    ``counters`` (names of the ints kept per parameter), ``config()`` and
+    ``_update(param, grad, state, scratch)``.
+    """
+
+    slots = ()
+    counters = ()
+
+    def __init__(self):
+        self.state = {}
+        self._scratch = {}
+
+    def config(self):
+        """The hyper-parameters, as constructor keyword arguments."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def step(self, params, grads):
+        """step(params, grads)
+
+        Update every array of ``params`` in place from the array of the same
+        name in ``grads`` (same shape and dtype).
+        """
+        for name, param in params.items():
+            grad = grads.get(name)
+            if grad is None or grad.shape != param.shape or grad.dtype != param.dtype:
+                self._bad_gradient(name, param, grad)
+            state = self.state.get(name)
+            if state is None or state["shape"] != param.shape or state["dtype"] != param.dtype:
+                state = self._new_state(name, param)
+            scratch = self._scratch.get(name)
+            if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
+                scratch = self._scratch[name] = np.empty_like(param)
+            self._update(param, grad, state, scratch)
+
+    def reset(self):
+        """Forget all per-parameter state (the next step starts afresh)."""
+        self.state = {}
+        self._scratch = {}
+
+    def state_dict(self):
+        """state_dict()
+
+        A dict {"type": class name, "config": hyper-parameters, "state":
+        {parameter name: {slot: array copy or int}}}.
+        """
+        state = {}
+        for name, entry in self.state.items():
+            state[name] = {k: entry[k].copy() for k in self.slots if entry[k] is not None}
+            state[name].update({k: entry[k] for k in self.counters})
+        return {"type": type(self).__name__, "config": self.config(), "state": state}
+
+    def load_state_dict(self, state_dict):
+        """load_state_dict(state_dict)
+
+        Restore hyper-parameters and state saved by ``state_dict`` of the same
+        optimiser class (arrays are copied).
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or set(state_dict) != {"type", "config", "state"}:
+            raise ValueError(f"{owner}: expected a dict with keys 'type', 'config' and 'state'")
+        if state_dict["type"] != type(self).__name__:
+            raise ValueError(f"{owner}: the state is of a {state_dict['type']!r} optimiser")
+        if not isinstance(state_dict["config"], dict):
+            raise TypeError(f"{owner}: 'config' must be a dict")
+        fresh = type(self)(**state_dict["config"])
+        entries = state_dict["state"]
+        if not isinstance(entries, dict):
+            raise TypeError(f"{owner}: 'state' must be a dict of parameter name -> dict")
+        state = {}
+        for name, entry in entries.items():
+            state[name] = self._checked_entry(owner, name, entry)
+        self.__dict__.update(fresh.__dict__)
+        self.state = state
+
+    # -------------------------------------------------------------- internals
+    def _checked_entry(self, owner, name, entry):
+        if not isinstance(entry, dict):
+            raise TypeError(f"{owner}: state[{name!r}] must be a dict")
+        optional = set(getattr(self, "optional_slots", ()))
+        required = (set(self.slots) - optional) | set(self.counters)
+        if not required <= set(entry) <= set(self.slots) | set(self.counters):
+            raise ValueError(f"{owner}: state[{name!r}] must have the keys {sorted(required)} "
+                             f"(optionally {sorted(optional)}), got {sorted(entry)}")
+        arrays = {}
+        for slot in self.slots:
+            value = entry.get(slot)
+            if value is None:
+                arrays[slot] = None
+                continue
+            if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{owner}: state[{name!r}][{slot!r}] must be a float32 or "
+                                f"float64 array")
+            arrays[slot] = np.array(value, copy=True, order="C")
+        shapes = {a.shape for a in arrays.values() if a is not None}
+        dtypes = {a.dtype for a in arrays.values() if a is not None}
+        if len(shapes) > 1 or len(dtypes) > 1:
+            raise ValueError(f"{owner}: the arrays of state[{name!r}] differ in shape or dtype")
+        for counter in self.counters:
+            value = entry[counter]
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                    or value < 0:
+                raise ValueError(f"{owner}: state[{name!r}][{counter!r}] must be an int >= 0, "
+                                 f"got {value!r}")
+            arrays[counter] = int(value)
+        arrays["shape"] = shapes.pop() if shapes else None
+        arrays["dtype"] = dtypes.pop() if dtypes else None
+        return arrays
+
+    def _new_state(self, name, param):
+        state = {slot: None for slot in self.slots}
+        state.update({counter: 0 for counter in self.counters})
+        state["shape"], state["dtype"] = param.shape, param.dtype
+        existing = self.state.get(name)
+        if existing is not None and existing["shape"] is not None:
+            raise ValueError(f"{type(self).__name__}.step: the state of parameter {name!r} has "
+                             f"shape {existing['shape']} and dtype {existing['dtype']}, but the "
+                             f"parameter has shape {param.shape} and dtype {param.dtype}; call "
+                             f"reset() to start afresh")
+        self.state[name] = state
+        return state
+
+    def _bad_gradient(self, name, param, grad):
+        if grad is None:
+            raise ValueError(f"{type(self).__name__}.step: no gradient for parameter {name!r}")
+        raise ValueError(f"{type(self).__name__}.step: the gradient of {name!r} has shape "
+                         f"{grad.shape} and dtype {grad.dtype}, the parameter {param.shape} and "
+                         f"{param.dtype}")
+
+    def _update(self, param, grad, state, scratch):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """SGD(lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0)
+
+    Stochastic gradient descent, as ``torch.optim.SGD`` (no dampening)::
+
+        g = grad + weight_decay * p
+        buf = g                      (first step)
+        buf = momentum * buf + g     (later steps)
+        g = g + momentum * buf       (Nesterov) or g = buf (momentum > 0)
+        p = p - lr * g
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, >= 0.
+    momentum : float
+        Momentum factor, >= 0 (0: plain SGD, no state kept).
+    nesterov : bool
+        Nesterov momentum (needs momentum > 0).
+    weight_decay : float
+        L2 penalty, >= 0.
+    """
+
+    slots = ("momentum_buffer",)
+    optional_slots = ("momentum_buffer",)
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__()
+        self.lr = _number("SGD", "lr", lr)
+        self.momentum = _number("SGD", "momentum", momentum)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("SGD: nesterov=True needs momentum > 0")
+        self.weight_decay = _number("SGD", "weight_decay", weight_decay)
+
+    def config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def _update(self, param, grad, state, scratch):
+        if self.weight_decay:
+            np.multiply(param, self.weight_decay, out=scratch)
+            grad = np.add(grad, scratch, out=scratch)
+        if self.momentum:
+            buffer = state["momentum_buffer"]
+            if buffer is None:
+                buffer = state["momentum_buffer"] = grad.copy()
+            else:
+                np.multiply(buffer, self.momentum, out=buffer)
+                np.add(buffer, grad, out=buffer)
+            grad = np.add(grad, self.momentum * buffer, out=scratch) if self.nesterov else buffer
+        np.multiply(grad, self.lr, out=scratch)
+        np.subtract(param, scratch, out=param)
+
+
+class Adam(Optimizer):
+    """Adam(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0)
+
+    Adam, as ``torch.optim.Adam`` (no AMSGrad)::
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    with t the parameter's step count, starting at 1.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, >= 0.
+    betas : (float, float)
+        Decay rates of the first and second moment estimates, in [0, 1).
+    eps : float
+        Added to the denominator, >= 0.
+    weight_decay : float
+        L2 penalty, >= 0.
+    """
+
+    slots = ("exp_avg", "exp_avg_sq")
+    counters = ("step",)
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__()
+        self.lr = _number("Adam", "lr", lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"Adam: betas must be a pair of numbers, got {betas!r}")
+        self.betas = (_number("Adam", "betas[0]", betas[0], below=1.0),
+                      _number("Adam", "betas[1]", betas[1], below=1.0))
+        self.eps = _number("Adam", "eps", eps)
+        self.weight_decay = _number("Adam", "weight_decay", weight_decay)
+
+    def config(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def _update(self, param, grad, state, scratch):
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            np.multiply(param, self.weight_decay, out=scratch)
+            grad = np.add(grad, scratch, out=scratch)
+        if state["exp_avg"] is None:
+            state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+        state["step"] += 1
+        step = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        np.multiply(m, beta1, out=m)
+        m += (1 - beta1) * grad
+        np.multiply(v, beta2, out=v)
+        v += (1 - beta2) * grad * grad
+        step_size = self.lr / (1 - beta1**step)
+        np.sqrt(v, out=scratch)
+        np.divide(scratch, math.sqrt(1 - beta2**step), out=scratch)
+        np.add(scratch, self.eps, out=scratch)
+        np.divide(m, scratch, out=scratch)
+        np.multiply(scratch, step_size, out=scratch)
+        np.subtract(param, scratch, out=param)
