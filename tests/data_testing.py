@@ -82,6 +82,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(route.body[: len(route.body) // 2])
         self.wfile.flush()
         if route.mode == "stall_body":
+            server.stalled.set()
             server.release.wait(30)
         # "truncate": returning closes the HTTP/1.0 connection early.
 
@@ -93,7 +94,8 @@ class LocalServer:
     """``with LocalServer() as server``: an HTTP server on 127.0.0.1 in a thread.
 
     ``server.routes[path] = Route(...)`` sets what a path serves,
-    ``server.url(path)`` is its URL, ``server.requests`` lists the paths asked for.
+    ``server.url(path)`` is its URL, ``server.requests`` lists the paths asked for,
+    ``server.stalled`` is set once a "stall_body" route has sent its first half.
     """
 
     def __enter__(self):
@@ -102,6 +104,7 @@ class LocalServer:
         self.httpd.routes = self.routes = {}
         self.httpd.requests = self.requests = []
         self.httpd.release = threading.Event()
+        self.stalled = self.httpd.stalled = threading.Event()
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )

@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -72,9 +73,10 @@ def test_data_home_argument_then_environment_then_user_cache(monkeypatch, tmp_pa
         ("win32", {"LOCALAPPDATA": "/local"}, "/local/cnnext/Cache"),
     ],
 )
+@pytest.mark.skipif(os.name == "nt", reason="the expected paths are POSIX paths")
 def test_default_cache_dir_per_platform(monkeypatch, tmp_path, platform, env, expected):
     monkeypatch.setattr(sys, "platform", platform)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
     for name in ("XDG_CACHE_HOME", "LOCALAPPDATA"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

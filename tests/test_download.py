@@ -1,6 +1,8 @@
 """Verified downloads from a local HTTP server: mirrors, checksums, stalls, cut transfers."""
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -132,3 +134,24 @@ def test_progress_bar_reports_the_file(server, tmp_path, monkeypatch):
     download([server.url("/f.gz")], tmp_path / "f.gz", GOOD_SHA, timeout=2)
     line = err.getvalue()
     assert line.startswith("f.gz [########################]") and line.endswith("B/s\n")
+
+
+def test_killed_download_leaves_no_file_under_the_final_name(server, tmp_path):
+    server.routes["/f.gz"] = Route(GOOD, mode="stall_body")
+    dest = tmp_path / "f.gz"
+    code = (
+        "import sys; from cnnext.datasets._download import download; "
+        "download([sys.argv[1]], sys.argv[2], sys.argv[3], progress=False, timeout=60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, server.url("/f.gz"), str(dest), GOOD_SHA])
+    try:
+        # Killed mid-transfer: half the file sent, the temporary file open.
+        assert server.stalled.wait(60)
+        assert len(list(tmp_path.glob(".f.gz.*.part"))) == 1 and child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+    assert not dest.exists()
+    server.routes["/f.gz"] = Route(GOOD)
+    fetch([server.url("/f.gz")], dest)
+    assert dest.read_bytes() == GOOD

@@ -20,7 +20,7 @@ from .._version import __version__
 from ._idx import DEFAULT_MAX_BYTES, DataFileError, decompress_capped
 
 # Seconds a connection may stay silent (connecting, or between two reads).
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 15.0
 CHUNK_BYTES = 1 << 16
 
 
@@ -30,7 +30,7 @@ class DownloadError(OSError):
 
 def download(urls, dest, sha256, *, digest_of="file", timeout=DEFAULT_TIMEOUT,
              max_bytes=DEFAULT_MAX_BYTES, progress=True):
-    """download(urls, dest, sha256, *, digest_of="file", timeout=30, max_bytes=2**28, progress=True)
+    """download(urls, dest, sha256, *, digest_of="file", timeout=15, max_bytes=2**28, progress=True)
 
     Fetch a file from the first mirror that delivers it intact.
 
@@ -108,7 +108,8 @@ def _stream(response, out, name, max_bytes, progress):
     received = 0
     bar = ProgressBar(total, desc=name, unit="B") if progress else None
     try:
-        while chunk := response.read(CHUNK_BYTES):
+        # read1: whatever has arrived, so the file and the bar follow the transfer.
+        while chunk := response.read1(CHUNK_BYTES):
             received += len(chunk)
             if received > max_bytes:
                 raise DataFileError(f"more than {max_bytes} bytes, over the limit")
