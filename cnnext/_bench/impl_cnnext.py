@@ -1,0 +1,101 @@
+"""cnnext as its users call it: ``cnnext.functional``, ``Sequential.fit`` and ``cnnext.compat``."""
+
+import numpy as np
+
+from . import nets
+from .cases import train_checks
+from .impl_notebook import NotebookTrain
+from .impls import Bound, Implementation, Unavailable, functional_bound, import_optional
+
+
+def build_layers(layers_module, network, dtype):
+    """cnnext layers for ``network``, one per layer record (so layer i holds params[i])."""
+    layers = []
+    for layer in network.layers:
+        if isinstance(layer, nets.Conv):
+            layers.append(layers_module.Conv2D(layer.in_channels, layer.out_channels,
+                                               layer.kernel_size, stride=layer.stride,
+                                               padding=layer.padding, bias=layer.bias,
+                                               dtype=dtype))
+        elif isinstance(layer, nets.MaxPool):
+            layers.append(layers_module.MaxPool2D(layer.kernel_size))
+        elif isinstance(layer, nets.AvgPool):
+            layers.append(layers_module.AvgPool2D(layer.kernel_size))
+        elif isinstance(layer, nets.ReLU):
+            layers.append(layers_module.ReLU())
+        elif isinstance(layer, nets.Flatten):
+            layers.append(layers_module.Flatten())
+        else:
+            layers.append(layers_module.Dense(layer.in_features, layer.out_features,
+                                              bias=layer.bias, dtype=dtype))
+    return layers
+
+
+class FitTrain(Bound):
+    """``Sequential.fit`` for one epoch over the case's batches, in order."""
+
+    def __init__(self, case, dtype, inputs, reference):
+        cnnext = import_optional("cnnext")
+        layers_module = import_optional("cnnext.layers")
+        optim = import_optional("cnnext.optim")
+        if not hasattr(cnnext, "Sequential"):
+            raise Unavailable("not available", "cnnext.Sequential is missing")
+        self.case, self.dtype, self.inputs, self.reference = case, dtype, inputs, reference
+        self.layers = build_layers(layers_module, case.network, dtype)
+        self.model = cnnext.Sequential(self.layers)
+        self.optimizer = optim.SGD(lr=inputs["lr"])
+        self.calls_per_run = case.steps
+
+    def load(self, params):
+        for layer, p in zip(self.layers, params, strict=True):
+            for name, value in p.items():
+                layer.params[name][...] = value
+
+    def fit(self, count):
+        return self.model.fit(self.inputs["images"][:count], self.inputs["labels"][:count],
+                              epochs=1, batch_size=self.case.batch, optimizer=self.optimizer,
+                              shuffle=False, progress=False)
+
+    def run(self):
+        self.fit(None)
+
+    def check(self):
+        self.load(self.inputs["params"])
+        history = self.fit(self.case.batch)
+        params = [{name: np.array(value) for name, value in layer.params.items()}
+                  for layer in self.layers]
+        return train_checks(self.reference, history["loss"][0], self.inputs["params"], params,
+                            self.dtype)
+
+
+class Cnnext(Implementation):
+    name = "cnnext"
+
+    def version(self):
+        cnnext = import_optional("cnnext")
+        isas = cnnext.show_config("dicts")["simd"]["in_use"]
+        return f"{cnnext.__version__} ({', '.join(f'{k}={v}' for k, v in isas.items())})"
+
+    def supports(self, case, dtype):
+        return case.family != "copy"
+
+    def bind(self, case, dtype, inputs, reference):
+        if case.family == "train":
+            return FitTrain(case, dtype, inputs, reference)
+        return functional_bound(import_optional("cnnext.functional"), case, inputs, reference)
+
+
+class Compat(Implementation):
+    """The notebook's classes on the compiled kernels: one image per step, float64."""
+
+    name = "cnnext.compat"
+
+    def version(self):
+        return import_optional("cnnext").__version__
+
+    def supports(self, case, dtype):
+        return case.name == "train.notebook.b1" and dtype == "float64"
+
+    def bind(self, case, dtype, inputs, reference):
+        compat = import_optional("cnnext.compat")
+        return NotebookTrain(compat, case, inputs, reference, count=len(inputs["images"]))

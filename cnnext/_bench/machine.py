@@ -1,0 +1,68 @@
+"""What the benchmark ran on: CPU, cores, versions, BLAS, cnnext's build."""
+
+import datetime
+import platform
+import sys
+
+import numpy as np
+
+from .impls import Unavailable
+from .timing import all_cores
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas():
+    """The BLAS libraries NumPy (and anything else loaded) uses, per threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "unknown (threadpoolctl not installed: BLAS threads are not pinned)"
+    return [
+        {key: info.get(key) for key in ("internal_api", "version", "architecture", "num_threads")}
+        for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"
+    ]
+
+
+def cnnext_build():
+    try:
+        import cnnext
+
+        return cnnext.show_config("dicts")
+    except Exception as exc:  # a broken install is reported, not raised
+        return f"unavailable: {type(exc).__name__}: {exc}"
+
+
+def version(impl):
+    try:
+        return impl.version()
+    except Unavailable as exc:
+        return exc.status
+
+
+def describe(impls):
+    """A JSON-ready description of this machine and of the implementations' versions.
+
+    Asking each implementation for its version imports its library now, so
+    libraries (torch) are loaded before any thread count is pinned.
+    """
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": all_cores(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "blas": blas(),
+        "implementations": {impl.name: version(impl) for impl in impls},
+        "cnnext_build": cnnext_build(),
+    }

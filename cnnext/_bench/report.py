@@ -1,0 +1,228 @@
+"""Present a result document: a plain-text table, JSON, and an optional PNG chart.
+
+The table has one block per (section, dtype, thread count) and one line per
+case: cnnext's time and rate, the other implementations' times side by
+side, and cnnext's speed-up over them.  Cells of implementations that could
+not run say why ("not installed", "not available", "MISMATCH", "error");
+"-" means the implementation does not do that case.
+"""
+
+import json
+import math
+
+SECTIONS = (
+    # title, families, columns after the case name
+    ("convolution", ("conv2d",),
+     ("cnnext", "GFLOP/s", "%peak", "torch", "numpy", "notebook", "vs torch", "vs numpy")),
+    ("pooling (memory-bound; x copy = time / np.copyto of the input)",
+     ("max_pool2d", "avg_pool2d", "copy"),
+     ("cnnext", "GB/s", "x copy", "torch", "numpy", "notebook", "vs torch", "vs numpy")),
+    ("training step (time per step; per image = step / batch)", ("train",),
+     ("cnnext", "per image", "GFLOP/s", "torch", "numpy", "notebook",
+      "vs torch", "vs numpy", "vs notebook")),
+)
+OTHERS = ("torch", "numpy", "notebook")
+STATUS_CELLS = {"not installed": "not installed", "not available": "n/a",
+                "mismatch": "MISMATCH", "error": "error", "verified": "verified"}
+
+NOTES = """\
+time: median per call; (+-x%): interquartile range over the median; ~: extrapolated
+  from a few images (the notebook's loops are slow); vs X: X's time / cnnext's time
+  (above 1: cnnext is faster); %peak: share of the measured SGEMM (float32) or
+  DGEMM (float64) rate at the same thread count."""
+
+
+def format_seconds(seconds, extrapolated=False):
+    prefix = "~" if extrapolated else ""
+    for scale, unit in ((1e-6, "us"), (1e-3, "ms"), (1.0, "s")):
+        if seconds < scale * 1000 or unit == "s":
+            return f"{prefix}{seconds / scale:.3g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_ratio(ratio):
+    digits = 2 if ratio < 10 else 1 if ratio < 100 else 0
+    return f"{ratio:.{digits}f}x"
+
+
+def _time_cell(row, spread=False):
+    if row is None:
+        return "-"
+    if row["status"] != "ok":
+        return STATUS_CELLS.get(row["status"], row["status"])
+    text = format_seconds(row["seconds"], row.get("extrapolated", False))
+    if spread:
+        text += f" (+-{100 * row['spread'] / 2:.0f}%)"
+    return text
+
+
+def _value(row, key, fmt):
+    if row is None or key not in row:
+        return ""
+    return fmt(row[key])
+
+
+def _line(columns, subject, others):
+    """The cells of one table line; ``subject`` is the row the rates and ratios are read from."""
+    is_cnnext = subject is not None and subject["impl"].startswith("cnnext")
+    cells = []
+    for column in columns:
+        if column == "cnnext":
+            cells.append(_time_cell(subject, spread=True) if is_cnnext else "-")
+        elif column in OTHERS:
+            cells.append(_time_cell(others.get(column)))
+        elif column == "GFLOP/s":
+            cells.append(_value(subject, "gflops", lambda v: f"{v:.3g}"))
+        elif column == "%peak":
+            cells.append(_value(subject, "peak_fraction", lambda v: f"{100 * v:.0f}%"))
+        elif column == "GB/s":
+            cells.append(_value(subject, "gbytes_per_second", lambda v: f"{v:.3g}"))
+        elif column == "x copy":
+            cells.append(_value(subject, "copy_multiple", lambda v: f"{v:.2f}"))
+        elif column == "per image":
+            cells.append(_value(subject, "per_image_seconds", format_seconds))
+        else:  # "vs torch", ...
+            key = "vs_" + column.split()[1]
+            cells.append(_value(subject, key, format_ratio) if is_cnnext else "")
+    return cells
+
+
+def _table(header, lines):
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    render = [
+        "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                  for i, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
+        for line in [header, *lines]
+    ]
+    return [render[0], "-" * len(render[0]), *render[1:]]
+
+
+def _block(doc, families, columns, dtype, threads):
+    rows = {}
+    for row in doc["results"]:
+        if row["dtype"] == dtype and row["threads"] == threads:
+            rows.setdefault(row["case"], {})[row["impl"]] = row
+    lines = []
+    for case in doc["cases"]:
+        found = rows.get(case["name"])
+        if case["family"] not in families or not found:
+            continue
+        others = {impl: found[impl] for impl in OTHERS if impl in found}
+        # The copy yardstick's rate is NumPy's, its only implementation.
+        subjects = [row for impl, row in found.items() if impl.startswith("cnnext")] or [
+            found.get("numpy") if case["family"] == "copy" else None]
+        # Pooling keeps its family in the name: max and avg share a block.
+        short = case["name"].split(".", 1)[1] if case["family"] in ("conv2d", "train") \
+            else case["name"]
+        for subject in subjects:
+            label = short if len(subjects) == 1 else f"{short} [{subject['impl']}]"
+            lines.append([label, *_line(columns, subject, others)])
+    return _table(["case", *columns], lines) if lines else []
+
+
+def format_report(doc):
+    """The whole result document as text."""
+    m = doc["machine"]
+    settings = doc["settings"]
+    out = [f"cnnext bench  {m['date']}",
+           f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}",
+           f"python {m['python']}, numpy {m['numpy']}, "
+           + ", ".join(f"{k} {v}" for k, v in m["implementations"].items() if k != "numpy"),
+           f"BLAS: {_blas_text(m['blas'])}"]
+    if settings["smoke"]:
+        out.append("smoke mode: every implementation run once and checked, nothing timed")
+    else:
+        out.append(f"up to {settings['repeats']} repeats per timing "
+                   f"(at least {settings['min_repeat_seconds'] * 1e3:.0f} ms each), threads "
+                   "pinned for cnnext, torch and BLAS")
+        for r in doc["roofline"]:
+            name = "SGEMM" if r["dtype"] == "float32" else "DGEMM"
+            out.append(f"roofline: {name} {r['gflops']:.1f} GFLOP/s on {r['threads']} "
+                       f"thread(s) (np.matmul, n={r['n']})")
+    summary = headline(doc)
+    if summary:
+        out += ["", "cnnext's speed relative to torch:", *(f"  {line}" for line in summary)]
+    for title, families, columns in SECTIONS:
+        for dtype in settings["dtypes"]:
+            for threads in settings["threads"]:
+                block = _block(doc, families, columns, dtype, threads)
+                if block:
+                    out += ["", f"{title}: {dtype}, {threads} thread(s)", *block]
+    out += ["", NOTES]
+    return "\n".join(out)
+
+
+def _blas_text(blas):
+    if isinstance(blas, str):
+        return blas
+    return ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in blas) \
+        or "none found"
+
+
+def write_json(doc, path):
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(doc, file, indent=1, allow_nan=False, default=_json_default)
+        file.write("\n")
+
+
+def _json_default(value):
+    # NumPy scalars that slipped into a row.
+    return value.item()
+
+
+def write_png(doc, path):
+    """A bar chart of cnnext's speed-up over PyTorch per case (log scale).
+
+    Returns None, or one line saying why no chart was written.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: matplotlib is not installed"
+    bars = {}
+    for row in doc["results"]:
+        if row["impl"] == "cnnext" and "vs_torch" in row:
+            series = f"{row['dtype']}, {row['threads']} thread(s)"
+            bars.setdefault(series, {})[row["case"]] = row["vs_torch"]
+    if not bars:
+        return "no chart: no case has both cnnext and torch timings"
+    names = [case["name"] for case in doc["cases"]
+             if any(case["name"] in series for series in bars.values())]
+    height = len(bars) and 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(9, 0.25 * len(names) * len(bars) + 1.5))
+    for i, (series, values) in enumerate(sorted(bars.items())):
+        positions = [j + i * height for j, name in enumerate(names) if name in values]
+        ax.barh(positions, [values[name] for name in names if name in values], height,
+                label=series)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))], names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("cnnext speed-up over PyTorch (torch time / cnnext time)")
+    ax.set_title(f"cnnext vs PyTorch on {doc['machine']['cpu']} ({doc['machine']['date'][:10]})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def headline(doc):
+    """Geometric-mean speed-up of cnnext over torch per section, dtype and thread count."""
+    lines = []
+    for title, families, _ in SECTIONS:
+        for dtype in doc["settings"]["dtypes"]:
+            for threads in doc["settings"]["threads"]:
+                ratios = [row["vs_torch"] for row in doc["results"]
+                          if row["impl"].startswith("cnnext") and "vs_torch" in row
+                          and row["dtype"] == dtype and row["threads"] == threads
+                          and row["case"].split(".")[0] in families]
+                if ratios:
+                    mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+                    lines.append(f"{title.split(' (')[0]}, {dtype}, {threads} thread(s): "
+                                 f"{format_ratio(mean)} (geometric mean of {len(ratios)}; "
+                                 f"{format_ratio(min(ratios))} to {format_ratio(max(ratios))})")
+    return lines

@@ -1,0 +1,195 @@
+"""The benchmark suite (cnnext._bench, ``cnnext bench``): coverage, verification, reporting.
+
+Nothing here asserts a speed: the quick suite runs in smoke mode (every
+implementation executed once and checked against the float64 reference),
+and one tiny timed run checks that the reported figures are consistent.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cnnext import _bench
+from cnnext._bench import impl_torch, report, suite
+from cnnext._bench.cases import CASES, DTYPES, QUICK, select
+from cnnext._bench.impls import IMPLEMENTATIONS, Bound, Implementation
+
+
+@pytest.fixture(scope="module")
+def quick_smoke(tmp_path_factory):
+    """``cnnext bench --quick --smoke --json PATH``, run as a user would: (process, document)."""
+    path = tmp_path_factory.mktemp("bench") / "quick.json"
+    process = subprocess.run(
+        [sys.executable, "-m", "cnnext._bench", "--quick", "--smoke", "--json", str(path)],
+        capture_output=True, text=True, cwd=path.parent, timeout=600, check=False)
+    document = json.loads(path.read_text()) if path.exists() else None
+    return process, document
+
+
+def test_quick_smoke_succeeds_without_traceback(quick_smoke):
+    process, document = quick_smoke
+    assert process.returncode == 0, process.stderr
+    assert "Traceback" not in process.stderr
+    assert document is not None
+    assert "train.notebook.b1" in process.stdout
+
+
+def test_quick_smoke_covers_every_case_dtype_and_implementation(quick_smoke):
+    _, document = quick_smoke
+    expected = {(name, dtype, impl.name)
+                for name in QUICK for dtype in DTYPES if dtype in CASES[name].dtypes
+                for impl in IMPLEMENTATIONS.values() if impl.supports(CASES[name], dtype)}
+    rows = [(r["case"], r["dtype"], r["impl"]) for r in document["results"]]
+    assert sorted(rows) == sorted(expected)
+    assert {case["name"] for case in document["cases"]} == set(QUICK)
+    families = {CASES[name].family for name in QUICK}
+    assert families == {case.family for case in CASES.values()}
+
+
+def test_quick_smoke_verifies_every_implementation(quick_smoke):
+    _, document = quick_smoke
+    for row in document["results"]:
+        if row["impl"] == "torch" and row["status"] == "not installed":
+            continue
+        assert row["status"] == "verified", row
+        assert row["max_error"] <= suite.TOLERANCE[row["dtype"]]
+        assert row["check_seconds"] > 0
+
+
+class _Perturbed(Bound):
+    def __init__(self, bound):
+        self.bound = bound
+
+    def run(self):
+        self.bound.run()
+
+    def check(self):
+        checks = self.bound.check()
+        name, got, want, scale = checks[0]
+        wrong = np.array(got, dtype=np.float64, copy=True)
+        wrong.flat[wrong.size // 2] += 1.0 + abs(wrong.flat[wrong.size // 2])
+        return [(name, wrong, want, scale), *checks[1:]]
+
+
+class _Wrong(Implementation):
+    """A cnnext that gets one output element wrong (the NumPy baseline, perturbed)."""
+
+    name = "cnnext"
+
+    def version(self):
+        return "test"
+
+    def bind(self, case, dtype, inputs, reference):
+        return _Perturbed(IMPLEMENTATIONS["numpy"].bind(case, dtype, inputs, reference))
+
+
+class _Missing(Implementation):
+    """A baseline that cannot run here."""
+
+    name = "notebook"
+
+    def version(self):
+        return "test"
+
+    def bind(self, case, dtype, inputs, reference):
+        raise NotImplementedError("conv2d is not implemented yet")
+
+
+def _run(case_names, impls, dtypes=("float32",), **settings):
+    timing = {"repeats": 3, "budget_seconds": 0.02, "min_repeat_seconds": 0.001,
+              "gemm_sizes": (64,), **settings}
+    return suite.run([CASES[name] for name in case_names], impls, list(dtypes), [1],
+                     suite.Settings(**timing), progress=False)
+
+
+def test_a_wrong_result_is_reported_and_not_timed():
+    document = _run(["conv2d.forward.notebook-b1", "max_pool2d.backward.2x2"], [_Wrong()],
+                    smoke=True)
+    for row in document["results"]:
+        assert row["status"] == "mismatch", row
+        assert not row["verified"]
+        assert "seconds" not in row
+    assert len(suite.failures(document)) == len(document["results"]) == 2
+    assert "MISMATCH" in report.format_report(document)
+
+
+def test_a_missing_implementation_is_one_line_not_a_traceback():
+    document = _run(["conv2d.forward.notebook-b1"], [_Missing()], smoke=True)
+    (row,) = document["results"]
+    assert row["status"] == "not available"
+    assert row["detail"] == "NotImplementedError: conv2d is not implemented yet"
+    assert suite.failures(document) == []  # only cnnext itself must be there
+    line = next(line for line in report.format_report(document).splitlines()
+                if line.startswith("forward.notebook-b1"))
+    assert line.split()[-1] == "n/a"
+
+
+def test_torch_column_reads_not_installed_when_torch_is_missing(monkeypatch):
+    monkeypatch.setattr(impl_torch.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(impl_torch.Torch, "_module", None)
+    document = _run(["conv2d.forward.notebook-b1"], [impl_torch.Torch()], smoke=True)
+    (row,) = document["results"]
+    assert row["status"] == "not installed"
+    assert document["machine"]["implementations"]["torch"] == "not installed"
+    line = next(line for line in report.format_report(document).splitlines()
+                if line.startswith("forward.notebook-b1"))
+    assert "not installed" in line
+
+
+def test_timed_rows_are_consistent(tmp_path):
+    names = ["conv2d.forward.notebook-b1", "max_pool2d.forward.2x2"]
+    impls = [IMPLEMENTATIONS[name] for name in ("cnnext", "numpy")]
+    document = _run(names, impls)
+    path = tmp_path / "out.json"
+    report.write_json(document, path)
+    document = json.loads(path.read_text())
+    (peak,) = document["roofline"]
+    assert peak["gflops"] > 0
+    rows = {(r["case"], r["impl"]): r for r in document["results"]}
+    assert set(rows) == {(name, impl.name) for name in [*names, "copy.pool-input"]
+                         for impl in impls if impl.supports(CASES[name], "float32")}
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert min(row["samples"]) > 0
+        assert row["q1"] <= row["seconds"] <= row["q3"]
+    conv, conv_numpy = rows[names[0], "cnnext"], rows[names[0], "numpy"]
+    assert conv["gflops"] == pytest.approx(CASES[names[0]].flops() / conv["seconds"] / 1e9)
+    assert conv["peak_fraction"] == pytest.approx(conv["gflops"] / peak["gflops"])
+    assert conv["vs_numpy"] == pytest.approx(conv_numpy["seconds"] / conv["seconds"])
+    pool, copy = rows[names[1], "cnnext"], rows["copy.pool-input", "numpy"]
+    assert pool["copy_multiple"] == pytest.approx(pool["seconds"] / copy["seconds"])
+    assert pool["gbytes_per_second"] == pytest.approx(
+        CASES[names[1]].nbytes("float32") / pool["seconds"] / 1e9)
+    assert report.format_seconds(conv["seconds"]) in report.format_report(document)
+
+
+def test_unknown_case_is_one_clear_line(capsys):
+    assert _bench.main(["conv2d.forward.nosuchshape"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "cnnext bench: error: unknown case 'conv2d.forward.nosuchshape' (run with --list to "
+        "see the case names; globs such as 'conv2d.*.mid' work)"]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("argv", [["--impls", "cnnext,tensorflow"], ["--dtypes", "float16"],
+                                  ["--threads", "0"], ["--repeats", "0"]])
+def test_bad_options_are_one_clear_line(argv, capsys):
+    assert _bench.main([*argv, "--smoke"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"cnnext bench: error: {argv[0]}")
+
+
+def test_case_selection():
+    assert [case.name for case in select(["conv2d.*.mid-b1"])] == [
+        f"conv2d.{op}.mid-b1" for op in ("forward", "backward", "backward-weights",
+                                         "forward-backward")]
+    # A family prefix selects the family; pooling brings its copy yardstick along.
+    names = [case.name for case in select(["avg_pool2d"])]
+    assert names == [name for name in CASES if name.startswith("avg_pool2d.")] + [
+        "copy.pool-input"]
+    assert len(select()) == len(CASES)
