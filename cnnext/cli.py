@@ -6,6 +6,7 @@ under ``--debug``), 130 when interrupted.
 """
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -21,11 +22,14 @@ def main(argv=None, prog="cnnext"):
     Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status.
     """
     parser = build_parser(prog)
-    # The benchmark suite parses its own options (see run_bench), so they are
-    # left over here; any other command must use them all.
-    args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The benchmark suite parses its own options (see run_bench): what follows
+    # the command name `bench` is passed on untouched.
+    n_debug = len(list(itertools.takewhile(lambda arg: arg == "--debug", argv)))
+    rest = []
+    if argv[n_debug:n_debug + 1] == ["bench"]:
+        argv, rest = argv[:n_debug + 1], argv[n_debug + 1:]
+    args = parser.parse_args(argv)
     try:
         return args.handler(args, rest)
     except KeyboardInterrupt:
