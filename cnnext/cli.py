@@ -139,7 +139,7 @@ positive_float.__name__ = "positive number"
 
 
 def run_train(args, rest):
-    from . import set_num_threads
+    from . import get_num_threads, set_num_threads
 
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -149,8 +149,9 @@ def run_train(args, rest):
     print(f"data: {source}: {len(x_train):,} training and {len(x_test):,} test images")
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     model, optimizer = build_model(args, seed)
-    print(f"training: {args.model} network, {args.epochs} epochs, batch size {args.batch_size}, "
-          f"{args.optimizer} lr {args.lr:g}, {threads_text()}, seed {seed}")
+    print(f"training: {args.model} network, {plural(args.epochs, 'epoch')}, batch size "
+          f"{args.batch_size}, {args.optimizer} lr {args.lr:g}, "
+          f"{plural(get_num_threads(), 'thread')}, seed {seed}")
     # fit's progress bar (on stderr) ends each epoch with its loss, accuracy and
     # images per second: live on a terminal, one line per epoch in a log.
     sys.stdout.flush()
@@ -192,11 +193,8 @@ def build_model(args, seed):
     return model, optimizer
 
 
-def threads_text():
-    from . import get_num_threads
-
-    n = get_num_threads()
-    return f"{n} thread{'s' if n != 1 else ''}"
+def plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 # ------------------------------------------------------------------- bench

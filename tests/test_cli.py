@@ -1,0 +1,236 @@
+"""The command line: `cnnext train | bench | info` and `python -m cnnext`, end to end."""
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_testing import fake_mnist, gzipped, idx_bytes, refused_url, sha256
+
+import cnnext
+from cnnext import cli, datasets
+from cnnext.datasets import DownloadError
+from cnnext.datasets._mnist import MNIST
+
+ENTRY_POINT = Path(sys.executable).with_name("cnnext.exe" if sys.platform == "win32" else "cnnext")
+# One epoch of per-image SGD on the sample's 4,000 training images: PyTorch
+# reaches 86% with the same network and schedule; 80% leaves room for seeds.
+SAMPLE_ACCURACY = 0.80
+
+
+def run(command, tmp_path):
+    # The inherited environment carries what sanitizer builds need (LD_PRELOAD...).
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "CNNEXT_DATA": str(tmp_path / "data")},
+    )
+
+
+def printed_accuracy(text):
+    """The test accuracy `cnnext train` printed, as a fraction."""
+    match = re.search(r"^test accuracy: (\d+\.\d+)% \(loss \d+\.\d+, ([\d,]+) images\)$",
+                      text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1)) / 100
+
+
+@pytest.fixture
+def offline_mnist(monkeypatch, tmp_path):
+    """MNIST with unreachable mirrors and an empty cache."""
+    mirror = refused_url("/")
+    monkeypatch.setattr(datasets, "MNIST", dataclasses.replace(MNIST, mirrors=(mirror, mirror)))
+    monkeypatch.setenv("CNNEXT_DATA", str(tmp_path / "empty"))
+
+
+# ------------------------------------------------------------ end to end
+
+
+def test_entry_point_trains_on_the_sample_to_the_stated_accuracy(tmp_path):
+    result = run([str(ENTRY_POINT), "train", "--dataset", "sample", "--epochs", "1",
+                  "--seed", "1", "--threads", "1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "data: the MNIST sample bundled with cnnext: 4,000 training and 1,000 test images" in out
+    assert "training: seed network, 1 epoch, batch size 1, sgd lr 0.005, 1 thread, seed 1" in out
+    assert printed_accuracy(out) >= SAMPLE_ACCURACY
+    assert re.search(r"^total time: \d+\.\d s$", out, re.MULTILINE)
+    # Not a terminal: fit's progress bar prints one summary line per epoch.
+    epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch 1/1")]
+    assert len(epoch_lines) == 1 and "4000/4000" in epoch_lines[0]
+    assert re.search(r"\d+ img/s", epoch_lines[0]) and "accuracy=" in epoch_lines[0]
+
+
+def test_python_dash_m_trains_and_saves_a_model_that_reloads(tmp_path):
+    saved = tmp_path / "model.npz"
+    result = run([sys.executable, "-m", "cnnext", "train", "--dataset", "sample", "--epochs", "1",
+                  "--limit", "1000", "--seed", "3", "--save", str(saved)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"saved: {saved}" in result.stdout
+    assert "data: the MNIST sample bundled with cnnext: 1,000 training" in result.stdout
+    _, (x_test, y_test) = datasets.load_sample()
+    _, accuracy = cnnext.load_model(saved).evaluate(x_test, y_test)
+    assert abs(accuracy - printed_accuracy(result.stdout)) < 1e-4
+
+
+def test_python_dash_m_usage_error_exits_2(tmp_path):
+    result = run([sys.executable, "-m", "cnnext", "train", "--epochs", "0"], tmp_path)
+    assert result.returncode == 2
+    assert "python -m cnnext train: error: argument --epochs: expected an integer >= 1, got 0" \
+        in result.stderr
+
+
+# ------------------------------------------------------------- train, data
+
+
+def test_no_dataset_offline_trains_on_the_sample_saying_so(offline_mnist, tmp_path, capsys):
+    assert cli.main(["train", "--epochs", "1", "--limit", "50", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    data_lines = [line for line in out.splitlines() if line.startswith("data:")]
+    assert data_lines == [
+        "data: the MNIST sample bundled with cnnext (MNIST is not in "
+        f"{tmp_path / 'empty' / 'mnist'} and could not be downloaded; --dataset mnist says "
+        "why): 50 training and 1,000 test images"
+    ]
+    assert printed_accuracy(out) > 0.1
+
+
+def test_no_dataset_uses_mnist_when_cached(monkeypatch, tmp_path, capsys):
+    arrays = fake_mnist(n_train=30, n_test=7)
+    files = {}
+    for role, datafile in MNIST.files.items():
+        blob = gzipped(idx_bytes(arrays[role]))
+        (tmp_path / "mnist").mkdir(exist_ok=True)
+        (tmp_path / "mnist" / datafile.name).write_bytes(blob)
+        files[role] = dataclasses.replace(datafile, sha256=sha256(blob))
+    monkeypatch.setattr(datasets, "MNIST", dataclasses.replace(MNIST, mirrors=(), files=files))
+    monkeypatch.setenv("CNNEXT_DATA", str(tmp_path))
+    assert cli.main(["train", "--epochs", "1", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "data: MNIST: 30 training and 7 test images" in out
+    printed_accuracy(out)
+
+
+def test_dataset_mnist_offline_fails_in_one_line(offline_mnist, tmp_path, capsys):
+    assert cli.main(["train", "--dataset", "mnist"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("cnnext train: error: DownloadError: MNIST: could not download ")
+    assert "Connection refused" in err and "CNNEXT_DATA" in err
+    assert f"in {tmp_path / 'empty' / 'mnist'}" in err
+
+
+def test_debug_shows_the_traceback(offline_mnist):
+    with pytest.raises(DownloadError):
+        cli.main(["train", "--dataset", "mnist", "--debug"])
+    with pytest.raises(DownloadError):
+        cli.main(["--debug", "train", "--dataset", "mnist"])
+
+
+def test_threads_and_optimizer_options_are_used(capsys, num_threads):
+    assert cli.main(["train", "--dataset", "sample", "--limit", "20", "--epochs", "2",
+                     "--threads", "1", "--optimizer", "adam", "--lr", "0.001",
+                     "--batch-size", "8", "--seed", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "training: seed network, 2 epochs, batch size 8, adam lr 0.001, 1 thread, seed 5" \
+        in captured.out
+    assert cnnext.get_num_threads() == 1
+    assert [line[:9] for line in captured.err.splitlines()] == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_same_seed_same_result(capsys):
+    outputs = []
+    for _ in range(2):
+        assert cli.main(["train", "--dataset", "sample", "--limit", "300", "--epochs", "1",
+                         "--seed", "11", "--model", "lenet5", "--batch-size", "16"]) == 0
+        outputs.append(printed_accuracy(capsys.readouterr().out))
+    assert outputs[0] == outputs[1]
+
+
+def test_runtime_error_is_one_line_exit_1(tmp_path, capsys):
+    target = tmp_path / "missing-dir" / "model.npz"
+    code = cli.main(["train", "--dataset", "sample", "--limit", "10", "--epochs", "1",
+                     "--save", str(target)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert err[-1].startswith("cnnext train: error: ") and str(target.parent) in err[-1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["fit"], "invalid choice: 'fit'"),
+        (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["train", "--epochs", "x"], "invalid positive integer value: 'x'"),
+        (["train", "--batch-size", "0"], "expected an integer >= 1, got 0"),
+        (["train", "--lr", "-0.1"], "expected a finite number > 0, got -0.1"),
+        (["train", "--lr", "nan"], "expected a finite number > 0, got nan"),
+        (["train", "--threads", "0"], "expected an integer >= 1, got 0"),
+        (["train", "--seed", "-1"], "expected an integer in [0, 2**32), got -1"),
+        (["train", "--limit", "0"], "expected an integer >= 1, got 0"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["info", "extra"], "unrecognized arguments: extra"),
+    ],
+)
+def test_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- info
+
+
+def test_info_shows_config_and_the_data_cache(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CNNEXT_DATA", str(tmp_path))
+    (tmp_path / "mnist").mkdir()
+    for datafile in list(MNIST.files.values())[:2]:
+        (tmp_path / "mnist" / datafile.name).write_bytes(bytes(2**20))
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cnnext:\n") and f"version            {cnnext.__version__}" in out
+    data = out[out.index("\ndata:\n"):].splitlines()[2:]
+    assert data[0] == f"  home               {tmp_path} (from CNNEXT_DATA)"
+    assert data[1] == f"  mnist              2/4 files in {tmp_path / 'mnist'} (2.0 MiB)"
+    assert data[2].startswith("  fashion-mnist      ")
+    assert data[3].startswith("  sample             bundled, ") and "mnist_sample.npz" in data[3]
+
+
+# ------------------------------------------------------------------ bench
+
+
+def test_bench_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["bench", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cnnext bench") and "--quick" in out and "--json" in out
+
+
+def test_bench_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["bench", "--no-such-option"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_sample_images_reach_the_model_unchanged(monkeypatch, capsys):
+    seen = {}
+    fit = cnnext.Sequential.fit
+
+    def spy(self, X, y, **kwargs):
+        seen["X"], seen["y"] = X, y
+        return fit(self, X, y, **kwargs)
+
+    monkeypatch.setattr(cnnext.Sequential, "fit", spy)
+    assert cli.main(["train", "--dataset", "sample", "--limit", "40", "--epochs", "1"]) == 0
+    (x_train, y_train), _ = datasets.load_sample()
+    assert seen["X"].dtype == np.uint8
+    np.testing.assert_array_equal(seen["X"], x_train[:40])
+    np.testing.assert_array_equal(seen["y"], y_train[:40])
