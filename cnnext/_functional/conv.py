@@ -1,10 +1,195 @@
-"""Placeholder: being written (see the open issue)."""
+"""2-D convolution: argument checks, output allocation, then the compiled kernels.
+
+The kernels (``cnnext/_kernels/_conv.pxi``, one build per instruction set)
+run with bounds checks off, so everything they rely on is checked here
+first: array kinds, dtypes, ndim, channel counts, stride/padding/dilation,
+output sizes, byte counts, ``out=`` buffers.  Each shape gets a cached
+``Plan`` (how the kernels split and stage the work); each Python thread
+reuses its own scratch buffer, so repeated calls allocate nothing but their
+outputs.
+"""
+
+import threading
+
+import numpy as np
+
+from .. import _dispatch
+from . import _checks
+
+_kernels = _dispatch.load("_conv")
+
+_PLAN_CACHE_SIZE = 256
+_plans = {}
+_scratch = threading.local()
+
+_X_LAYOUT = "(N, C, H, W)"
+_W_LAYOUT = "(K, C, R, S)"
+_GY_LAYOUT = "(N, K, Ho, Wo)"
 
 
-def conv2d(*args, **kwargs):
-    raise NotImplementedError("conv2d is not implemented yet")
+def _plan(key):
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.clear()
+        plan = _plans[key] = _kernels.Plan(*key)
+    return plan
 
 
-def conv2d_backward(*args, **kwargs):
-    raise NotImplementedError("conv2d_backward is not implemented yet")
+def _workspace(size, dtype):
+    """This thread's scratch array of at least ``size`` elements of ``dtype``."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    buffer = buffers.get(dtype)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[dtype] = np.empty(max(size, 1), dtype)
+    return buffer
 
+
+def _geometry(func, x, w, stride, padding, dilation):
+    """Validate the shapes and hyper-parameters; return (plan key, output shape)."""
+    n, c, h, wd = x.shape
+    k, cw, r, s = w.shape
+    if min(c, h, wd) < 1:
+        raise ValueError(f"{func}: x must have C, H, W >= 1 {_X_LAYOUT}, got shape {x.shape}")
+    if min(k, r, s) < 1:
+        raise ValueError(f"{func}: w must have K, R, S >= 1 {_W_LAYOUT}, got shape {w.shape}")
+    if cw != c:
+        raise ValueError(f"{func}: w has {cw} input channels (shape {w.shape}) but x has {c} "
+                         f"(shape {x.shape}); w must be {_W_LAYOUT} with C = x.shape[1]")
+    stride = _checks.pair(func, "stride", stride, 1)
+    padding = _checks.pair(func, "padding", padding, 0)
+    dilation = _checks.pair(func, "dilation", dilation, 1)
+    ho = _checks.output_size(func, "height", h, r, stride[0], padding[0], dilation[0])
+    wo = _checks.output_size(func, "width", wd, s, stride[1], padding[1], dilation[1])
+    out_shape = (n, k, ho, wo)
+    _checks.check_nbytes(func, "the output", out_shape, x.dtype)
+    # Scratch: im2col columns of one image, a padded copy of one image.
+    _checks.check_nbytes(func, "the im2col workspace of one image",
+                         (c * r * s + k + 1, ho * wo + 64), np.float64)
+    _checks.check_nbytes(func, "the padded copy of one image",
+                         (c, ho * stride[0] + r * dilation[0] + 1,
+                          wo * stride[1] + s * dilation[1] + 64), np.float64)
+    key = (n, c, h, wd, k, r, s, stride, padding, dilation, x.dtype.itemsize)
+    return key, out_shape
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
+    """conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None)
+
+    2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
+
+    ``y[n, k, i, j] = b[k] + sum over c, r, s of
+    w[k, c, r, s] * xpad[n, c, i*sh + r*dh, j*sw + s*dw]``, where ``xpad`` is
+    ``x`` zero-padded by ``padding`` on each side.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, shape (N, C, H, W)
+        Input images.  Any memory layout; never modified.
+    w : ndarray, shape (K, C, R, S), same dtype as x
+        Filters.
+    b : ndarray, shape (K,), same dtype as x, optional
+        Bias added to each output channel.
+    stride, padding, dilation : int or (int, int)
+        Step between windows (>= 1), zero padding on each side (>= 0) and
+        spacing of the filter taps (>= 1), as (height, width) or one int
+        for both.
+    out : ndarray, shape (N, K, Ho, Wo), optional
+        Writeable C-contiguous array of the dtype of x to store the result
+        in; it must not overlap the inputs.
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, Ho, Wo)
+        ``Ho = (H + 2*ph - dh*(R - 1) - 1) // sh + 1``, likewise ``Wo``.
+    """
+    func = "conv2d"
+    x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
+    w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
+    if b is not None:
+        b = _checks.float_array(func, "b", b, 1, "(K,)")
+        if b.shape[0] != w.shape[0]:
+            raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
+                             f"of w, shape {w.shape}), got shape {b.shape}")
+    _checks.same_dtype(func, "x", x, w=w, b=b)
+    key, out_shape = _geometry(func, x, w, stride, padding, dilation)
+    y = _checks.out_array(func, "out", out, out_shape, x.dtype, inputs=(x, w, b))
+    if out_shape[0] == 0:
+        return y
+    plan = _plan(key)
+    _kernels.conv2d_forward(plan, _checks.contiguous(x), _checks.contiguous(w),
+                            None if b is None else _checks.contiguous(b), y,
+                            _workspace(plan.forward_workspace, x.dtype))
+    return y
+
+
+def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *,
+                    out=None):
+    """conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *, out=None)
+
+    Gradients of ``sum(gy * conv2d(x, w, b, stride, padding, dilation))``.
+
+    Parameters
+    ----------
+    gy : ndarray of float32 or float64, shape (N, K, Ho, Wo)
+        Gradient of the loss with respect to the output of conv2d.
+    x : ndarray, shape (N, C, H, W), same dtype as gy
+        The input conv2d saw.
+    w : ndarray, shape (K, C, R, S), same dtype as gy
+        The filters conv2d used.
+    stride, padding, dilation : int or (int, int)
+        As given to conv2d.
+    need_input_grad : bool
+        False skips the input gradient (for a first layer) and returns None
+        in its place.
+    out : tuple (gx, gw, gb), optional
+        Buffers for the results (writeable, C-contiguous, of the right shape
+        and dtype, not overlapping the inputs or each other); None entries
+        are allocated.  ``gx`` must be None when need_input_grad is False.
+
+    Returns
+    -------
+    gx : ndarray, shape (N, C, H, W), or None
+        Gradient with respect to x.
+    gw : ndarray, shape (K, C, R, S)
+        Gradient with respect to w, summed over the batch.
+    gb : ndarray, shape (K,)
+        Gradient with respect to the bias: gy summed over N, Ho and Wo.
+    """
+    func = "conv2d_backward"
+    gy = _checks.float_array(func, "gy", gy, 4, _GY_LAYOUT)
+    x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
+    w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
+    _checks.same_dtype(func, "x", x, gy=gy, w=w)
+    if not isinstance(need_input_grad, (bool, np.bool_)):
+        raise TypeError(f"{func}: need_input_grad must be a bool, "
+                        f"got {type(need_input_grad).__name__}")
+    key, out_shape = _geometry(func, x, w, stride, padding, dilation)
+    if gy.shape != out_shape:
+        raise ValueError(f"{func}: gy must have the shape of conv2d's output {out_shape} "
+                         f"{_GY_LAYOUT}, got shape {gy.shape}")
+    gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
+    if gx_out is not None and not need_input_grad:
+        raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
+    inputs = (gy, x, w)
+    gx = None
+    if need_input_grad:
+        gx = _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, inputs)
+        inputs = (*inputs, gx)
+    gw = _checks.out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
+    gb = _checks.out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, (*inputs, gw))
+    if x.shape[0] == 0:
+        gw.fill(0)
+        gb.fill(0)
+        return gx, gw, gb
+    plan = _plan(key)
+    gy = _checks.contiguous(gy)
+    w = _checks.contiguous(w)
+    if need_input_grad:
+        _kernels.conv2d_backward_data(plan, gy, w, gx,
+                                      _workspace(plan.backward_data_workspace, x.dtype))
+    _kernels.conv2d_backward_filter(plan, gy, _checks.contiguous(x), gw, gb,
+                                    _workspace(plan.backward_filter_workspace, x.dtype))
+    return gx, gw, gb
