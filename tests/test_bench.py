@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from cnnext import _bench
-from cnnext._bench import impl_torch, report, suite
+from cnnext import _bench, layers, models
+from cnnext._bench import impl_cnnext, impl_torch, nets, report, suite
 from cnnext._bench.cases import CASES, DTYPES, QUICK, select
 from cnnext._bench.impls import IMPLEMENTATIONS, Bound, Implementation
 
@@ -23,7 +23,7 @@ def quick_smoke(tmp_path_factory):
     """``cnnext bench --quick --smoke --json PATH``, run as a user would: (process, document)."""
     path = tmp_path_factory.mktemp("bench") / "quick.json"
     process = subprocess.run(
-        [sys.executable, "-m", "cnnext._bench", "--quick", "--smoke", "--json", str(path)],
+        [sys.executable, "-m", "cnnext", "bench", "--quick", "--smoke", "--json", str(path)],
         capture_output=True, text=True, cwd=path.parent, timeout=600, check=False)
     document = json.loads(path.read_text()) if path.exists() else None
     return process, document
@@ -193,3 +193,14 @@ def test_case_selection():
     assert names == [name for name in CASES if name.startswith("avg_pool2d.")] + [
         "copy.pool-input"]
     assert len(select()) == len(CASES)
+
+
+@pytest.mark.parametrize(("network", "model"), [("notebook", models.seed_cnn),
+                                                ("lenet5", models.lenet5)])
+def test_benchmarked_networks_are_the_shipped_models(network, model):
+    def architecture(layer_list):
+        return [(type(layer).__name__, {k: v for k, v in layer.config().items() if k != "init"})
+                for layer in layer_list]
+
+    built = impl_cnnext.build_layers(layers, nets.NETWORKS[network], "float64")
+    assert architecture(built) == architecture(model(dtype="float64").layers)
