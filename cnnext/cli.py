@@ -13,6 +13,9 @@ import time
 
 import numpy as np
 
+from . import datasets, get_num_threads, models, optim, set_num_threads, show_config
+from .datasets import _home, _mnist, _sample
+
 DATASET_CHOICES = ("mnist", "fashion-mnist", "sample")
 
 
@@ -139,8 +142,6 @@ positive_float.__name__ = "positive number"
 
 
 def run_train(args, rest):
-    from . import get_num_threads, set_num_threads
-
     if args.threads is not None:
         set_num_threads(args.threads)
     (x_train, y_train), (x_test, y_test), source = load_data(args.dataset)
@@ -169,8 +170,6 @@ def run_train(args, rest):
 
 def load_data(name):
     """((x_train, y_train), (x_test, y_test), one-line description) of --dataset ``name``."""
-    from . import datasets
-
     if name == "sample":
         return (*datasets.load_sample(), "the MNIST sample bundled with cnnext")
     if name == "fashion-mnist":
@@ -186,8 +185,6 @@ def load_data(name):
 
 
 def build_model(args, seed):
-    from . import models, optim
-
     model = {"seed": models.seed_cnn, "lenet5": models.lenet5}[args.model](seed=seed)
     optimizer = {"sgd": optim.SGD, "adam": optim.Adam}[args.optimizer](lr=args.lr)
     return model, optimizer
@@ -201,6 +198,7 @@ def plural(count, noun):
 
 
 def run_bench(args, rest):
+    # Imported on demand: the suite is optional and heavier than the rest.
     try:
         from ._bench import add_arguments, run
     except ImportError as exc:
@@ -223,8 +221,6 @@ def run_bench(args, rest):
 
 
 def run_info(args, rest):
-    from . import show_config
-
     show_config()
     print("data:")
     for line in data_lines():
@@ -233,8 +229,6 @@ def run_info(args, rest):
 
 
 def data_lines():
-    from .datasets import _home, _mnist, _sample
-
     home = _home.get_data_home()
     origin = {"default": "the user cache directory; set CNNEXT_DATA to change it",
               "CNNEXT_DATA": "from CNNEXT_DATA"}[_home.data_home_origin()]

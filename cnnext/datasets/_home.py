@@ -54,8 +54,6 @@ def check_data_home(data_home, caller):
         )
 
 
-def data_home_origin(data_home=None):
-    """Which setting chose the data home: "argument", "CNNEXT_DATA" or "default"."""
-    if data_home is not None:
-        return "argument"
+def data_home_origin():
+    """Which setting chooses the default data home: "CNNEXT_DATA" or "default"."""
     return ENV_VAR if os.environ.get(ENV_VAR) else "default"
