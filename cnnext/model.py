@@ -11,6 +11,7 @@ layer and direction, no large allocation per step.  Images are scaled a
 chunk of batches at a time into a reused staging buffer.
 """
 
+import copy
 import math
 import sys
 import time
@@ -197,10 +198,10 @@ class Sequential:
         if X.ndim < 2:
             raise ValueError(f"{owner}: {name} must be a batch of examples (N, ...), got shape "
                              f"{X.shape}")
-        shapes = self._shapes(owner, X.shape[1:])
-        if self.input_shape is not None and shapes[0] != self.input_shape:
-            raise ValueError(f"{owner}: {name} has examples of shape {shapes[0]}, the model "
+        if self.input_shape is not None and X.shape[1:] != self.input_shape:
+            raise ValueError(f"{owner}: {name} has examples of shape {X.shape[1:]}, the model "
                              f"takes {self.input_shape}")
+        shapes = self._shapes(owner, X.shape[1:])
         return X, X.dtype == np.uint8, shapes[-1]
 
     def _labels(self, owner, name, y, count, classes_shape):
@@ -338,8 +339,11 @@ class Sequential:
         for epoch in range(epochs):
             snapshot = self._snapshot()
             try:
-                logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng, shuffle,
-                                       progress, on_nan, validation)
+                # A diverging step shows up as a non-finite loss, handled below
+                # per on_nan; NumPy's overflow warnings on the way add nothing.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
+                                           shuffle, progress, on_nan, validation)
             except BaseException:
                 self._restore_if_not_finite(snapshot)
                 raise
@@ -399,7 +403,7 @@ class Sequential:
 
     def _snapshot(self):
         params = {name: array.copy() for name, array in self.parameters().items()}
-        return params, (self.optimizer.state_dict() if self.optimizer is not None else None)
+        return params, copy.deepcopy(self.optimizer.state)
 
     def _restore_if_not_finite(self, snapshot):
         current = self.parameters()
@@ -408,8 +412,7 @@ class Sequential:
         params, optimizer_state = snapshot
         for name, array in current.items():
             np.copyto(array, params[name])
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
+        self.optimizer.state = optimizer_state
 
     # ------------------------------------------------------------- inference
     def evaluate(self, X, y, batch_size=256):

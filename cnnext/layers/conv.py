@@ -90,7 +90,9 @@ class Conv2D(Layer):
             else self.kernel_size
         bias = "" if self.bias else ", bias=False"
         dtype = "" if self.dtype.name == "float32" else f", dtype={self.dtype.name!r}"
-        return (f"Conv2D({self.in_channels}, {self.out_channels}, {kernel}{extra}{bias}{dtype})")
+        init = "" if self.init == "he_normal" else f", init={self.init!r}"
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, {kernel}{extra}{bias}{dtype}"
+                f"{init})")
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:

@@ -64,7 +64,8 @@ class Dense(Layer):
     def __repr__(self):
         bias = "" if self.bias else ", bias=False"
         dtype = "" if self.dtype.name == "float32" else f", dtype={self.dtype.name!r}"
-        return f"Dense({self.in_features}, {self.out_features}{bias}{dtype})"
+        init = "" if self.init == "glorot_uniform" else f", init={self.init!r}"
+        return f"Dense({self.in_features}, {self.out_features}{bias}{dtype}{init})"
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):

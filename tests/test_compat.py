@@ -1,0 +1,198 @@
+"""cnnext.compat against the naive loops (cnnext._bench.notebook_loops): same API, same numbers."""
+
+import numpy as np
+import pytest
+
+from cnnext import compat
+from cnnext._bench import notebook_loops as loops
+from cnnext.datasets import load_sample
+
+MODULES = [compat, loops]
+
+
+def digits(n, start=0):
+    """``n`` real MNIST images (uint8, 28x28) and labels from the bundled sample, shuffled."""
+    (images, labels), _ = load_sample()
+    chosen = np.random.default_rng(0).permutation(len(images))[start:start + n]
+    return images[chosen], labels[chosen]
+
+
+def notebook_training_cell(nb, images, labels, seed, lr=0.005):
+    """The notebook's training cell, written against the module ``nb`` (compat or the loops).
+
+    Returns the (loss, accuracy) of every step.
+    """
+    np.random.seed(seed)  # noqa: NPY002 - the notebook draws from the global generator
+    conv = nb.Conv(8, 3)
+    pool = nb.MaxPool(2)
+    softmax = nb.Softmax(13 * 13 * 8, 10)
+
+    def forward(image, label):
+        out = softmax.forward(pool.forward(conv.forward(image / 255 - 0.5)))
+        return out, -np.log(out[label]), 1 if np.argmax(out) == label else 0
+
+    def train(image, label):
+        out, loss, acc = forward(image, label)
+        gradient = np.zeros(10)
+        gradient[label] = -1 / out[label]
+        gradient = softmax.backprop(gradient, lr)
+        gradient = pool.backprop(gradient)
+        conv.backprop(gradient, lr)
+        return loss, acc
+
+    steps = [train(image, label) for image, label in zip(images, labels, strict=True)]
+    return np.array(steps), (conv.filters, softmax.weights, softmax.biases)
+
+
+def test_the_training_cell_gives_the_same_losses_step_after_step():
+    images, labels = digits(250)
+    fast, fast_weights = notebook_training_cell(compat, images, labels, seed=42)
+    slow, slow_weights = notebook_training_cell(loops, images, labels, seed=42)
+    np.testing.assert_allclose(fast[:, 0], slow[:, 0], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(fast[:, 1], slow[:, 1])
+    for a, b in zip(fast_weights, slow_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    assert fast[-50:, 0].mean() < 0.85 * fast[:50, 0].mean()  # it learns
+
+
+@pytest.mark.parametrize("nb", MODULES, ids=lambda m: m.__name__)
+def test_notebook_cnn_is_the_training_cell(nb):
+    images, labels = digits(6, start=300)
+    steps, weights = notebook_training_cell(nb, images, labels, seed=7, lr=0.01)
+    np.random.seed(7)  # noqa: NPY002
+    net = nb.NotebookCNN()
+    got = np.array([net.train_step(image, label, lr=0.01) for image, label in
+                    zip(images, labels, strict=True)])
+    np.testing.assert_array_equal(got, steps)
+    np.testing.assert_array_equal(net.conv.filters, weights[0])
+    out, loss, acc = net.forward(images[0], labels[0])
+    assert out.shape == (10,) and loss == -np.log(out[labels[0]]) and acc in (0, 1)
+
+
+def test_seeded_weights_shapes_and_attributes_are_the_notebooks():
+    np.random.seed(5)  # noqa: NPY002
+    conv, pool, softmax = compat.Conv(8, 3), compat.MaxPool(2), compat.Softmax(1352, 10)
+    np.random.seed(5)  # noqa: NPY002
+    filters = np.random.randn(8, 3, 3) / 9  # noqa: NPY002
+    weights = np.random.randn(1352, 10) / 1352  # noqa: NPY002
+    np.testing.assert_array_equal(conv.filters, filters)
+    np.testing.assert_array_equal(softmax.weights, weights)
+    np.testing.assert_array_equal(softmax.biases, np.zeros(10))
+    assert (conv.num_filters, conv.filters_length, pool.Pool_length) == (8, 3, 2)
+    image = digits(1)[0][0]
+    out = conv.forward(image)  # the notebook also feeds raw uint8 images
+    assert conv.last_input is image
+    assert out.shape == (26, 26, 8) and out.dtype == np.float64
+    pooled = pool.forward(out)
+    assert pooled.shape == (13, 13, 8) and pool.last_input is out
+    probs = softmax.forward(pooled)
+    assert probs.shape == (10,) and softmax.last_input_shape == (13, 13, 8)
+    assert softmax.last_input.shape == (1352,) and softmax.last_totals.shape == (10,)
+    np.testing.assert_allclose(probs.sum(), 1)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (9, 14), (7, 7)])
+def test_each_layer_matches_the_loops(shape):
+    rng = np.random.default_rng(3)
+    image = rng.standard_normal(shape)
+    gy_conv = rng.standard_normal((shape[0] - 2, shape[1] - 2, 4))
+    layers = {}
+    for nb in MODULES:
+        np.random.seed(11)  # noqa: NPY002
+        layers[nb] = nb.Conv(4, 3)
+    outs = [layers[nb].forward(image) for nb in MODULES]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-13, atol=1e-14)
+    assert [layers[nb].backprop(gy_conv, 0.1) for nb in MODULES] == [None, None]
+    np.testing.assert_allclose(layers[compat].filters, layers[loops].filters, rtol=1e-13)
+
+
+@pytest.mark.parametrize("pool_length", [2, 3, 4])
+@pytest.mark.parametrize("shape", [(26, 26, 8), (9, 13, 2), (3, 2, 1)])
+def test_max_pool_quirks_and_ties_match_the_loops(pool_length, shape):
+    """Output (h // n, w // n) of 2x2 stride-2 windows; every tied maximum gets the gradient."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, shape).astype(np.float64)  # small integers: ties everywhere
+    x.flat[rng.integers(0, x.size)] = np.nan
+    out_shape = (shape[0] // pool_length, shape[1] // pool_length, shape[2])
+    gy = rng.standard_normal(out_shape)
+    fast, slow = compat.MaxPool(pool_length), loops.MaxPool(pool_length)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(fast.forward(x), slow.forward(x))
+        np.testing.assert_array_equal(fast.backprop(gy), slow.backprop(gy))
+
+
+def test_max_pool_gradient_goes_to_every_tied_maximum():
+    x = np.array([[1.0, 5.0, 2.0], [5.0, 0.0, 7.0], [9.0, 9.0, 9.0]])[:, :, None]
+    pool = compat.MaxPool(2)
+    np.testing.assert_array_equal(pool.forward(x), [[[5.0]]])
+    grad = pool.backprop(np.array([[[3.0]]]))
+    np.testing.assert_array_equal(grad[:, :, 0], [[0, 3, 0], [3, 0, 0], [0, 0, 0]])
+
+
+def test_softmax_backprop_uses_the_first_nonzero_entry_only():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4))
+    results = []
+    for gradient in ([0, 0, 0.5, 0, -2.0], [0, 0, 0.5, 0, 0], [0, 0, 0, 0, 0]):
+        np.random.seed(1)  # noqa: NPY002
+        softmax = compat.Softmax(12, 5)
+        softmax.forward(x)
+        weights = softmax.weights.copy()
+        results.append((softmax.backprop(np.array(gradient), 0.1), softmax.weights.copy()))
+        if not any(gradient):
+            assert results[-1][0] is None
+            np.testing.assert_array_equal(softmax.weights, weights)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][0].shape == (3, 4)
+
+
+def test_softmax_without_max_shift_overflows_like_the_notebook():
+    for nb in MODULES:
+        np.random.seed(2)  # noqa: NPY002
+        softmax = nb.Softmax(4, 3)
+        softmax.weights[...] = 1000.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            probs = softmax.forward(np.ones(4))
+        assert np.isnan(probs).all()
+
+
+def test_inputs_are_not_modified():
+    image = digits(1, start=7)[0][0].astype(np.float64)
+    saved = image.copy()
+    np.random.seed(0)  # noqa: NPY002
+    net = compat.NotebookCNN()
+    net.train_step(image, 3)
+    np.testing.assert_array_equal(image, saved)
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: compat.Conv(8, 3).forward(np.zeros((28, 28, 1))), ValueError, "input must be 2-D"),
+    (lambda: compat.Conv(8, 5).forward(np.zeros((4, 9))), ValueError, "smaller than the 5x5"),
+    (lambda: compat.Conv(8, 3).forward(np.zeros((5, 5), complex)), TypeError, "real numbers"),
+    (lambda: compat.Conv(0, 3), ValueError, "num_filters must be >= 1"),
+    (lambda: compat.Conv(8, 2.5), TypeError, "filters_length must be an int"),
+    (lambda: compat.Conv(8, 3).backprop(np.zeros((26, 26, 8)), 0.1), RuntimeError,
+     "before forward"),
+    (lambda: compat.MaxPool(1), ValueError, "Pool_length must be >= 2"),
+    (lambda: compat.MaxPool(2).forward(np.zeros((4, 4))), ValueError, "input must be 3-D"),
+    (lambda: compat.Softmax(1352, 10).forward(np.zeros((13, 13, 7))), ValueError,
+     "must hold 1352 numbers"),
+    (lambda: compat.Softmax(4, 3).backprop(np.zeros(3), 0.1), RuntimeError, "before forward"),
+])
+def test_bad_input_raises_clear_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_backprop_rejects_gradients_of_the_wrong_shape():
+    conv, pool, softmax = compat.Conv(2, 3), compat.MaxPool(2), compat.Softmax(8, 3)
+    conv.forward(np.zeros((6, 6)))
+    with pytest.raises(ValueError, match=r"d_L_d_out must have shape \(4, 4, 2\)"):
+        conv.backprop(np.zeros((4, 4, 3)), 0.1)
+    pool.forward(np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match=r"d_L_d_out must have shape \(2, 2, 2\)"):
+        pool.backprop(np.zeros((2, 2)))
+    softmax.forward(np.zeros(8))
+    with pytest.raises(ValueError, match=r"d_L_d_out must have shape \(3,\)"):
+        softmax.backprop(np.zeros(4), 0.1)

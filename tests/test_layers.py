@@ -1,0 +1,156 @@
+"""Layers: forward against the float64 reference, gradients by finite differences, init, errors."""
+
+import numpy as np
+import pytest
+from model_testing import central_differences, every_layer_model, loss_of
+
+from cnnext import _reference as R
+from cnnext.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+
+TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forward_matches_the_reference_layer_by_layer(dtype):
+    rng = np.random.default_rng(1)
+    model = every_layer_model(dtype=dtype, seed=2)
+    x = rng.standard_normal((3, 2, 9, 8)).astype(dtype)
+    expected = x.astype(np.float64)
+    for layer in model.layers:
+        got = layer.forward(x)
+        p = {k: v.astype(np.float64) for k, v in layer.params.items()}
+        if isinstance(layer, Conv2D):
+            expected = R.conv2d(expected, p["weight"], p.get("bias"), layer.stride,
+                                layer.padding, layer.dilation)
+        elif isinstance(layer, MaxPool2D):
+            expected = R.max_pool2d(expected, layer.kernel_size, layer.stride, layer.padding)
+        elif isinstance(layer, AvgPool2D):
+            expected = R.avg_pool2d(expected, layer.kernel_size, layer.stride, layer.padding)
+        elif isinstance(layer, ReLU):
+            expected = R.relu(expected)
+        elif isinstance(layer, Flatten):
+            expected = expected.reshape(len(expected), -1)
+        else:
+            expected = expected @ p["weight"].T + p["bias"]
+        assert got.dtype == np.dtype(dtype)
+        assert got.shape == (3, *layer.output_shape(x.shape[1:]))
+        np.testing.assert_allclose(got, expected, **TOLERANCE[dtype])
+        x = got
+
+
+def test_gradients_through_a_whole_model_match_finite_differences():
+    rng = np.random.default_rng(3)
+    model = every_layer_model(dtype="float64", seed=4)
+    x = rng.standard_normal((2, 2, 9, 8))
+    labels = np.array([1, 4])
+    _, glogits = R.softmax_cross_entropy(model.forward(x), labels)
+    gx = model.backward(glogits)
+    grads = model.gradients()
+    for name, param in model.parameters().items():
+        numeric = central_differences(lambda: loss_of(model, x, labels), param)
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
+    numeric = central_differences(lambda: loss_of(model, x, labels), x)
+    np.testing.assert_allclose(gx, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_workspace_path_gives_the_public_path_results_and_keeps_earlier_outputs():
+    rng = np.random.default_rng(5)
+    model = every_layer_model(dtype="float32", seed=6)
+    x = rng.standard_normal((4, 2, 9, 8)).astype(np.float32)
+    x_copy = x.copy()
+    first = model.forward(x)
+    second = model.forward(x + 1)
+    assert not np.shares_memory(first, second)
+    reused = model._run_forward(x).copy()
+    np.testing.assert_array_equal(reused, first)
+    np.testing.assert_array_equal(x, x_copy)  # inputs never modified
+    gy = rng.standard_normal(first.shape).astype(np.float32)
+    model.forward(x)
+    model.backward(gy)
+    public = {k: v.copy() for k, v in model.gradients().items()}
+    model._run_forward(x)
+    model._run_backward(gy)
+    for name, grad in model.gradients().items():
+        np.testing.assert_array_equal(grad, public[name], err_msg=name)
+
+
+def test_seeded_initialisation_is_reproducible_and_scaled():
+    a, b, c = Conv2D(16, 32, 3, seed=7), Conv2D(16, 32, 3, seed=7), Conv2D(16, 32, 3, seed=8)
+    np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
+    assert not np.array_equal(a.params["weight"], c.params["weight"])
+    np.testing.assert_array_equal(a.params["bias"], 0)
+    # He normal: std sqrt(2 / fan_in), fan_in = 16 * 9 (4608 draws: within 5%).
+    assert abs(a.params["weight"].std() / np.sqrt(2 / 144) - 1) < 0.05
+    dense = Dense(300, 100, seed=1)
+    limit = np.sqrt(6 / 400)
+    assert np.abs(dense.params["weight"]).max() <= limit
+    assert np.abs(dense.params["weight"]).max() > 0.95 * limit
+    assert dense.params["weight"].dtype == np.float32
+    f64 = Dense(300, 100, dtype="float64", seed=1)
+    np.testing.assert_array_equal(f64.params["weight"].astype(np.float32), dense.params["weight"])
+
+
+def test_repr_reads_like_the_constructor_call():
+    assert repr(Conv2D(1, 8, 3, bias=False)) == "Conv2D(1, 8, 3, bias=False)"
+    assert repr(Conv2D(3, 4, (3, 5), stride=2, padding=(1, 2), dtype="float64")) == \
+        "Conv2D(3, 4, (3, 5), stride=2, padding=(1, 2), dtype='float64')"
+    assert repr(MaxPool2D(2)) == "MaxPool2D(2)"
+    assert repr(AvgPool2D(3, stride=2, padding=1)) == "AvgPool2D(3, stride=2, padding=1)"
+    assert repr(Dense(1352, 10)) == "Dense(1352, 10)"
+    assert repr(Dense(5, 2, init="he_normal")) == "Dense(5, 2, init='he_normal')"
+    assert repr(ReLU()) == "ReLU()" and repr(Flatten()) == "Flatten()"
+
+
+@pytest.mark.parametrize("layer", [
+    Conv2D(1, 8, 3, bias=False), Conv2D(3, 4, (3, 5), stride=2, padding=(1, 2), dilation=2),
+    MaxPool2D(3, stride=2, padding=1), AvgPool2D((2, 3)), ReLU(), Flatten(),
+    Dense(7, 3, bias=False, dtype="float64", init="he_normal"),
+], ids=repr)
+def test_config_rebuilds_the_same_layer(layer):
+    rebuilt = type(layer)(**layer.config())
+    assert rebuilt.config() == layer.config()
+    assert {k: v.shape for k, v in rebuilt.params.items()} == \
+        {k: v.shape for k, v in layer.params.items()}
+
+
+@pytest.mark.parametrize(("layer", "x_shape", "message"), [
+    (Conv2D(1, 8, 3), (2, 3, 28, 28), "expects 1 input channel"),
+    (Conv2D(1, 8, 3), (2, 28, 28), r"takes \(C, H, W\) examples"),
+    (Conv2D(1, 8, 5), (2, 1, 4, 4), "kernel spans 5 along height"),
+    (MaxPool2D(2), (2, 8, 13), r"takes \(C, H, W\) examples"),
+    (Dense(1352, 10), (2, 8, 13, 13), "add a Flatten"),
+    (Dense(1352, 10), (2, 1351), r"takes examples of shape \(1352,\)"),
+])
+def test_wrong_input_shapes_raise_naming_the_layer(layer, x_shape, message):
+    with pytest.raises(ValueError, match=message):
+        layer.forward(np.zeros(x_shape, dtype=np.float32))
+
+
+def test_wrong_dtypes_and_call_order_raise():
+    conv = Conv2D(1, 2, 3)
+    with pytest.raises(TypeError, match="dtype float64 but the layer computes in float32"):
+        conv.forward(np.zeros((1, 1, 5, 5)))
+    with pytest.raises(TypeError, match="dtype float32 or float64"):
+        conv.forward(np.zeros((1, 1, 5, 5), dtype=np.uint8))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        conv.backward(np.zeros((1, 2, 3, 3), dtype=np.float32))
+    conv.forward(np.zeros((1, 1, 5, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"gy must have shape \(1, 2, 3, 3\)"):
+        conv.backward(np.zeros((1, 2, 3, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize(("build", "error", "message"), [
+    (lambda: Conv2D(0, 8, 3), ValueError, "in_channels must be >= 1"),
+    (lambda: Conv2D(1, 8, 0), ValueError, "kernel_size must be >= 1"),
+    (lambda: Conv2D(1, 8, 3.0), TypeError, "kernel_size must be an int"),
+    (lambda: Conv2D(1, 8, 3, stride=0), ValueError, "stride must be >= 1"),
+    (lambda: Conv2D(1, 8, 3, bias="no"), TypeError, "bias must be True or False"),
+    (lambda: Conv2D(1, 8, 3, dtype="float16"), TypeError, "dtype must be 'float32' or"),
+    (lambda: Dense(10, 2, init="zeros"), ValueError, "init must be one of"),
+    (lambda: Dense(True, 2), TypeError, "in_features must be an int"),
+    (lambda: MaxPool2D(2, padding=2), ValueError, "at most half the kernel"),
+    (lambda: AvgPool2D((2, 2, 2)), ValueError, "kernel_size must be an int or a pair"),
+])
+def test_bad_constructor_arguments_raise(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
