@@ -1,0 +1,354 @@
+"""conv2d and conv2d_backward: results, memory handling, threads, ISA builds, PyTorch."""
+
+import importlib
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conv_testing import check_backward, check_forward, problem
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnnext import _dispatch
+from cnnext import _reference as reference
+from cnnext import functional as F
+from cnnext._functional import conv as conv_module
+
+DTYPES = [np.float32, np.float64]
+
+# (N, C, H, W, K, R, S, stride, padding, dilation): together they reach every
+# window source (in place, padded copy, im2col panel) for both dtypes of the
+# build in use, partial register tiles (K, C*R*S not multiples of the tile),
+# output rows shorter than a vector and planes shorter than one.
+GRID = [
+    (3, 1, 28, 28, 8, 3, 3, 1, 0, 1),                    # the notebook's layer
+    (2, 4, 30, 30, 9, 3, 3, 1, 1, 1),
+    (2, 3, 18, 34, 10, 3, 3, 1, 1, 1),
+    (2, 2, 9, 11, 3, 2, 4, 2, 1, 1),                     # R != S, stride 2
+    (1, 5, 7, 6, 7, 1, 1, 1, 0, 1),                      # 1x1 kernel
+    (1, 3, 40, 50, 5, 3, 3, 1, 2, 2),                    # dilation
+    (2, 2, 12, 12, 4, 3, 3, 4, 0, 1),                    # stride > kernel
+    (1, 1, 5, 5, 1, 5, 5, 1, 0, 1),                      # one output position
+    (2, 6, 20, 24, 17, 3, 5, (1, 1), (0, 2), (2, 1)),    # pairs
+    (1, 2, 30, 40, 3, 3, 3, (2, 1), 1, 1),               # row stride only
+    (4, 1, 28, 28, 1, 3, 3, 1, 0, 1),                    # one filter
+    (2, 3, 16, 16, 4, 3, 3, 1, 3, 1),                    # padding > kernel
+]
+
+
+def grid_id(case):
+    return "N{}C{}H{}W{}K{}R{}S{}-s{}p{}d{}".format(*case).replace(" ", "")
+
+
+def run_and_check(case, dtype, bias, rng):
+    """Forward and backward of ``case`` against the reference, fresh and poisoned outputs."""
+    n, c, h, w, k, r, s, stride, padding, dilation = case
+    x, weights, b = problem(rng, n, c, h, w, k, r, s, dtype, bias)
+    inputs = [a.copy() for a in (x, weights, b) if a is not None]
+    y = F.conv2d(x, weights, b, stride, padding, dilation)
+    check_forward(y, x, weights, b, stride, padding, dilation)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    grads = F.conv2d_backward(gy, x, weights, stride, padding, dilation)
+    check_backward(grads, gy, x, weights, stride, padding, dilation)
+
+    # Outputs written in full: NaN-filled buffers give the same results.
+    poisoned = np.full_like(y, np.nan)
+    assert F.conv2d(x, weights, b, stride, padding, dilation, out=poisoned) is poisoned
+    np.testing.assert_array_equal(poisoned, y)
+    buffers = tuple(np.full_like(a, np.nan) for a in (x, weights, weights[:, 0, 0, 0]))
+    again = F.conv2d_backward(gy, x, weights, stride, padding, dilation, out=buffers)
+    for got, want, buffer in zip(again, grads, buffers, strict=True):
+        assert got is buffer
+        np.testing.assert_array_equal(got, want)
+
+    # Inputs untouched.
+    for before, after in zip(inputs, [a for a in (x, weights, b) if a is not None], strict=True):
+        np.testing.assert_array_equal(before, after)
+    return y, grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GRID, ids=grid_id)
+def test_grid_against_reference(case, dtype):
+    seed = zlib.crc32(grid_id(case).encode())
+    run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grid_reaches_every_window_source(dtype):
+    sources = set()
+    for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
+        key, _ = conv_module._geometry("test", np.empty((n, c, h, w), dtype),
+                                       np.empty((k, c, r, s), dtype), stride, padding, dilation)
+        sources.add(conv_module._plan(key).source)
+    assert sources == {"input", "padded", "panel"}
+
+
+@st.composite
+def conv_cases(draw):
+    r, s = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    # Smallest input giving one output row/column, then up to wide rows.
+    min_h = max(1, dilation[0] * (r - 1) + 1 - 2 * padding[0])
+    min_w = max(1, dilation[1] * (s - 1) + 1 - 2 * padding[1])
+    h = draw(st.integers(min_h, min_h + 12))
+    w = draw(st.integers(min_w, min_w + 40))
+    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 10))
+    # Single ints as well as pairs.
+    if stride[0] == stride[1] and draw(st.booleans()):
+        stride = stride[0]
+    return (n, c, h, w, k, r, s, stride, padding, dilation)
+
+
+@given(case=conv_cases(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_hypothesis_against_reference(case, dtype, bias, seed):
+    run_and_check(case, dtype, bias, np.random.default_rng(seed))
+
+
+def test_gradients_match_central_differences():
+    rng = np.random.default_rng(3)
+    stride, padding, dilation = (2, 1), (1, 0), (1, 2)
+    x, w, b = problem(rng, 2, 2, 5, 6, 3, 3, 2, np.float64)
+    gy = rng.standard_normal(F.conv2d(x, w, b, stride, padding, dilation).shape)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation)
+
+    def loss(xv, wv, bv):
+        return float(np.sum(gy * F.conv2d(xv, wv, bv, stride, padding, dilation)))
+
+    step = 1e-6
+    for array, grad, slot in ((x, gx, 0), (w, gw, 1), (b, gb, 2)):
+        numeric = np.empty_like(array)
+        for index in np.ndindex(array.shape):
+            args = [x.copy(), w.copy(), b.copy()]
+            args[slot][index] += step
+            up = loss(*args)
+            args[slot][index] -= 2 * step
+            numeric[index] = (up - loss(*args)) / (2 * step)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
+
+
+def test_skipping_the_input_gradient():
+    rng = np.random.default_rng(4)
+    x, w, _ = problem(rng, 3, 2, 10, 12, 4, 3, 3, np.float64, bias=False)
+    gy = rng.standard_normal((3, 4, 8, 10))
+    full = F.conv2d_backward(gy, x, w)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, need_input_grad=False)
+    assert gx is None
+    np.testing.assert_array_equal(gw, full[1])
+    np.testing.assert_array_equal(gb, full[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(dtype):
+    x = np.empty((0, 3, 8, 9), dtype)
+    w = np.ones((4, 3, 3, 2), dtype)
+    y = F.conv2d(x, w, np.ones(4, dtype), stride=(2, 1), padding=1)
+    assert y.shape == (0, 4, 4, 10) and y.dtype == dtype
+    poisoned = (np.full((4, 3, 3, 2), np.nan, dtype), np.full(4, np.nan, dtype))
+    gx, gw, gb = F.conv2d_backward(y, x, w, stride=(2, 1), padding=1,
+                                   out=(None, *poisoned))
+    assert gx.shape == x.shape and gx.dtype == dtype
+    assert gw is poisoned[0] and gb is poisoned[1]
+    assert not gw.any() and not gb.any()
+
+
+def layouts(array):
+    """The same values as non-contiguous, Fortran-ordered and negative-stride arrays."""
+    padded = np.zeros((*array.shape[:-1], 2 * array.shape[-1]), array.dtype)
+    padded[..., ::2] = array
+    flipped = np.ascontiguousarray(array[..., ::-1])[..., ::-1]
+    return [padded[..., ::2], np.asfortranarray(array), flipped]
+
+
+def test_any_memory_layout_gives_the_contiguous_result():
+    rng = np.random.default_rng(5)
+    x, w, b = problem(rng, 2, 3, 11, 13, 5, 3, 3, np.float32)
+    y = F.conv2d(x, w, b, 1, 1)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    grads = F.conv2d_backward(gy, x, w, 1, 1)
+    for xl, wl, gyl, bl in zip(layouts(x), layouts(w), layouts(gy), layouts(b), strict=True):
+        assert not (xl.flags.c_contiguous and wl.flags.c_contiguous)
+        np.testing.assert_array_equal(F.conv2d(xl, wl, bl, 1, 1), y)
+        for got, want in zip(F.conv2d_backward(gyl, xl, wl, 1, 1), grads, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_lists_are_accepted():
+    x = [[[[1.0, 2.0], [3.0, 4.0]]]]
+    w = [[[[1.0]]]]
+    np.testing.assert_array_equal(F.conv2d(x, w), np.array(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_propagate_as_ieee_says(dtype):
+    rng = np.random.default_rng(6)
+    x, w, b = problem(rng, 2, 2, 9, 31, 3, 3, 3, dtype)
+    x[0, 1, 4, 7] = np.nan
+    x[1, 0, 2, 20] = np.inf
+    y = F.conv2d(x, w, b, 1, 1)
+    expected = reference.conv2d(x, w, b, 1, 1)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    assert np.isnan(y).any() and np.isinf(y).any()
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gy[1, 2, 3, 3] = np.nan
+    for got, want in zip(F.conv2d_backward(gy, x, w, 1, 1),
+                         reference.conv2d_backward(gy, x, w, 1, 1), strict=True):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_values_no_window_reads_do_not_leak(dtype):
+    # Stride 2 never reads the odd columns nor the last row: NaN/inf there
+    # must not reach any result (vector tails and staging must not touch them).
+    rng = np.random.default_rng(7)
+    for w_size in (9, 35):
+        x, w, b = problem(rng, 2, 2, 8, w_size, 3, 3, 1, dtype)
+        x[:, :, :, 1::2] = np.nan
+        x[:, :, -1, :] = np.inf
+        y = F.conv2d(x, w, b, stride=2)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx, gw, gb = F.conv2d_backward(gy, x, w, stride=2)
+        for result in (y, gw, gb):
+            assert np.isfinite(result).all()
+        assert np.isfinite(gx).all()
+        check_forward(y, np.nan_to_num(x, nan=0, posinf=0), w, b, 2, 0, 1)
+
+
+THREAD_CASES = [
+    (64, 1, 28, 28, 8, 3, 3, 1, 0, 1),      # weight gradient over image chunks
+    (1, 8, 64, 64, 16, 3, 3, 1, 1, 1),      # one image split over threads
+    (8, 16, 8, 8, 32, 3, 3, 1, 1, 1),       # im2col panels
+    (3, 16, 64, 64, 8, 3, 3, 1, 1, 1),      # input-gradient columns in waves
+]
+
+
+@pytest.mark.parametrize("case", THREAD_CASES, ids=grid_id)
+def test_results_do_not_depend_on_the_thread_count(case, num_threads):
+    n, c, h, w, k, r, s, stride, padding, dilation = case
+    x, weights, b = problem(np.random.default_rng(8), n, c, h, w, k, r, s, np.float32)
+    gy = np.random.default_rng(9).standard_normal(
+        F.conv2d(x, weights, b, stride, padding, dilation).shape).astype(np.float32)
+    results = []
+    for count in (1, 2, 4):
+        num_threads(count)
+        y = F.conv2d(x, weights, b, stride, padding, dilation)
+        results.append((y, *F.conv2d_backward(gy, x, weights, stride, padding, dilation)))
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(10)
+    jobs = []
+    for case in GRID[:6] * 2:
+        n, c, h, w, k, r, s, stride, padding, dilation = case
+        x, weights, b = problem(rng, n, c, h, w, k, r, s, np.float32)
+        gy = rng.standard_normal(F.conv2d(x, weights, b, stride, padding, dilation).shape)
+        jobs.append((x, weights, b, gy.astype(np.float32), stride, padding, dilation))
+
+    def run(job):
+        x, weights, b, gy, stride, padding, dilation = job
+        return (F.conv2d(x, weights, b, stride, padding, dilation),
+                *F.conv2d_backward(gy, x, weights, stride, padding, dilation))
+
+    serial = [run(job) for job in jobs]
+    start = threading.Barrier(4)
+
+    def run_many(offset):
+        start.wait()
+        return [run(jobs[(offset + i) % len(jobs)]) for i in range(len(jobs))]
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(run_many, range(4)))
+    for offset, outcome in enumerate(outcomes):
+        for i, results in enumerate(outcome):
+            for got, want in zip(results, serial[(offset + i) % len(jobs)], strict=True):
+                np.testing.assert_array_equal(got, want)
+
+
+def built_variants():
+    names = []
+    for name in _dispatch.supported_isas():
+        try:
+            importlib.import_module(f"cnnext._kernels._conv{_dispatch.ISA_LEVELS[name][0]}")
+        except ModuleNotFoundError:
+            continue
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("isa", built_variants())
+def test_every_instruction_set_build_against_reference(isa, monkeypatch):
+    module = importlib.import_module(f"cnnext._kernels._conv{_dispatch.ISA_LEVELS[isa][0]}")
+    monkeypatch.setattr(conv_module, "_kernels", module)
+    monkeypatch.setattr(conv_module, "_plans", {})
+    rng = np.random.default_rng(11)
+    sources = set()
+    for case in GRID:
+        for dtype in DTYPES:
+            run_and_check(case, dtype, bias=True, rng=rng)
+        sources.update(plan.source for plan in conv_module._plans.values())
+    assert sources == {"input", "padded", "panel"}
+
+
+TORCH_CASES = [
+    (2, 1, 28, 28, 8, 3, 3, 1, 0, 1),
+    (2, 3, 15, 17, 6, 3, 2, (2, 1), (1, 0), (1, 2)),
+    (1, 8, 8, 8, 16, 3, 3, 1, 1, 1),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=grid_id)
+def test_against_torch(case, dtype, torch):
+    n, c, h, w, k, r, s, stride, padding, dilation = case
+    rng = np.random.default_rng(12)
+    x, weights, b = problem(rng, n, c, h, w, k, r, s, dtype)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weights, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride, padding, dilation)
+    gy = rng.standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.from_numpy(gy))
+    y = F.conv2d(x, weights, b, stride, padding, dilation)
+    grads = F.conv2d_backward(gy, x, weights, stride, padding, dilation)
+    rtol, atol = (1e-4, 1e-4) if dtype == np.float32 else (1e-12, 1e-12)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=rtol, atol=atol)
+    for got, want in zip(grads, (tx.grad, tw.grad, tb.grad), strict=True):
+        np.testing.assert_allclose(got, want.numpy(), rtol=rtol, atol=atol)
+
+
+def test_gil_is_released_during_the_kernels():
+    # Another Python thread can only run while the kernel holds no GIL: some
+    # of its clock readings must fall strictly inside the kernel call.
+    rng = np.random.default_rng(13)
+    x, w, _ = problem(rng, 8, 16, 64, 64, 32, 3, 3, np.float32, bias=False)
+    plan = conv_module._plan(conv_module._geometry("test", x, w, 1, 1, 1)[0])
+    y = np.empty(plan.output_shape, np.float32)
+    work = np.empty(plan.forward_workspace, np.float32)
+    done = threading.Event()
+    readings = []
+
+    def read_clock():
+        while not done.is_set():
+            readings.append(time.perf_counter())
+
+    reader = threading.Thread(target=read_clock)
+    reader.start()
+    try:
+        start = time.perf_counter()
+        conv_module._kernels.conv2d_forward(plan, x, w, None, y, work)
+        end = time.perf_counter()
+    finally:
+        done.set()
+        reader.join()
+    assert sum(start < t < end for t in readings) > 0
+    check_forward(y, x, w, None, 1, 1, 1)
