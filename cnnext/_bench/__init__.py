@@ -40,7 +40,10 @@ class UsageError(ValueError):
 
 
 def add_arguments(parser):
-    """Add the ``bench`` options to an argparse parser."""
+    """add_arguments(parser)
+
+    Add the ``bench`` options to the argparse ``parser`` and return it.
+    """
     parser.add_argument("cases", nargs="*", metavar="CASE",
                         help="case names or globs, e.g. conv2d.forward.mid 'train.*' "
                              "(default: all cases, or the quick set with --quick); see --list")
@@ -96,7 +99,13 @@ def _list_cases():
 
 
 def run(args):
-    """Run ``cnnext bench`` with parsed ``args``; return the exit code (0, 1 failures, 2 usage)."""
+    """run(args)
+
+    Run the benchmark suite with the options ``add_arguments`` parsed; print the
+    table and write the requested files.  Returns the exit status: 0, 1 when an
+    implementation did not match the reference (or cnnext could not run), 2 for
+    a bad option or an unknown case name (one line on standard error).
+    """
     if args.list:
         _list_cases()
         return 0
@@ -132,6 +141,10 @@ def run(args):
 
 
 def main(argv=None):
+    """main(argv=None)
+
+    ``python -m cnnext._bench``: parse ``argv`` (default ``sys.argv[1:]``) and ``run``.
+    """
     parser = argparse.ArgumentParser(prog="python -m cnnext._bench",
                                      description=__doc__.splitlines()[0])
     add_arguments(parser)

@@ -180,6 +180,7 @@ def write_png(doc, path):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "no chart: matplotlib is not installed"
     bars = {}
@@ -195,11 +196,15 @@ def write_png(doc, path):
     fig, ax = plt.subplots(figsize=(9, 0.25 * len(names) * len(bars) + 1.5))
     for i, (series, values) in enumerate(sorted(bars.items())):
         positions = [j + i * height for j, name in enumerate(names) if name in values]
-        ax.barh(positions, [values[name] for name in names if name in values], height,
-                label=series)
+        # Bars grow from 1x: right when cnnext is faster, left when slower.
+        ax.barh(positions, [values[name] - 1 for name in names if name in values], height,
+                left=1, label=series)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))], names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}x"))
+    ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("cnnext speed-up over PyTorch (torch time / cnnext time)")
     ax.set_title(f"cnnext vs PyTorch on {doc['machine']['cpu']} ({doc['machine']['date'][:10]})")

@@ -155,7 +155,7 @@ def describe_case(case):
 
 def derive(doc):
     """Add rates, share of peak and ratios to every timed result row."""
-    peaks = {(r["threads"], r["dtype"]): r["gflops"] for r in doc["roofline"]}
+    peaks = {(r["dtype"], r["threads"]): r["gflops"] for r in doc["roofline"]}
     timed = {(r["case"], r["dtype"], r["threads"], r["impl"]): r["seconds"]
              for r in doc["results"] if r["status"] == "ok"}
     for row in doc["results"]:
