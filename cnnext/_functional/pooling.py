@@ -1,18 +1,280 @@
-"""Placeholder: being written (see the open issue)."""
+"""Max and average pooling: validated wrappers of the ``_pool`` kernels.
+
+Each function checks its arguments, allocates (or checks) its outputs and
+runs the compiled kernel with the GIL released.  The hot path, a valid
+C-contiguous float array with int arguments, costs a few microseconds, so
+that per-image training loops stay cheap.
+"""
+
+import numpy as np
+
+from .. import _dispatch
+from . import _checks
+
+_pool = _dispatch.load("_pool")
+
+_FLOATS = _checks.FLOAT_DTYPES
+_INT64 = np.dtype(np.int64)
 
 
-def max_pool2d(*args, **kwargs):
-    raise NotImplementedError("max_pool2d is not implemented yet")
+def _as_pair(func, name, value, minimum):
+    # Exact ints (not bools) skip the general check: most calls pass them.
+    if type(value) is int and value >= minimum:
+        return (value, value)
+    return _checks.pair(func, name, value, minimum)
 
 
-def max_pool2d_backward(*args, **kwargs):
-    raise NotImplementedError("max_pool2d_backward is not implemented yet")
+def _float_input(func, name, value):
+    """A 4-D float32/float64 ndarray with non-empty planes."""
+    if not (type(value) is np.ndarray and value.dtype in _FLOATS and value.ndim == 4):
+        value = _checks.float_array(func, name, value, ndim=4, layout="(N, C, H, W)")
+    if value.shape[2] == 0 or value.shape[3] == 0:
+        raise ValueError(f"{func}: {name} must have non-empty (H, W) planes, got shape "
+                         f"{value.shape}")
+    return value
 
 
-def avg_pool2d(*args, **kwargs):
-    raise NotImplementedError("avg_pool2d is not implemented yet")
+def _contiguous(array):
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
-def avg_pool2d_backward(*args, **kwargs):
-    raise NotImplementedError("avg_pool2d_backward is not implemented yet")
+def _geometry(func, in_shape, kernel_size, stride, padding):
+    """Kernel, stride and padding as (h, w) pairs, and the output (N, C, Ho, Wo)."""
+    kernel = _as_pair(func, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else _as_pair(func, "stride", stride, 1)
+    padding = _as_pair(func, "padding", padding, 0)
+    if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
+        raise ValueError(f"{func}: padding must be at most half of kernel_size, got padding "
+                         f"{padding} for kernel_size {kernel}")
+    n, c, height, width = in_shape
+    out_height = _checks.output_size(func, "height", height, kernel[0], stride[0], padding[0])
+    out_width = _checks.output_size(func, "width", width, kernel[1], stride[1], padding[1])
+    return kernel, stride, padding, (n, c, out_height, out_width)
 
+
+def _output(func, name, out, shape, dtype, inputs):
+    # Outputs of pooling are never larger than their inputs, so only a
+    # caller's buffer needs checking.
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    return _checks.out_array(func, name, out, shape, dtype, inputs)
+
+
+def _x_shape(func, x_shape, gy):
+    """``x_shape`` as a tuple of 4 ints matching gy's (N, C), planes non-empty."""
+    if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
+        raise ValueError(f"{func}: x_shape must be a 4-tuple (N, C, H, W), got {x_shape!r}")
+    shape = tuple(_checks.to_int(func, "x_shape", dim) for dim in x_shape)
+    if min(shape) < 0 or shape[2] == 0 or shape[3] == 0:
+        raise ValueError(f"{func}: x_shape must hold non-negative sizes with non-empty "
+                         f"(H, W), got {shape}")
+    if shape[:2] != gy.shape[:2]:
+        raise ValueError(f"{func}: gy has shape {gy.shape} but x_shape is {shape}; their "
+                         f"(N, C) must match")
+    return shape
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, out=None):
+    """max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, out=None)
+
+    2-D max pooling over the planes of an NCHW batch.
+
+    Padding counts as -inf.  Each window is scanned in row-major order and
+    an element replaces the running maximum when it is greater or NaN (as
+    in PyTorch): ties go to the first maximum, a NaN is the maximum of any
+    window holding one (its index is that of the last NaN), and the index
+    of a window of -inf is its first in-plane element.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+        At most half of ``kernel_size`` along each axis.
+    return_indices : bool, default False
+        Also return the position of each maximum, flat in its H*W plane.
+    out : ndarray or tuple (y, indices), optional
+        C-contiguous buffers to write into (a tuple when ``return_indices``).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, Ho, Wo), dtype of ``x``
+        Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
+    indices : ndarray of int64, shape (N, C, Ho, Wo)
+        Only when ``return_indices``; input of ``max_pool2d_backward``.
+    """
+    func = "max_pool2d"
+    x = _float_input(func, "x", x)
+    kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
+    if return_indices:
+        y_out, indices_out = _checks.out_tuple(func, out, 2)
+        y = _output(func, "out[0]", y_out, out_shape, x.dtype, (x,))
+        indices = _output(func, "out[1]", indices_out, out_shape, _INT64, (x, y))
+    else:
+        y = _output(func, "out", out, out_shape, x.dtype, (x,))
+        indices = None
+    _pool.max_pool2d_forward(_contiguous(x), y, indices, kernel, stride, padding)
+    return (y, indices) if return_indices else y
+
+
+def max_pool2d_backward(gy, idx, x_shape, *, out=None):
+    """max_pool2d_backward(gy, idx, x_shape, *, out=None)
+
+    Gradient of ``max_pool2d``: each output's gradient goes to the element
+    its window picked; where windows overlap, gradients add up.
+
+    Parameters
+    ----------
+    gy : ndarray of float32 or float64, shape (N, C, Ho, Wo)
+        Gradient of the loss with respect to the pooled output.
+    idx : ndarray of int, shape (N, C, Ho, Wo)
+        Indices from ``max_pool2d(..., return_indices=True)``, flat in each
+        H*W plane; every one must lie in [0, H*W).
+    x_shape : tuple (N, C, H, W)
+        Shape of the pooled input.
+    out : ndarray, optional
+        C-contiguous buffer of shape ``x_shape`` and the dtype of ``gy``.
+
+    Returns
+    -------
+    gx : ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    func = "max_pool2d_backward"
+    gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
+    if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu":
+        kind = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
+        raise TypeError(f"{func}: idx must be an integer ndarray (int64 indices from "
+                        f"max_pool2d), got {kind}")
+    if idx.shape != gy.shape:
+        raise ValueError(f"{func}: idx has shape {idx.shape} but gy has {gy.shape}; they must "
+                         f"match")
+    shape = _x_shape(func, x_shape, gy)
+    plane_size = shape[2] * shape[3]
+    if idx.dtype == _INT64:
+        idx = _contiguous(idx)
+        bad = _pool.first_index_outside(idx.reshape(-1), plane_size)
+    else:
+        # Range-checked before the cast, which could wrap a uint64 around.
+        outside = ((idx < 0) | (idx >= plane_size)).reshape(-1)
+        bad = int(np.argmax(outside)) if outside.any() else -1
+    if bad >= 0:
+        where = np.unravel_index(bad, idx.shape)
+        raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
+                         f"outside its plane [0, {plane_size}) of x_shape {shape}")
+    idx = np.ascontiguousarray(idx, dtype=_INT64)
+    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
+    _pool.max_pool2d_backward(_contiguous(gy), idx, gx)
+    return gx
+
+
+def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=None):
+    """max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=None)
+
+    The max-pool gradient of the notebook cnnext grew from (private: used by
+    ``cnnext.compat``).  Within each window, every element equal to the
+    window's maximum ``y`` receives the window's gradient (assigned, not
+    split, so tied elements each get all of it); elements no window covers
+    get 0, as does a window whose maximum is NaN.  Windows must not
+    overlap and there is no padding.
+
+    Parameters
+    ----------
+    gy : ndarray of float32 or float64, shape (N, C, Ho, Wo)
+    x : ndarray, shape (N, C, H, W), dtype of ``gy``
+        The pooled input.
+    y : ndarray, shape (N, C, Ho, Wo), dtype of ``gy``
+        The maxima ``max_pool2d(x, kernel_size, stride)``.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``; must be at least ``kernel_size``.
+    out : ndarray, optional
+        C-contiguous buffer of the shape and dtype of ``x``.
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``x``
+    """
+    func = "max_pool2d_backward_all_maxima"
+    x = _float_input(func, "x", x)
+    gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
+    y = _checks.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
+    _checks.same_dtype(func, "x", x, gy=gy, y=y)
+    kernel, stride, _, out_shape = _geometry(func, x.shape, kernel_size, stride, 0)
+    if stride[0] < kernel[0] or stride[1] < kernel[1]:
+        raise ValueError(f"{func}: windows must not overlap: stride {stride} must be at least "
+                         f"kernel_size {kernel}")
+    for name, array in (("gy", gy), ("y", y)):
+        if array.shape != out_shape:
+            raise ValueError(f"{func}: {name} must have shape {out_shape} (the pooled shape of "
+                             f"x {x.shape}), got {array.shape}")
+    gx = _output(func, "out", out, x.shape, x.dtype, (gy, x, y))
+    _pool.max_pool2d_backward_all_maxima(_contiguous(gy), _contiguous(x), _contiguous(y), gx,
+                                         kernel, stride)
+    return gx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
+    """avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None)
+
+    2-D average pooling over the planes of an NCHW batch.  Zero padding is
+    counted in the divisor, kh * kw (PyTorch's default).
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+        At most half of ``kernel_size`` along each axis.
+    out : ndarray, optional
+        C-contiguous buffer of shape (N, C, Ho, Wo) and the dtype of ``x``.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, Ho, Wo), dtype of ``x``
+        Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
+    """
+    func = "avg_pool2d"
+    x = _float_input(func, "x", x)
+    kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
+    y = _output(func, "out", out, out_shape, x.dtype, (x,))
+    _pool.avg_pool2d_forward(_contiguous(x), y, kernel, stride, padding)
+    return y
+
+
+def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out=None):
+    """avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out=None)
+
+    Gradient of ``avg_pool2d``: each output's gradient is spread evenly,
+    gy / (kh * kw), over its window; the share of padding is dropped and
+    overlapping windows add up.
+
+    Parameters
+    ----------
+    gy : ndarray of float32 or float64, shape (N, C, Ho, Wo)
+        Gradient of the loss with respect to the pooled output; (Ho, Wo)
+        must be the pooled size of ``x_shape``.
+    x_shape : tuple (N, C, H, W)
+        Shape of the pooled input.
+    kernel_size, stride, padding
+        As given to ``avg_pool2d``.
+    out : ndarray, optional
+        C-contiguous buffer of shape ``x_shape`` and the dtype of ``gy``.
+
+    Returns
+    -------
+    gx : ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    func = "avg_pool2d_backward"
+    gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
+    shape = _x_shape(func, x_shape, gy)
+    kernel, stride, padding, out_shape = _geometry(func, shape, kernel_size, stride, padding)
+    if gy.shape != out_shape:
+        raise ValueError(f"{func}: gy must have shape {out_shape} (the pooled shape of x_shape "
+                         f"{shape}), got {gy.shape}")
+    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy,))
+    _pool.avg_pool2d_backward(_contiguous(gy), gx, kernel, stride, padding)
+    return gx

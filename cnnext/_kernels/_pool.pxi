@@ -1,0 +1,455 @@
+# Pooling kernels: max and average pooling over image planes, forward and backward.
+#
+# Layers, top to bottom:
+#
+# * cnnext.functional.max_pool2d & co. (cnnext/_functional/pooling.py)
+#   validate every argument, allocate the outputs and view (N, C, H, W)
+#   arrays as N*C independent planes, (planes, H, W).
+# * The def functions below take those C-contiguous planes and the pooling
+#   geometry, release the GIL and hand one plane at a time to a helper,
+#   spread over OpenMP threads when the work is large enough to pay for
+#   waking them.  A plane is computed by one thread in a fixed order, so
+#   results do not depend on the thread count.
+# * The cdef inline helpers compute one plane from raw pointers.  They trust
+#   their caller completely: shapes, in-plane indices and the padding limit
+#   (at most half the kernel, so every window holds an in-plane element)
+#   are established by the wrapper.
+#
+# Max pooling follows PyTorch: padding is -inf, a window is scanned in
+# row-major order and an element replaces the running maximum when it is
+# greater or NaN, so ties keep the first maximum and a NaN (the last one)
+# wins.  Average pooling counts padding in the divisor (kh * kw).
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t
+from libc.math cimport INFINITY
+from libc.string cimport memset
+
+from ._openmp_helpers cimport effective_num_threads
+from ._pool_index cimport first_outside
+
+# Below this many input elements a call runs on the calling thread: starting
+# an OpenMP team costs about as much as pooling 64 KiB.
+cdef Py_ssize_t MIN_PARALLEL_ELEMENTS = 1 << 15
+
+cdef enum:
+    # Output columns whose window winners a 2x2 max-pool row keeps on the stack.
+    WINNER_BLOCK = 256
+
+
+cdef struct Geometry:
+    Py_ssize_t height, width            # input plane
+    Py_ssize_t out_height, out_width    # output plane
+    Py_ssize_t kernel_h, kernel_w
+    Py_ssize_t stride_h, stride_w
+    Py_ssize_t pad_h, pad_w
+
+
+cdef struct Span:
+    # The in-plane part [start, stop) of a window along one axis.
+    Py_ssize_t start, stop
+
+
+cdef inline Span window_span(Py_ssize_t position, Py_ssize_t kernel, Py_ssize_t stride,
+                             Py_ssize_t pad, Py_ssize_t size) noexcept nogil:
+    cdef Span span
+    span.start = position * stride - pad
+    span.stop = min(span.start + kernel, size)
+    span.start = max(span.start, 0)
+    return span
+
+
+cdef inline Span tap_columns(Py_ssize_t tap, const Geometry* g) noexcept nogil:
+    # The output columns j whose window puts kernel column ``tap`` inside the
+    # plane: 0 <= j * stride - pad + tap < width.  Empty when stop <= start.
+    cdef Span span
+    cdef Py_ssize_t before = g.pad_w - tap, last = g.width - 1 + g.pad_w - tap
+    span.start = (before + g.stride_w - 1) // g.stride_w if before > 0 else 0
+    span.stop = min(last // g.stride_w + 1, g.out_width) if last >= 0 else 0
+    return span
+
+
+cdef inline bint replaces_max(floating value, floating best) noexcept nogil:
+    # PyTorch's rule: greater, or NaN (value != value).
+    return (value > best) | (value != value)
+
+
+cdef inline int num_threads_for(Py_ssize_t elements) noexcept nogil:
+    if elements < MIN_PARALLEL_ELEMENTS:
+        return 1
+    return effective_num_threads()
+
+
+cdef inline Geometry make_geometry(const Py_ssize_t* in_shape, const Py_ssize_t* out_shape,
+                                   tuple kernel, tuple stride, tuple padding):
+    # Shapes are those of (N, C, H, W) memoryviews; the rest (h, w) pairs.
+    cdef Geometry g
+    g.height, g.width = in_shape[2], in_shape[3]
+    g.out_height, g.out_width = out_shape[2], out_shape[3]
+    g.kernel_h, g.kernel_w = kernel
+    g.stride_h, g.stride_w = stride
+    g.pad_h, g.pad_w = padding
+    return g
+
+
+cdef inline bint is_plain_2x2(const Geometry* g) noexcept nogil:
+    # The common case (kernel 2, stride 2, no padding) has a branch-free,
+    # vectorisable loop, which computes in-window offsets in int32.
+    return (g.kernel_h == 2 and g.kernel_w == 2 and g.stride_h == 2 and g.stride_w == 2
+            and g.pad_h == 0 and g.pad_w == 0 and g.width < (1 << 30))
+
+
+# ---------------------------------------------------------------- max pooling
+#
+# The general loops run over kernel taps (r, s) and, innermost, along an
+# output row: each tap reads a strided row of the input, which vectorises,
+# and each output still sees its taps in row-major order.
+
+cdef inline void max_row(const floating* x,  # IN  (height, width)
+                         Py_ssize_t i,
+                         floating* best,     # OUT (out_width,) maxima of output row i
+                         int64_t* best_at,   # OUT (out_width,) their positions, or NULL
+                         const Geometry* g) noexcept nogil:
+    # Which tap wins is data dependent, so it is tracked with selects, not
+    # branches, as the tap's (row, column) in the window, held in the
+    # value's own type: one lane width lets the loop vectorise.  Positions
+    # are assembled from them block by block.
+    cdef Py_ssize_t j, r, tap, block, start, stop, first, last, origin
+    cdef Py_ssize_t stride = g.stride_w, top = i * g.stride_h - g.pad_h
+    cdef Span rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
+    cdef Span cols
+    cdef floating value, tap_row, tap_column
+    cdef bint take
+    cdef floating win_row[WINNER_BLOCK]
+    cdef floating win_column[WINNER_BLOCK]
+    for block in range((g.out_width + WINNER_BLOCK - 1) // WINNER_BLOCK):
+        start = block * WINNER_BLOCK
+        stop = min(start + <Py_ssize_t>WINNER_BLOCK, g.out_width)
+        # Start below every value: -inf never replaces it, and the position
+        # of an all -inf window is its first in-plane element (PyTorch's).
+        for j in range(start, stop):
+            best[j] = -INFINITY
+            win_row[j - start] = rows.start - top
+            win_column[j - start] = max(g.pad_w - j * stride, 0)
+        for r in range(rows.start, rows.stop):
+            tap_row = r - top
+            for tap in range(g.kernel_w):
+                cols = tap_columns(tap, g)
+                first = max(cols.start, start)
+                last = min(cols.stop, stop)
+                origin = r * g.width + tap - g.pad_w
+                tap_column = tap
+                for j in range(first, last):
+                    value = x[origin + j * stride]
+                    take = replaces_max(value, best[j])
+                    best[j] = value if take else best[j]
+                    win_row[j - start] = tap_row if take else win_row[j - start]
+                    win_column[j - start] = tap_column if take else win_column[j - start]
+        if best_at != NULL:
+            for j in range(start, stop):
+                best_at[j] = ((top + <Py_ssize_t>win_row[j - start]) * g.width
+                              + j * stride - g.pad_w + <Py_ssize_t>win_column[j - start])
+
+
+cdef inline void max_row_2x2(const floating* top,     # IN  (2 * count,)
+                             const floating* bottom,  # IN  (2 * count,)
+                             Py_ssize_t count,
+                             floating* best,          # OUT (count,)
+                             floating* winner) noexcept nogil:  # OUT (count,)
+    # Selects, not branches: which element wins is data dependent and a
+    # mispredicted branch costs more than the memory traffic.  The winner
+    # (0..3, row-major in the window) is kept in the value's own type: one
+    # lane width lets the loop vectorise.
+    cdef Py_ssize_t j
+    cdef floating value, candidate, code
+    cdef bint take
+    for j in range(count):
+        value = top[2 * j]
+        code = 0
+        candidate = top[2 * j + 1]
+        take = replaces_max(candidate, value)
+        value = candidate if take else value
+        code = 1 if take else code
+        candidate = bottom[2 * j]
+        take = replaces_max(candidate, value)
+        value = candidate if take else value
+        code = 2 if take else code
+        candidate = bottom[2 * j + 1]
+        take = replaces_max(candidate, value)
+        value = candidate if take else value
+        code = 3 if take else code
+        best[j] = value
+        winner[j] = code
+
+
+cdef inline void max_plane_2x2(const floating* x,  # IN  (height, width)
+                               floating* y,        # OUT (out_height, out_width)
+                               int64_t* indices,   # OUT (out_height, out_width) or NULL
+                               const Geometry* g) noexcept nogil:
+    # Sizes in locals: read through g, they could alias the outputs, which
+    # stops the compiler from vectorising.
+    cdef Py_ssize_t width = g.width, out_height = g.out_height, out_width = g.out_width
+    cdef int32_t narrow_width = <int32_t>g.width
+    cdef Py_ssize_t i, j, block, start, count
+    cdef int32_t code
+    cdef const floating* top
+    cdef int64_t* index
+    cdef floating winner[WINNER_BLOCK]
+    for i in range(out_height):
+        for block in range((out_width + WINNER_BLOCK - 1) // WINNER_BLOCK):
+            start = block * WINNER_BLOCK
+            count = min(<Py_ssize_t>WINNER_BLOCK, out_width - start)
+            top = x + 2 * (i * width + start)
+            max_row_2x2(top, top + width, count, y + i * out_width + start, winner)
+            if indices == NULL:
+                continue
+            # A second loop turns winners into int64 indices.  It vectorises
+            # in int32 lanes, without multiplies: code >> 1 is 0 or 1 (the
+            # bottom row), so -(code >> 1) & width is 0 or width.
+            index = indices + i * out_width + start
+            for j in range(count):
+                code = <int32_t>winner[j]
+                index[j] = (2 * (i * width + start + j)
+                            + ((code & 1) + (-(code >> 1) & narrow_width)))
+
+
+cdef inline void max_plane(const floating* x,  # IN  (height, width)
+                           floating* y,        # OUT (out_height, out_width)
+                           int64_t* indices,   # OUT (out_height, out_width) or NULL
+                           const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t i
+    if is_plain_2x2(g):
+        max_plane_2x2(x, y, indices, g)
+        return
+    for i in range(g.out_height):
+        max_row(x, i, y + i * g.out_width,
+                indices + i * g.out_width if indices != NULL else NULL, g)
+
+
+cdef inline void scatter_plane(const floating* gy,       # IN  (count,)
+                               const int64_t* indices,   # IN  (count,)
+                               Py_ssize_t count,
+                               floating* gx,             # OUT (plane_size,)
+                               Py_ssize_t plane_size) noexcept nogil:
+    cdef Py_ssize_t k
+    memset(gx, 0, plane_size * sizeof(floating))
+    for k in range(count):
+        gx[indices[k]] += gy[k]
+
+
+cdef inline void assign_to_all_maxima_plane(const floating* gy,  # IN  (out_height, out_width)
+                                            const floating* x,   # IN  (height, width)
+                                            const floating* y,   # IN  (out_height, out_width)
+                                            floating* gx,        # OUT (height, width)
+                                            const Geometry* g) noexcept nogil:
+    # Windows do not overlap, so each covered element is written once.
+    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w
+    cdef const floating* gy_row
+    cdef const floating* y_row
+    memset(gx, 0, g.height * g.width * sizeof(floating))
+    for i in range(g.out_height):
+        gy_row = gy + i * g.out_width
+        y_row = y + i * g.out_width
+        for r in range(i * g.stride_h, i * g.stride_h + g.kernel_h):
+            for tap in range(g.kernel_w):
+                origin = r * g.width + tap
+                for j in range(g.out_width):
+                    gx[origin + j * stride] = (
+                        gy_row[j] if x[origin + j * stride] == y_row[j] else 0)
+
+
+# ------------------------------------------------------------ average pooling
+
+cdef inline void avg_plane(const floating* x,  # IN  (height, width)
+                           floating* y,        # OUT (out_height, out_width)
+                           const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w
+    cdef Span rows, cols
+    cdef floating* total
+    cdef floating divisor = g.kernel_h * g.kernel_w
+    for i in range(g.out_height):
+        rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
+        total = y + i * g.out_width
+        for j in range(g.out_width):
+            total[j] = 0
+        for r in range(rows.start, rows.stop):
+            for tap in range(g.kernel_w):
+                cols = tap_columns(tap, g)
+                origin = r * g.width + tap - g.pad_w
+                for j in range(cols.start, cols.stop):
+                    total[j] += x[origin + j * stride]
+        for j in range(g.out_width):
+            total[j] /= divisor
+
+
+cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_width)
+                                    floating* gx,        # OUT (height, width)
+                                    const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w
+    cdef Span rows, cols
+    cdef const floating* gy_row
+    cdef floating divisor = g.kernel_h * g.kernel_w
+    memset(gx, 0, g.height * g.width * sizeof(floating))
+    for i in range(g.out_height):
+        rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
+        gy_row = gy + i * g.out_width
+        for r in range(rows.start, rows.stop):
+            for tap in range(g.kernel_w):
+                cols = tap_columns(tap, g)
+                origin = r * g.width + tap - g.pad_w
+                for j in range(cols.start, cols.stop):
+                    gx[origin + j * stride] += gy_row[j] / divisor
+
+
+# ------------------------------------------------------------ entry points
+#
+# Arrays are C-contiguous (N, C, H, W); the planes are its N*C (H, W) slices.
+
+def max_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
+                       floating[:, :, :, ::1] y,        # OUT (N, C, Ho, Wo)
+                       int64_t[:, :, :, ::1] indices,   # OUT (N, C, Ho, Wo), or None
+                       tuple kernel, tuple stride, tuple padding):
+    """max_pool2d_forward(x, y, indices, kernel, stride, padding)
+
+    Max over every window of every plane of ``x`` into ``y``, and the flat
+    in-plane position of each maximum into ``indices`` unless it is None.
+    ``kernel``, ``stride`` and ``padding`` are (h, w) pairs, padding at most
+    half the kernel.  The caller checks everything.
+    """
+    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding)
+    cdef Py_ssize_t p, planes = x.shape[0] * x.shape[1]
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    cdef int64_t* all_indices = NULL
+    if planes == 0:
+        return
+    if indices is not None:
+        all_indices = &indices[0, 0, 0, 0]
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                max_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out,
+                          all_indices + p * plane_out if all_indices != NULL else NULL, &g)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                max_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out,
+                          all_indices + p * plane_out if all_indices != NULL else NULL, &g)
+
+
+def max_pool2d_backward(const floating[:, :, :, ::1] gy,       # IN  (N, C, Ho, Wo)
+                        const int64_t[:, :, :, ::1] indices,   # IN  (N, C, Ho, Wo), in [0, H*W)
+                        floating[:, :, :, ::1] gx):            # OUT (N, C, H, W)
+    """max_pool2d_backward(gy, indices, gx)
+
+    gx = 0, then gx[n, c].flat[indices[n, c, i, j]] += gy[n, c, i, j]: each
+    output's gradient goes to the element its window picked (overlapping
+    windows add up).  The caller checks the shapes and that every index is
+    inside its plane.
+    """
+    cdef Py_ssize_t p, planes = gx.shape[0] * gx.shape[1]
+    cdef Py_ssize_t plane_in = gx.shape[2] * gx.shape[3], plane_out = gy.shape[2] * gy.shape[3]
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if planes == 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                scatter_plane(&gy[0, 0, 0, 0] + p * plane_out, &indices[0, 0, 0, 0] + p * plane_out,
+                              plane_out, &gx[0, 0, 0, 0] + p * plane_in, plane_in)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                scatter_plane(&gy[0, 0, 0, 0] + p * plane_out, &indices[0, 0, 0, 0] + p * plane_out,
+                              plane_out, &gx[0, 0, 0, 0] + p * plane_in, plane_in)
+
+
+def max_pool2d_backward_all_maxima(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
+                                   const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                                   const floating[:, :, :, ::1] y,   # IN  (N, C, Ho, Wo)
+                                   floating[:, :, :, ::1] gx,        # OUT (N, C, H, W)
+                                   tuple kernel, tuple stride):
+    """max_pool2d_backward_all_maxima(gy, x, y, gx, kernel, stride)
+
+    The notebook's max-pool gradient: gx = 0, then every element of a
+    window equal to that window's maximum ``y`` gets the window's ``gy``
+    (assigned, not split between tied elements).  Windows do not overlap
+    (stride >= kernel) and there is no padding; the caller checks everything.
+    """
+    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, (0, 0))
+    cdef Py_ssize_t p, planes = x.shape[0] * x.shape[1]
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if planes == 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                assign_to_all_maxima_plane(
+                    &gy[0, 0, 0, 0] + p * plane_out, &x[0, 0, 0, 0] + p * plane_in,
+                    &y[0, 0, 0, 0] + p * plane_out, &gx[0, 0, 0, 0] + p * plane_in, &g)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                assign_to_all_maxima_plane(
+                    &gy[0, 0, 0, 0] + p * plane_out, &x[0, 0, 0, 0] + p * plane_in,
+                    &y[0, 0, 0, 0] + p * plane_out, &gx[0, 0, 0, 0] + p * plane_in, &g)
+
+
+def avg_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
+                       floating[:, :, :, ::1] y,        # OUT (N, C, Ho, Wo)
+                       tuple kernel, tuple stride, tuple padding):
+    """avg_pool2d_forward(x, y, kernel, stride, padding)
+
+    Mean over every window of every plane of ``x`` into ``y``, zero padding
+    counted in the divisor kh * kw.  The caller checks everything.
+    """
+    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding)
+    cdef Py_ssize_t p, planes = x.shape[0] * x.shape[1]
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if planes == 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                avg_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out, &g)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                avg_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out, &g)
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
+                        floating[:, :, :, ::1] gx,        # OUT (N, C, H, W)
+                        tuple kernel, tuple stride, tuple padding):
+    """avg_pool2d_backward(gy, gx, kernel, stride, padding)
+
+    Spread each output's gradient evenly, gy / (kh * kw), over the in-plane
+    part of its window (overlapping windows add up).  The caller checks
+    everything.
+    """
+    cdef Geometry g = make_geometry(gx.shape, gy.shape, kernel, stride, padding)
+    cdef Py_ssize_t p, planes = gx.shape[0] * gx.shape[1]
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if planes == 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                avg_plane_backward(&gy[0, 0, 0, 0] + p * plane_out,
+                                   &gx[0, 0, 0, 0] + p * plane_in, &g)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                avg_plane_backward(&gy[0, 0, 0, 0] + p * plane_out,
+                                   &gx[0, 0, 0, 0] + p * plane_in, &g)
+
+
+def first_index_outside(const int64_t[::1] values, int64_t stop):
+    """first_index_outside(values, stop)
+
+    Position of the first entry of ``values`` outside [0, stop), or -1.
+    """
+    cdef Py_ssize_t position = -1
+    if values.shape[0] > 0:
+        with nogil:
+            position = first_outside(&values[0], values.shape[0], stop)
+    return position
