@@ -1,10 +1,98 @@
-"""Placeholder: being written (see the open issue)."""
+"""ReLU and its gradient: validated wrappers of the ``_activation`` kernels.
+
+Both accept float arrays of any shape and layout; the kernels see flat
+C-contiguous views.  The hot path (a C-contiguous ndarray) costs about a
+microsecond.
+"""
+
+import numpy as np
+
+from .._kernels import _activation
+from . import _checks
+
+_FLOATS = _checks.FLOAT_DTYPES
 
 
-def relu(*args, **kwargs):
-    raise NotImplementedError("relu is not implemented yet")
+def _float_input(func, name, value):
+    if type(value) is np.ndarray and value.dtype in _FLOATS:
+        return value
+    return _checks.float_array(func, name, value)
 
 
-def relu_backward(*args, **kwargs):
-    raise NotImplementedError("relu_backward is not implemented yet")
+def _flat(array):
+    """A flat C-contiguous view of ``array`` (a copy only when not contiguous)."""
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return array.reshape(-1)
 
+
+def relu(x, *, inplace=False, out=None):
+    """relu(x, *, inplace=False, out=None)
+
+    Rectified linear unit, max(x, 0) elementwise; NaN stays NaN.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, any shape
+    inplace : bool, default False
+        Overwrite ``x`` with the result and return it (``x`` must be a
+        writeable ndarray).  Otherwise ``x`` is never modified.
+    out : ndarray, optional
+        C-contiguous buffer of the shape and dtype of ``x``; not with
+        ``inplace``.
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``x``
+        ``x`` itself when ``inplace``.
+    """
+    func = "relu"
+    x = _float_input(func, "x", x)
+    if inplace:
+        if out is not None:
+            raise ValueError(f"{func}: give either inplace=True or out, not both")
+        if not x.flags.writeable:
+            raise ValueError(f"{func}: x is read-only, so it cannot be modified in place")
+        if x.flags.c_contiguous:
+            flat = x.reshape(-1)
+            _activation.relu(flat, flat)
+        else:
+            result = relu(x)
+            x[...] = result
+        return x
+    y = np.empty(x.shape, x.dtype) if out is None else _checks.out_array(
+        func, "out", out, x.shape, x.dtype, (x,))
+    _activation.relu(_flat(x), y.reshape(-1))
+    return y
+
+
+def relu_backward(gy, x, *, out=None):
+    """relu_backward(gy, x, *, out=None)
+
+    Gradient of ``relu``: ``gy`` where ``x > 0``, else 0 (also where ``x`` is
+    NaN).  Neither input is modified.
+
+    Parameters
+    ----------
+    gy : ndarray of float32 or float64
+        Gradient of the loss with respect to ``relu(x)``.
+    x : ndarray, shape and dtype of ``gy``
+        The input of ``relu``.
+    out : ndarray, optional
+        C-contiguous buffer of the shape and dtype of ``gy``.
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``gy``
+    """
+    func = "relu_backward"
+    gy = _float_input(func, "gy", gy)
+    x = _float_input(func, "x", x)
+    if gy.shape != x.shape:
+        raise ValueError(f"{func}: gy has shape {gy.shape} but x has {x.shape}; they must "
+                         f"match")
+    _checks.same_dtype(func, "gy", gy, x=x)
+    gx = np.empty(gy.shape, gy.dtype) if out is None else _checks.out_array(
+        func, "out", out, gy.shape, gy.dtype, (gy, x))
+    _activation.relu_backward(_flat(gy), _flat(x), gx.reshape(-1))
+    return gx

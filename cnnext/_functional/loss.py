@@ -1,10 +1,96 @@
-"""Placeholder: being written (see the open issue)."""
+"""Softmax and softmax cross-entropy: validated wrappers of the ``_loss`` kernels."""
+
+import numpy as np
+
+from .. import _dispatch
+from .._kernels import _loss
+from . import _checks
+
+_FLOATS = _checks.FLOAT_DTYPES
+_INT64 = np.dtype(np.int64)
+_first_index_outside = _dispatch.load("_pool").first_index_outside
 
 
-def softmax(*args, **kwargs):
-    raise NotImplementedError("softmax is not implemented yet")
+def softmax(x, axis=-1):
+    """softmax(x, axis=-1)
+
+    exp(x) / sum(exp(x)) along ``axis``, computed as exp(x - max) / sum so
+    that no value overflows.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, at least 1-D
+    axis : int, default -1
+
+    Returns
+    -------
+    p : ndarray, shape and dtype of ``x``
+        Non-negative, summing to 1 along ``axis`` (NaN where a slice holds
+        NaN or +inf).
+    """
+    func = "softmax"
+    x = _checks.float_array(func, "x", x)
+    if x.ndim == 0:
+        raise ValueError(f"{func}: x must be at least 1-D, got a scalar")
+    axis = _checks.to_int(func, "axis", axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{func}: axis {axis} is out of range for x of shape {x.shape}")
+    moved = np.moveaxis(x, axis, -1)
+    rows = np.ascontiguousarray(moved).reshape(-1, x.shape[axis])
+    out = np.empty(rows.shape, x.dtype)
+    if out.size:
+        _loss.softmax(rows, out)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis)
 
 
-def softmax_cross_entropy(*args, **kwargs):
-    raise NotImplementedError("softmax_cross_entropy is not implemented yet")
+def softmax_cross_entropy(logits, labels):
+    """softmax_cross_entropy(logits, labels)
 
+    Mean cross-entropy of softmax(logits) against integer class labels,
+    and its gradient, computed with log-sum-exp so that logits of any
+    magnitude give a finite loss.
+
+    Parameters
+    ----------
+    logits : ndarray of float32 or float64, shape (N, K)
+        Unnormalised class scores, N >= 1 rows, K >= 1 classes.
+    labels : array of int, shape (N,)
+        Class of each row, in [0, K); any integer dtype.
+
+    Returns
+    -------
+    loss : float
+        mean over rows of -log softmax(logits[i])[labels[i]].
+    grad_logits : ndarray, shape (N, K), dtype of ``logits``
+        Gradient of ``loss``: (softmax(logits) - onehot(labels)) / N.
+    """
+    func = "softmax_cross_entropy"
+    if not (type(logits) is np.ndarray and logits.dtype in _FLOATS and logits.ndim == 2):
+        logits = _checks.float_array(func, "logits", logits, ndim=2, layout="(N, K)")
+    rows, classes = logits.shape
+    if rows == 0 or classes == 0:
+        raise ValueError(f"{func}: logits must have at least one row and one class, got shape "
+                         f"{logits.shape}")
+    if type(labels) is not np.ndarray:
+        labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{func}: labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (rows,):
+        raise ValueError(f"{func}: labels must have shape ({rows},), one per row of logits, "
+                         f"got {labels.shape}")
+    if labels.dtype == _INT64:
+        labels = labels if labels.flags.c_contiguous else np.ascontiguousarray(labels)
+        bad = _first_index_outside(labels, classes)
+    else:
+        # Range-checked before the cast, which could wrap a uint64 around.
+        outside = (labels < 0) | (labels >= classes)
+        bad = int(np.argmax(outside)) if outside.any() else -1
+    if bad >= 0:
+        raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
+                         f"the classes of logits {logits.shape}")
+    labels = np.ascontiguousarray(labels, dtype=_INT64)
+    if not logits.flags.c_contiguous:
+        logits = np.ascontiguousarray(logits)
+    grad = np.empty((rows, classes), logits.dtype)
+    loss = _loss.softmax_cross_entropy(logits, labels, grad, np.empty(rows))
+    return loss, grad

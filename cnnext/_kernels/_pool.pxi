@@ -22,12 +22,11 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
 from ._openmp_helpers cimport effective_num_threads
-from ._pool_index cimport first_outside
 
 # Below this many input elements a call runs on the calling thread: starting
 # an OpenMP team costs about as much as pooling 64 KiB.
@@ -73,6 +72,13 @@ cdef inline Span tap_columns(Py_ssize_t tap, const Geometry* g) noexcept nogil:
 cdef inline bint replaces_max(floating value, floating best) noexcept nogil:
     # PyTorch's rule: greater, or NaN (value != value).
     return (value > best) | (value != value)
+
+
+cdef inline floating pick(bint condition, floating if_true, floating if_false) noexcept nogil:
+    # A select: both operands are loaded whatever the condition, which lets
+    # the compiler use a blend instead of a branch (a conditional load would
+    # stop vectorisation).
+    return if_true if condition else if_false
 
 
 cdef inline int num_threads_for(Py_ssize_t elements) noexcept nogil:
@@ -143,9 +149,9 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
                 for j in range(first, last):
                     value = x[origin + j * stride]
                     take = replaces_max(value, best[j])
-                    best[j] = value if take else best[j]
-                    win_row[j - start] = tap_row if take else win_row[j - start]
-                    win_column[j - start] = tap_column if take else win_column[j - start]
+                    best[j] = pick(take, value, best[j])
+                    win_row[j - start] = pick(take, tap_row, win_row[j - start])
+                    win_column[j - start] = pick(take, tap_column, win_column[j - start])
         if best_at != NULL:
             for j in range(start, stop):
                 best_at[j] = ((top + <Py_ssize_t>win_row[j - start]) * g.width
@@ -169,16 +175,16 @@ cdef inline void max_row_2x2(const floating* top,     # IN  (2 * count,)
         code = 0
         candidate = top[2 * j + 1]
         take = replaces_max(candidate, value)
-        value = candidate if take else value
-        code = 1 if take else code
+        value = pick(take, candidate, value)
+        code = pick(take, <floating>1, code)
         candidate = bottom[2 * j]
         take = replaces_max(candidate, value)
-        value = candidate if take else value
-        code = 2 if take else code
+        value = pick(take, candidate, value)
+        code = pick(take, <floating>2, code)
         candidate = bottom[2 * j + 1]
         take = replaces_max(candidate, value)
-        value = candidate if take else value
-        code = 3 if take else code
+        value = pick(take, candidate, value)
+        code = pick(take, <floating>3, code)
         best[j] = value
         winner[j] = code
 
@@ -255,8 +261,8 @@ cdef inline void assign_to_all_maxima_plane(const floating* gy,  # IN  (out_heig
             for tap in range(g.kernel_w):
                 origin = r * g.width + tap
                 for j in range(g.out_width):
-                    gx[origin + j * stride] = (
-                        gy_row[j] if x[origin + j * stride] == y_row[j] else 0)
+                    gx[origin + j * stride] = pick(x[origin + j * stride] == y_row[j],
+                                                   gy_row[j], <floating>0)
 
 
 # ------------------------------------------------------------ average pooling
@@ -443,10 +449,38 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
                                    &gx[0, 0, 0, 0] + p * plane_in, &g)
 
 
+# ----------------------------------------------------------- index checks
+
+cdef inline Py_ssize_t first_outside(const int64_t* values,  # IN
+                                     Py_ssize_t count,
+                                     int64_t stop) noexcept nogil:
+    # Position of the first value outside [0, stop), or -1 when all are inside.
+    cdef Py_ssize_t i
+    cdef uint64_t last = <uint64_t>stop - 1
+    cdef uint64_t signs = 0
+    # value is in [0, stop) exactly when value and stop - 1 - value are both
+    # non-negative, so OR-ing them all leaves the sign bit clear.  Plain
+    # subtraction and OR vectorise on every instruction set (SSE2 has no
+    # 64-bit compare); only when something is outside, an error, is it
+    # searched for.
+    if stop <= 0:
+        return 0 if count > 0 else -1
+    for i in range(count):
+        signs |= <uint64_t>values[i] | (last - <uint64_t>values[i])
+    if not (signs >> 63):
+        return -1
+    for i in range(count):
+        if values[i] < 0 or values[i] >= stop:
+            return i
+    return -1
+
+
 def first_index_outside(const int64_t[::1] values, int64_t stop):
     """first_index_outside(values, stop)
 
     Position of the first entry of ``values`` outside [0, stop), or -1.
+    Callers check indices (and labels) with it before a kernel that trusts
+    them runs.
     """
     cdef Py_ssize_t position = -1
     if values.shape[0] > 0:

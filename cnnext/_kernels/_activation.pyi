@@ -1,0 +1,8 @@
+# Stub of the activation kernels; arrays are flat and C-contiguous, checked
+# by the callers in cnnext/_functional/activation.py.
+import numpy as np
+import numpy.typing as npt
+
+def relu(x: npt.NDArray[np.floating], y: npt.NDArray[np.floating]) -> None: ...
+def relu_backward(gy: npt.NDArray[np.floating], x: npt.NDArray[np.floating],
+                  gx: npt.NDArray[np.floating]) -> None: ...
