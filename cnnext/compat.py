@@ -52,16 +52,22 @@ def _size(owner, name, value, minimum):
     return value
 
 
+_FLOAT64 = np.dtype(np.float64)
+
+
 def _float64(owner, name, value, ndim=None, shape=None):
     """``value`` as a float64 array (integers and floats accepted, as NumPy would)."""
-    array = np.asarray(value)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{owner}: {name} must hold real numbers, got dtype {array.dtype}")
+    array = value
+    if type(array) is not np.ndarray or array.dtype != _FLOAT64:
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{owner}: {name} must hold real numbers, got dtype {array.dtype}")
+        array = array.astype(np.float64)
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{owner}: {name} must be {ndim}-D, got shape {array.shape}")
     if shape is not None and array.shape != shape:
         raise ValueError(f"{owner}: {name} must have shape {shape}, got {array.shape}")
-    return array.astype(np.float64, copy=False)
+    return array
 
 
 def _last_input(layer, owner):
@@ -224,9 +230,14 @@ class Softmax:
                              f"{array.shape}")
         self.last_input_shape = array.shape
         self.last_input = array.flatten()
-        self.last_totals = np.dot(self.last_input, self.weights) + self.biases
-        exp = np.exp(self.last_totals)
-        return exp / np.sum(exp)
+        totals = np.dot(self.last_input, self.weights)
+        totals += self.biases
+        self.last_totals = totals
+        exp = np.exp(totals)
+        total = exp.sum()
+        # backprop reuses exp and its sum while last_totals is still this array.
+        self._exp_of = (totals, exp, float(total))
+        return exp / total
 
     def backprop(self, d_L_d_out, learn_rate):
         """backprop(d_L_d_out, learn_rate)
@@ -244,21 +255,23 @@ class Softmax:
             totals, last_input = self.last_totals, self.last_input
         except AttributeError:
             raise RuntimeError("Softmax.backprop called before forward") from None
-        nonzero = np.flatnonzero(gradient)
-        if nonzero.size == 0:
+        i = next((j for j, g in enumerate(gradient.tolist()) if g != 0), None)
+        if i is None:
             return None
-        i = nonzero[0]
         g = float(gradient[i])
-        t_exp = np.exp(totals)
-        total = float(np.sum(t_exp))
+        seen, t_exp, total = self._exp_of
+        if seen is not totals:
+            t_exp = np.exp(totals)
+            total = float(t_exp.sum())
         t_i = float(t_exp[i])
         # g * d p_i / d totals_j: -t_i t_j / S^2 off the diagonal, t_i (S - t_i) / S^2 on it.
         d_L_d_t = t_exp * (-g * t_i / (total * total))
         d_L_d_t[i] = g * (t_i * (total - t_i) / (total * total))
         d_L_d_inputs = np.dot(self.weights, d_L_d_t)
+        step = d_L_d_t * learn_rate
         # The rank-1 update as one BLAS call producing weights.T's layout.
-        self.weights -= np.dot((learn_rate * d_L_d_t)[:, None], last_input[None, :]).T
-        self.biases -= learn_rate * d_L_d_t
+        self.weights -= np.dot(step[:, None], last_input[None, :]).T
+        self.biases -= step
         return d_L_d_inputs.reshape(self.last_input_shape)
 
 

@@ -12,6 +12,7 @@ chunk of batches at a time into a reused staging buffer.
 """
 
 import copy
+import functools
 import math
 import sys
 import time
@@ -360,8 +361,12 @@ class Sequential:
         order = rng.permutation(n) if shuffle else None
         labels = y if order is None else y[order]
         predicted = np.empty(n, dtype=np.intp)
-        params, grads = self.parameters(), self.gradients()
-        optimizer, loss_fn = self.optimizer, self.loss
+        params, grads, optimizer = self.parameters(), self.gradients(), self.optimizer
+        if type(optimizer).step is optim.Optimizer.step:
+            optimizer_step = optimizer._bind(params, grads)  # checked once for the epoch
+        else:  # a subclass with its own step
+            optimizer_step = functools.partial(optimizer.step, params, grads)
+        loss_fn = self.loss
         run_forward, run_backward = self._run_forward, self._run_backward
         bar = ProgressBar(n, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                           enabled=None if progress else False)
@@ -371,7 +376,7 @@ class Sequential:
             yb = labels[start:stop]
             logits = run_forward(xb)
             loss, glogits = loss_fn(logits, yb)
-            np.argmax(logits, axis=1, out=predicted[start:stop])
+            logits.argmax(axis=1, out=predicted[start:stop])
             if not math.isfinite(loss):
                 if on_nan == "raise":
                     raise FloatingPointError(
@@ -382,7 +387,7 @@ class Sequential:
                 skipped += 1
             else:
                 run_backward(glogits)
-                optimizer.step(params, grads)
+                optimizer_step()
                 total_loss += loss * len(xb)
                 counted += len(xb)
             if progress:

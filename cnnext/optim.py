@@ -57,6 +57,15 @@ class Optimizer:
         Update every array of ``params`` in place from the array of the same
         name in ``grads`` (same shape and dtype).
         """
+        self._bind(params, grads)()
+
+    def _bind(self, params, grads):
+        """Check ``params`` and ``grads`` once; return a callable applying one step to them.
+
+        A training loop binds once per epoch and calls the result every step,
+        so per-step work is only the update arithmetic.
+        """
+        entries = []
         for name, param in params.items():
             grad = grads.get(name)
             if grad is None or grad.shape != param.shape or grad.dtype != param.dtype:
@@ -67,7 +76,14 @@ class Optimizer:
             scratch = self._scratch.get(name)
             if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
                 scratch = self._scratch[name] = np.empty_like(param)
-            self._update(param, grad, state, scratch)
+            entries.append((param, grad, state, scratch))
+        update = self._update
+
+        def apply():
+            for param, grad, state, scratch in entries:
+                update(param, grad, state, scratch)
+
+        return apply
 
     def reset(self):
         """Forget all per-parameter state (the next step starts afresh)."""

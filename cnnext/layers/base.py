@@ -144,7 +144,7 @@ class Layer:
         if cache is None:
             raise RuntimeError(f"{self._name()}.backward called before forward")
         x_shape, x_dtype = cache[:2]
-        expected = (x_shape[0], *self.output_shape(x_shape[1:]))
+        expected = self._batch_output_shape(x_shape)
         gy = _checks.float_array(f"{self._name()}.backward", "gy", gy)
         if gy.shape != expected or gy.dtype != x_dtype:
             raise ValueError(f"{self._name()}.backward: gy must have shape {expected} and dtype "
@@ -188,6 +188,13 @@ class Layer:
         except ValueError as exc:
             raise ValueError(f"{self._name()}.forward: x of shape {x.shape}: {exc}") from None
         return x
+
+    def _batch_output_shape(self, x_shape):
+        """(N, *output_shape(x_shape[1:])), remembered for the last input shape seen."""
+        memo = getattr(self, "_shape_memo", None)
+        if memo is None or memo[0] != x_shape:
+            memo = self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
+        return memo[1]
 
     def _workspace(self, name, shape, dtype):
         """A buffer of ``shape`` owned by the layer, reused across calls."""

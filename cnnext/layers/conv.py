@@ -102,15 +102,14 @@ class Conv2D(Layer):
             raise ValueError(f"{self!r} expects {self.in_channels} input channel(s), "
                              f"got {channels}")
         return (self.out_channels,
-                _checks.output_size(repr(self), "height", height, self.kernel_size[0],
+                _checks.output_size("Conv2D", "height", height, self.kernel_size[0],
                                     self.stride[0], self.padding[0], self.dilation[0]),
-                _checks.output_size(repr(self), "width", width, self.kernel_size[1],
+                _checks.output_size("Conv2D", "width", width, self.kernel_size[1],
                                     self.stride[1], self.padding[1], self.dilation[1]))
 
     def _forward(self, x, reuse):
-        out_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
         self._cache = (x.shape, x.dtype, x)
-        out = self._output("y", out_shape, x.dtype, reuse)
+        out = self._output("y", self._batch_output_shape(x.shape), x.dtype, reuse)
         return F.conv2d(x, self.params["weight"], self.params.get("bias"), self.stride,
                         self.padding, self.dilation, out=out)
 

@@ -42,9 +42,9 @@ class _Pool2D(Layer):
             raise ValueError(f"{self!r} takes (C, H, W) examples, got shape {tuple(input_shape)}")
         channels, height, width = input_shape
         return (channels,
-                _checks.output_size(repr(self), "height", height, self.kernel_size[0],
+                _checks.output_size(type(self).__name__, "height", height, self.kernel_size[0],
                                     self.stride[0], self.padding[0]),
-                _checks.output_size(repr(self), "width", width, self.kernel_size[1],
+                _checks.output_size(type(self).__name__, "width", width, self.kernel_size[1],
                                     self.stride[1], self.padding[1]))
 
 
@@ -57,7 +57,7 @@ class MaxPool2D(_Pool2D):
     """
 
     def _forward(self, x, reuse):
-        out_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
+        out_shape = self._batch_output_shape(x.shape)
         out = (self._output("y", out_shape, x.dtype, reuse),
                self._output("idx", out_shape, np.int64, reuse)) if reuse else None
         y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
@@ -81,10 +81,10 @@ class AvgPool2D(_Pool2D):
     """
 
     def _forward(self, x, reuse):
-        out_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
         self._cache = (x.shape, x.dtype)
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
-                            out=self._output("y", out_shape, x.dtype, reuse))
+                            out=self._output("y", self._batch_output_shape(x.shape), x.dtype,
+                                             reuse))
 
     def _backward(self, gy, need_input_grad, reuse):
         if not need_input_grad:
