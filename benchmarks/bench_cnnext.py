@@ -4,7 +4,7 @@ Each benchmark times the same call ``cnnext bench`` times (``Bound.run`` of
 the cnnext implementation), so asv's history and the comparison table
 measure the same thing.  Correctness is checked by ``cnnext bench`` and the
 test suite, not here.  A training benchmark times one run of ``steps`` SGD
-steps (``train.notebook.b1``: 256 steps of one image; the others: 4 steps).
+steps (``train.notebook.b1``: 64 steps of one image; the others: 2 steps).
 """
 
 import contextlib
@@ -74,7 +74,7 @@ class TrainFit(_Case):
 
 
 class TrainCompat(_Case):
-    """The notebook's per-image step through cnnext.compat, 256 images per run."""
+    """The notebook's per-image step through cnnext.compat, 64 images per run."""
 
     impl = "cnnext.compat"
     params = (["train.notebook.b1"], ["float64"])

@@ -227,8 +227,9 @@ class TrainCase(Case):
         self.name = f"train.{network_name}.b{batch}"
         self.description = (f"one SGD step of the {network_name} network "
                             f"({len(self.network.layers)} layers) on {batch} image(s)")
-        # Enough steps per timed call that a batch of one is not all overhead.
-        self.steps = max(4, 256 // batch)
+        # Steps per timed run of ``fit``: enough that its per-call work (checks,
+        # history) is not what a batch of one measures.
+        self.steps = max(2, 64 // batch)
 
     def flops(self):
         return self.batch * nets.training_flops_per_image(self.network)
