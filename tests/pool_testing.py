@@ -40,7 +40,7 @@ def random_array(seed, shape, dtype, kind="normal"):
     if kind == "normal":
         return rng.standard_normal(shape).astype(dtype)
     values = rng.integers(-2, 3, size=shape).astype(dtype)
-    if kind == "special":
+    if kind == "special" and values.size:
         flat = values.reshape(-1)
         for value in (np.nan, np.inf, -np.inf):
             flat[rng.integers(0, flat.size, size=max(1, flat.size // 20))] = value

@@ -1,5 +1,7 @@
 """Softmax and softmax cross-entropy: validated wrappers of the ``_loss`` kernels."""
 
+import math
+
 import numpy as np
 
 from .. import _dispatch
@@ -36,7 +38,7 @@ def softmax(x, axis=-1):
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{func}: axis {axis} is out of range for x of shape {x.shape}")
     moved = np.moveaxis(x, axis, -1)
-    rows = np.ascontiguousarray(moved).reshape(-1, x.shape[axis])
+    rows = np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), x.shape[axis])
     out = np.empty(rows.shape, x.dtype)
     if out.size:
         _loss.softmax(rows, out)
