@@ -259,7 +259,7 @@ class Softmax:
         if i is None:
             return None
         g = float(gradient[i])
-        seen, t_exp, total = self._exp_of
+        seen, t_exp, total = getattr(self, "_exp_of", (None, None, None))
         if seen is not totals:
             t_exp = np.exp(totals)
             total = float(t_exp.sum())

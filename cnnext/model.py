@@ -157,7 +157,7 @@ class Sequential:
         out = x
         for layer in self.layers:
             out = layer._forward(out, reuse=False)
-        return out.copy() if out is x else out
+        return out.copy() if np.may_share_memory(out, x) else out
 
     def backward(self, gy):
         """backward(gy)

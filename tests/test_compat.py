@@ -121,6 +121,25 @@ def test_max_pool_quirks_and_ties_match_the_loops(pool_length, shape):
         np.testing.assert_array_equal(fast.backprop(gy), slow.backprop(gy))
 
 
+def test_backprop_reads_the_last_input_attributes_as_the_notebook_does():
+    """backprop works from last_input/last_totals set by hand, with no forward in between."""
+    rng = np.random.default_rng(8)
+    image, volume = rng.standard_normal((10, 10)), rng.standard_normal((8, 8, 3))
+    flat = rng.standard_normal(12)
+    results = []
+    for nb in MODULES:
+        np.random.seed(4)  # noqa: NPY002
+        conv, pool, softmax = nb.Conv(3, 3), nb.MaxPool(2), nb.Softmax(12, 4)
+        conv.last_input, pool.last_input = image, volume
+        softmax.last_input, softmax.last_input_shape = flat, (3, 4)
+        softmax.last_totals = flat @ softmax.weights + softmax.biases
+        conv.backprop(np.linspace(-1, 1, 192).reshape(8, 8, 3), 0.1)
+        results.append((conv.filters.copy(), pool.backprop(np.ones((4, 4, 3))),
+                        softmax.backprop(np.array([0, 0.5, 0, 0]), 0.1), softmax.weights.copy()))
+    for fast, slow in zip(*results, strict=True):
+        np.testing.assert_allclose(fast, slow, rtol=1e-13, atol=1e-15)
+
+
 def test_max_pool_gradient_goes_to_every_tied_maximum():
     x = np.array([[1.0, 5.0, 2.0], [5.0, 0.0, 7.0], [9.0, 9.0, 9.0]])[:, :, None]
     pool = compat.MaxPool(2)
