@@ -3,7 +3,8 @@
 Input images: uint8 arrays are scaled as the seed notebook does,
 ``x / 255 - 0.5`` (so pixels lie in [-0.5, 0.5]), computed in the model's
 dtype; float arrays are used as given (cast to the model's dtype).
-(N, H, W) arrays get a channel axis: (N, 1, H, W).
+(N, H, W) arrays get a channel axis, (N, 1, H, W), unless the model declares
+2-D examples.
 
 The training loop checks the whole network's shapes once, then runs each
 batch through the layers' workspace-reusing internals: one kernel call per
@@ -64,6 +65,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: layers[{i}] is a {type(layer).__name__}, "
                                 f"not a cnnext layer")
+            if any(layer is other for other in layers[:i]):
+                # A layer keeps its last input for backward: it cannot appear twice.
+                raise ValueError(f"Sequential: layers[{i}] ({layer!r}) appears twice; "
+                                 f"build a new layer for each position")
         dtypes = {layer.dtype for layer in layers if layer.dtype is not None}
         if len(dtypes) > 1:
             raise TypeError(f"Sequential: the layers mix dtypes {sorted(d.name for d in dtypes)}; "
@@ -72,6 +77,9 @@ class Sequential:
         self.dtype = dtypes.pop() if dtypes else DTYPES["float32"]
         self.input_shape = None
         if input_shape is not None:
+            if not isinstance(input_shape, (tuple, list)):
+                raise TypeError(f"Sequential: input_shape must be a tuple of ints such as "
+                                f"(1, 28, 28), got {input_shape!r}")
             shape = tuple(_checks.to_int("Sequential", "input_shape", d) for d in input_shape)
             self._shapes("Sequential", shape)
             self.input_shape = shape
@@ -194,8 +202,8 @@ class Sequential:
         if X.dtype.kind != "f" and X.dtype != np.uint8:
             raise TypeError(f"{owner}: {name} must be uint8 images (scaled as x / 255 - 0.5) or "
                             f"floats, got dtype {X.dtype}")
-        if X.ndim == 3:
-            X = X[:, None]
+        if X.ndim == 3 and (self.input_shape is None or len(self.input_shape) == 3):
+            X = X[:, None]  # grayscale (N, H, W) -> (N, 1, H, W)
         if X.ndim < 2:
             raise ValueError(f"{owner}: {name} must be a batch of examples (N, ...), got shape "
                              f"{X.shape}")

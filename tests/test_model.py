@@ -191,6 +191,11 @@ def test_inference_and_construction_reject_bad_arguments():
         Sequential([Conv2D(1, 2, 3), Flatten(), Dense(2, 2, dtype="float64")])
     with pytest.raises(ValueError, match="do not fit layer 1"):
         Sequential([Conv2D(1, 2, 3), Dense(50, 2)], input_shape=(1, 7, 7))
+    with pytest.raises(TypeError, match="input_shape must be a tuple of ints"):
+        Sequential([Flatten()], input_shape=28)
+    dense = Dense(4, 4)
+    with pytest.raises(ValueError, match=r"layers\[1\] \(Dense\(4, 4\)\) appears twice"):
+        Sequential([dense, dense])
 
 
 # ------------------------------------------------------- NaN and interruptions
