@@ -128,7 +128,8 @@ class Layer:
         """forward(x)
 
         Compute the layer's output for the batch ``x`` and remember what
-        ``backward`` needs.  Returns a new array.
+        ``backward`` needs.  Returns a new array (``Flatten``: a view of x),
+        never one of the layer's reused workspaces.
         """
         x = self._checked(x)
         return self._forward(x, reuse=False)
@@ -213,8 +214,3 @@ class Layer:
 
     def _backward(self, gy, need_input_grad, reuse):
         raise NotImplementedError
-
-    def _release(self):
-        """Drop workspaces and the forward cache (e.g. before saving or copying)."""
-        self._workspaces = {}
-        self._cache = None
