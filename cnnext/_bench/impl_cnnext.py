@@ -5,7 +5,7 @@ import numpy as np
 from . import nets
 from .cases import train_checks
 from .impl_notebook import NotebookTrain
-from .impls import Bound, Implementation, Unavailable, functional_bound, import_optional
+from .impls import Bound, Implementation, functional_bound, import_optional
 
 
 def build_layers(layers_module, network, dtype):
@@ -35,14 +35,12 @@ class FitTrain(Bound):
     """``Sequential.fit`` for one epoch over the case's batches, in order."""
 
     def __init__(self, case, dtype, inputs, reference):
-        cnnext = import_optional("cnnext")
+        model = import_optional("cnnext.model")
         layers_module = import_optional("cnnext.layers")
         optim = import_optional("cnnext.optim")
-        if not hasattr(cnnext, "Sequential"):
-            raise Unavailable("not available", "cnnext.Sequential is missing")
         self.case, self.dtype, self.inputs, self.reference = case, dtype, inputs, reference
         self.layers = build_layers(layers_module, case.network, dtype)
-        self.model = cnnext.Sequential(self.layers)
+        self.model = model.Sequential(self.layers)
         self.optimizer = optim.SGD(lr=inputs["lr"])
         self.calls_per_run = case.steps
 
