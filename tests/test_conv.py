@@ -20,9 +20,10 @@ from cnnext._functional import conv as conv_module
 DTYPES = [np.float32, np.float64]
 
 # (N, C, H, W, K, R, S, stride, padding, dilation): together they reach every
-# window source (in place, padded copy, im2col panel) for both dtypes of the
-# build in use, partial register tiles (K, C*R*S not multiples of the tile),
-# output rows shorter than a vector and planes shorter than one.
+# window source (in place, padded copy, im2col panel) and both weight-gradient
+# kernels for both dtypes of every build, partial register tiles (K, C*R*S
+# not multiples of the tile), output rows shorter than a vector and planes
+# shorter than one.
 GRID = [
     (3, 1, 28, 28, 8, 3, 3, 1, 0, 1),                    # the notebook's layer
     (2, 4, 30, 30, 9, 3, 3, 1, 1, 1),
@@ -36,6 +37,8 @@ GRID = [
     (1, 2, 30, 40, 3, 3, 3, (2, 1), 1, 1),               # row stride only
     (4, 1, 28, 28, 1, 3, 3, 1, 0, 1),                    # one filter
     (2, 3, 16, 16, 4, 3, 3, 1, 3, 1),                    # padding > kernel
+    (2, 3, 10, 12, 32, 3, 3, 1, 1, 1),                   # many filters
+    (3, 2, 9, 36, 24, 3, 2, 1, (0, 1), 1),               # many filters, partial vectors
 ]
 
 
@@ -77,14 +80,21 @@ def test_grid_against_reference(case, dtype):
     run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_grid_reaches_every_window_source(dtype):
-    sources = set()
+def strategies_used(dtype):
+    """(window sources, weight-gradient kernels) the grid reaches with this dtype."""
+    sources, filters = set(), set()
     for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
         key, _ = conv_module._geometry("test", np.empty((n, c, h, w), dtype),
                                        np.empty((k, c, r, s), dtype), stride, padding, dilation)
-        sources.add(conv_module._plan(key).source)
-    assert sources == {"input", "padded", "panel"}
+        plan = conv_module._plan(key)
+        sources.add(plan.source)
+        filters.add(plan.filter_kernel)
+    return sources, filters
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grid_reaches_every_strategy(dtype):
+    assert strategies_used(dtype) == ({"input", "padded", "panel"}, {"dot", "transposed"})
 
 
 @st.composite
@@ -292,12 +302,10 @@ def test_every_instruction_set_build_against_reference(isa, monkeypatch):
     monkeypatch.setattr(conv_module, "_kernels", module)
     monkeypatch.setattr(conv_module, "_plans", {})
     rng = np.random.default_rng(11)
-    sources = set()
-    for case in GRID:
-        for dtype in DTYPES:
+    for dtype in DTYPES:
+        assert strategies_used(dtype) == ({"input", "padded", "panel"}, {"dot", "transposed"})
+        for case in GRID:
             run_and_check(case, dtype, bias=True, rng=rng)
-        sources.update(plan.source for plan in conv_module._plans.values())
-    assert sources == {"input", "padded", "panel"}
 
 
 TORCH_CASES = [

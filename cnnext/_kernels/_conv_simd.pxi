@@ -16,8 +16,11 @@
 # Tile sizes (accumulator registers):
 #   FWD_MR x FWD_NV   forward/backward-data tile: output rows broadcast from
 #                     packed weights times vectors of positions;
-#   DOT_MR x DOT_NR   weight-gradient tile: vector partial sums over positions
-#                     of gy rows times input windows.
+#   DOT_MR x DOT_NR   weight-gradient tile for few output channels: vector
+#                     partial sums over positions of gy rows times windows;
+#   TRN_MR x TRN_NV   weight-gradient tile for many output channels: input
+#                     values broadcast times vectors of gy transposed (lanes
+#                     along output channels).
 
 cdef extern from *:
     """
@@ -29,6 +32,8 @@ cdef extern from *:
     #define CNX_FWD_NV 3
     #define CNX_DOT_MR 8
     #define CNX_DOT_NR 3
+    #define CNX_TRN_MR 12
+    #define CNX_TRN_NV 2
     typedef union { __m512 f; __m512d d; } cnx_vec;
     #define CNX_MASK32(n) ((__mmask16)((1u << (n)) - 1u))
     #define CNX_MASK64(n) ((__mmask8)((1u << (n)) - 1u))
@@ -80,6 +85,8 @@ cdef extern from *:
     #define CNX_FWD_NV 3
     #define CNX_DOT_MR 4
     #define CNX_DOT_NR 3
+    #define CNX_TRN_MR 6
+    #define CNX_TRN_NV 2
     typedef union { __m256 f; __m256d d; } cnx_vec;
     static inline __m256i cnx_mask32(Py_ssize_t n)
     {
@@ -133,6 +140,8 @@ cdef extern from *:
     #define CNX_FWD_NV 3
     #define CNX_DOT_MR 4
     #define CNX_DOT_NR 3
+    #define CNX_TRN_MR 6
+    #define CNX_TRN_NV 2
     typedef union { __m128 f; __m128d d; } cnx_vec;
     static inline cnx_vec cnx_zero(void) { cnx_vec v; v.f = _mm_setzero_ps(); return v; }
     static inline cnx_vec cnx_set_f32(float s) { cnx_vec v; v.f = _mm_set1_ps(s); return v; }
@@ -167,6 +176,8 @@ cdef extern from *:
     #define CNX_FWD_NV 3
     #define CNX_DOT_MR 8
     #define CNX_DOT_NR 3
+    #define CNX_TRN_MR 12
+    #define CNX_TRN_NV 2
     typedef float cnx_f32x4 __attribute__((vector_size(16)));
     typedef double cnx_f64x2 __attribute__((vector_size(16)));
     typedef union { cnx_f32x4 f; cnx_f64x2 d; } cnx_vec;
@@ -193,6 +204,9 @@ cdef extern from *:
     #error "cnnext: no vector implementation for this compiler and architecture"
     #endif
 
+    /* Lanes of a float register: sizes spill buffers of either dtype. */
+    #define CNX_MAX_LANES (CNX_VEC_BYTES / 4)
+
     #ifdef CNX_PART_BY_COPY
     /* No masked loads/stores: go through a zeroed register-sized buffer. */
     static inline cnx_vec cnx_load_part_f32(const float *p, Py_ssize_t n)
@@ -209,10 +223,13 @@ cdef extern from *:
         pass
     enum:
         VEC_BYTES "CNX_VEC_BYTES"
+        MAX_LANES "CNX_MAX_LANES"
         FWD_MR "CNX_FWD_MR"
         FWD_NV "CNX_FWD_NV"
         DOT_MR "CNX_DOT_MR"
         DOT_NR "CNX_DOT_NR"
+        TRN_MR "CNX_TRN_MR"
+        TRN_NV "CNX_TRN_NV"
     vec cnx_zero() noexcept nogil
     vec cnx_set_f32(float) noexcept nogil
     vec cnx_set_f64(double) noexcept nogil

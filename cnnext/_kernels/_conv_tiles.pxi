@@ -1,0 +1,191 @@
+# Register-tile microkernels of the convolution kernels (included by _conv.pxi).
+#
+# Each keeps a fixed-size tile of accumulators in vector registers (sizes
+# from _conv_simd.pxi) for a whole reduction, so every load feeds several
+# multiply-adds, and runs a sequence of tiles.  gcc keeps a tile in registers
+# only when every access to it has compile-time indices after complete
+# unrolling, and it unrolls (code-growing) loops completely only inside
+# another loop: hence the loop over tiles inside each routine, loops over the
+# tile with constant bounds and no conditions inside, and partial tiles
+# stored whole into a spill buffer, then copied.  Check the assembly (no zmm
+# loads/stores on the stack outside the spill path) after any change.
+#
+#   nn_tiles   FWD_MR x FWD_NV vectors: out[m] = init[m] + sum over taps t of
+#              A[t, m] * window_t, A packed (taps, FWD_MR), window t of vector
+#              v at b[v] + taps[t]: the forward pass, input-gradient columns.
+#   dot_tiles  DOT_MR x DOT_NR sums over positions of gy[m] * window[t], as
+#              vector partial sums reduced once: the weight gradient when
+#              there are few filters.
+#   trn_tiles  TRN_MR x TRN_NV vectors: gw^T[tap m, k lanes] += x[tap m, p] *
+#              gy^T[p, k lanes]: the weight gradient for many filters.
+
+
+cdef void nn_tiles(const floating* a,          # IN  (ntaps, FWD_MR) packed A of a row block
+                   const floating* init,       # IN  (FWD_MR,) start values
+                   const floating* origin,     # IN  B operand of the first image
+                   const Operand* op,
+                   floating* out,              # OUT first output row of the block, first image
+                   Py_ssize_t out_image_stride, Py_ssize_t out_stride, Py_ssize_t rows_valid,
+                   Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Vectors first..last-1 of the images' positions (numbered image after
+    image), FWD_NV per tile: a tile may span two images."""
+    cdef vec acc[FWD_MR][FWD_NV]
+    cdef vec bv[FWD_NV]
+    cdef floating spill[FWD_MR][FWD_NV][MAX_LANES]
+    cdef const floating* b[FWD_NV]
+    cdef floating* dst[FWD_NV]
+    cdef const floating* ap
+    cdef Py_ssize_t n = first // op.nvectors
+    cdef Py_ssize_t q = first - n * op.nvectors
+    cdef Py_ssize_t done = first
+    cdef Py_ssize_t m, v, t, offset
+    cdef bint whole = rows_valid == FWD_MR and op.store_lanes == lanes(a)
+    while done < last:
+        for v in range(FWD_NV):
+            if done < last:
+                b[v] = origin + n * op.image_stride + op.vectors[2 * q]
+                dst[v] = out + n * out_image_stride + op.vectors[2 * q + 1]
+                done += 1
+                q += 1
+                if q == op.nvectors:
+                    q = 0
+                    n += 1
+            else:
+                # Past the end, repeat a vector: the same values stored twice.
+                b[v] = b[0]
+                dst[v] = dst[0]
+        for m in range(FWD_MR):
+            for v in range(FWD_NV):
+                acc[m][v] = vsplat(init[m])
+        ap = a
+        for t in range(op.ntaps):
+            offset = op.taps[t]
+            for v in range(FWD_NV):
+                bv[v] = vload(b[v] + offset)
+            for m in range(FWD_MR):
+                for v in range(FWD_NV):
+                    acc[m][v] = vfma(ap, acc[m][v], bv[v], vsplat(ap[m]))
+            ap += FWD_MR
+        if whole:
+            for m in range(FWD_MR):
+                for v in range(FWD_NV):
+                    vstore(dst[v] + m * out_stride, acc[m][v])
+        else:
+            for m in range(FWD_MR):
+                for v in range(FWD_NV):
+                    vstore(&spill[m][v][0], acc[m][v])
+            for m in range(rows_valid):
+                for v in range(FWD_NV):
+                    memcpy(dst[v] + m * out_stride, &spill[m][v][0],
+                           op.store_lanes * sizeof(floating))
+
+
+cdef void dot_tiles(const floating* gy,       # IN  gy of the first image at filter k0
+                    Py_ssize_t rows_valid,    # filters k0.. that exist (the rest repeat)
+                    const floating* x,        # IN  windows of the first image
+                    const Layout* d,
+                    Py_ssize_t images,
+                    Py_ssize_t t_begin, Py_ssize_t t_end,
+                    floating* out) noexcept nogil:  # OUT (K, CRS) at filter k0
+    """Taps t_begin..t_end-1, DOT_NR per tile, of DOT_MR filters from k0."""
+    cdef vec acc[DOT_MR][DOT_NR]
+    cdef vec bv[DOT_NR]
+    cdef vec av
+    cdef floating sums[DOT_MR][DOT_NR]
+    cdef Py_ssize_t rows[DOT_MR]
+    cdef Py_ssize_t taps[DOT_NR]
+    cdef const floating* gy_row
+    cdef const floating* x_row
+    cdef Py_ssize_t m, t, n, i, j, v, tile, t0
+    cdef Py_ssize_t L = lanes(gy)
+    cdef Py_ssize_t full = d.row_len - d.row_len % L
+    cdef Py_ssize_t tail = d.row_len - full
+    cdef Py_ssize_t CRS = d.g.CRS
+    for m in range(DOT_MR):
+        # Filters past K repeat the last one: computed, not stored.
+        rows[m] = min(m, rows_valid - 1) * d.g.P
+    for tile in range(ceil_div(t_end - t_begin, DOT_NR)):
+        t0 = t_begin + tile * DOT_NR
+        for t in range(DOT_NR):
+            taps[t] = d.x.taps[min(t0 + t, CRS - 1)]
+        for m in range(DOT_MR):
+            for t in range(DOT_NR):
+                acc[m][t] = cnx_zero()
+        for n in range(images):
+            for i in range(d.rows):
+                gy_row = gy + n * d.g.K * d.g.P + i * d.row_len
+                x_row = x + n * d.x.image_stride + i * d.i_stride
+                for v in range(full // L):
+                    j = v * L
+                    for t in range(DOT_NR):
+                        bv[t] = vload(x_row + taps[t] + j)
+                    for m in range(DOT_MR):
+                        av = vload(gy_row + rows[m] + j)
+                        for t in range(DOT_NR):
+                            acc[m][t] = vfma(gy, acc[m][t], av, bv[t])
+                if tail:
+                    # Masked loads: values past the row (maybe inf) are never read.
+                    for t in range(DOT_NR):
+                        bv[t] = vload_part(x_row + taps[t] + full, tail)
+                    for m in range(DOT_MR):
+                        av = vload_part(gy_row + rows[m] + full, tail)
+                        for t in range(DOT_NR):
+                            acc[m][t] = vfma(gy, acc[m][t], av, bv[t])
+        for m in range(DOT_MR):
+            for t in range(DOT_NR):
+                sums[m][t] = vsum(gy, acc[m][t])
+        for m in range(min(rows_valid, <Py_ssize_t>DOT_MR)):
+            for t in range(min(CRS - t0, <Py_ssize_t>DOT_NR)):
+                out[m * CRS + t0 + t] = sums[m][t]
+
+
+cdef void trn_tiles(const floating* x,        # IN  windows of the first image
+                    const floating* gyt,      # IN  (images, P, k_padded) gy^T at lane k0
+                    const Layout* d,
+                    Py_ssize_t images,
+                    Py_ssize_t t_begin, Py_ssize_t t_end,
+                    floating* state) noexcept nogil:  # IN/OUT (CRS, k_padded) gw^T at k0
+    """Taps t_begin..t_end-1, TRN_MR per tile, of TRN_NV vectors of filters."""
+    cdef vec acc[TRN_MR][TRN_NV]
+    cdef vec bv[TRN_NV]
+    cdef floating spill[TRN_MR][TRN_NV][MAX_LANES]
+    cdef const floating* x_row[TRN_MR]
+    cdef Py_ssize_t taps[TRN_MR]
+    cdef const floating* gy_row
+    cdef floating* row
+    cdef Py_ssize_t m, v, n, i, j, tile, t0, valid
+    cdef Py_ssize_t L = lanes(x)
+    cdef Py_ssize_t kp = d.k_padded
+    cdef Py_ssize_t CRS = d.g.CRS
+    for tile in range(ceil_div(t_end - t_begin, TRN_MR)):
+        t0 = t_begin + tile * TRN_MR
+        valid = min(CRS - t0, <Py_ssize_t>TRN_MR)
+        row = state + t0 * kp
+        for m in range(TRN_MR):
+            # Taps past CRS repeat the last one: computed, not stored.
+            taps[m] = d.x.taps[min(t0 + m, CRS - 1)]
+            for v in range(TRN_NV):
+                acc[m][v] = vload(row + min(m, valid - 1) * kp + v * L)
+        for n in range(images):
+            for i in range(d.rows):
+                for m in range(TRN_MR):
+                    x_row[m] = x + n * d.x.image_stride + taps[m] + i * d.i_stride
+                gy_row = gyt + (n * d.g.P + i * d.row_len) * kp
+                for j in range(d.row_len):
+                    for v in range(TRN_NV):
+                        bv[v] = vload(gy_row + v * L)
+                    for m in range(TRN_MR):
+                        for v in range(TRN_NV):
+                            acc[m][v] = vfma(x, acc[m][v], bv[v], vsplat(x_row[m][j]))
+                    gy_row += kp
+        if valid == TRN_MR:
+            for m in range(TRN_MR):
+                for v in range(TRN_NV):
+                    vstore(row + m * kp + v * L, acc[m][v])
+        else:
+            for m in range(TRN_MR):
+                for v in range(TRN_NV):
+                    vstore(&spill[m][v][0], acc[m][v])
+            for m in range(valid):
+                for v in range(TRN_NV):
+                    memcpy(row + m * kp + v * L, &spill[m][v][0], L * sizeof(floating))
