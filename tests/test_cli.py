@@ -67,7 +67,8 @@ def test_entry_point_trains_on_the_sample_to_the_stated_accuracy(tmp_path):
 def test_python_dash_m_trains_and_saves_a_model_that_reloads(tmp_path):
     saved = tmp_path / "model.npz"
     result = run([sys.executable, "-m", "cnnext", "train", "--dataset", "sample", "--epochs", "1",
-                  "--limit", "1000", "--seed", "3", "--save", str(saved)], tmp_path)
+                  "--limit", "1000", "--seed", "3", "--threads", "1", "--save", str(saved)],
+                 tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"saved: {saved}" in result.stdout
     assert "data: the MNIST sample bundled with cnnext: 1,000 training" in result.stdout
@@ -141,11 +142,12 @@ def test_threads_and_optimizer_options_are_used(capsys, num_threads):
     assert [line[:9] for line in captured.err.splitlines()] == ["epoch 1/2", "epoch 2/2"]
 
 
-def test_same_seed_same_result(capsys):
+def test_same_seed_same_result(capsys, num_threads):
     outputs = []
     for _ in range(2):
-        assert cli.main(["train", "--dataset", "sample", "--limit", "300", "--epochs", "1",
-                         "--seed", "11", "--model", "lenet5", "--batch-size", "16"]) == 0
+        assert cli.main(["train", "--dataset", "sample", "--limit", "200", "--epochs", "1",
+                         "--seed", "11", "--model", "lenet5", "--batch-size", "16",
+                         "--threads", "1"]) == 0
         outputs.append(printed_accuracy(capsys.readouterr().out))
     assert outputs[0] == outputs[1]
 
