@@ -204,3 +204,23 @@ def test_benchmarked_networks_are_the_shipped_models(network, model):
 
     built = impl_cnnext.build_layers(layers, nets.NETWORKS[network], "float64")
     assert architecture(built) == architecture(model(dtype="float64").layers)
+
+
+def _speedup_document():
+    impls = [IMPLEMENTATIONS[name] for name in ("cnnext", "torch")]
+    return _run(["conv2d.forward.notebook-b1"], impls)
+
+
+def test_png_chart(tmp_path, torch):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "chart.png"
+    assert report.write_png(_speedup_document(), path) is None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_without_matplotlib_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    path = tmp_path / "chart.png"
+    document = _run(["copy.pool-input"], [IMPLEMENTATIONS["numpy"]])
+    assert report.write_png(document, path) == "no chart: matplotlib is not installed"
+    assert not path.exists()
