@@ -1,0 +1,100 @@
+"""Helpers shared by the reliability tests: build-aware sizes, comparisons, subprocesses.
+
+The reliability suite also runs under the debug (bounds-checked) and
+AddressSanitizer builds, which are several times slower than a release
+build; ``scaled`` shrinks loop counts there so every build stays within the
+CI budget.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import cnnext
+
+_BUILD = cnnext.show_config("dicts")["cnnext"]
+SANITIZED = bool(_BUILD["address_sanitizer"])
+DEBUG = bool(_BUILD["debug"])
+OPENMP = bool(cnnext.show_config("dicts")["openmp"]["enabled"])
+
+
+def scaled(release, checked):
+    """``release`` in a release build, ``checked`` under the debug or sanitizer builds."""
+    return checked if SANITIZED or DEBUG else release
+
+
+def subprocess_env(**extra):
+    """The environment for a child Python: this one, with ASan told that a failed
+    allocation returns NULL (NumPy's MemoryError) instead of aborting."""
+    env = dict(os.environ)
+    if SANITIZED:
+        options = env.get("ASAN_OPTIONS", "")
+        env["ASAN_OPTIONS"] = ":".join(o for o in (options, "allocator_may_return_null=1") if o)
+    env.update(extra)
+    return env
+
+
+def run_json_lines(script, *args, cwd, timeout, env=None):
+    """Run ``script`` in a child Python; (return code, parsed JSON lines, stderr)."""
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env or subprocess_env())
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.returncode, records, proc.stderr
+
+
+def tolerance(dtype):
+    """(rtol, atol) for comparing a result of ``dtype`` with the float64 reference."""
+    return (2e-4, 2e-4) if np.dtype(dtype) == np.float32 else (1e-9, 1e-9)
+
+
+def same_values(result, expected):
+    """None, or why ``result`` differs from ``expected`` (arrays, tuples, scalars, NaN-aware)."""
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(result, (tuple, list)) or len(result) != len(expected):
+            return f"expected a sequence of {len(expected)}, got {type(result).__name__}"
+        for i, (r, e) in enumerate(zip(result, expected, strict=True)):
+            why = same_values(r, e)
+            if why:
+                return f"[{i}]: {why}"
+        return None
+    if expected is None or result is None:
+        return None if result is expected else f"expected {expected!r}, got {type(result)}"
+    result_array, expected_array = np.asarray(result), np.asarray(expected)
+    if result_array.shape != expected_array.shape:
+        return f"shape {result_array.shape}, expected {expected_array.shape}"
+    if result_array.size > 1 << 24:
+        # Huge (broadcast) views: compare a sample of positions, not a float64 copy.
+        picks = np.random.default_rng(0).integers(0, result_array.size, 64)
+        where = np.unravel_index(picks, result_array.shape)
+        result_array, expected_array = result_array[where], expected_array[where]
+    if expected_array.dtype.kind in "iub":
+        return None if np.array_equal(result_array, expected_array) else "integers differ"
+    if result_array.dtype.kind != "f":
+        return f"dtype {result_array.dtype}, expected floats"
+    rtol, atol = tolerance(result_array.dtype)
+    expected_array = expected_array.astype(np.float64)
+    # Where the exact value is near the end of the result's range, rounding
+    # order decides between a huge finite value and inf: both are right.
+    overflowing = np.abs(expected_array) > np.finfo(result_array.dtype).max / 64
+    result_array = np.where(overflowing, 0.0, result_array)
+    expected_array = np.where(overflowing, 0.0, expected_array)
+    finite = expected_array[np.isfinite(expected_array)]
+    scale = max(1.0, float(np.abs(finite).max(initial=0.0)))
+    if np.allclose(result_array, expected_array, rtol=rtol, atol=atol * scale, equal_nan=True):
+        return None
+    diff = np.abs(result_array - expected_array)
+    return f"values differ (max abs difference {np.nanmax(diff, initial=0.0):.3g})"
+
+
+def rss_bytes():
+    """This process's resident set size in bytes, from /proc/self/statm (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
