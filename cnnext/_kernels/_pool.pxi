@@ -81,6 +81,10 @@ cdef inline floating pick(bint condition, floating if_true, floating if_false) n
     return if_true if condition else if_false
 
 
+cdef inline floating running_max(floating best, floating value) noexcept nogil:
+    return pick(replaces_max(value, best), value, best)
+
+
 cdef inline int num_threads_for(Py_ssize_t elements) noexcept nogil:
     if elements < MIN_PARALLEL_ELEMENTS:
         return 1
@@ -161,8 +165,18 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
 cdef inline void max_row_2x2(const floating* top,     # IN  (2 * count,)
                              const floating* bottom,  # IN  (2 * count,)
                              Py_ssize_t count,
-                             floating* best,          # OUT (count,)
-                             floating* winner) noexcept nogil:  # OUT (count,)
+                             floating* best) noexcept nogil:  # OUT (count,)
+    cdef Py_ssize_t j
+    for j in range(count):
+        best[j] = running_max(running_max(running_max(top[2 * j], top[2 * j + 1]),
+                                          bottom[2 * j]), bottom[2 * j + 1])
+
+
+cdef inline void max_row_2x2_winners(const floating* top,     # IN  (2 * count,)
+                                     const floating* bottom,  # IN  (2 * count,)
+                                     Py_ssize_t count,
+                                     floating* best,          # OUT (count,)
+                                     floating* winner) noexcept nogil:  # OUT (count,)
     # Selects, not branches: which element wins is data dependent and a
     # mispredicted branch costs more than the memory traffic.  The winner
     # (0..3, row-major in the window) is kept in the value's own type: one
@@ -202,14 +216,17 @@ cdef inline void max_plane_2x2(const floating* x,  # IN  (height, width)
     cdef const floating* top
     cdef int64_t* index
     cdef floating winner[WINNER_BLOCK]
+    if indices == NULL:
+        for i in range(out_height):
+            top = x + 2 * i * width
+            max_row_2x2(top, top + width, out_width, y + i * out_width)
+        return
     for i in range(out_height):
         for block in range((out_width + WINNER_BLOCK - 1) // WINNER_BLOCK):
             start = block * WINNER_BLOCK
             count = min(<Py_ssize_t>WINNER_BLOCK, out_width - start)
             top = x + 2 * (i * width + start)
-            max_row_2x2(top, top + width, count, y + i * out_width + start, winner)
-            if indices == NULL:
-                continue
+            max_row_2x2_winners(top, top + width, count, y + i * out_width + start, winner)
             # A second loop turns winners into int64 indices.  It vectorises
             # in int32 lanes, without multiplies: code >> 1 is 0 or 1 (the
             # bottom row), so -(code >> 1) & width is 0 or width.
@@ -249,17 +266,35 @@ cdef inline void assign_to_all_maxima_plane(const floating* gy,  # IN  (out_heig
                                             const floating* y,   # IN  (out_height, out_width)
                                             floating* gx,        # OUT (height, width)
                                             const Geometry* g) noexcept nogil:
-    # Windows do not overlap, so each covered element is written once.
-    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w
+    # Windows do not overlap, so each covered element is written once.  The
+    # width is a local: read through g, it could alias gx.
+    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w, width = g.width
     cdef const floating* gy_row
     cdef const floating* y_row
+    cdef const floating* top
+    cdef floating* gx_top
+    cdef floating maximum, gradient
     memset(gx, 0, g.height * g.width * sizeof(floating))
     for i in range(g.out_height):
         gy_row = gy + i * g.out_width
         y_row = y + i * g.out_width
+        if is_plain_2x2(g):
+            # One pass per row instead of one per tap: rows are short.
+            top = x + 2 * i * width
+            gx_top = gx + 2 * i * width
+            for j in range(g.out_width):
+                maximum = y_row[j]
+                gradient = gy_row[j]
+                gx_top[2 * j] = pick(top[2 * j] == maximum, gradient, <floating>0)
+                gx_top[2 * j + 1] = pick(top[2 * j + 1] == maximum, gradient, <floating>0)
+                gx_top[width + 2 * j] = pick(top[width + 2 * j] == maximum, gradient,
+                                             <floating>0)
+                gx_top[width + 2 * j + 1] = pick(top[width + 2 * j + 1] == maximum, gradient,
+                                                 <floating>0)
+            continue
         for r in range(i * g.stride_h, i * g.stride_h + g.kernel_h):
             for tap in range(g.kernel_w):
-                origin = r * g.width + tap
+                origin = r * width + tap
                 for j in range(g.out_width):
                     gx[origin + j * stride] = pick(x[origin + j * stride] == y_row[j],
                                                    gy_row[j], <floating>0)
@@ -274,6 +309,17 @@ cdef inline void avg_plane(const floating* x,  # IN  (height, width)
     cdef Span rows, cols
     cdef floating* total
     cdef floating divisor = g.kernel_h * g.kernel_w
+    cdef const floating* top
+    cdef Py_ssize_t width = g.width
+    if is_plain_2x2(g):
+        # One pass per row instead of one per tap, summing in the same order.
+        for i in range(g.out_height):
+            top = x + 2 * i * width
+            total = y + i * g.out_width
+            for j in range(g.out_width):
+                total[j] = (top[2 * j] + top[2 * j + 1] + top[width + 2 * j]
+                            + top[width + 2 * j + 1]) / divisor
+        return
     for i in range(g.out_height):
         rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
         total = y + i * g.out_width
@@ -296,7 +342,22 @@ cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_
     cdef Span rows, cols
     cdef const floating* gy_row
     cdef floating divisor = g.kernel_h * g.kernel_w
+    cdef floating* gx_top
+    cdef floating share
+    cdef Py_ssize_t width = g.width
     memset(gx, 0, g.height * g.width * sizeof(floating))
+    if is_plain_2x2(g):
+        # One pass per row instead of one per tap (windows do not overlap).
+        for i in range(g.out_height):
+            gy_row = gy + i * g.out_width
+            gx_top = gx + 2 * i * width
+            for j in range(g.out_width):
+                share = gy_row[j] / divisor
+                gx_top[2 * j] = share
+                gx_top[2 * j + 1] = share
+                gx_top[width + 2 * j] = share
+                gx_top[width + 2 * j + 1] = share
+        return
     for i in range(g.out_height):
         rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
         gy_row = gy + i * g.out_width
