@@ -15,6 +15,8 @@ _pool = _dispatch.load("_pool")
 
 _FLOATS = _checks.FLOAT_DTYPES
 _INT64 = np.dtype(np.int64)
+_known_geometries = {}
+_MAX_KNOWN_GEOMETRIES = 256
 
 
 def _as_pair(func, name, value, minimum):
@@ -39,7 +41,18 @@ def _contiguous(array):
 
 
 def _geometry(func, in_shape, kernel_size, stride, padding):
-    """Kernel, stride and padding as (h, w) pairs, and the output (N, C, Ho, Wo)."""
+    """Kernel, stride and padding as (h, w) pairs, and the output (N, C, Ho, Wo).
+
+    Valid geometries given as plain ints are remembered: a training loop asks
+    for the same few again and again.
+    """
+    cacheable = (type(kernel_size) is int and type(padding) is int
+                 and (stride is None or type(stride) is int))
+    if cacheable:
+        key = (in_shape, kernel_size, stride, padding)
+        known = _known_geometries.get(key)
+        if known is not None:
+            return known
     kernel = _as_pair(func, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else _as_pair(func, "stride", stride, 1)
     padding = _as_pair(func, "padding", padding, 0)
@@ -49,7 +62,12 @@ def _geometry(func, in_shape, kernel_size, stride, padding):
     n, c, height, width = in_shape
     out_height = _checks.output_size(func, "height", height, kernel[0], stride[0], padding[0])
     out_width = _checks.output_size(func, "width", width, kernel[1], stride[1], padding[1])
-    return kernel, stride, padding, (n, c, out_height, out_width)
+    geometry = (kernel, stride, padding, (n, c, out_height, out_width))
+    if cacheable:
+        if len(_known_geometries) >= _MAX_KNOWN_GEOMETRIES:
+            _known_geometries.clear()
+        _known_geometries[key] = geometry
+    return geometry
 
 
 def _output(func, name, out, shape, dtype, inputs):
