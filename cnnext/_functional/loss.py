@@ -81,7 +81,8 @@ def softmax_cross_entropy(logits, labels):
         raise ValueError(f"{func}: labels must have shape ({rows},), one per row of logits, "
                          f"got {labels.shape}")
     if labels.dtype == _INT64:
-        labels = labels if labels.flags.c_contiguous else np.ascontiguousarray(labels)
+        if not labels.flags.c_contiguous:
+            labels = np.ascontiguousarray(labels)
         bad = _first_index_outside(labels, classes)
     else:
         # Range-checked before the cast, which could wrap a uint64 around.
@@ -90,9 +91,9 @@ def softmax_cross_entropy(logits, labels):
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")
-    labels = np.ascontiguousarray(labels, dtype=_INT64)
+    if labels.dtype != _INT64:
+        labels = labels.astype(_INT64)
     if not logits.flags.c_contiguous:
         logits = np.ascontiguousarray(logits)
     grad = np.empty((rows, classes), logits.dtype)
-    loss = _loss.softmax_cross_entropy(logits, labels, grad, np.empty(rows))
-    return loss, grad
+    return _loss.softmax_cross_entropy(logits, labels, grad), grad

@@ -17,6 +17,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, log
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 
 from ._openmp_helpers cimport effective_num_threads
 
@@ -104,9 +105,8 @@ def softmax(const floating[:, ::1] x,  # IN  (rows, classes), classes >= 1
 
 def softmax_cross_entropy(const floating[:, ::1] logits,  # IN  (rows, classes), rows >= 1
                           const int64_t[::1] labels,      # IN  (rows,) each in [0, classes)
-                          floating[:, ::1] grad,          # OUT like logits
-                          double[::1] row_loss):          # TMP (rows,)
-    """softmax_cross_entropy(logits, labels, grad, row_loss)
+                          floating[:, ::1] grad):         # OUT like logits
+    """softmax_cross_entropy(logits, labels, grad)
 
     Mean over the rows of -log softmax(logits[i])[labels[i]], returned as a
     float; its gradient with respect to the logits goes into ``grad``.  The
@@ -115,15 +115,25 @@ def softmax_cross_entropy(const floating[:, ::1] logits,  # IN  (rows, classes),
     cdef Py_ssize_t i, rows = logits.shape[0], classes = logits.shape[1]
     cdef int n_threads = num_threads_for(rows * classes)
     cdef double scale = 1.0 / rows, total = 0
-    with nogil:
-        if n_threads == 1:
+    cdef double* row_loss
+    if n_threads == 1:
+        with nogil:
             for i in range(rows):
-                row_loss[i] = cross_entropy_row(&logits[i, 0], classes, labels[i], scale,
-                                                &grad[i, 0])
-        else:
+                total += cross_entropy_row(&logits[i, 0], classes, labels[i], scale,
+                                           &grad[i, 0])
+        return total * scale
+    # TMP: threads compute the rows' losses, summed afterwards in row order
+    # as above, so the result is the same on any number of threads.
+    row_loss = <double*>malloc(rows * sizeof(double))
+    if row_loss == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
             for i in prange(rows, num_threads=n_threads, schedule="static"):
                 row_loss[i] = cross_entropy_row(&logits[i, 0], classes, labels[i], scale,
                                                 &grad[i, 0])
-        for i in range(rows):
-            total += row_loss[i]
+            for i in range(rows):
+                total += row_loss[i]
+    finally:
+        free(row_loss)
     return total * scale
