@@ -26,10 +26,11 @@ STATUS_CELLS = {"not installed": "not installed", "not available": "n/a",
                 "mismatch": "MISMATCH", "error": "error", "verified": "verified"}
 
 NOTES = """\
-time: median per call; (+-x%): interquartile range over the median; ~: extrapolated
-  from a few images (the notebook's loops are slow); vs X: X's time / cnnext's time
-  (above 1: cnnext is faster); %peak: share of the measured SGEMM (float32) or
-  DGEMM (float64) rate at the same thread count."""
+time: median per call; (+-x%): half the interquartile range over the median;
+  ~: extrapolated from a few images (the notebook's loops are slow);
+  vs X: X's time / cnnext's time (above 1: cnnext is faster);
+  %peak: share of the measured SGEMM (float32) or DGEMM (float64) rate at the same
+  thread count."""
 
 
 def format_seconds(seconds, extrapolated=False):
