@@ -101,6 +101,24 @@ def test_file_over_the_cap_on_disk_is_not_read(tmp_path):
         read_idx(path, max_bytes=50)
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"max_bytes": "x"}, TypeError, "read_idx: max_bytes must be an int, got str"),
+        ({"max_bytes": 1.5}, TypeError, "read_idx: max_bytes must be an int, got float"),
+        ({"max_bytes": True}, TypeError, "read_idx: max_bytes must be an int, got bool"),
+        ({"max_bytes": -1}, ValueError, "read_idx: max_bytes must be >= 0, got -1"),
+        ({"path": None}, TypeError, "read_idx: path must be a path (str or os.PathLike), got "
+                                    "NoneType"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, kwargs, error, message):
+    path = tmp_path / "ok"
+    path.write_bytes(VALID)
+    with pytest.raises(error, match=re.escape(message)):
+        read_idx(**{"path": path, **kwargs})
+
+
 def test_missing_file_raises_oserror(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "absent")

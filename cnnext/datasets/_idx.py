@@ -12,10 +12,13 @@ bomb, a header declaring terabytes) raises ``DataFileError`` naming the file.
 
 import gzip
 import io
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .._functional._checks import to_int
 
 # Type byte -> big-endian NumPy dtype, as defined by the IDX format.
 IDX_DTYPES = {
@@ -33,6 +36,13 @@ DEFAULT_MAX_BYTES = 1 << 28
 
 class DataFileError(ValueError):
     """A data file is corrupt, truncated, of a foreign format or fails its checksum."""
+
+
+def check_max_bytes(func, max_bytes):
+    max_bytes = to_int(func, "max_bytes", max_bytes)
+    if max_bytes < 0:
+        raise ValueError(f"{func}: max_bytes must be >= 0, got {max_bytes}")
+    return max_bytes
 
 
 def read_file_capped(path, max_bytes, what="file"):
@@ -90,6 +100,7 @@ def parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES):
         Bad magic number, unknown type byte, no dimensions, a payload that is
         not exactly the declared size, a size over ``max_bytes``, corrupt gzip.
     """
+    max_bytes = check_max_bytes("parse_idx", max_bytes)
     content = decompress_capped(data, name, max_bytes)
     if len(content) < 4:
         raise DataFileError(f"{name}: {len(content)} bytes, too short for an IDX header")
@@ -155,5 +166,12 @@ def read_idx(path, max_bytes=DEFAULT_MAX_BYTES):
         The file is not a complete, well-formed IDX file (see ``parse_idx``).
     OSError
         The file cannot be read.
+    TypeError, ValueError
+        ``path`` is not a path, ``max_bytes`` not an integer >= 0.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"read_idx: path must be a path (str or os.PathLike), got {type(path).__name__}"
+        )
+    max_bytes = check_max_bytes("read_idx", max_bytes)
     return parse_idx(read_file_capped(path, max_bytes), str(path), max_bytes)
