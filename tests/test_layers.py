@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from model_testing import central_differences, every_layer_model, loss_of
 
 from cnnext import _reference as R
@@ -36,6 +38,58 @@ def test_forward_matches_the_reference_layer_by_layer(dtype):
         assert got.shape == (3, *layer.output_shape(x.shape[1:]))
         np.testing.assert_allclose(got, expected, **TOLERANCE[dtype])
         x = got
+
+
+@st.composite
+def conv_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    extent = [d * (k - 1) + 1 - 2 * p for k, p, d in zip(kernel, padding, dilation, strict=True)]
+    size = [draw(st.integers(max(e, 1), max(e, 1) + 5)) for e in extent]
+    layer = Conv2D(draw(st.integers(1, 3)), draw(st.integers(1, 3)), kernel, stride, padding,
+                   dilation, bias=draw(st.booleans()), dtype="float64", seed=0)
+    return layer, (draw(st.integers(1, 3)), layer.in_channels, *size)
+
+
+@given(conv_cases())
+def test_conv2d_passes_its_geometry_to_the_kernels(case):
+    layer, x_shape = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape)
+    y = layer.forward(x)
+    args = (layer.stride, layer.padding, layer.dilation)
+    np.testing.assert_allclose(y, R.conv2d(x, layer.params["weight"], layer.params.get("bias"),
+                                           *args), rtol=1e-12, atol=1e-12)
+    assert y.shape == (x_shape[0], *layer.output_shape(x_shape[1:]))
+    gy = rng.standard_normal(y.shape)
+    gx = layer.backward(gy)
+    expected = R.conv2d_backward(gy, x, layer.params["weight"], *args)
+    np.testing.assert_allclose(gx, expected[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["weight"], expected[1], rtol=1e-12, atol=1e-12)
+    if layer.bias:
+        np.testing.assert_allclose(layer.grads["bias"], expected[2], rtol=1e-12, atol=1e-12)
+
+
+@given(st.sampled_from([MaxPool2D, AvgPool2D]), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 1), st.integers(3, 9), st.integers(3, 9))
+def test_pooling_passes_its_geometry_to_the_kernels(cls, kh, kw, stride, padding, h, w):
+    padding = min(padding, kh // 2, kw // 2)
+    layer = cls((kh, kw), stride=stride, padding=padding)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, h, w))
+    y = layer.forward(x)
+    reference = R.max_pool2d if cls is MaxPool2D else R.avg_pool2d
+    np.testing.assert_allclose(y, reference(x, (kh, kw), stride, padding), rtol=1e-12)
+    assert y.shape == (2, *layer.output_shape(x.shape[1:]))
+    gy = rng.standard_normal(y.shape)
+    if cls is MaxPool2D:
+        _, idx = R.max_pool2d(x, (kh, kw), stride, padding, return_indices=True)
+        expected = R.max_pool2d_backward(gy, idx, x.shape)
+    else:
+        expected = R.avg_pool2d_backward(gy, x.shape, (kh, kw), stride, padding)
+    np.testing.assert_allclose(layer.backward(gy), expected, rtol=1e-12, atol=1e-15)
 
 
 def test_gradients_through_a_whole_model_match_finite_differences():
