@@ -161,6 +161,15 @@ def test_runtime_error_is_one_line_exit_1(tmp_path, capsys):
     assert err[-1].startswith("cnnext train: error: ") and str(target.parent) in err[-1]
 
 
+def test_interrupt_exits_130_in_one_line(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cnnext.Sequential, "fit", interrupted)
+    assert cli.main(["train", "--dataset", "sample", "--limit", "10"]) == 130
+    assert capsys.readouterr().err == "cnnext: interrupted\n"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
