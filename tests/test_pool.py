@@ -363,6 +363,8 @@ BAD_CALLS = [
     (lambda: F.avg_pool2d(X, 2, padding=(0, 2)), ValueError, "avg_pool2d: padding .* half"),
     (lambda: F.max_pool2d(X, 9), ValueError, "max_pool2d: the kernel spans 9 along height"),
     (lambda: F.max_pool2d(X, 0), ValueError, "max_pool2d: kernel_size must be >= 1"),
+    (lambda: F.max_pool2d(X, (1, 2**24 + 1)), ValueError,
+     "max_pool2d: kernel_size may be at most 16777216"),
     (lambda: F.max_pool2d(X, 2, stride=0), ValueError, "max_pool2d: stride must be >= 1"),
     (lambda: F.max_pool2d(X, 2, padding=-1), ValueError, "max_pool2d: padding must be >= 0"),
     (lambda: F.max_pool2d(X, 2.0), TypeError, "max_pool2d: kernel_size must be an int"),

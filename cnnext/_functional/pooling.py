@@ -17,6 +17,7 @@ _FLOATS = _checks.FLOAT_DTYPES
 _INT64 = np.dtype(np.int64)
 _known_geometries = {}
 _MAX_KNOWN_GEOMETRIES = 256
+_MAX_KERNEL = 2**24
 
 
 def _as_pair(func, name, value, minimum):
@@ -56,6 +57,9 @@ def _geometry(func, in_shape, kernel_size, stride, padding):
     kernel = _as_pair(func, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else _as_pair(func, "stride", stride, 1)
     padding = _as_pair(func, "padding", padding, 0)
+    if max(kernel) > _MAX_KERNEL:
+        raise ValueError(f"{func}: kernel_size may be at most {_MAX_KERNEL} along each axis "
+                         f"(window positions are tracked in float32), got {kernel}")
     if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
         raise ValueError(f"{func}: padding must be at most half of kernel_size, got padding "
                          f"{padding} for kernel_size {kernel}")

@@ -3,13 +3,12 @@
 # Layers, top to bottom:
 #
 # * cnnext.functional.max_pool2d & co. (cnnext/_functional/pooling.py)
-#   validate every argument, allocate the outputs and view (N, C, H, W)
-#   arrays as N*C independent planes, (planes, H, W).
-# * The def functions below take those C-contiguous planes and the pooling
-#   geometry, release the GIL and hand one plane at a time to a helper,
-#   spread over OpenMP threads when the work is large enough to pay for
-#   waking them.  A plane is computed by one thread in a fixed order, so
-#   results do not depend on the thread count.
+#   validate every argument and allocate the outputs.
+# * The def functions at the end take C-contiguous (N, C, H, W) arrays and
+#   the pooling geometry, release the GIL and hand each of the N*C
+#   independent planes to a helper, spread over OpenMP threads when the work
+#   is large enough to pay for waking them.  A plane is computed by one
+#   thread in a fixed order, so results do not depend on the thread count.
 # * The cdef inline helpers compute one plane from raw pointers.  They trust
 #   their caller completely: shapes, in-plane indices and the padding limit
 #   (at most half the kernel, so every window holds an in-plane element)
@@ -33,7 +32,7 @@ from ._openmp_helpers cimport effective_num_threads
 cdef Py_ssize_t MIN_PARALLEL_ELEMENTS = 1 << 15
 
 cdef enum:
-    # Output columns whose window winners a 2x2 max-pool row keeps on the stack.
+    # Output columns whose window winners a max-pool row keeps on the stack.
     WINNER_BLOCK = 256
 
 
@@ -104,8 +103,8 @@ cdef inline Geometry make_geometry(const Py_ssize_t* in_shape, const Py_ssize_t*
 
 
 cdef inline bint is_plain_2x2(const Geometry* g) noexcept nogil:
-    # The common case (kernel 2, stride 2, no padding) has a branch-free,
-    # vectorisable loop, which computes in-window offsets in int32.
+    # The common case (kernel 2, stride 2, no padding) has one-pass row
+    # loops; the max-pool one computes in-window offsets in int32.
     return (g.kernel_h == 2 and g.kernel_w == 2 and g.stride_h == 2 and g.stride_w == 2
             and g.pad_h == 0 and g.pad_w == 0 and g.width < (1 << 30))
 
@@ -123,8 +122,9 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
                          const Geometry* g) noexcept nogil:
     # Which tap wins is data dependent, so it is tracked with selects, not
     # branches, as the tap's (row, column) in the window, held in the
-    # value's own type: one lane width lets the loop vectorise.  Positions
-    # are assembled from them block by block.
+    # value's own type: one lane width lets the loop vectorise (exact, as
+    # the wrapper keeps kernel sizes below 2**24).  Positions are assembled
+    # from them block by block.
     cdef Py_ssize_t j, r, tap, block, start, stop, first, last, origin
     cdef Py_ssize_t stride = g.stride_w, top = i * g.stride_h - g.pad_h
     cdef Span rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
