@@ -93,6 +93,7 @@ BAD_CALLS = [
     (lambda: F.relu(X.astype(np.int64)), TypeError, "relu: x must have dtype float32 or float64"),
     (lambda: F.relu(X, inplace=True, out=X.copy()), ValueError, "relu: give either"),
     (lambda: F.relu(READ_ONLY, inplace=True), ValueError, "relu: x is read-only"),
+    (lambda: F.relu([1.0, -1.0], inplace=True), TypeError, "relu: inplace=True needs x to be"),
     (lambda: F.relu(X, out=np.zeros((3, 2), np.float32)), ValueError, "relu: out must have shape"),
     (lambda: F.relu(X, out=X), ValueError, "relu: out overlaps an input"),
     (lambda: F.relu_backward(X, X[:1]), ValueError,

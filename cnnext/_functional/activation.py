@@ -47,6 +47,9 @@ def relu(x, *, inplace=False, out=None):
         ``x`` itself when ``inplace``.
     """
     func = "relu"
+    if inplace and not isinstance(x, np.ndarray):
+        raise TypeError(f"{func}: inplace=True needs x to be a numpy.ndarray, got "
+                        f"{type(x).__name__}")
     x = _float_input(func, "x", x)
     if inplace:
         if out is not None:
