@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 import cnnext
+from cnnext import functional as F
 
 _BUILD = cnnext.show_config("dicts")["cnnext"]
 SANITIZED = bool(_BUILD["address_sanitizer"])
@@ -98,3 +99,40 @@ def rss_bytes():
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def kernel_calls(seed, dtype=np.float32, batch=6):
+    """{name: zero-argument call} covering every function of cnnext.functional.
+
+    With the default batch the inputs are big enough that OpenMP splits the
+    work (several images, channels and rows); batch=1 makes each call cheap.
+    """
+    rng = np.random.default_rng(seed)
+
+    def fill(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    x = fill(batch, 5, 17, 19)
+    w = fill(7, 5, 3, 4)
+    b = fill(7)
+    gy = fill(batch, 7, 9, 9)
+    y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    gy_pool = fill(*y.shape)
+    logits = fill(64, 10)
+    labels = rng.integers(0, 10, 64)
+    pooled_gy = fill(*F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1).shape)
+    calls = {
+        "conv2d": lambda: F.conv2d(x, w, b, stride=2, padding=(1, 2), dilation=(1, 2)),
+        "conv2d_backward": lambda: F.conv2d_backward(gy, x, w, stride=2, padding=(1, 2),
+                                                     dilation=(1, 2)),
+        "max_pool2d": lambda: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True),
+        "max_pool2d_backward": lambda: F.max_pool2d_backward(gy_pool, idx, x.shape),
+        "avg_pool2d": lambda: F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1),
+        "avg_pool2d_backward": lambda: F.avg_pool2d_backward(
+            pooled_gy, x.shape, (3, 2), stride=(2, 1), padding=1),
+        "relu": lambda: F.relu(x),
+        "relu_backward": lambda: F.relu_backward(x, x[::-1].copy()),
+        "softmax": lambda: F.softmax(logits),
+        "softmax_cross_entropy": lambda: F.softmax_cross_entropy(logits, labels),
+    }
+    return calls

@@ -15,47 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from reliability_testing import scaled
+from reliability_testing import kernel_calls, scaled
 
 import cnnext
 from cnnext import functional as F
 from cnnext.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 THREAD_COUNTS = (1, 2, 4)
-
-
-def kernel_calls(seed, dtype=np.float32):
-    """{name: zero-argument call} covering every function of cnnext.functional, on inputs
-    big enough that OpenMP splits the work (several images, channels and rows)."""
-    rng = np.random.default_rng(seed)
-
-    def fill(*shape):
-        return rng.standard_normal(shape).astype(dtype)
-
-    x = fill(6, 5, 17, 19)
-    w = fill(7, 5, 3, 4)
-    b = fill(7)
-    gy = fill(6, 7, 9, 9)
-    y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-    gy_pool = fill(*y.shape)
-    logits = fill(64, 10)
-    labels = rng.integers(0, 10, 64)
-    pooled_gy = fill(*F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1).shape)
-    calls = {
-        "conv2d": lambda: F.conv2d(x, w, b, stride=2, padding=(1, 2), dilation=(1, 2)),
-        "conv2d_backward": lambda: F.conv2d_backward(gy, x, w, stride=2, padding=(1, 2),
-                                                     dilation=(1, 2)),
-        "max_pool2d": lambda: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True),
-        "max_pool2d_backward": lambda: F.max_pool2d_backward(gy_pool, idx, x.shape),
-        "avg_pool2d": lambda: F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1),
-        "avg_pool2d_backward": lambda: F.avg_pool2d_backward(
-            pooled_gy, x.shape, (3, 2), stride=(2, 1), padding=1),
-        "relu": lambda: F.relu(x),
-        "relu_backward": lambda: F.relu_backward(x, x[::-1].copy()),
-        "softmax": lambda: F.softmax(logits),
-        "softmax_cross_entropy": lambda: F.softmax_cross_entropy(logits, labels),
-    }
-    return calls
 
 
 def as_arrays(result):
