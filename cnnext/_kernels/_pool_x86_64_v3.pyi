@@ -1,4 +1,4 @@
-# Stub of the pooling kernels (every ISA build, _pool_<isa>, has this API).
+# Stub of the pooling kernels (_pool_baseline and _pool_x86_64_v3 have this API).
 # Arrays are C-contiguous (N, C, H, W); pairs are (h, w).  The callers in
 # cnnext/_functional/pooling.py check everything first.
 import numpy as np
@@ -7,6 +7,8 @@ import numpy.typing as npt
 _Floats = npt.NDArray[np.floating]
 _Indices = npt.NDArray[np.int64]
 _Pair = tuple[int, int]
+
+def compiled_isa() -> str: ...
 
 def max_pool2d_forward(x: _Floats, y: _Floats, indices: _Indices | None,
                        kernel: _Pair, stride: _Pair, padding: _Pair) -> None: ...
