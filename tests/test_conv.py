@@ -80,21 +80,25 @@ def test_grid_against_reference(case, dtype):
     run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
 
 
+ALL_STRATEGIES = ({"input", "padded", "panel"}, {"conv", "col2im"}, {"dot", "transposed"})
+
+
 def strategies_used(dtype):
-    """(window sources, weight-gradient kernels) the grid reaches with this dtype."""
-    sources, filters = set(), set()
+    """(window sources, input- and weight-gradient kernels) the grid reaches."""
+    used = (set(), set(), set())
     for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
         key, _ = conv_module._geometry("test", np.empty((n, c, h, w), dtype),
                                        np.empty((k, c, r, s), dtype), stride, padding, dilation)
         plan = conv_module._plan(key)
-        sources.add(plan.source)
-        filters.add(plan.filter_kernel)
-    return sources, filters
+        for found, kind in zip(used, (plan.source, plan.data_kernel, plan.filter_kernel),
+                               strict=True):
+            found.add(kind)
+    return used
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_grid_reaches_every_strategy(dtype):
-    assert strategies_used(dtype) == ({"input", "padded", "panel"}, {"dot", "transposed"})
+    assert strategies_used(dtype) == ALL_STRATEGIES
 
 
 @st.composite
@@ -303,7 +307,7 @@ def test_every_instruction_set_build_against_reference(isa, monkeypatch):
     monkeypatch.setattr(conv_module, "_plans", {})
     rng = np.random.default_rng(11)
     for dtype in DTYPES:
-        assert strategies_used(dtype) == ({"input", "padded", "panel"}, {"dot", "transposed"})
+        assert strategies_used(dtype) == ALL_STRATEGIES
         for case in GRID:
             run_and_check(case, dtype, bias=True, rng=rng)
 

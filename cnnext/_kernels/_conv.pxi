@@ -76,9 +76,9 @@ cdef Py_ssize_t BLOCK_BYTES = 512 << 10
 cdef Py_ssize_t MIN_FMAS_PER_THREAD = 1 << 18
 # Work items per thread, for balance when a neighbour steals a core.
 cdef Py_ssize_t ITEMS_PER_THREAD = 8
-# Few-filter weight-gradient work items wanted per call, so that threads stay
-# busy even when the output has few tiles (the notebook's 8 x 9 filter bank).
-cdef Py_ssize_t FILTER_ITEMS = 16
+# The few-filter weight gradient sums over chunks of images whose gy and
+# windows stay in L2 while every tile of taps runs over them.
+cdef Py_ssize_t CHUNK_BYTES = 256 << 10
 # Windows are read in place (or from a padded copy) when at least this share
 # of the vector lanes along an output row does useful work; below it, an
 # im2col panel packs the positions densely.
@@ -118,13 +118,13 @@ cdef enum Source:
 
 # How the weight gradient is computed.
 cdef enum FilterKernel:
-    FILTER_DOT = 0        # dot_tile, over fixed chunks of images
-    FILTER_TRANSPOSED = 1  # trn_tile, over blocks of images
+    FILTER_DOT = 0         # dot_tiles, over fixed chunks of images
+    FILTER_TRANSPOSED = 1  # trn_tiles, over blocks of images
 
 
 cdef struct Operand:
-    # The B operand of nn_tile for a batch of images: tap t of the q-th vector
-    # of positions of image n starts at
+    # The B operand of nn_tiles for a batch of images: tap t of the q-th
+    # vector of positions of image n starts at
     #     origin + n*image_stride + vectors[2q] + taps[t]
     # and that vector's results go to output offset vectors[2q + 1].
     Py_ssize_t ntaps
@@ -136,6 +136,7 @@ cdef struct Operand:
 
 
 cdef struct Layout:
+    # One convolution y = conv(x, w) as nn_tiles computes it.
     Geometry g
     Py_ssize_t lanes              # vector lanes of the data dtype
     Source source
@@ -144,10 +145,17 @@ cdef struct Layout:
     Py_ssize_t rows, row_len      # the positions of one image as rows of windows
     Py_ssize_t i_stride           # window offset from one row to the next
     Operand x                     # input windows, taps (c, r, s)
-    Operand gy                    # gy planes, taps = filters
+    Py_ssize_t blocks             # blocks of FWD_MR filters
+    Py_ssize_t wave               # images staged at once
+
+
+cdef struct Backward:
+    # Input gradient by columns and col2im (when it is not a convolution).
+    Operand gy                    # gy planes as B operand, taps = filters
     Py_ssize_t gy_elems           # gy padded to a vector per image when P < lanes, else 0
-    Py_ssize_t fwd_blocks, forward_wave
-    Py_ssize_t col_blocks, data_wave
+    Py_ssize_t col_blocks         # blocks of FWD_MR taps (c, r, s)
+    Py_ssize_t data_wave          # images whose columns are held at once
+    # Weight gradient.
     FilterKernel filter
     Py_ssize_t k_padded           # transposed: K rounded up to TRN_NV whole vectors
     Py_ssize_t block_images       # transposed: images per block
@@ -180,148 +188,179 @@ cdef Py_ssize_t fill_vectors(Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t i_s
     return rows * per_row
 
 
+cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) except NULL:
+    """Fill the windows of ``d`` (geometry set) and return its tables, which
+    the caller owns.  Windows are read in place, from padded copies of each
+    image, or from im2col panels when rows are too short for the vectors."""
+    cdef Geometry* g = &d.g
+    cdef Py_ssize_t L = VEC_BYTES // itemsize
+    cdef Py_ssize_t per_row = ceil_div(g.Wo, L)
+    cdef Py_ssize_t c_stride, r_stride, s_stride, c, r, s
+    cdef Py_ssize_t* tables
+    g.Ho = (g.H + 2 * g.ph - g.dh * (g.R - 1) - 1) // g.sh + 1
+    g.Wo = (g.W + 2 * g.pw - g.dw * (g.S - 1) - 1) // g.sw + 1
+    g.P = g.Ho * g.Wo
+    g.CRS = g.C * g.R * g.S
+    d.lanes = L
+    per_row = ceil_div(g.Wo, L)
+    if g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L:
+        d.rows, d.row_len = g.Ho, g.Wo
+        if g.ph == 0 and g.pw == 0:
+            d.source = SOURCE_INPUT
+            d.padded_h, d.padded_w = g.H, g.W
+            d.staged_elems = 0
+            d.x.image_stride = g.C * g.H * g.W
+        else:
+            # Only the rows and columns some window reaches.
+            d.source = SOURCE_PADDED
+            d.padded_h = (g.Ho - 1) * g.sh + (g.R - 1) * g.dh + 1
+            d.padded_w = g.Wo + (g.S - 1) * g.dw
+            d.staged_elems = g.C * d.padded_h * d.padded_w
+            d.x.image_stride = d.staged_elems
+        c_stride = d.padded_h * d.padded_w
+        r_stride = g.dh * d.padded_w
+        s_stride = g.dw
+        d.i_stride = g.sh * d.padded_w
+    else:
+        # One row of P positions per tap, padded to whole vectors.
+        d.source = SOURCE_PANEL
+        d.rows, d.row_len = 1, g.P
+        d.padded_h = 1
+        d.padded_w = ceil_div(g.P, L) * L
+        d.staged_elems = g.CRS * d.padded_w
+        d.x.image_stride = d.staged_elems
+        s_stride = d.padded_w
+        r_stride = g.S * d.padded_w
+        c_stride = g.R * g.S * d.padded_w
+        d.i_stride = 0
+    d.x.ntaps = g.CRS
+    d.x.nvectors = d.rows * ceil_div(d.row_len, L)
+    d.x.store_lanes = min(L, d.row_len)
+    d.blocks = ceil_div(g.K, FWD_MR)
+    d.wave = max(g.N, 1) if d.staged_elems == 0 else clamp(
+        budget // d.staged_elems, 1, max(g.N, 1))
+    tables = <Py_ssize_t*>PyMem_Malloc((g.CRS + 2 * d.x.nvectors) * sizeof(Py_ssize_t))
+    if tables == NULL:
+        raise MemoryError()
+    d.x.taps = tables
+    d.x.vectors = tables + g.CRS
+    for c in range(g.C):
+        for r in range(g.R):
+            for s in range(g.S):
+                d.x.taps[(c * g.R + r) * g.S + s] = c * c_stride + r * r_stride + s * s_stride
+    fill_vectors(d.rows, d.row_len, d.i_stride, L, d.x.vectors)
+    return tables
+
+
+cdef inline Py_ssize_t forward_workspace(const Layout* d) noexcept nogil:
+    """Packed weights, packed bias, a wave of staged images."""
+    return d.blocks * FWD_MR * (d.g.CRS + 1) + d.wave * d.staged_elems
+
+
 cdef class Plan:
     """Plan(N, C, H, W, K, R, S, stride, padding, dilation, itemsize)
 
-    How this module computes a convolution of one shape: output size, where
-    the input windows are read, offset tables, waves and blocks of images,
-    and the workspace each entry point needs.  The arguments must be valid
-    (cnnext._functional.conv checks them).  A plan depends on the shape only,
-    never on the thread count.
+    How this module computes a convolution of one shape and its gradients:
+    output size, where input windows are read, offset tables, waves and
+    blocks of images, and the workspace each entry point needs.  The
+    arguments must be valid (cnnext._functional.conv checks them).  A plan
+    depends on the shape only, never on the thread count.
 
     Attributes
     ----------
     forward_workspace, backward_data_workspace, backward_filter_workspace : int
         Elements (of the data dtype) of scratch memory of each entry point.
     """
-    cdef Layout d
-    cdef Py_ssize_t* tables
+    cdef Layout d                 # the forward convolution
+    cdef bint data_as_conv        # input gradient = a convolution of gy (stride 1)
+    cdef Layout t                 # ... that convolution
+    cdef Backward bw
+    cdef Py_ssize_t* tables[3]
     cdef readonly Py_ssize_t forward_workspace
     cdef readonly Py_ssize_t backward_data_workspace
     cdef readonly Py_ssize_t backward_filter_workspace
 
     def __cinit__(self):
-        self.tables = NULL
+        self.tables[0] = self.tables[1] = self.tables[2] = NULL
 
     def __dealloc__(self):
-        PyMem_Free(self.tables)
+        for i in range(3):
+            PyMem_Free(self.tables[i])
 
     def __init__(self, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t K, Py_ssize_t R, Py_ssize_t S, stride, padding, dilation,
                  Py_ssize_t itemsize):
         cdef Layout* d = &self.d
         cdef Geometry* g = &d.g
+        cdef Backward* bw = &self.bw
+        cdef Py_ssize_t budget = max(1, STAGE_BYTES // itemsize)
+        cdef Py_ssize_t batch = max(N, 1)
+        cdef Py_ssize_t L, k
         g.N, g.C, g.H, g.W, g.K, g.R, g.S = N, C, H, W, K, R, S
         g.sh, g.sw = stride
         g.ph, g.pw = padding
         g.dh, g.dw = dilation
-        g.Ho = (H + 2 * g.ph - g.dh * (R - 1) - 1) // g.sh + 1
-        g.Wo = (W + 2 * g.pw - g.dw * (S - 1) - 1) // g.sw + 1
-        g.P = g.Ho * g.Wo
-        g.CRS = C * R * S
-        d.lanes = VEC_BYTES // itemsize
-        cdef Py_ssize_t L = d.lanes
-        cdef Py_ssize_t budget = max(1, STAGE_BYTES // itemsize)
-        cdef Py_ssize_t batch = max(N, 1)
-        cdef Py_ssize_t c_stride, r_stride, s_stride, c, r, s, k, tiles, chunks
+        self.tables[0] = init_layout(d, itemsize, budget)
+        L = d.lanes
+        self.forward_workspace = forward_workspace(d)
 
-        # Input windows: in place, padded copies, or im2col panels.
-        cdef Py_ssize_t per_row = ceil_div(g.Wo, L)
-        if g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L:
-            d.rows, d.row_len = g.Ho, g.Wo
-            if g.ph == 0 and g.pw == 0:
-                d.source = SOURCE_INPUT
-                d.padded_h, d.padded_w = H, W
-                d.staged_elems = 0
-                d.x.image_stride = C * H * W
-            else:
-                # Only the rows and columns some window reaches.
-                d.source = SOURCE_PADDED
-                d.padded_h = (g.Ho - 1) * g.sh + (R - 1) * g.dh + 1
-                d.padded_w = g.Wo + (S - 1) * g.dw
-                d.staged_elems = C * d.padded_h * d.padded_w
-                d.x.image_stride = d.staged_elems
-            c_stride = d.padded_h * d.padded_w
-            r_stride = g.dh * d.padded_w
-            s_stride = g.dw
-            d.i_stride = g.sh * d.padded_w
+        # Input gradient.  With stride 1 it is the convolution of gy with the
+        # flipped, transposed filters and padding d*(R-1) - p, when that is
+        # not negative and the C output channels fill blocks of FWD_MR rows;
+        # otherwise columns w^T gy scattered back (col2im).
+        self.data_as_conv = (g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (R - 1)
+                             and g.pw <= g.dw * (S - 1)
+                             and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR)
+        if self.data_as_conv:
+            self.t.g.N, self.t.g.C, self.t.g.H, self.t.g.W = N, K, g.Ho, g.Wo
+            self.t.g.K, self.t.g.R, self.t.g.S = C, R, S
+            self.t.g.sh = self.t.g.sw = 1
+            self.t.g.ph, self.t.g.pw = g.dh * (R - 1) - g.ph, g.dw * (S - 1) - g.pw
+            self.t.g.dh, self.t.g.dw = g.dh, g.dw
+            self.tables[1] = init_layout(&self.t, itemsize, budget)
+            self.backward_data_workspace = forward_workspace(&self.t)
         else:
-            # One row of P positions per tap, padded to whole vectors.
-            d.source = SOURCE_PANEL
-            d.rows, d.row_len = 1, g.P
-            d.padded_h = 1
-            d.padded_w = ceil_div(g.P, L) * L
-            d.staged_elems = g.CRS * d.padded_w
-            d.x.image_stride = d.staged_elems
-            s_stride = d.padded_w
-            r_stride = S * d.padded_w
-            c_stride = R * S * d.padded_w
-            d.i_stride = 0
-        d.x.ntaps = g.CRS
-        d.x.nvectors = d.rows * ceil_div(d.row_len, L)
-        d.x.store_lanes = min(L, d.row_len)
-
-        # gy as the B operand of the input-gradient columns: taps are filters.
-        d.gy_elems = K * L if g.P < L else 0
-        d.gy.ntaps = K
-        d.gy.nvectors = ceil_div(g.P, L)
-        d.gy.image_stride = d.gy_elems if d.gy_elems else K * g.P
-        d.gy.store_lanes = min(L, g.P)
-
-        self.tables = <Py_ssize_t*>PyMem_Malloc(
-            (g.CRS + 2 * d.x.nvectors + K + 2 * d.gy.nvectors) * sizeof(Py_ssize_t))
-        if self.tables == NULL:
-            raise MemoryError()
-        d.x.taps = self.tables
-        d.x.vectors = d.x.taps + g.CRS
-        d.gy.taps = d.x.vectors + 2 * d.x.nvectors
-        d.gy.vectors = d.gy.taps + K
-        for c in range(C):
-            for r in range(R):
-                for s in range(S):
-                    d.x.taps[(c * R + r) * S + s] = c * c_stride + r * r_stride + s * s_stride
-        fill_vectors(d.rows, d.row_len, d.i_stride, L, d.x.vectors)
-        for k in range(K):
-            d.gy.taps[k] = k * (L if d.gy_elems else g.P)
-        fill_vectors(1, g.P, 0, L, d.gy.vectors)
-
-        # Forward: packed weights and bias, then a wave of staged images.
-        d.fwd_blocks = ceil_div(K, FWD_MR)
-        d.forward_wave = batch if d.staged_elems == 0 else clamp(
-            budget // d.staged_elems, 1, batch)
-        self.forward_workspace = (d.fwd_blocks * FWD_MR * (g.CRS + 1)
-                                  + d.forward_wave * d.staged_elems)
-
-        # Input gradient: packed transposed weights and zeros (the start
-        # values of the tiles), then per image of a wave the columns (CRS, P)
-        # and gy padded when P < lanes.
-        d.col_blocks = ceil_div(g.CRS, FWD_MR)
-        d.data_wave = clamp(budget // (g.CRS * g.P + d.gy_elems), 1, batch)
-        self.backward_data_workspace = (d.col_blocks * FWD_MR * K + FWD_MR
-                                        + d.data_wave * (g.CRS * g.P + d.gy_elems))
+            bw.gy_elems = K * L if g.P < L else 0
+            bw.gy.ntaps = K
+            bw.gy.nvectors = ceil_div(g.P, L)
+            bw.gy.image_stride = bw.gy_elems if bw.gy_elems else K * g.P
+            bw.gy.store_lanes = min(L, g.P)
+            self.tables[2] = <Py_ssize_t*>PyMem_Malloc(
+                (K + 2 * bw.gy.nvectors) * sizeof(Py_ssize_t))
+            if self.tables[2] == NULL:
+                raise MemoryError()
+            bw.gy.taps = self.tables[2]
+            bw.gy.vectors = self.tables[2] + K
+            for k in range(K):
+                bw.gy.taps[k] = k * (L if bw.gy_elems else g.P)
+            fill_vectors(1, g.P, 0, L, bw.gy.vectors)
+            bw.col_blocks = ceil_div(g.CRS, FWD_MR)
+            bw.data_wave = clamp(budget // (g.CRS * g.P + bw.gy_elems), 1, batch)
+            # Packed w^T and zeros (the tiles' start values), then per image
+            # of a wave the columns (CRS, P) and the padded gy.
+            self.backward_data_workspace = (bw.col_blocks * FWD_MR * (K + 1)
+                                            + bw.data_wave * (g.CRS * g.P + bw.gy_elems))
 
         # Weight gradient.  Many filters: lanes along K, over blocks of images
         # (staged windows and gy^T of a block, then the gw^T accumulators).
         # Few filters: vector partial sums over fixed chunks of images.
-        d.k_padded = ceil_div(K, TRN_NV * L) * TRN_NV * L
-        if 3 * d.k_padded <= 4 * K:
-            d.filter = FILTER_TRANSPOSED
-            d.block_images = clamp(
-                BLOCK_BYTES // ((g.P * d.k_padded + d.staged_elems) * itemsize), 1, batch)
+        bw.k_padded = ceil_div(K, TRN_NV * L) * TRN_NV * L
+        if 3 * bw.k_padded <= 4 * K:
+            bw.filter = FILTER_TRANSPOSED
+            bw.block_images = clamp(
+                BLOCK_BYTES // ((g.P * bw.k_padded + d.staged_elems) * itemsize), 1, batch)
             self.backward_filter_workspace = (
-                d.block_images * (d.staged_elems + g.P * d.k_padded) + g.CRS * d.k_padded)
+                bw.block_images * (d.staged_elems + g.P * bw.k_padded) + g.CRS * bw.k_padded)
         else:
-            d.filter = FILTER_DOT
-            tiles = ceil_div(K, DOT_MR) * ceil_div(g.CRS, DOT_NR)
-            chunks = clamp(max(ceil_div(FILTER_ITEMS, tiles),
-                               ceil_div(N * d.staged_elems, budget)), 1, batch)
-            d.chunk_images = ceil_div(batch, chunks)
-            d.chunks = ceil_div(batch, d.chunk_images)
-            d.wave_chunks = d.chunks if d.staged_elems == 0 else clamp(
-                budget // (d.chunk_images * d.staged_elems), 1, d.chunks)
+            bw.filter = FILTER_DOT
+            bw.chunk_images = clamp(
+                CHUNK_BYTES // ((K * g.P + d.staged_elems) * itemsize), 1, batch)
+            bw.chunks = ceil_div(batch, bw.chunk_images)
+            bw.wave_chunks = bw.chunks if d.staged_elems == 0 else clamp(
+                budget // (bw.chunk_images * d.staged_elems), 1, bw.chunks)
             self.backward_filter_workspace = (
-                d.wave_chunks * d.chunk_images * d.staged_elems
-                + (d.chunks * K * g.CRS if d.chunks > 1 else 0))
+                bw.wave_chunks * bw.chunk_images * d.staged_elems
+                + (bw.chunks * K * g.CRS if bw.chunks > 1 else 0))
 
     @property
     def output_shape(self):
@@ -330,17 +369,23 @@ cdef class Plan:
 
     @property
     def source(self):
-        """Where input windows are read: "input", "padded" or "panel"."""
+        """Where the forward pass reads input windows: "input", "padded" or "panel"."""
         return ("input", "padded", "panel")[<int>self.d.source]
+
+    @property
+    def data_kernel(self):
+        """How the input gradient is computed: "conv" (of gy) or "col2im"."""
+        return "conv" if self.data_as_conv else "col2im"
 
     @property
     def filter_kernel(self):
         """How the weight gradient is computed: "dot" or "transposed"."""
-        return ("dot", "transposed")[<int>self.d.filter]
+        return ("dot", "transposed")[<int>self.bw.filter]
 
     def __repr__(self):
         return (f"Plan(output={self.output_shape}, source={self.source!r}, "
-                f"filter_kernel={self.filter_kernel!r}, lanes={self.d.lanes})")
+                f"data_kernel={self.data_kernel!r}, filter_kernel={self.filter_kernel!r}, "
+                f"lanes={self.d.lanes})")
 
 
 cdef inline int threads_for(Py_ssize_t fmas, Py_ssize_t items) noexcept nogil:
@@ -350,16 +395,60 @@ cdef inline int threads_for(Py_ssize_t fmas, Py_ssize_t items) noexcept nogil:
     return <int>max(n, 1)
 
 
-cdef inline Py_ssize_t vectors_per_item(Py_ssize_t vectors, Py_ssize_t blocks,
-                                        int threads) noexcept nogil:
-    """Split ``vectors`` into spans of whole tiles so that blocks x spans
-    gives every thread several items."""
-    cdef Py_ssize_t spans = clamp(ceil_div(ITEMS_PER_THREAD * threads, blocks),
-                                  1, ceil_div(vectors, FWD_NV))
-    return ceil_div(ceil_div(vectors, spans), FWD_NV) * FWD_NV
+cdef struct Split:
+    # Work items of nn_tiles: spans of vectors x groups of blocks.
+    Py_ssize_t span, spans, per_group, groups
+
+
+cdef Split split_tiles(Py_ssize_t vectors, Py_ssize_t blocks, int threads) noexcept nogil:
+    """Spans of whole tiles (all blocks each, so a tile's windows are reused
+    from cache) when there are enough; groups of blocks as well otherwise."""
+    cdef Split sp
+    cdef Py_ssize_t tiles = ceil_div(vectors, FWD_NV)
+    cdef Py_ssize_t wanted = ITEMS_PER_THREAD * threads
+    sp.groups = clamp(ceil_div(wanted, tiles), 1, blocks)
+    sp.per_group = ceil_div(blocks, sp.groups)
+    sp.groups = ceil_div(blocks, sp.per_group)
+    sp.span = ceil_div(tiles, clamp(ceil_div(wanted, sp.groups), 1, tiles)) * FWD_NV
+    sp.spans = ceil_div(vectors, sp.span)
+    return sp
 
 
 # ------------------------------------------------------------------ forward
+
+cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
+                       const floating* packed,   # IN  forward-packed weights, then bias
+                       const Layout* d,
+                       floating* y,              # OUT (N, K, Ho, Wo)
+                       floating* staged) noexcept nogil:  # TMP a wave of staged images
+    """y = conv(x) of layout ``d``, wave after wave of images."""
+    cdef const Geometry* g = &d.g
+    cdef const floating* bias = packed + d.blocks * FWD_MR * g.CRS
+    cdef const floating* origin
+    cdef Py_ssize_t wave, first, count, vectors, item, n, blk, start, image
+    cdef Split sp
+    cdef int threads
+    image = g.C * g.H * g.W
+    for wave in range(ceil_div(g.N, d.wave)):
+        first = wave * d.wave
+        count = min(d.wave, g.N - first)
+        vectors = count * d.x.nvectors
+        threads = threads_for(count * g.K * g.CRS * g.P, d.blocks * ceil_div(vectors, FWD_NV))
+        sp = split_tiles(vectors, d.blocks, threads)
+        origin = staged
+        if d.source == SOURCE_INPUT:
+            origin = x + first * image
+        with parallel(num_threads=threads):
+            if d.source != SOURCE_INPUT:
+                for n in prange(count, schedule="static"):
+                    stage_image(x + (first + n) * image, d, staged + n * d.staged_elems)
+            for item in prange(sp.groups * sp.spans, schedule="dynamic"):
+                blk = (item // sp.spans) * sp.per_group
+                start = (item % sp.spans) * sp.span
+                nn_tiles(packed, bias, g.K, blk, min(blk + sp.per_group, d.blocks),
+                         origin, &d.x, y + first * g.K * g.P, g.K * g.P, g.P,
+                         start, min(start + sp.span, vectors))
+
 
 def conv2d_forward(Plan plan,
                    const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
@@ -369,48 +458,66 @@ def conv2d_forward(Plan plan,
                    floating[::1] work):              # TMP plan.forward_workspace
     """conv2d_forward(plan, x, w, b, y, work)
 
-    y = conv2d(x, w, b) for the geometry of ``plan``: per block of FWD_MR
-    filters, ``nn_tile`` over the vectors of output positions of a wave of
-    images.  The caller has checked every shape against the plan.
+    y = conv2d(x, w, b) for the geometry of ``plan``: ``nn_tiles`` over the
+    vectors of output positions and the blocks of FWD_MR filters.  The caller
+    has checked every shape against the plan.
     """
     cdef const Layout* d = &plan.d
-    cdef const Geometry* g = &d.g
     cdef const floating* bias = NULL
-    cdef floating* packed = &work[0]
-    cdef floating* bias_packed = packed + d.fwd_blocks * FWD_MR * g.CRS
-    cdef floating* staged = bias_packed + d.fwd_blocks * FWD_MR
-    cdef const floating* origin
-    cdef Py_ssize_t wave, first, count, vectors, span, spans, item, n, blk, start
-    cdef int threads
     if b is not None:
         bias = &b[0]
     with nogil:
-        pack_forward_weights(&w[0, 0, 0, 0], bias, d, packed)
-        for wave in range(ceil_div(g.N, d.forward_wave)):
-            first = wave * d.forward_wave
-            count = min(d.forward_wave, g.N - first)
-            vectors = count * d.x.nvectors
-            threads = threads_for(count * g.K * g.CRS * g.P,
-                                  d.fwd_blocks * ceil_div(vectors, FWD_NV))
-            span = vectors_per_item(vectors, d.fwd_blocks, threads)
-            spans = ceil_div(vectors, span)
-            origin = staged
-            if d.source == SOURCE_INPUT:
-                origin = &x[first, 0, 0, 0]
-            with parallel(num_threads=threads):
-                if d.source != SOURCE_INPUT:
-                    for n in prange(count, schedule="static"):
-                        stage_image(&x[first + n, 0, 0, 0], d, staged + n * d.staged_elems)
-                for item in prange(d.fwd_blocks * spans, schedule="dynamic"):
-                    blk = item // spans
-                    start = (item % spans) * span
-                    nn_tiles(packed + blk * FWD_MR * g.CRS, bias_packed + blk * FWD_MR,
-                             origin, &d.x, &y[first, blk * FWD_MR, 0, 0], g.K * g.P, g.P,
-                             min(<Py_ssize_t>FWD_MR, g.K - blk * FWD_MR),
-                             start, min(start + span, vectors))
+        pack_weights(&w[0, 0, 0, 0], bias, d, False, &work[0])
+        forward_pass(&x[0, 0, 0, 0], &work[0], d, &y[0, 0, 0, 0],
+                     &work[0] + d.blocks * FWD_MR * (d.g.CRS + 1))
 
 
 # ----------------------------------------------------------- input gradient
+
+cdef void data_grad_col2im(const floating* gy,    # IN  (N, K, Ho, Wo)
+                           const floating* w,     # IN  (K, CRS)
+                           const Layout* d, const Backward* bw,
+                           floating* gx,          # OUT (N, C, H, W)
+                           floating* work) noexcept nogil:
+    """Per image the columns w^T gy (``nn_tiles`` with the filters as taps),
+    added back onto the input positions they came from."""
+    cdef const Geometry* g = &d.g
+    cdef floating* packed = work
+    cdef floating* zeros = packed + bw.col_blocks * FWD_MR * g.K
+    cdef floating* cols = zeros + bw.col_blocks * FWD_MR
+    cdef floating* gy_padded = cols + bw.data_wave * g.CRS * g.P
+    cdef const floating* origin
+    cdef Py_ssize_t wave, first, count, vectors, item, n, blk, start, c
+    cdef Split sp
+    cdef int threads
+    pack_columns_weights(w, d, bw, packed)
+    for wave in range(ceil_div(g.N, bw.data_wave)):
+        first = wave * bw.data_wave
+        count = min(bw.data_wave, g.N - first)
+        vectors = count * bw.gy.nvectors
+        threads = threads_for(count * g.K * g.CRS * g.P,
+                              bw.col_blocks * ceil_div(vectors, FWD_NV))
+        sp = split_tiles(vectors, bw.col_blocks, threads)
+        origin = gy_padded
+        if not bw.gy_elems:
+            origin = gy + first * g.K * g.P
+        with parallel(num_threads=threads):
+            if bw.gy_elems:
+                for n in prange(count * g.K, schedule="static"):
+                    gather_run(gy + (first * g.K + n) * g.P, g.P, 1, 0,
+                               gy_padded + n * d.lanes, d.lanes)
+            for item in prange(sp.groups * sp.spans, schedule="dynamic"):
+                blk = (item // sp.spans) * sp.per_group
+                start = (item % sp.spans) * sp.span
+                nn_tiles(packed, zeros, g.CRS, blk, min(blk + sp.per_group, bw.col_blocks),
+                         origin, &bw.gy, cols, g.CRS * g.P, g.P,
+                         start, min(start + sp.span, vectors))
+            for item in prange(count * g.C, schedule="dynamic"):
+                n = item // g.C
+                c = item % g.C
+                col2im_channel(cols + (n * g.C + c) * g.R * g.S * g.P, d,
+                               gx + ((first + n) * g.C + c) * g.H * g.W)
+
 
 def conv2d_backward_data(Plan plan,
                          const floating[:, :, :, ::1] gy,   # IN  (N, K, Ho, Wo)
@@ -419,122 +526,98 @@ def conv2d_backward_data(Plan plan,
                          floating[::1] work):               # TMP plan.backward_data_workspace
     """conv2d_backward_data(plan, gy, w, gx, work)
 
-    gx = gradient of sum(gy * conv2d(x, w)) with respect to x: per image the
-    columns w^T gy (``nn_tile`` with the filters as taps), then added back
-    onto the input positions they came from (col2im).
+    gx = gradient of sum(gy * conv2d(x, w)) with respect to x.  With stride 1
+    a convolution of gy with the flipped, transposed filters; otherwise the
+    columns w^T gy of each image scattered back (col2im).
     """
-    cdef const Layout* d = &plan.d
-    cdef const Geometry* g = &d.g
-    cdef floating* packed = &work[0]
-    cdef floating* zeros = packed + d.col_blocks * FWD_MR * g.K
-    cdef floating* cols = zeros + FWD_MR
-    cdef floating* gy_padded = cols + d.data_wave * g.CRS * g.P
-    cdef const floating* origin
-    cdef Py_ssize_t wave, first, count, vectors, span, spans, item, n, blk, start, c
-    cdef int threads
+    cdef const Layout* t = &plan.t
     with nogil:
-        pack_data_weights(&w[0, 0, 0, 0], d, packed)
-        for wave in range(ceil_div(g.N, d.data_wave)):
-            first = wave * d.data_wave
-            count = min(d.data_wave, g.N - first)
-            vectors = count * d.gy.nvectors
-            threads = threads_for(count * g.K * g.CRS * g.P,
-                                  d.col_blocks * ceil_div(vectors, FWD_NV))
-            span = vectors_per_item(vectors, d.col_blocks, threads)
-            spans = ceil_div(vectors, span)
-            origin = gy_padded
-            if not d.gy_elems:
-                origin = &gy[first, 0, 0, 0]
-            with parallel(num_threads=threads):
-                if d.gy_elems:
-                    for n in prange(count * g.K, schedule="static"):
-                        gather_run(&gy[first + n // g.K, n % g.K, 0, 0], g.P, 1, 0,
-                                   gy_padded + n * d.lanes, d.lanes)
-                for item in prange(d.col_blocks * spans, schedule="dynamic"):
-                    blk = item // spans
-                    start = (item % spans) * span
-                    nn_tiles(packed + blk * FWD_MR * g.K, zeros, origin, &d.gy,
-                             cols + blk * FWD_MR * g.P, g.CRS * g.P, g.P,
-                             min(<Py_ssize_t>FWD_MR, g.CRS - blk * FWD_MR),
-                             start, min(start + span, vectors))
-                for item in prange(count * g.C, schedule="dynamic"):
-                    n = item // g.C
-                    c = item % g.C
-                    col2im_channel(cols + (n * g.C + c) * g.R * g.S * g.P, d,
-                                   &gx[first + n, c, 0, 0])
+        if plan.data_as_conv:
+            pack_weights(&w[0, 0, 0, 0], NULL, t, True, &work[0])
+            forward_pass(&gy[0, 0, 0, 0], &work[0], t, &gx[0, 0, 0, 0],
+                         &work[0] + t.blocks * FWD_MR * (t.g.CRS + 1))
+        else:
+            data_grad_col2im(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &plan.d, &plan.bw,
+                             &gx[0, 0, 0, 0], &work[0])
 
 
 # ---------------------------------------------------------- weight gradient
 
 cdef void filter_grad_dot(const floating* gy,   # IN  (N, K, P)
                           const floating* x,    # IN  (N, C, H, W)
-                          const Layout* d,
+                          const Layout* d, const Backward* bw,
                           floating* gw,         # OUT (K, CRS)
                           floating* work) noexcept nogil:
     """Over fixed chunks of images, partial sums added in chunk order."""
     cdef const Geometry* g = &d.g
     cdef floating* staged = work
-    cdef floating* partial = staged + d.wave_chunks * d.chunk_images * d.staged_elems
+    cdef floating* partial = staged + bw.wave_chunks * bw.chunk_images * d.staged_elems
+    cdef Py_ssize_t k_tiles = ceil_div(g.K, DOT_MR)
     cdef Py_ssize_t t_tiles = ceil_div(g.CRS, DOT_NR)
-    cdef Py_ssize_t tiles = ceil_div(g.K, DOT_MR) * t_tiles
-    cdef Py_ssize_t wave, first_chunk, chunk_count, first, count, item, chunk, n0, tile, n
-    cdef Py_ssize_t k0, t0, e, part
+    cdef Py_ssize_t wave, first_chunk, chunk_count, first, count, item, chunk, n0, n
+    cdef Py_ssize_t groups, per_group, group, k0, t0, e, part
     cdef int threads
     cdef floating total
     cdef const floating* origin
     cdef floating* out
-    for wave in range(ceil_div(d.chunks, d.wave_chunks)):
-        first_chunk = wave * d.wave_chunks
-        chunk_count = min(d.wave_chunks, d.chunks - first_chunk)
-        first = first_chunk * d.chunk_images
-        count = min(chunk_count * d.chunk_images, g.N - first)
-        threads = threads_for(count * g.K * g.CRS * g.P, chunk_count * tiles)
+    for wave in range(ceil_div(bw.chunks, bw.wave_chunks)):
+        first_chunk = wave * bw.wave_chunks
+        chunk_count = min(bw.wave_chunks, bw.chunks - first_chunk)
+        first = first_chunk * bw.chunk_images
+        count = min(chunk_count * bw.chunk_images, g.N - first)
+        threads = threads_for(count * g.K * g.CRS * g.P, chunk_count * k_tiles * t_tiles)
+        # Each item runs a group of tap tiles over one chunk (data reused
+        # from L2); groups only as small as needed to feed the threads.
+        groups = clamp(ceil_div(ITEMS_PER_THREAD * threads, chunk_count * k_tiles), 1, t_tiles)
+        per_group = ceil_div(t_tiles, groups) * DOT_NR
+        groups = ceil_div(g.CRS, per_group)
         with parallel(num_threads=threads):
             if d.source != SOURCE_INPUT:
                 for n in prange(count, schedule="static"):
                     stage_image(x + (first + n) * g.C * g.H * g.W, d,
                                 staged + n * d.staged_elems)
-            for item in prange(chunk_count * tiles, schedule="dynamic"):
-                chunk = item // tiles
-                tile = item % tiles
-                n0 = chunk * d.chunk_images
+            for item in prange(chunk_count * k_tiles * groups, schedule="dynamic"):
+                chunk = item // (k_tiles * groups)
+                k0 = (item // groups) % k_tiles * DOT_MR
+                group = item % groups
+                n0 = chunk * bw.chunk_images
                 if d.source == SOURCE_INPUT:
                     origin = x + (first + n0) * g.C * g.H * g.W
                 else:
                     origin = staged + n0 * d.staged_elems
-                k0 = (tile // t_tiles) * DOT_MR
-                t0 = (tile % t_tiles) * DOT_NR
-                out = gw if d.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS
+                t0 = group * per_group
+                out = gw if bw.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS
                 dot_tiles(gy + ((first + n0) * g.K + k0) * g.P, g.K - k0, origin, d,
-                          min(d.chunk_images, count - n0), t0, t0 + DOT_NR, out + k0 * g.CRS)
-    if d.chunks > 1:
-        threads = threads_for(d.chunks * g.K * g.CRS, g.K * g.CRS)
+                          min(bw.chunk_images, count - n0), t0, min(t0 + per_group, g.CRS),
+                          out + k0 * g.CRS)
+    if bw.chunks > 1:
+        threads = threads_for(bw.chunks * g.K * g.CRS, g.K * g.CRS)
         for e in prange(g.K * g.CRS, schedule="static", nogil=True, num_threads=threads):
             total = partial[e]
-            for part in range(1, d.chunks):
+            for part in range(1, bw.chunks):
                 total = total + partial[part * g.K * g.CRS + e]
             gw[e] = total
 
 
 cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
                                  const floating* x,    # IN  (N, C, H, W)
-                                 const Layout* d,
+                                 const Layout* d, const Backward* bw,
                                  floating* gw,         # OUT (K, CRS)
                                  floating* work) noexcept nogil:
     """gw^T (CRS, k_padded) accumulated over blocks of images, then transposed."""
     cdef const Geometry* g = &d.g
     cdef floating* staged = work
-    cdef floating* gyt = staged + d.block_images * d.staged_elems
-    cdef floating* state = gyt + d.block_images * g.P * d.k_padded
-    cdef Py_ssize_t k_tiles = d.k_padded // (TRN_NV * d.lanes)
+    cdef floating* gyt = staged + bw.block_images * d.staged_elems
+    cdef floating* state = gyt + bw.block_images * g.P * bw.k_padded
+    cdef Py_ssize_t k_tiles = bw.k_padded // (TRN_NV * d.lanes)
     cdef Py_ssize_t tiles = ceil_div(g.CRS, TRN_MR) * k_tiles
     cdef Py_ssize_t block, first, count, item, n, t0, k0, e
     cdef int threads
     cdef const floating* origin
-    memset(state, 0, g.CRS * d.k_padded * sizeof(floating))
-    for block in range(ceil_div(g.N, d.block_images)):
-        first = block * d.block_images
-        count = min(d.block_images, g.N - first)
+    memset(state, 0, g.CRS * bw.k_padded * sizeof(floating))
+    for block in range(ceil_div(g.N, bw.block_images)):
+        first = block * bw.block_images
+        count = min(bw.block_images, g.N - first)
         threads = threads_for(count * g.K * g.CRS * g.P, tiles)
         origin = staged
         if d.source == SOURCE_INPUT:
@@ -543,31 +626,38 @@ cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
             for n in prange(count, schedule="static"):
                 if d.source != SOURCE_INPUT:
                     stage_image(x + (first + n) * g.C * g.H * g.W, d, staged + n * d.staged_elems)
-                pack_gy_transposed(gy + (first + n) * g.K * g.P, d, gyt + n * g.P * d.k_padded)
+                pack_gy_transposed(gy + (first + n) * g.K * g.P, g, bw.k_padded,
+                                   gyt + n * g.P * bw.k_padded)
             for item in prange(tiles, schedule="dynamic"):
                 t0 = (item // k_tiles) * TRN_MR
                 k0 = (item % k_tiles) * TRN_NV * d.lanes
-                trn_tiles(origin, gyt + k0, d, count, t0, t0 + TRN_MR, state + k0)
+                trn_tiles(origin, gyt + k0, bw.k_padded, d, count, t0, t0 + TRN_MR, state + k0)
     threads = threads_for(g.K * g.CRS, g.K)
     for e in prange(g.K * g.CRS, schedule="static", nogil=True, num_threads=threads):
-        gw[e] = state[(e % g.CRS) * d.k_padded + e // g.CRS]
+        gw[e] = state[(e % g.CRS) * bw.k_padded + e // g.CRS]
 
 
 cdef void bias_grad(const floating* gy, const Geometry* g, Py_ssize_t k,
                     floating* gb) noexcept nogil:
-    """gb[k] = sum of gy[:, k]: vector partial sums in a fixed order."""
-    cdef vec acc = cnx_zero()
+    """gb[k] = sum of gy[:, k]: four chains of vector partial sums (a single
+    chain waits on the adder latency), combined in a fixed order."""
+    cdef vec acc[4]
     cdef Py_ssize_t L = lanes(gy)
     cdef Py_ssize_t full = g.P - g.P % L
-    cdef Py_ssize_t n, j
+    cdef Py_ssize_t n, j, u
     cdef const floating* plane
+    for u in range(4):
+        acc[u] = cnx_zero()
     for n in range(g.N):
         plane = gy + (n * g.K + k) * g.P
-        for j in range(full // L):
-            acc = vadd(gy, acc, vload(plane + j * L))
+        for j in range(full // (4 * L)):
+            for u in range(4):
+                acc[u] = vadd(gy, acc[u], vload(plane + (4 * j + u) * L))
+        for j in range(full // (4 * L) * 4, full // L):
+            acc[0] = vadd(gy, acc[0], vload(plane + j * L))
         if full < g.P:
-            acc = vadd(gy, acc, vload_part(plane + full, g.P - full))
-    gb[k] = vsum(gy, acc)
+            acc[0] = vadd(gy, acc[0], vload_part(plane + full, g.P - full))
+    gb[k] = vsum(gy, vadd(gy, vadd(gy, acc[0], acc[1]), vadd(gy, acc[2], acc[3])))
 
 
 def conv2d_backward_filter(Plan plan,
@@ -582,12 +672,14 @@ def conv2d_backward_filter(Plan plan,
     the input under tap (c, r, s) of position (i, j); gb[k] = sum of gy[:, k].
     """
     cdef const Layout* d = &plan.d
+    cdef const Backward* bw = &plan.bw
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t k
     with nogil:
-        if d.filter == FILTER_TRANSPOSED:
-            filter_grad_transposed(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, &gw[0, 0, 0, 0], &work[0])
+        if bw.filter == FILTER_TRANSPOSED:
+            filter_grad_transposed(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, bw, &gw[0, 0, 0, 0],
+                                   &work[0])
         else:
-            filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, &gw[0, 0, 0, 0], &work[0])
+            filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, bw, &gw[0, 0, 0, 0], &work[0])
         for k in prange(g.K, schedule="static", num_threads=threads_for(g.N * g.K * g.P, g.K)):
             bias_grad(&gy[0, 0, 0, 0], g, k, &gb[0])

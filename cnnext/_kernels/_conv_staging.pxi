@@ -13,6 +13,18 @@ cdef inline void valid_run(Py_ssize_t length, Py_ssize_t step, Py_ssize_t offset
         hi[0] = lo[0]
 
 
+cdef inline void copy_run(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n] in whole and masked vectors (runs are short: one
+    output row)."""
+    cdef Py_ssize_t L = lanes(src)
+    cdef Py_ssize_t j = 0
+    while j + L <= n:
+        vstore(dst + j, vload(src + j))
+        j += L
+    if j < n:
+        vstore_part(dst + j, vload_part(src + j, n - j), n - j)
+
+
 cdef void gather_run(const floating* src,     # IN  one input row of ``size`` values
                      Py_ssize_t size, Py_ssize_t step, Py_ssize_t offset,
                      floating* dst,           # OUT dst[j] = src[j*step + offset], 0 outside
@@ -49,20 +61,33 @@ cdef void stage_panel(const floating* x,      # IN  (C, H, W) one image
                       floating* dst) noexcept nogil:  # OUT (C*R*S, padded_w) im2col
     """dst[(c, r, s), i*Wo + j] = x[c, i*sh + r*dh - ph, j*sw + s*dw - pw] (0 outside)."""
     cdef const Geometry* g = &d.g
-    cdef Py_ssize_t c, r, s, i, h
+    cdef Py_ssize_t c, r, s, i, j, h, lo, hi, offset
     cdef floating* row
+    cdef const floating* src
     for c in range(g.C):
         for r in range(g.R):
             for s in range(g.S):
+                offset = s * g.dw - g.pw
+                valid_run(g.Wo, g.sw, offset, g.W, &lo, &hi)
                 row = dst + ((c * g.R + r) * g.S + s) * d.padded_w
                 for i in range(g.Ho):
                     h = i * g.sh + r * g.dh - g.ph
                     if 0 <= h < g.H:
-                        gather_run(x + (c * g.H + h) * g.W, g.W, g.sw, s * g.dw - g.pw,
-                                   row + i * g.Wo, g.Wo)
+                        src = x + (c * g.H + h) * g.W
+                        for j in range(lo):
+                            row[j] = 0
+                        if g.sw == 1:
+                            copy_run(row + lo, src + lo + offset, hi - lo)
+                        else:
+                            for j in range(lo, hi):
+                                row[j] = src[j * g.sw + offset]
+                        for j in range(hi, g.Wo):
+                            row[j] = 0
                     else:
-                        memset(row + i * g.Wo, 0, g.Wo * sizeof(floating))
-                memset(row + g.P, 0, (d.padded_w - g.P) * sizeof(floating))
+                        for j in range(g.Wo):
+                            row[j] = 0
+                    row += g.Wo
+                memset(row, 0, (d.padded_w - g.P) * sizeof(floating))
 
 
 cdef void stage_image(const floating* x, const Layout* d, floating* dst) noexcept nogil:
@@ -72,50 +97,62 @@ cdef void stage_image(const floating* x, const Layout* d, floating* dst) noexcep
         stage_panel(x, d, dst)
 
 
-cdef void pack_forward_weights(const floating* w,     # IN  (K, CRS)
-                               const floating* bias,  # IN  (K,) or NULL
-                               const Layout* d,
-                               floating* packed) noexcept nogil:
-    """Per block of FWD_MR filters, (CRS, FWD_MR) weights; then the bias,
-    padded to whole blocks.  Filters past K are zero."""
+cdef void pack_weights(const floating* w,     # IN  (K, C, R, S)
+                       const floating* bias,  # IN  (K,) or NULL
+                       const Layout* d,
+                       bint flipped,          # d is the input gradient's convolution
+                       floating* packed) noexcept nogil:  # OUT
+    """Per block of FWD_MR filters of layout ``d``, their (CRS, FWD_MR)
+    weights, then the bias padded to whole blocks; filters past K are zero.
+    ``flipped``: the filters of d are w transposed (c <-> k) and flipped."""
     cdef const Geometry* g = &d.g
-    cdef Py_ssize_t blk, t, m, k
-    for blk in range(d.fwd_blocks):
+    cdef Py_ssize_t R = g.R
+    cdef Py_ssize_t S = g.S
+    cdef Py_ssize_t blk, t, m, k, c, rs
+    for blk in range(d.blocks):
         for t in range(g.CRS):
+            c = t // (R * S)
+            rs = t % (R * S)
             for m in range(FWD_MR):
                 k = blk * FWD_MR + m
-                packed[0] = w[k * g.CRS + t] if k < g.K else 0
+                if k >= g.K:
+                    packed[0] = 0
+                elif flipped:
+                    # d's filter k is input channel k of w; its channel c is
+                    # w's filter c, its tap rs w's tap R*S - 1 - rs.
+                    packed[0] = w[(c * g.K + k) * R * S + R * S - 1 - rs]
+                else:
+                    packed[0] = w[k * g.CRS + t]
                 packed += 1
-    for k in range(d.fwd_blocks * FWD_MR):
+    for k in range(d.blocks * FWD_MR):
         packed[k] = bias[k] if bias != NULL and k < g.K else 0
 
 
-cdef void pack_data_weights(const floating* w,     # IN  (K, CRS)
-                            const Layout* d,
-                            floating* packed) noexcept nogil:
+cdef void pack_columns_weights(const floating* w,     # IN  (K, CRS)
+                               const Layout* d, const Backward* bw,
+                               floating* packed) noexcept nogil:  # OUT
     """Per block of FWD_MR taps, (K, FWD_MR): w transposed, zeros past CRS;
-    then FWD_MR zeros."""
+    then FWD_MR zeros per block (start values of the tiles)."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t blk, k, m, t
-    for blk in range(d.col_blocks):
+    for blk in range(bw.col_blocks):
         for k in range(g.K):
             for m in range(FWD_MR):
                 t = blk * FWD_MR + m
                 packed[0] = w[k * g.CRS + t] if t < g.CRS else 0
                 packed += 1
-    memset(packed, 0, FWD_MR * sizeof(floating))
+    memset(packed, 0, bw.col_blocks * FWD_MR * sizeof(floating))
 
 
 cdef void pack_gy_transposed(const floating* gy,   # IN  (K, P) one image
-                             const Layout* d,
-                             floating* gyt) noexcept nogil:  # OUT (P, k_padded)
-    cdef const Geometry* g = &d.g
+                             const Geometry* g, Py_ssize_t kp,
+                             floating* gyt) noexcept nogil:  # OUT (P, kp), zeros past K
     cdef Py_ssize_t k, p
     for p in range(g.P):
         for k in range(g.K):
-            gyt[p * d.k_padded + k] = gy[k * g.P + p]
-        for k in range(g.K, d.k_padded):
-            gyt[p * d.k_padded + k] = 0
+            gyt[p * kp + k] = gy[k * g.P + p]
+        for k in range(g.K, kp):
+            gyt[p * kp + k] = 0
 
 
 cdef void col2im_channel(const floating* col,   # IN  (R*S, P) columns of one channel

@@ -20,26 +20,30 @@
 #              gy^T[p, k lanes]: the weight gradient for many filters.
 
 
-cdef void nn_tiles(const floating* a,          # IN  (ntaps, FWD_MR) packed A of a row block
-                   const floating* init,       # IN  (FWD_MR,) start values
+cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) packed A
+                   const floating* init,       # IN  (blocks * FWD_MR,) start values
+                   Py_ssize_t rows,            # output rows (A columns) that exist
+                   Py_ssize_t blk_begin, Py_ssize_t blk_end,
                    const floating* origin,     # IN  B operand of the first image
                    const Operand* op,
-                   floating* out,              # OUT first output row of the block, first image
-                   Py_ssize_t out_image_stride, Py_ssize_t out_stride, Py_ssize_t rows_valid,
+                   floating* out,              # OUT output row 0 of the first image
+                   Py_ssize_t out_image_stride, Py_ssize_t out_stride,
                    Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     """Vectors first..last-1 of the images' positions (numbered image after
-    image), FWD_NV per tile: a tile may span two images."""
+    image), FWD_NV per tile (a tile may span two images), times the blocks of
+    FWD_MR output rows blk_begin..blk_end-1, each tile's windows reused from
+    cache by all the blocks."""
     cdef vec acc[FWD_MR][FWD_NV]
     cdef vec bv[FWD_NV]
     cdef floating spill[FWD_MR][FWD_NV][MAX_LANES]
     cdef const floating* b[FWD_NV]
     cdef floating* dst[FWD_NV]
     cdef const floating* ap
+    cdef const floating* start
     cdef Py_ssize_t n = first // op.nvectors
     cdef Py_ssize_t q = first - n * op.nvectors
     cdef Py_ssize_t done = first
-    cdef Py_ssize_t m, v, t, offset
-    cdef bint whole = rows_valid == FWD_MR and op.store_lanes == lanes(a)
+    cdef Py_ssize_t m, v, t, blk, offset, rows_valid, block_out
     while done < last:
         for v in range(FWD_NV):
             if done < last:
@@ -54,30 +58,34 @@ cdef void nn_tiles(const floating* a,          # IN  (ntaps, FWD_MR) packed A of
                 # Past the end, repeat a vector: the same values stored twice.
                 b[v] = b[0]
                 dst[v] = dst[0]
-        for m in range(FWD_MR):
-            for v in range(FWD_NV):
-                acc[m][v] = vsplat(init[m])
-        ap = a
-        for t in range(op.ntaps):
-            offset = op.taps[t]
-            for v in range(FWD_NV):
-                bv[v] = vload(b[v] + offset)
+        for blk in range(blk_begin, blk_end):
+            ap = a + blk * op.ntaps * FWD_MR
+            start = init + blk * FWD_MR
+            rows_valid = min(<Py_ssize_t>FWD_MR, rows - blk * FWD_MR)
+            block_out = blk * FWD_MR * out_stride
             for m in range(FWD_MR):
                 for v in range(FWD_NV):
-                    acc[m][v] = vfma(ap, acc[m][v], bv[v], vsplat(ap[m]))
-            ap += FWD_MR
-        if whole:
-            for m in range(FWD_MR):
+                    acc[m][v] = vsplat(start[m])
+            for t in range(op.ntaps):
+                offset = op.taps[t]
                 for v in range(FWD_NV):
-                    vstore(dst[v] + m * out_stride, acc[m][v])
-        else:
-            for m in range(FWD_MR):
-                for v in range(FWD_NV):
-                    vstore(&spill[m][v][0], acc[m][v])
-            for m in range(rows_valid):
-                for v in range(FWD_NV):
-                    memcpy(dst[v] + m * out_stride, &spill[m][v][0],
-                           op.store_lanes * sizeof(floating))
+                    bv[v] = vload(b[v] + offset)
+                for m in range(FWD_MR):
+                    for v in range(FWD_NV):
+                        acc[m][v] = vfma(ap, acc[m][v], bv[v], vsplat(ap[m]))
+                ap += FWD_MR
+            if rows_valid == FWD_MR and op.store_lanes == lanes(a):
+                for m in range(FWD_MR):
+                    for v in range(FWD_NV):
+                        vstore(dst[v] + block_out + m * out_stride, acc[m][v])
+            else:
+                for m in range(FWD_MR):
+                    for v in range(FWD_NV):
+                        vstore(&spill[m][v][0], acc[m][v])
+                for m in range(rows_valid):
+                    for v in range(FWD_NV):
+                        memcpy(dst[v] + block_out + m * out_stride, &spill[m][v][0],
+                               op.store_lanes * sizeof(floating))
 
 
 cdef void dot_tiles(const floating* gy,       # IN  gy of the first image at filter k0
@@ -140,11 +148,12 @@ cdef void dot_tiles(const floating* gy,       # IN  gy of the first image at fil
 
 
 cdef void trn_tiles(const floating* x,        # IN  windows of the first image
-                    const floating* gyt,      # IN  (images, P, k_padded) gy^T at lane k0
+                    const floating* gyt,      # IN  (images, P, kp) gy^T at lane k0
+                    Py_ssize_t kp,            # K padded to whole tiles
                     const Layout* d,
                     Py_ssize_t images,
                     Py_ssize_t t_begin, Py_ssize_t t_end,
-                    floating* state) noexcept nogil:  # IN/OUT (CRS, k_padded) gw^T at k0
+                    floating* state) noexcept nogil:  # IN/OUT (CRS, kp) gw^T at k0
     """Taps t_begin..t_end-1, TRN_MR per tile, of TRN_NV vectors of filters."""
     cdef vec acc[TRN_MR][TRN_NV]
     cdef vec bv[TRN_NV]
@@ -155,7 +164,6 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
     cdef floating* row
     cdef Py_ssize_t m, v, n, i, j, tile, t0, valid
     cdef Py_ssize_t L = lanes(x)
-    cdef Py_ssize_t kp = d.k_padded
     cdef Py_ssize_t CRS = d.g.CRS
     for tile in range(ceil_div(t_end - t_begin, TRN_MR)):
         t0 = t_begin + tile * TRN_MR
