@@ -62,6 +62,7 @@ MALFORMED = {
     "item size": (header(0x0C, 2, 3, 4) + VALID[16:], "truncated"),
     "huge declared size": (header(0x0E, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), "over the limit"),
     "huge after a zero": (header(0x08, 0xFFFFFFFF, 0xFFFFFFFF) + b"\x00", "over the limit"),
+    "huge beside a zero": (header(0x08, 0, 0xFFFFFFFF, 0xFFFFFFFF), "counting empty extents"),
     "truncated gzip": (gzipped(VALID)[:-9], "corrupt or truncated gzip"),
     "bad gzip crc": (gzipped(VALID)[:-8] + b"\x00\x00\x00\x00" + gzipped(VALID)[-4:],
                      "corrupt or truncated gzip"),

@@ -12,6 +12,7 @@ bomb, a header declaring terabytes) raises ``DataFileError`` naming the file.
 
 import gzip
 import io
+import math
 import os
 import zlib
 from pathlib import Path
@@ -123,12 +124,16 @@ def parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES):
         int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
     )
     dtype = IDX_DTYPES[type_byte]
-    # Python integers: a hostile header cannot overflow the product.
-    declared = dtype.itemsize
-    for extent in shape:
-        declared *= extent
-    if declared > max_bytes:
+    # Python integers: a hostile header cannot overflow the products.  The cap
+    # counts an empty extent as 1: (0, 2**32-1, 2**32-1) holds no data, but
+    # NumPy cannot even represent its shape.
+    declared = dtype.itemsize * math.prod(shape)
+    nominal = dtype.itemsize * math.prod(max(extent, 1) for extent in shape)
+    if nominal > max_bytes:
         raise DataFileError(
+            f"{name}: IDX header declares shape {shape} ({nominal} bytes counting empty "
+            f"extents as 1), over the limit of {max_bytes} bytes"
+            if declared != nominal else
             f"{name}: IDX header declares shape {shape} ({declared} bytes), over the "
             f"limit of {max_bytes} bytes"
         )
