@@ -86,7 +86,11 @@ def _x_shape(func, x_shape, gy):
     """``x_shape`` as a tuple of 4 ints matching gy's (N, C), planes non-empty."""
     if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
         raise ValueError(f"{func}: x_shape must be a 4-tuple (N, C, H, W), got {x_shape!r}")
-    shape = tuple(_checks.to_int(func, "x_shape", dim) for dim in x_shape)
+    n, c, height, width = x_shape
+    if type(n) is type(c) is type(height) is type(width) is int:  # x.shape: skip the checks
+        shape = tuple(x_shape)
+    else:
+        shape = tuple(_checks.to_int(func, "x_shape", dim) for dim in x_shape)
     if min(shape) < 0 or shape[2] == 0 or shape[3] == 0:
         raise ValueError(f"{func}: x_shape must hold non-negative sizes with non-empty "
                          f"(H, W), got {shape}")
@@ -185,7 +189,8 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
         where = np.unravel_index(bad, idx.shape)
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
-    idx = np.ascontiguousarray(idx, dtype=_INT64)
+    if idx.dtype != _INT64:
+        idx = np.ascontiguousarray(idx, dtype=_INT64)
     gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
     _pool.max_pool2d_backward(_contiguous(gy), idx, gx)
     return gx
