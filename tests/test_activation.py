@@ -58,6 +58,10 @@ def test_outputs_layouts_and_lists(dtype):
         np.testing.assert_array_equal(F.relu(x_variant), y, err_msg=name)
         np.testing.assert_array_equal(F.relu_backward(gy_variant, x_variant), gx, err_msg=name)
     np.testing.assert_array_equal(F.relu(x.tolist()), y.astype(np.float64))
+    x.flags.writeable = False
+    gy.flags.writeable = False
+    np.testing.assert_array_equal(F.relu(x), y)
+    np.testing.assert_array_equal(F.relu_backward(gy, x), gx)
 
 
 def test_results_do_not_depend_on_the_thread_count(num_threads):

@@ -74,7 +74,7 @@ def test_softmax_along_any_axis_and_layout(dtype):
     np.testing.assert_array_equal(F.softmax(np.zeros(4, dtype)), np.full(4, 0.25, dtype))
 
 
-def test_non_contiguous_logits_and_list_labels():
+def test_non_contiguous_read_only_logits_and_list_labels():
     logits = random_array(5, (6, 7), np.float64)
     labels = np.arange(6) % 7
     loss, grad = F.softmax_cross_entropy(logits, labels)
@@ -84,6 +84,9 @@ def test_non_contiguous_logits_and_list_labels():
         np.testing.assert_array_equal(got_grad, grad, err_msg=name)
     strided_labels = np.repeat(labels, 2)[::2]
     assert F.softmax_cross_entropy(logits, strided_labels)[0] == loss
+    logits.flags.writeable = False
+    labels.flags.writeable = False
+    assert F.softmax_cross_entropy(logits, labels)[0] == loss
 
 
 def test_nan_logits_give_nan_not_garbage():

@@ -213,6 +213,13 @@ def test_any_memory_layout_gives_the_same_results(dtype):
                                       gx_max, err_msg=name)
         np.testing.assert_array_equal(F.avg_pool2d_backward(gy_variant, x.shape, 3, 2, 1),
                                       gx_avg, err_msg=name)
+    # Read-only arrays are inputs like any other.
+    frozen_x, frozen_gy, frozen_idx = x.copy(), gy.copy(), idx.copy()
+    for array in (frozen_x, frozen_gy, frozen_idx):
+        array.flags.writeable = False
+    np.testing.assert_array_equal(F.max_pool2d(frozen_x, 3, 2, 1), y)
+    np.testing.assert_array_equal(F.max_pool2d_backward(frozen_gy, frozen_idx, x.shape), gx_max)
+    np.testing.assert_array_equal(F.avg_pool2d_backward(frozen_gy, x.shape, 3, 2, 1), gx_avg)
     # Lists are arrays too, and other integer index dtypes are accepted.
     np.testing.assert_array_equal(F.max_pool2d(x.tolist(), 3, 2, 1), y)
     np.testing.assert_array_equal(F.max_pool2d_backward(gy, idx.astype(np.uint16), x.shape),
