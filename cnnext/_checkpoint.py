@@ -31,6 +31,7 @@ import math
 import os
 import re
 import secrets
+import warnings
 import zipfile
 import zlib
 
@@ -202,14 +203,16 @@ class _Reader:
         stream = io.BytesIO(data)
         try:
             version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                header = np.lib.format.read_array_header_1_0(stream, max_header_size=MAX_NPY_HEADER)
-            elif version == (2, 0):
-                header = np.lib.format.read_array_header_2_0(stream, max_header_size=MAX_NPY_HEADER)
-            else:
+            if version not in ((1, 0), (2, 0)):
                 raise ValueError(f"unsupported .npy version {version}")
-        except (ValueError, SyntaxError, TypeError) as exc:
-            self.fail(f"member {member!r} is not a valid .npy array ({exc})")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            with warnings.catch_warnings():  # a damaged header's literal may warn as it fails
+                warnings.simplefilter("ignore")
+                header = read_header(stream, max_header_size=MAX_NPY_HEADER)
+        except Exception as exc:  # NumPy's header parser raises many kinds on damaged input
+            self.fail(f"member {member!r} is not a valid .npy array ({type(exc).__name__}: "
+                      f"{exc})")
         found_shape, fortran_order, found_dtype = header
         if (found_dtype.hasobject or found_dtype.fields is not None or found_dtype.subdtype
                 or found_dtype.kind != dtype.kind or found_dtype.itemsize != dtype.itemsize):
@@ -265,7 +268,7 @@ class _Reader:
 
     def _spec(self, where, value):
         self._keys(where, value, ("shape", "dtype"))
-        if value["dtype"] not in _layer_base.DTYPES:
+        if not isinstance(value["dtype"], str) or value["dtype"] not in _layer_base.DTYPES:
             self.fail(f"{where}.dtype must be 'float32' or 'float64', got {value['dtype']!r}")
         return self._shape(f"{where}.shape", value["shape"]), value["dtype"]
 

@@ -211,6 +211,18 @@ def test_arrays_that_differ_from_the_declaration_are_rejected(tmp_path, trained,
         load_model(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("damage", [(b"(4, 1, 3, 3)", b"(4, 1, 3( 3)"), (b"'descr'", b"'desc\\"),
+                                    (b"(4, 1, 3, 3)", b"(" * 300 + b")" * 300)])
+def test_damaged_npy_headers_are_rejected(tmp_path, trained, damage):
+    _, path, _, _ = trained
+    contents = members(path)
+    damaged = contents["params/0.weight.npy"].replace(*damage)
+    assert damaged != contents["params/0.weight.npy"]
+    write_members(tmp_path / "bad.npz", {**contents, "params/0.weight.npy": damaged})
+    with pytest.raises(CheckpointError, match=r"params/0\.weight\.npy"):
+        load_model(tmp_path / "bad.npz")
+
+
 def test_members_larger_or_shorter_than_declared_are_rejected(tmp_path, trained):
     _, path, _, _ = trained
     contents = members(path)
@@ -263,6 +275,7 @@ def test_a_tampered_header_is_rejected(tmp_path, trained):
         (variant(lambda m: layers(m).pop(1)), "parameters|do not fit"),
         (variant(lambda m: m["model"].update(loss="__import__")), "unknown loss"),
         (variant(lambda m: m["params"]["0.weight"].update(shape=[4, 1, 3, 2])), "has shape"),
+        (variant(lambda m: m["params"]["0.weight"].update(dtype=[])), "dtype must be"),
         (variant(lambda m: m["optimizer"].update(type="Eval")), "unknown optimizer"),
         (variant(lambda m: m["optimizer"]["config"].update(lr=-1)), "invalid optimizer state"),
     ]
