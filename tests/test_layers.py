@@ -128,6 +128,15 @@ def test_workspace_path_gives_the_public_path_results_and_keeps_earlier_outputs(
         np.testing.assert_array_equal(grad, public[name], err_msg=name)
 
 
+def test_large_outputs_reuse_workspaces_small_ones_are_fresh():
+    conv = Conv2D(1, 8, 3)
+    big = np.zeros((64, 1, 28, 28), np.float32)  # output 1.4 MB
+    small = np.zeros((1, 1, 28, 28), np.float32)  # output 22 KB
+    assert conv._forward(big, reuse=True) is conv._forward(big + 1, reuse=True)
+    assert conv._forward(small, reuse=True) is not conv._forward(small, reuse=True)
+    assert conv._forward(big, reuse=False) is not conv._forward(big, reuse=False)
+
+
 def test_seeded_initialisation_is_reproducible_and_scaled():
     a, b, c = Conv2D(16, 32, 3, seed=7), Conv2D(16, 32, 3, seed=7), Conv2D(16, 32, 3, seed=8)
     np.testing.assert_array_equal(a.params["weight"], b.params["weight"])

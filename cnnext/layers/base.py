@@ -13,8 +13,9 @@ Two entry points per direction:
   (ndim, channels, dtype) and return fresh arrays.
 * ``_forward(x, reuse)`` / ``_backward(gy, need_input_grad, reuse)``: used by
   ``Sequential`` after it has checked the whole network's shapes once.  With
-  ``reuse=True`` outputs go to workspaces owned by the layer, overwritten by
-  the next call, so a training loop allocates no large arrays per step.
+  ``reuse=True`` large outputs go to workspaces owned by the layer,
+  overwritten by the next call, so a training loop allocates no large
+  arrays per step.
 
 ``grads`` always holds persistent arrays (one per parameter, overwritten by
 each backward pass), like PyTorch's ``.grad``.
@@ -28,6 +29,8 @@ import numpy as np
 from .._functional import _checks
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+# glibc's default threshold for serving an allocation with its own mmap.
+WORKSPACE_MIN_BYTES = 128 * 1024
 
 # Set by the checkpoint loader: the number of parameter elements the file
 # really holds, so a tampered architecture cannot make a constructor
@@ -197,17 +200,23 @@ class Layer:
             memo = self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
         return memo[1]
 
-    def _workspace(self, name, shape, dtype):
-        """A buffer of ``shape`` owned by the layer, reused across calls."""
-        buffer = self._workspaces.get(name)
-        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-            buffer = np.empty(shape, dtype=dtype)
-            self._workspaces[name] = buffer
-        return buffer
-
     def _output(self, name, shape, dtype, reuse):
-        """A workspace when reusing, else None (the kernel allocates)."""
-        return self._workspace(name, shape, dtype) if reuse else None
+        """The ``out=`` buffer for an output: a reused workspace, or None (the kernel allocates).
+
+        Only outputs of at least WORKSPACE_MIN_BYTES get a workspace: below
+        that, allocating is cheaper than checking an ``out=`` buffer, and
+        only large blocks cost page faults when the allocator hands them
+        back to the system between steps.
+        """
+        if not reuse:
+            return None
+        entry = self._workspaces.get(name)
+        if entry is None or entry[0] != shape or entry[1] != dtype:
+            dtype = np.dtype(dtype)
+            large = math.prod(shape) * dtype.itemsize >= WORKSPACE_MIN_BYTES
+            entry = self._workspaces[name] = (shape, dtype,
+                                              np.empty(shape, dtype) if large else None)
+        return entry[2]
 
     def _forward(self, x, reuse):
         raise NotImplementedError
