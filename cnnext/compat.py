@@ -171,20 +171,28 @@ class MaxPool:
         self.last_input = input
         if 0 in out_shape:
             return np.zeros(out_shape)
-        return F.max_pool2d(planes, 2)[0].transpose(1, 2, 0)
+        maxima = F.max_pool2d(planes, 2)
+        self._maxima_of = (input, maxima)
+        # A copy: what the caller does with the output cannot touch the maxima kept here.
+        return maxima[0].transpose(1, 2, 0).copy()
 
     def backprop(self, d_L_d_out):
         """backprop(d_L_d_out)
 
         The loss gradient for the last input: each window's gradient goes to
-        every element equal to that window's maximum, 0 elsewhere.
+        every element equal to that window's maximum, 0 elsewhere.  The
+        maxima ``forward`` found are reused while ``last_input`` is still the
+        array it was given (modifying that array in place in between is not
+        seen, unlike in the notebook, which recomputes them).
         """
         array, planes, out_shape = self._windows(
             _last_input(self, "MaxPool.backprop"), "MaxPool.backprop", "last_input")
         gy = _float64("MaxPool.backprop", "d_L_d_out", d_L_d_out, shape=out_shape)
         if 0 in out_shape:
             return np.zeros(array.shape)
-        maxima = F.max_pool2d(planes, 2)
+        seen, maxima = getattr(self, "_maxima_of", (None, None))
+        if seen is not self.last_input:
+            maxima = F.max_pool2d(planes, 2)
         grad = _pooling.max_pool2d_backward_all_maxima(gy.transpose(2, 0, 1)[None], planes,
                                                        maxima, 2)
         if grad.shape[2:] != array.shape[:2]:
