@@ -23,10 +23,10 @@ included:
 
 Convolution and pooling run on ``cnnext.functional`` (NCHW, one image as a
 batch of one; the (h, w, c) arrays the notebook passes around are
-transposed views of NCHW buffers, so no data moves at the edges).  The
+transposed views of NCHW buffers, except the pooled output, a copy).  The
 softmax layer is a handful of NumPy calls: its weights are stored
-column-major (``weights.T`` is C-contiguous) so the per-image rank-1 update
-is one BLAS call.
+column-major (``weights.T`` is C-contiguous) so the outer product of the
+per-image rank-1 update is one BLAS call in the weights' layout.
 
 ``NotebookCNN`` bundles the notebook's network and training cell
 (``forward(image, label)``, ``train_step(image, label, lr)``).
