@@ -379,29 +379,30 @@ class Sequential:
         bar = ProgressBar(n, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                           enabled=None if progress else False)
         total_loss, counted, skipped = 0.0, 0, 0
-        for step, (start, xb) in enumerate(self._batches(X, scale, batch_size, order)):
-            stop = start + len(xb)
-            yb = labels[start:stop]
-            logits = run_forward(xb)
-            loss, glogits = loss_fn(logits, yb)
-            logits.argmax(axis=1, out=predicted[start:stop])
-            if not math.isfinite(loss):
-                if on_nan == "raise":
-                    raise FloatingPointError(
-                        f"Sequential.fit: the loss is {loss} at epoch {epoch + 1}, step "
-                        f"{step + 1} (examples {start}..{stop - 1} of the epoch's order); the "
-                        f"weights are those before that step. Lower the learning rate, check the "
-                        f"data for NaN/inf, or pass on_nan='skip' to skip such steps")
-                skipped += 1
-            else:
-                run_backward(glogits)
-                optimizer_step()
-                total_loss += loss * len(xb)
-                counted += len(xb)
+        try:
+            for step, (start, xb) in enumerate(self._batches(X, scale, batch_size, order)):
+                stop = start + len(xb)
+                yb = labels[start:stop]
+                logits = run_forward(xb)
+                loss, glogits = loss_fn(logits, yb)
+                logits.argmax(axis=1, out=predicted[start:stop])
+                if not math.isfinite(loss):
+                    if on_nan == "raise":
+                        raise _non_finite_loss(loss, epoch, step, start, stop)
+                    skipped += 1
+                else:
+                    run_backward(glogits)
+                    optimizer_step()
+                    total_loss += loss * len(xb)
+                    counted += len(xb)
+                if progress:
+                    bar.update(len(xb))
+                    if bar.enabled and step % 64 == 0 and counted:
+                        bar.set_postfix(loss=total_loss / counted)
+        except BaseException:
             if progress:
-                bar.update(len(xb))
-                if bar.enabled and step % 64 == 0 and counted:
-                    bar.set_postfix(loss=total_loss / counted)
+                bar.close()  # end the bar's line before the error is shown
+            raise
         logs = {"loss": total_loss / counted if counted else math.nan,
                 "accuracy": float(np.mean(predicted == labels))}
         if on_nan == "skip":
@@ -489,6 +490,14 @@ class Sequential:
         at ``path`` intact.  Read it back with ``cnnext.load_model``.
         """
         _checkpoint.save(self, path)
+
+
+def _non_finite_loss(loss, epoch, step, start, stop):
+    return FloatingPointError(
+        f"Sequential.fit: the loss is {loss} at epoch {epoch + 1}, step {step + 1} (examples "
+        f"{start}..{stop - 1} of the epoch's order); the weights are those before that step. "
+        f"Lower the learning rate, check the data for NaN/inf, or pass on_nan='skip' to skip "
+        f"such steps")
 
 
 def load_model(path):
