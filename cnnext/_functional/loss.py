@@ -37,12 +37,15 @@ def softmax(x, axis=-1):
     axis = _checks.to_int(func, "axis", axis)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{func}: axis {axis} is out of range for x of shape {x.shape}")
-    moved = np.moveaxis(x, axis, -1)
-    rows = np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), x.shape[axis])
+    if axis % x.ndim != x.ndim - 1:
+        return np.moveaxis(softmax(np.moveaxis(x, axis, -1)), -1, axis)
+    classes = x.shape[-1]
+    rows = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(
+        x.size // classes if classes else math.prod(x.shape[:-1]), classes)
     out = np.empty(rows.shape, x.dtype)
     if out.size:
         _loss.softmax(rows, out)
-    return np.moveaxis(out.reshape(moved.shape), -1, axis)
+    return out.reshape(x.shape)
 
 
 def softmax_cross_entropy(logits, labels):

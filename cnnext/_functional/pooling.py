@@ -74,11 +74,20 @@ def _geometry(func, in_shape, kernel_size, stride, padding):
     return geometry
 
 
-def _output(func, name, out, shape, dtype, inputs):
-    # Outputs of pooling are never larger than their inputs, so only a
-    # caller's buffer needs checking.
+def _output(func, name, out, shape, dtype, inputs, check_size=False):
+    """A fresh output, or ``out`` once checked (a valid buffer is the fast path)."""
     if out is None:
+        if check_size:
+            _checks.check_nbytes(func, name, shape, dtype)
         return np.empty(shape, dtype=dtype)
+    if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable):
+        for array in inputs:
+            if np.shares_memory(out, array):
+                break
+        else:
+            return out
+    # Something is wrong: the shared check says what.
     return _checks.out_array(func, name, out, shape, dtype, inputs)
 
 
@@ -191,7 +200,7 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
     if idx.dtype != _INT64:
         idx = np.ascontiguousarray(idx, dtype=_INT64)
-    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
+    gx = _output(func, "out", out, shape, gy.dtype, (gy, idx), check_size=True)
     _pool.max_pool2d_backward(_contiguous(gy), idx, gx)
     return gx
 
@@ -302,6 +311,6 @@ def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out
     if gy.shape != out_shape:
         raise ValueError(f"{func}: gy must have shape {out_shape} (the pooled shape of x_shape "
                          f"{shape}), got {gy.shape}")
-    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy,))
+    gx = _output(func, "out", out, shape, gy.dtype, (gy,), check_size=True)
     _pool.avg_pool2d_backward(_contiguous(gy), gx, kernel, stride, padding)
     return gx
