@@ -39,9 +39,8 @@ def softmax(x, axis=-1):
         raise ValueError(f"{func}: axis {axis} is out of range for x of shape {x.shape}")
     if axis % x.ndim != x.ndim - 1:
         return np.moveaxis(softmax(np.moveaxis(x, axis, -1)), -1, axis)
-    classes = x.shape[-1]
     rows = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(
-        x.size // classes if classes else math.prod(x.shape[:-1]), classes)
+        math.prod(x.shape[:-1]), x.shape[-1])
     out = np.empty(rows.shape, x.dtype)
     if out.size:
         _loss.softmax(rows, out)
