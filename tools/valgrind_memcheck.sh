@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Run one kernel test file under valgrind memcheck and fail on any invalid
+# memory access in cnnext's compiled kernels.
+#
+# Usage: tools/valgrind_memcheck.sh [PYTHON] [TEST_FILE] [extra pytest args...]
+#   PYTHON     an interpreter with cnnext (a release build: bounds checks off,
+#              so an out-of-bounds access is real) and pytest installed;
+#              default: python3
+#   TEST_FILE  default: tests/test_conv.py (the SIMD convolution kernels)
+# Environment: VALGRIND_LOG=file keeps the full log (default: a temp file).
+#
+# PYTHONMALLOC=malloc sends every Python allocation through malloc, so
+# memcheck sees them all; hypothesis runs its small "dev" profile (memcheck
+# is ~30x slower).  Errors are sorted into three groups:
+#   cnnext    any error with a frame in cnnext's extension modules: FAIL;
+#   invalid   any other invalid read/write/free outside the dynamic loader: FAIL;
+#   noise     the rest (glibc's ld.so string functions, CPython's own
+#             uninitialised-value reports): counted, shown, not failed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${1:-python3}
+TEST=${2:-$ROOT/tests/test_conv.py}
+shift $(( $# < 2 ? $# : 2 ))
+command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 2; }
+LOG=${VALGRIND_LOG:-$(mktemp /tmp/cnnext-valgrind.XXXXXX.log)}
+WORK=$(mktemp -d)  # run outside the checkout so the installed cnnext is tested
+
+echo "valgrind memcheck: $PYTHON -m pytest $TEST (log: $LOG)"
+set +e
+(cd "$WORK" && PYTHONMALLOC=malloc HYPOTHESIS_PROFILE=dev OMP_NUM_THREADS=2 \
+    valgrind --tool=memcheck --leak-check=no --num-callers=40 --error-limit=no \
+    --log-file="$LOG" "$PYTHON" -m pytest "$TEST" -q -p no:cacheprovider "$@")
+tests=$?
+set -e
+
+verdict=0
+"$PYTHON" - "$LOG" <<'PY' || verdict=$?
+import re
+import sys
+
+text = open(sys.argv[1]).read()
+# One error report: a headline and its stack, up to a blank "==pid==" line.
+reports = re.findall(r"==\d+== (\S[^\n]*)\n((?:==\d+==\s+(?:at|by) [^\n]*\n)+)", text)
+groups = {"cnnext": [], "invalid": [], "noise": []}
+for headline, stack in reports:
+    if "cnnext" in stack or "__pyx_" in stack:
+        groups["cnnext"].append((headline, stack))
+    elif re.match(r"Invalid (read|write|free)|Mismatched free|Source and destination overlap",
+                  headline) and not re.search(r"ld-linux|dl-[a-z]+\.c|/ld-", stack):
+        groups["invalid"].append((headline, stack))
+    else:
+        groups["noise"].append((headline, stack))
+summary = re.findall(r"ERROR SUMMARY: [^\n]*", text)
+print(f"valgrind: {summary[-1] if summary else 'no summary (did valgrind run?)'}")
+for name, found in groups.items():
+    print(f"  {name}: {len(found)} error contexts")
+for name in ("cnnext", "invalid"):
+    for headline, stack in groups[name][:5]:
+        print(f"\n[{name}] {headline}\n{stack}")
+sys.exit(1 if groups["cnnext"] or groups["invalid"] or not summary else 0)
+PY
+rm -rf "$WORK"
+if [ "$tests" -ne 0 ]; then
+    echo "FAIL: the tests failed under valgrind (pytest exit $tests)"
+    exit 1
+fi
+[ "$verdict" -eq 0 ] && echo "OK: no invalid access in cnnext's kernels" || echo "FAIL: see above"
+exit "$verdict"
