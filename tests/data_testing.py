@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 IDX_TYPE_BYTES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
 
@@ -120,6 +121,13 @@ class LocalServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Keep a proxy configured in the environment away from 127.0.0.1 (autouse where imported)."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
 
 
 def refused_url(path="/file"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_testing import fake_mnist, gzipped, idx_bytes, refused_url, sha256
+from data_testing import fake_mnist, gzipped, idx_bytes, no_proxy, refused_url, sha256  # noqa: F401
 
 import cnnext
 from cnnext import cli, datasets

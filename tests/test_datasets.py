@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_testing import LocalServer, Route, fake_mnist, gzipped, idx_bytes, refused_url, sha256
+from data_testing import (
+    LocalServer,
+    Route,
+    fake_mnist,
+    gzipped,
+    idx_bytes,
+    no_proxy,  # noqa: F401 (an autouse fixture)
+    refused_url,
+    sha256,
+)
 
 from cnnext import datasets
 from cnnext.datasets import DataFileError, DownloadError, get_data_home, load_sample

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from data_testing import LocalServer, Route, gzipped, idx_bytes, refused_url, sha256
+from data_testing import LocalServer, Route, gzipped, idx_bytes, no_proxy, refused_url, sha256  # noqa: F401
 
 from cnnext.datasets import DownloadError
 from cnnext.datasets._download import download
