@@ -87,9 +87,8 @@ def strategies_used(dtype):
     """(window sources, input- and weight-gradient kernels) the grid reaches."""
     used = (set(), set(), set())
     for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
-        key, _ = conv_module._geometry("test", np.empty((n, c, h, w), dtype),
-                                       np.empty((k, c, r, s), dtype), stride, padding, dilation)
-        plan = conv_module._plan(key)
+        plan = conv_module._plan("test", np.empty((n, c, h, w), dtype),
+                                 np.empty((k, c, r, s), dtype), stride, padding, dilation)
         for found, kind in zip(used, (plan.source, plan.data_kernel, plan.filter_kernel),
                                strict=True):
             found.add(kind)
@@ -304,6 +303,7 @@ def built_variants():
 def test_every_instruction_set_build_against_reference(isa, monkeypatch):
     module = importlib.import_module(f"cnnext._kernels._conv{_dispatch.ISA_LEVELS[isa][0]}")
     monkeypatch.setattr(conv_module, "_kernels", module)
+    monkeypatch.setattr(conv_module, "_by_dtype", conv_module._specialised(module))
     monkeypatch.setattr(conv_module, "_plans", {})
     rng = np.random.default_rng(11)
     for dtype in DTYPES:
@@ -343,7 +343,7 @@ def test_gil_is_released_during_the_kernels():
     # of its clock readings must fall strictly inside the kernel call.
     rng = np.random.default_rng(13)
     x, w, _ = problem(rng, 8, 16, 64, 64, 32, 3, 3, np.float32, bias=False)
-    plan = conv_module._plan(conv_module._geometry("test", x, w, 1, 1, 1)[0])
+    plan = conv_module._plan("test", x, w, 1, 1, 1)
     y = np.empty(plan.output_shape, np.float32)
     work = np.empty(plan.forward_workspace, np.float32)
     done = threading.Event()

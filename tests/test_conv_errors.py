@@ -109,7 +109,7 @@ BACKWARD_CASES = [
     ({"gy": GY.astype(np.float64)}, TypeError,
      r"conv2d_backward: gy has dtype float64 but x has float32"),
     ({"gy": GY.astype(np.int16)}, TypeError, r"conv2d_backward: gy must have dtype .* int16"),
-    ({"x": X.astype(np.float64)}, TypeError, r"conv2d_backward: gy has dtype float32 but x"),
+    ({"x": X.astype(np.float64)}, TypeError, r"conv2d_backward: w has dtype float32 but x"),
     ({"x": X[:, :1]}, ValueError, r"conv2d_backward: w has 3 input channels .* but x has 1"),
     ({"w": W[:, :, :, :1]}, ValueError,
      r"conv2d_backward: gy must have the shape of conv2d's output \(2, 4, 6, 9\)"),

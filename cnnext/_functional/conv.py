@@ -18,6 +18,17 @@ from . import _checks
 
 _kernels = _dispatch.load("_conv")
 
+
+def _specialised(kernels):
+    """dtype -> (forward, backward data, backward filter) of one kernel module:
+    the compiled specialisations, which skip the fused-type dispatch."""
+    return {np.dtype(dtype): tuple(getattr(kernels, name)[ctype] for name in (
+                "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"))
+            for dtype, ctype in ((np.float32, "float"), (np.float64, "double"))}
+
+
+_by_dtype = _specialised(_kernels)
+
 _PLAN_CACHE_SIZE = 256
 _plans = {}
 _scratch = threading.local()
@@ -25,15 +36,6 @@ _scratch = threading.local()
 _X_LAYOUT = "(N, C, H, W)"
 _W_LAYOUT = "(K, C, R, S)"
 _GY_LAYOUT = "(N, K, Ho, Wo)"
-
-
-def _plan(key):
-    plan = _plans.get(key)
-    if plan is None:
-        if len(_plans) >= _PLAN_CACHE_SIZE:
-            _plans.clear()
-        plan = _plans[key] = _kernels.Plan(*key)
-    return plan
 
 
 def _workspace(size, dtype):
@@ -75,6 +77,40 @@ def _geometry(func, x, w, stride, padding, dilation):
     return key, out_shape
 
 
+def _plain(value):
+    """An int or a pair of ints: arguments a cache key can stand for (bools,
+    floats and NumPy scalars, equal to ints as keys, are checked every call)."""
+    kind = type(value)
+    return kind is int or (kind is tuple and len(value) == 2
+                           and type(value[0]) is int and type(value[1]) is int)
+
+
+def _plan(func, x, w, stride, padding, dilation):
+    """The Plan of a validated call, cached by shapes, dtype and hyper-parameters."""
+    plain = (type(stride) is int and type(padding) is int and type(dilation) is int) or (
+        _plain(stride) and _plain(padding) and _plain(dilation))
+    if plain:
+        key = (x.shape, w.shape, x.dtype.char, stride, padding, dilation)
+        plan = _plans.get(key)
+        if plan is not None:
+            return plan
+    plan = _kernels.Plan(*_geometry(func, x, w, stride, padding, dilation)[0])
+    if plain:
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
+
+
+def _arrays(func, x, w):
+    """x and w as float arrays of one dtype."""
+    x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
+    w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
+    if w.dtype != x.dtype:
+        _checks.same_dtype(func, "x", x, w=w)
+    return x, w
+
+
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
     """conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None)
 
@@ -106,22 +142,24 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
         ``Ho = (H + 2*ph - dh*(R - 1) - 1) // sh + 1``, likewise ``Wo``.
     """
     func = "conv2d"
-    x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
-    w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
+    x, w = _arrays(func, x, w)
     if b is not None:
         b = _checks.float_array(func, "b", b, 1, "(K,)")
+        if b.dtype != x.dtype:
+            _checks.same_dtype(func, "x", x, b=b)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
                              f"of w, shape {w.shape}), got shape {b.shape}")
-    _checks.same_dtype(func, "x", x, w=w, b=b)
-    key, out_shape = _geometry(func, x, w, stride, padding, dilation)
-    y = _checks.out_array(func, "out", out, out_shape, x.dtype, inputs=(x, w, b))
-    if out_shape[0] == 0:
-        return y
-    plan = _plan(key)
-    _kernels.conv2d_forward(plan, _checks.contiguous(x), _checks.contiguous(w),
-                            None if b is None else _checks.contiguous(b), y,
-                            _workspace(plan.forward_workspace, x.dtype))
+    plan = _plan(func, x, w, stride, padding, dilation)
+    if out is None:
+        y = np.empty(plan.output_shape, x.dtype)
+    else:
+        y = _checks.out_array(func, "out", out, plan.output_shape, x.dtype, inputs=(x, w, b))
+    if x.shape[0]:
+        forward = _by_dtype[x.dtype][0]
+        forward(plan, _checks.contiguous(x), _checks.contiguous(w),
+                None if b is None else _checks.contiguous(b), y,
+                _workspace(plan.forward_workspace, x.dtype))
     return y
 
 
@@ -160,16 +198,38 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     """
     func = "conv2d_backward"
     gy = _checks.float_array(func, "gy", gy, 4, _GY_LAYOUT)
-    x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
-    w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
-    _checks.same_dtype(func, "x", x, gy=gy, w=w)
-    if not isinstance(need_input_grad, (bool, np.bool_)):
+    x, w = _arrays(func, x, w)
+    if gy.dtype != x.dtype:
+        _checks.same_dtype(func, "x", x, gy=gy)
+    if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
         raise TypeError(f"{func}: need_input_grad must be a bool, "
                         f"got {type(need_input_grad).__name__}")
-    key, out_shape = _geometry(func, x, w, stride, padding, dilation)
-    if gy.shape != out_shape:
-        raise ValueError(f"{func}: gy must have the shape of conv2d's output {out_shape} "
-                         f"{_GY_LAYOUT}, got shape {gy.shape}")
+    plan = _plan(func, x, w, stride, padding, dilation)
+    if gy.shape != plan.output_shape:
+        raise ValueError(f"{func}: gy must have the shape of conv2d's output "
+                         f"{plan.output_shape} {_GY_LAYOUT}, got shape {gy.shape}")
+    if out is None:
+        gx = np.empty(x.shape, x.dtype) if need_input_grad else None
+        gw = np.empty(w.shape, x.dtype)
+        gb = np.empty(w.shape[0], x.dtype)
+    else:
+        gx, gw, gb = _out_buffers(func, out, need_input_grad, gy, x, w)
+    if x.shape[0] == 0:
+        gw.fill(0)
+        gb.fill(0)
+        return gx, gw, gb
+    _, backward_data, backward_filter = _by_dtype[x.dtype]
+    gy = _checks.contiguous(gy)
+    if need_input_grad:
+        backward_data(plan, gy, _checks.contiguous(w), gx,
+                      _workspace(plan.backward_data_workspace, x.dtype))
+    backward_filter(plan, gy, _checks.contiguous(x), gw, gb,
+                    _workspace(plan.backward_filter_workspace, x.dtype))
+    return gx, gw, gb
+
+
+def _out_buffers(func, out, need_input_grad, gy, x, w):
+    """The (gx, gw, gb) buffers of an ``out=`` tuple, checked; None entries allocated."""
     gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
     if gx_out is not None and not need_input_grad:
         raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
@@ -180,16 +240,4 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
         inputs = (*inputs, gx)
     gw = _checks.out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
     gb = _checks.out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, (*inputs, gw))
-    if x.shape[0] == 0:
-        gw.fill(0)
-        gb.fill(0)
-        return gx, gw, gb
-    plan = _plan(key)
-    gy = _checks.contiguous(gy)
-    w = _checks.contiguous(w)
-    if need_input_grad:
-        _kernels.conv2d_backward_data(plan, gy, w, gx,
-                                      _workspace(plan.backward_data_workspace, x.dtype))
-    _kernels.conv2d_backward_filter(plan, gy, _checks.contiguous(x), gw, gb,
-                                    _workspace(plan.backward_filter_workspace, x.dtype))
     return gx, gw, gb

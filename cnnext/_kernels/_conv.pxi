@@ -40,7 +40,7 @@
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 
 from ._openmp_helpers cimport effective_num_threads
 
@@ -141,7 +141,8 @@ cdef struct Layout:
     Py_ssize_t lanes              # vector lanes of the data dtype
     Source source
     Py_ssize_t staged_elems       # per image, 0 when x is read in place
-    Py_ssize_t padded_h, padded_w
+    Py_ssize_t padded_h, padded_w  # zero-padded copy: the rows and columns windows reach
+    Py_ssize_t panel_w            # im2col panel rows: P rounded up to whole vectors
     Py_ssize_t rows, row_len      # the positions of one image as rows of windows
     Py_ssize_t i_stride           # window offset from one row to the next
     Operand x                     # input windows, taps (c, r, s)
@@ -203,6 +204,10 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
     g.CRS = g.C * g.R * g.S
     d.lanes = L
     per_row = ceil_div(g.Wo, L)
+    # Only the rows and columns some window reaches.
+    d.padded_h = (g.Ho - 1) * g.sh + (g.R - 1) * g.dh + 1
+    d.padded_w = (g.Wo - 1) * g.sw + (g.S - 1) * g.dw + 1
+    d.panel_w = 0
     if g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L:
         d.rows, d.row_len = g.Ho, g.Wo
         if g.ph == 0 and g.pw == 0:
@@ -211,10 +216,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
             d.staged_elems = 0
             d.x.image_stride = g.C * g.H * g.W
         else:
-            # Only the rows and columns some window reaches.
             d.source = SOURCE_PADDED
-            d.padded_h = (g.Ho - 1) * g.sh + (g.R - 1) * g.dh + 1
-            d.padded_w = g.Wo + (g.S - 1) * g.dw
             d.staged_elems = g.C * d.padded_h * d.padded_w
             d.x.image_stride = d.staged_elems
         c_stride = d.padded_h * d.padded_w
@@ -222,16 +224,15 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
         s_stride = g.dw
         d.i_stride = g.sh * d.padded_w
     else:
-        # One row of P positions per tap, padded to whole vectors.
+        # One row of P positions per tap, copied from a padded copy.
         d.source = SOURCE_PANEL
         d.rows, d.row_len = 1, g.P
-        d.padded_h = 1
-        d.padded_w = ceil_div(g.P, L) * L
-        d.staged_elems = g.CRS * d.padded_w
+        d.panel_w = ceil_div(g.P, L) * L
+        d.staged_elems = g.CRS * d.panel_w + g.C * d.padded_h * d.padded_w
         d.x.image_stride = d.staged_elems
-        s_stride = d.padded_w
-        r_stride = g.S * d.padded_w
-        c_stride = g.R * g.S * d.padded_w
+        s_stride = d.panel_w
+        r_stride = g.S * d.panel_w
+        c_stride = g.R * g.S * d.panel_w
         d.i_stride = 0
     d.x.ntaps = g.CRS
     d.x.nvectors = d.rows * ceil_div(d.row_len, L)
@@ -268,6 +269,8 @@ cdef class Plan:
 
     Attributes
     ----------
+    output_shape : tuple
+        (N, K, Ho, Wo).
     forward_workspace, backward_data_workspace, backward_filter_workspace : int
         Elements (of the data dtype) of scratch memory of each entry point.
     """
@@ -276,6 +279,7 @@ cdef class Plan:
     cdef Layout t                 # ... that convolution
     cdef Backward bw
     cdef Py_ssize_t* tables[3]
+    cdef readonly tuple output_shape
     cdef readonly Py_ssize_t forward_workspace
     cdef readonly Py_ssize_t backward_data_workspace
     cdef readonly Py_ssize_t backward_filter_workspace
@@ -301,6 +305,7 @@ cdef class Plan:
         g.ph, g.pw = padding
         g.dh, g.dw = dilation
         self.tables[0] = init_layout(d, itemsize, budget)
+        self.output_shape = (N, K, g.Ho, g.Wo)
         L = d.lanes
         self.forward_workspace = forward_workspace(d)
 
@@ -363,11 +368,6 @@ cdef class Plan:
                 + (bw.chunks * K * g.CRS if bw.chunks > 1 else 0))
 
     @property
-    def output_shape(self):
-        """(N, K, Ho, Wo)."""
-        return (self.d.g.N, self.d.g.K, self.d.g.Ho, self.d.g.Wo)
-
-    @property
     def source(self):
         """Where the forward pass reads input windows: "input", "padded" or "panel"."""
         return ("input", "padded", "panel")[<int>self.d.source]
@@ -416,38 +416,62 @@ cdef Split split_tiles(Py_ssize_t vectors, Py_ssize_t blocks, int threads) noexc
 
 # ------------------------------------------------------------------ forward
 
+cdef void stage_images(const floating* x,   # IN  (count, C, H, W)
+                       const Layout* d,
+                       Py_ssize_t count, int threads,
+                       floating* staged) noexcept nogil:  # OUT (count, staged_elems)
+    cdef Py_ssize_t image = d.g.C * d.g.H * d.g.W
+    cdef Py_ssize_t n
+    if threads == 1:
+        for n in range(count):
+            stage_image(x + n * image, d, staged + n * d.staged_elems)
+    else:
+        for n in prange(count, num_threads=threads, schedule="static"):
+            stage_image(x + n * image, d, staged + n * d.staged_elems)
+
+
+cdef void nn_items(const floating* a, const floating* init, Py_ssize_t rows,
+                   Py_ssize_t blocks, const floating* origin, const Operand* op,
+                   floating* out, Py_ssize_t out_image_stride, Py_ssize_t out_stride,
+                   Py_ssize_t vectors, int threads) noexcept nogil:
+    """``nn_tiles`` over all vectors and blocks, split into items over threads."""
+    cdef Split sp
+    cdef Py_ssize_t item, blk, start
+    if threads == 1:
+        nn_tiles(a, init, rows, 0, blocks, origin, op, out, out_image_stride, out_stride,
+                 0, vectors)
+        return
+    sp = split_tiles(vectors, blocks, threads)
+    for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
+        blk = (item // sp.spans) * sp.per_group
+        start = (item % sp.spans) * sp.span
+        nn_tiles(a, init, rows, blk, min(blk + sp.per_group, blocks), origin, op,
+                 out, out_image_stride, out_stride, start, min(start + sp.span, vectors))
+
+
 cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                        const floating* packed,   # IN  forward-packed weights, then bias
                        const Layout* d,
                        floating* y,              # OUT (N, K, Ho, Wo)
                        floating* staged) noexcept nogil:  # TMP a wave of staged images
-    """y = conv(x) of layout ``d``, wave after wave of images."""
+    """y = conv(x) of layout ``d``, wave after wave of images.  Separate
+    parallel loops (each ends with a barrier): staging, then tiles."""
     cdef const Geometry* g = &d.g
-    cdef const floating* bias = packed + d.blocks * FWD_MR * g.CRS
     cdef const floating* origin
-    cdef Py_ssize_t wave, first, count, vectors, item, n, blk, start, image
-    cdef Split sp
+    cdef Py_ssize_t wave, first, count, vectors
+    cdef Py_ssize_t image = g.C * g.H * g.W
     cdef int threads
-    image = g.C * g.H * g.W
     for wave in range(ceil_div(g.N, d.wave)):
         first = wave * d.wave
         count = min(d.wave, g.N - first)
         vectors = count * d.x.nvectors
         threads = threads_for(count * g.K * g.CRS * g.P, d.blocks * ceil_div(vectors, FWD_NV))
-        sp = split_tiles(vectors, d.blocks, threads)
-        origin = staged
-        if d.source == SOURCE_INPUT:
-            origin = x + first * image
-        with parallel(num_threads=threads):
-            if d.source != SOURCE_INPUT:
-                for n in prange(count, schedule="static"):
-                    stage_image(x + (first + n) * image, d, staged + n * d.staged_elems)
-            for item in prange(sp.groups * sp.spans, schedule="dynamic"):
-                blk = (item // sp.spans) * sp.per_group
-                start = (item % sp.spans) * sp.span
-                nn_tiles(packed, bias, g.K, blk, min(blk + sp.per_group, d.blocks),
-                         origin, &d.x, y + first * g.K * g.P, g.K * g.P, g.P,
-                         start, min(start + sp.span, vectors))
+        origin = x + first * image
+        if d.source != SOURCE_INPUT:
+            stage_images(origin, d, count, threads, staged)
+            origin = staged
+        nn_items(packed, packed + d.blocks * FWD_MR * g.CRS, g.K, d.blocks, origin, &d.x,
+                 y + first * g.K * g.P, g.K * g.P, g.P, vectors, threads)
 
 
 def conv2d_forward(Plan plan,
@@ -474,6 +498,32 @@ def conv2d_forward(Plan plan,
 
 # ----------------------------------------------------------- input gradient
 
+cdef void col2im_images(const floating* cols,   # IN  (count, CRS, P)
+                        const Layout* d,
+                        Py_ssize_t count, int threads,
+                        floating* gx) noexcept nogil:  # OUT (count, C, H, W)
+    cdef const Geometry* g = &d.g
+    cdef Py_ssize_t item
+    if threads == 1:
+        for item in range(count * g.C):
+            col2im_channel(cols + item * g.R * g.S * g.P, d, gx + item * g.H * g.W)
+    else:
+        for item in prange(count * g.C, num_threads=threads, schedule="dynamic"):
+            col2im_channel(cols + item * g.R * g.S * g.P, d, gx + item * g.H * g.W)
+
+
+cdef void pad_gy(const floating* gy,    # IN  (count * K, P)
+                 Py_ssize_t rows, Py_ssize_t P, Py_ssize_t L, int threads,
+                 floating* padded) noexcept nogil:  # OUT (count * K, L), zeros past P
+    cdef Py_ssize_t n
+    if threads == 1:
+        for n in range(rows):
+            gather_run(gy + n * P, P, 1, 0, padded + n * L, L)
+    else:
+        for n in prange(rows, num_threads=threads, schedule="static"):
+            gather_run(gy + n * P, P, 1, 0, padded + n * L, L)
+
+
 cdef void data_grad_col2im(const floating* gy,    # IN  (N, K, Ho, Wo)
                            const floating* w,     # IN  (K, CRS)
                            const Layout* d, const Backward* bw,
@@ -487,8 +537,7 @@ cdef void data_grad_col2im(const floating* gy,    # IN  (N, K, Ho, Wo)
     cdef floating* cols = zeros + bw.col_blocks * FWD_MR
     cdef floating* gy_padded = cols + bw.data_wave * g.CRS * g.P
     cdef const floating* origin
-    cdef Py_ssize_t wave, first, count, vectors, item, n, blk, start, c
-    cdef Split sp
+    cdef Py_ssize_t wave, first, count, vectors
     cdef int threads
     pack_columns_weights(w, d, bw, packed)
     for wave in range(ceil_div(g.N, bw.data_wave)):
@@ -497,26 +546,13 @@ cdef void data_grad_col2im(const floating* gy,    # IN  (N, K, Ho, Wo)
         vectors = count * bw.gy.nvectors
         threads = threads_for(count * g.K * g.CRS * g.P,
                               bw.col_blocks * ceil_div(vectors, FWD_NV))
-        sp = split_tiles(vectors, bw.col_blocks, threads)
-        origin = gy_padded
-        if not bw.gy_elems:
-            origin = gy + first * g.K * g.P
-        with parallel(num_threads=threads):
-            if bw.gy_elems:
-                for n in prange(count * g.K, schedule="static"):
-                    gather_run(gy + (first * g.K + n) * g.P, g.P, 1, 0,
-                               gy_padded + n * d.lanes, d.lanes)
-            for item in prange(sp.groups * sp.spans, schedule="dynamic"):
-                blk = (item // sp.spans) * sp.per_group
-                start = (item % sp.spans) * sp.span
-                nn_tiles(packed, zeros, g.CRS, blk, min(blk + sp.per_group, bw.col_blocks),
-                         origin, &bw.gy, cols, g.CRS * g.P, g.P,
-                         start, min(start + sp.span, vectors))
-            for item in prange(count * g.C, schedule="dynamic"):
-                n = item // g.C
-                c = item % g.C
-                col2im_channel(cols + (n * g.C + c) * g.R * g.S * g.P, d,
-                               gx + ((first + n) * g.C + c) * g.H * g.W)
+        origin = gy + first * g.K * g.P
+        if bw.gy_elems:
+            pad_gy(origin, count * g.K, g.P, d.lanes, threads, gy_padded)
+            origin = gy_padded
+        nn_items(packed, zeros, g.CRS, bw.col_blocks, origin, &bw.gy, cols, g.CRS * g.P, g.P,
+                 vectors, threads)
+        col2im_images(cols, d, count, threads, gx + first * g.C * g.H * g.W)
 
 
 def conv2d_backward_data(Plan plan,
@@ -543,6 +579,18 @@ def conv2d_backward_data(Plan plan,
 
 # ---------------------------------------------------------- weight gradient
 
+cdef void dot_item(const floating* gy,        # IN  (count, K, P) of the wave
+                   const floating* origin,    # IN  windows of the wave's first image
+                   const Layout* d, const Backward* bw,
+                   Py_ssize_t count, Py_ssize_t chunk, Py_ssize_t k0,
+                   Py_ssize_t t0, Py_ssize_t t1,
+                   floating* out) noexcept nogil:  # OUT (K, CRS) sums of the chunk
+    cdef const Geometry* g = &d.g
+    cdef Py_ssize_t n0 = chunk * bw.chunk_images
+    dot_tiles(gy + (n0 * g.K + k0) * g.P, g.K - k0, origin + n0 * d.x.image_stride, d,
+              min(bw.chunk_images, count - n0), t0, t1, out + k0 * g.CRS)
+
+
 cdef void filter_grad_dot(const floating* gy,   # IN  (N, K, P)
                           const floating* x,    # IN  (N, C, H, W)
                           const Layout* d, const Backward* bw,
@@ -554,49 +602,66 @@ cdef void filter_grad_dot(const floating* gy,   # IN  (N, K, P)
     cdef floating* partial = staged + bw.wave_chunks * bw.chunk_images * d.staged_elems
     cdef Py_ssize_t k_tiles = ceil_div(g.K, DOT_MR)
     cdef Py_ssize_t t_tiles = ceil_div(g.CRS, DOT_NR)
-    cdef Py_ssize_t wave, first_chunk, chunk_count, first, count, item, chunk, n0, n
-    cdef Py_ssize_t groups, per_group, group, k0, t0, e, part
+    cdef Py_ssize_t wave, first_chunk, chunks, first, count, item, chunk, k0, t0
+    cdef Py_ssize_t groups, per_group, e, part
     cdef int threads
     cdef floating total
     cdef const floating* origin
-    cdef floating* out
     for wave in range(ceil_div(bw.chunks, bw.wave_chunks)):
         first_chunk = wave * bw.wave_chunks
-        chunk_count = min(bw.wave_chunks, bw.chunks - first_chunk)
+        chunks = min(bw.wave_chunks, bw.chunks - first_chunk)
         first = first_chunk * bw.chunk_images
-        count = min(chunk_count * bw.chunk_images, g.N - first)
-        threads = threads_for(count * g.K * g.CRS * g.P, chunk_count * k_tiles * t_tiles)
+        count = min(chunks * bw.chunk_images, g.N - first)
+        threads = threads_for(count * g.K * g.CRS * g.P, chunks * k_tiles * t_tiles)
+        origin = x + first * g.C * g.H * g.W
+        if d.source != SOURCE_INPUT:
+            stage_images(origin, d, count, threads, staged)
+            origin = staged
         # Each item runs a group of tap tiles over one chunk (data reused
         # from L2); groups only as small as needed to feed the threads.
-        groups = clamp(ceil_div(ITEMS_PER_THREAD * threads, chunk_count * k_tiles), 1, t_tiles)
+        groups = clamp(ceil_div(ITEMS_PER_THREAD * threads, chunks * k_tiles), 1, t_tiles)
         per_group = ceil_div(t_tiles, groups) * DOT_NR
         groups = ceil_div(g.CRS, per_group)
-        with parallel(num_threads=threads):
-            if d.source != SOURCE_INPUT:
-                for n in prange(count, schedule="static"):
-                    stage_image(x + (first + n) * g.C * g.H * g.W, d,
-                                staged + n * d.staged_elems)
-            for item in prange(chunk_count * k_tiles * groups, schedule="dynamic"):
+        if threads == 1:
+            for item in range(chunks * k_tiles):
+                chunk = item // k_tiles
+                dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk,
+                         item % k_tiles * DOT_MR, 0, g.CRS,
+                         gw if bw.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS)
+        else:
+            for item in prange(chunks * k_tiles * groups, num_threads=threads,
+                               schedule="dynamic"):
                 chunk = item // (k_tiles * groups)
                 k0 = (item // groups) % k_tiles * DOT_MR
-                group = item % groups
-                n0 = chunk * bw.chunk_images
-                if d.source == SOURCE_INPUT:
-                    origin = x + (first + n0) * g.C * g.H * g.W
-                else:
-                    origin = staged + n0 * d.staged_elems
-                t0 = group * per_group
-                out = gw if bw.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS
-                dot_tiles(gy + ((first + n0) * g.K + k0) * g.P, g.K - k0, origin, d,
-                          min(bw.chunk_images, count - n0), t0, min(t0 + per_group, g.CRS),
-                          out + k0 * g.CRS)
+                t0 = item % groups * per_group
+                dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk, k0,
+                         t0, min(t0 + per_group, g.CRS),
+                         gw if bw.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS)
     if bw.chunks > 1:
-        threads = threads_for(bw.chunks * g.K * g.CRS, g.K * g.CRS)
-        for e in prange(g.K * g.CRS, schedule="static", nogil=True, num_threads=threads):
+        # Chunk sums in chunk order (few filters: a small loop).
+        for e in range(g.K * g.CRS):
             total = partial[e]
             for part in range(1, bw.chunks):
                 total = total + partial[part * g.K * g.CRS + e]
             gw[e] = total
+
+
+cdef void pack_block(const floating* gy,      # IN  (count, K, P)
+                     const floating* x,       # IN  (count, C, H, W)
+                     const Layout* d, const Backward* bw,
+                     Py_ssize_t count, int threads,
+                     floating* staged,        # OUT (count, staged_elems) when staging
+                     floating* gyt) noexcept nogil:  # OUT (count, P, k_padded)
+    cdef const Geometry* g = &d.g
+    cdef Py_ssize_t n
+    if d.source != SOURCE_INPUT:
+        stage_images(x, d, count, threads, staged)
+    if threads == 1:
+        for n in range(count):
+            pack_gy_transposed(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded)
+    else:
+        for n in prange(count, num_threads=threads, schedule="static"):
+            pack_gy_transposed(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded)
 
 
 cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
@@ -609,32 +674,33 @@ cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
     cdef floating* staged = work
     cdef floating* gyt = staged + bw.block_images * d.staged_elems
     cdef floating* state = gyt + bw.block_images * g.P * bw.k_padded
-    cdef Py_ssize_t k_tiles = bw.k_padded // (TRN_NV * d.lanes)
+    cdef Py_ssize_t kp = bw.k_padded
+    cdef Py_ssize_t k_tiles = kp // (TRN_NV * d.lanes)
     cdef Py_ssize_t tiles = ceil_div(g.CRS, TRN_MR) * k_tiles
-    cdef Py_ssize_t block, first, count, item, n, t0, k0, e
+    cdef Py_ssize_t block, first, count, item, t0, k0, e
     cdef int threads
     cdef const floating* origin
-    memset(state, 0, g.CRS * bw.k_padded * sizeof(floating))
+    memset(state, 0, g.CRS * kp * sizeof(floating))
     for block in range(ceil_div(g.N, bw.block_images)):
         first = block * bw.block_images
         count = min(bw.block_images, g.N - first)
         threads = threads_for(count * g.K * g.CRS * g.P, tiles)
-        origin = staged
-        if d.source == SOURCE_INPUT:
-            origin = x + first * g.C * g.H * g.W
-        with parallel(num_threads=threads):
-            for n in prange(count, schedule="static"):
-                if d.source != SOURCE_INPUT:
-                    stage_image(x + (first + n) * g.C * g.H * g.W, d, staged + n * d.staged_elems)
-                pack_gy_transposed(gy + (first + n) * g.K * g.P, g, bw.k_padded,
-                                   gyt + n * g.P * bw.k_padded)
-            for item in prange(tiles, schedule="dynamic"):
+        origin = x + first * g.C * g.H * g.W
+        pack_block(gy + first * g.K * g.P, origin, d, bw, count, threads, staged, gyt)
+        if d.source != SOURCE_INPUT:
+            origin = staged
+        if threads == 1:
+            for item in range(k_tiles):
+                k0 = item * TRN_NV * d.lanes
+                trn_tiles(origin, gyt + k0, kp, d, count, 0, g.CRS, state + k0)
+        else:
+            for item in prange(tiles, num_threads=threads, schedule="dynamic"):
                 t0 = (item // k_tiles) * TRN_MR
                 k0 = (item % k_tiles) * TRN_NV * d.lanes
-                trn_tiles(origin, gyt + k0, bw.k_padded, d, count, t0, t0 + TRN_MR, state + k0)
-    threads = threads_for(g.K * g.CRS, g.K)
-    for e in prange(g.K * g.CRS, schedule="static", nogil=True, num_threads=threads):
-        gw[e] = state[(e % g.CRS) * bw.k_padded + e // g.CRS]
+                trn_tiles(origin, gyt + k0, kp, d, count, t0, t0 + TRN_MR, state + k0)
+    # gw = state^T, a copy too small to share between threads.
+    for e in range(g.K * g.CRS):
+        gw[e] = state[(e % g.CRS) * kp + e // g.CRS]
 
 
 cdef void bias_grad(const floating* gy, const Geometry* g, Py_ssize_t k,
@@ -675,11 +741,17 @@ def conv2d_backward_filter(Plan plan,
     cdef const Backward* bw = &plan.bw
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t k
+    cdef int threads
     with nogil:
         if bw.filter == FILTER_TRANSPOSED:
             filter_grad_transposed(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, bw, &gw[0, 0, 0, 0],
                                    &work[0])
         else:
             filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, bw, &gw[0, 0, 0, 0], &work[0])
-        for k in prange(g.K, schedule="static", num_threads=threads_for(g.N * g.K * g.P, g.K)):
-            bias_grad(&gy[0, 0, 0, 0], g, k, &gb[0])
+        threads = threads_for(g.N * g.K * g.P, g.K)
+        if threads == 1:
+            for k in range(g.K):
+                bias_grad(&gy[0, 0, 0, 0], g, k, &gb[0])
+        else:
+            for k in prange(g.K, num_threads=threads, schedule="static"):
+                bias_grad(&gy[0, 0, 0, 0], g, k, &gb[0])

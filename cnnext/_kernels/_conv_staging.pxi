@@ -58,36 +58,28 @@ cdef void stage_padded(const floating* x,     # IN  (C, H, W) one image
 
 cdef void stage_panel(const floating* x,      # IN  (C, H, W) one image
                       const Layout* d,
-                      floating* dst) noexcept nogil:  # OUT (C*R*S, padded_w) im2col
-    """dst[(c, r, s), i*Wo + j] = x[c, i*sh + r*dh - ph, j*sw + s*dw - pw] (0 outside)."""
+                      floating* dst) noexcept nogil:  # OUT (C*R*S, panel_w) im2col
+    """dst[(c, r, s), i*Wo + j] = x[c, i*sh + r*dh - ph, j*sw + s*dw - pw] (0
+    outside), copied from a zero-padded copy placed after the panel."""
     cdef const Geometry* g = &d.g
-    cdef Py_ssize_t c, r, s, i, j, h, lo, hi, offset
-    cdef floating* row
+    cdef floating* padded = dst + g.CRS * d.panel_w
     cdef const floating* src
+    cdef floating* row
+    cdef Py_ssize_t c, r, s, i, j
+    stage_padded(x, d, padded)
     for c in range(g.C):
         for r in range(g.R):
             for s in range(g.S):
-                offset = s * g.dw - g.pw
-                valid_run(g.Wo, g.sw, offset, g.W, &lo, &hi)
-                row = dst + ((c * g.R + r) * g.S + s) * d.padded_w
+                row = dst + ((c * g.R + r) * g.S + s) * d.panel_w
                 for i in range(g.Ho):
-                    h = i * g.sh + r * g.dh - g.ph
-                    if 0 <= h < g.H:
-                        src = x + (c * g.H + h) * g.W
-                        for j in range(lo):
-                            row[j] = 0
-                        if g.sw == 1:
-                            copy_run(row + lo, src + lo + offset, hi - lo)
-                        else:
-                            for j in range(lo, hi):
-                                row[j] = src[j * g.sw + offset]
-                        for j in range(hi, g.Wo):
-                            row[j] = 0
+                    src = padded + (c * d.padded_h + i * g.sh + r * g.dh) * d.padded_w + s * g.dw
+                    if g.sw == 1:
+                        copy_run(row, src, g.Wo)
                     else:
                         for j in range(g.Wo):
-                            row[j] = 0
+                            row[j] = src[j * g.sw]
                     row += g.Wo
-                memset(row, 0, (d.padded_w - g.P) * sizeof(floating))
+                memset(row, 0, (d.panel_w - g.P) * sizeof(floating))
 
 
 cdef void stage_image(const floating* x, const Layout* d, floating* dst) noexcept nogil:
