@@ -132,6 +132,25 @@ cdef inline bint is_plain_2x2(const Geometry* g) noexcept nogil:
 # output row: each tap reads a strided row of the input, which vectorises,
 # and each output still sees its taps in row-major order.
 
+cdef inline void max_tap(const floating* source,  # IN  (count * stride,) one tap's inputs
+                         Py_ssize_t stride,
+                         Py_ssize_t count,
+                         floating tap_row,
+                         floating tap_column,
+                         floating* best,            # IN/OUT (count,) running maxima
+                         floating* win_row,         # IN/OUT (count,) their taps' rows
+                         floating* win_column) noexcept nogil:  # IN/OUT (count,) and columns
+    cdef Py_ssize_t j
+    cdef floating value
+    cdef bint take
+    for j in range(count):
+        value = source[j * stride]
+        take = replaces_max(value, best[j])
+        best[j] = pick(take, value, best[j])
+        win_row[j] = pick(take, tap_row, win_row[j])
+        win_column[j] = pick(take, tap_column, win_column[j])
+
+
 cdef inline void max_row(const floating* x,  # IN  (height, width)
                          Py_ssize_t i,
                          floating* best,     # OUT (out_width,) maxima of output row i
@@ -142,12 +161,11 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
     # value's own type: one lane width lets the loop vectorise (exact, as
     # the wrapper keeps kernel sizes below 2**24).  Positions are assembled
     # from them block by block.
-    cdef Py_ssize_t j, r, tap, block, start, stop, first, last, origin
+    cdef Py_ssize_t j, r, tap, block, start, stop, first, last
     cdef Py_ssize_t stride = g.stride_w, top = i * g.stride_h - g.pad_h
     cdef Span rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
     cdef Span cols
-    cdef floating value, tap_row, tap_column
-    cdef bint take
+    cdef const floating* source
     cdef floating win_row[WINNER_BLOCK]
     cdef floating win_column[WINNER_BLOCK]
     for block in range((g.out_width + WINNER_BLOCK - 1) // WINNER_BLOCK):
@@ -160,19 +178,23 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
             win_row[j - start] = rows.start - top
             win_column[j - start] = max(g.pad_w - j * stride, 0)
         for r in range(rows.start, rows.stop):
-            tap_row = r - top
             for tap in range(g.kernel_w):
                 cols = tap_columns(tap, g)
                 first = max(cols.start, start)
                 last = min(cols.stop, stop)
-                origin = r * g.width + tap - g.pad_w
-                tap_column = tap
-                for j in range(first, last):
-                    value = x[origin + j * stride]
-                    take = replaces_max(value, best[j])
-                    best[j] = pick(take, value, best[j])
-                    win_row[j - start] = pick(take, tap_row, win_row[j - start])
-                    win_column[j - start] = pick(take, tap_column, win_column[j - start])
+                if last <= first:
+                    continue
+                source = x + r * g.width + first * stride + tap - g.pad_w
+                # Constant strides give the compiler loops without gathers.
+                if stride == 1:
+                    max_tap(source, 1, last - first, r - top, tap, best + first,
+                            win_row + first - start, win_column + first - start)
+                elif stride == 2:
+                    max_tap(source, 2, last - first, r - top, tap, best + first,
+                            win_row + first - start, win_column + first - start)
+                else:
+                    max_tap(source, stride, last - first, r - top, tap, best + first,
+                            win_row + first - start, win_column + first - start)
         if best_at != NULL:
             for j in range(start, stop):
                 best_at[j] = ((top + <Py_ssize_t>win_row[j - start]) * g.width
@@ -319,14 +341,34 @@ cdef inline void assign_to_all_maxima_plane(const floating* gy,  # IN  (out_heig
 
 # ------------------------------------------------------------ average pooling
 
+cdef inline void add_tap(const floating* source,  # IN  (count * stride,) one tap's inputs
+                         Py_ssize_t stride,
+                         Py_ssize_t count,
+                         floating* total) noexcept nogil:  # IN/OUT (count,)
+    cdef Py_ssize_t j
+    for j in range(count):
+        total[j] += source[j * stride]
+
+
+cdef inline void spread_tap(const floating* gy,  # IN  (count,)
+                            floating divisor,
+                            Py_ssize_t count,
+                            Py_ssize_t stride,
+                            floating* target) noexcept nogil:  # IN/OUT (count * stride,)
+    cdef Py_ssize_t j
+    for j in range(count):
+        target[j * stride] += gy[j] / divisor
+
+
 cdef inline void avg_plane(const floating* x,  # IN  (height, width)
                            floating* y,        # OUT (out_height, out_width)
                            const Geometry* g) noexcept nogil:
-    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w
+    cdef Py_ssize_t i, j, r, tap, stride = g.stride_w
     cdef Span rows, cols
     cdef floating* total
     cdef floating divisor = g.kernel_h * g.kernel_w
     cdef const floating* top
+    cdef const floating* source
     cdef Py_ssize_t width = g.width
     if is_plain_2x2(g):
         # One pass per row instead of one per tap, summing in the same order.
@@ -345,9 +387,16 @@ cdef inline void avg_plane(const floating* x,  # IN  (height, width)
         for r in range(rows.start, rows.stop):
             for tap in range(g.kernel_w):
                 cols = tap_columns(tap, g)
-                origin = r * g.width + tap - g.pad_w
-                for j in range(cols.start, cols.stop):
-                    total[j] += x[origin + j * stride]
+                if cols.stop <= cols.start:
+                    continue
+                source = x + r * width + cols.start * stride + tap - g.pad_w
+                # Constant strides give the compiler loops without gathers.
+                if stride == 1:
+                    add_tap(source, 1, cols.stop - cols.start, total + cols.start)
+                elif stride == 2:
+                    add_tap(source, 2, cols.stop - cols.start, total + cols.start)
+                else:
+                    add_tap(source, stride, cols.stop - cols.start, total + cols.start)
         for j in range(g.out_width):
             total[j] /= divisor
 
@@ -355,10 +404,11 @@ cdef inline void avg_plane(const floating* x,  # IN  (height, width)
 cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_width)
                                     floating* gx,        # OUT (height, width)
                                     const Geometry* g) noexcept nogil:
-    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w
+    cdef Py_ssize_t i, j, r, tap, stride = g.stride_w
     cdef Span rows, cols
     cdef const floating* gy_row
     cdef floating divisor = g.kernel_h * g.kernel_w
+    cdef floating* target
     cdef floating* gx_top
     cdef floating share
     cdef Py_ssize_t width = g.width
@@ -381,9 +431,16 @@ cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_
         for r in range(rows.start, rows.stop):
             for tap in range(g.kernel_w):
                 cols = tap_columns(tap, g)
-                origin = r * g.width + tap - g.pad_w
-                for j in range(cols.start, cols.stop):
-                    gx[origin + j * stride] += gy_row[j] / divisor
+                if cols.stop <= cols.start:
+                    continue
+                target = gx + r * width + cols.start * stride + tap - g.pad_w
+                if stride == 1:
+                    spread_tap(gy_row + cols.start, divisor, cols.stop - cols.start, 1, target)
+                elif stride == 2:
+                    spread_tap(gy_row + cols.start, divisor, cols.stop - cols.start, 2, target)
+                else:
+                    spread_tap(gy_row + cols.start, divisor, cols.stop - cols.start, stride,
+                               target)
 
 
 # ------------------------------------------------------------ entry points
