@@ -4,13 +4,11 @@ import math
 
 import numpy as np
 
-from .. import _dispatch
 from .._kernels import _loss
 from . import _checks
+from .pooling import int64_within
 
 _FLOATS = _checks.FLOAT_DTYPES
-_INT64 = np.dtype(np.int64)
-_first_index_outside = _dispatch.load("_pool").first_index_outside
 
 
 def softmax(x, axis=-1):
@@ -82,19 +80,10 @@ def softmax_cross_entropy(logits, labels):
     if labels.shape != (rows,):
         raise ValueError(f"{func}: labels must have shape ({rows},), one per row of logits, "
                          f"got {labels.shape}")
-    if labels.dtype == _INT64:
-        if not labels.flags.c_contiguous:
-            labels = np.ascontiguousarray(labels)
-        bad = _first_index_outside(labels, classes)
-    else:
-        # Range-checked before the cast, which could wrap a uint64 around.
-        outside = (labels < 0) | (labels >= classes)
-        bad = int(np.argmax(outside)) if outside.any() else -1
+    labels, bad = int64_within(labels, classes)
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")
-    if labels.dtype != _INT64:
-        labels = labels.astype(_INT64)
     if not logits.flags.c_contiguous:
         logits = np.ascontiguousarray(logits)
     grad = np.empty((rows, classes), logits.dtype)

@@ -91,6 +91,24 @@ def _output(func, name, out, shape, dtype, inputs, check_size=False):
     return _checks.out_array(func, name, out, shape, dtype, inputs)
 
 
+def int64_within(values, stop):
+    """Integer array ``values`` as C-contiguous int64, and the flat position
+    of its first entry outside [0, stop), or -1 (then ``values`` comes back
+    unconverted, for the error message).
+
+    Shared with the loss: kernels index memory with these values unchecked.
+    Other dtypes are range-checked before the cast, which could wrap a
+    uint64 around.
+    """
+    if values.dtype == _INT64:
+        values = _contiguous(values)
+        return values, _pool.first_index_outside(values.reshape(-1), stop)
+    outside = ((values < 0) | (values >= stop)).reshape(-1)
+    if outside.any():
+        return values, int(np.argmax(outside))
+    return np.ascontiguousarray(values, dtype=_INT64), -1
+
+
 def _x_shape(func, x_shape, gy):
     """``x_shape`` as a tuple of 4 ints matching gy's (N, C), planes non-empty."""
     if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
@@ -187,19 +205,11 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
                          f"match")
     shape = _x_shape(func, x_shape, gy)
     plane_size = shape[2] * shape[3]
-    if idx.dtype == _INT64:
-        idx = _contiguous(idx)
-        bad = _pool.first_index_outside(idx.reshape(-1), plane_size)
-    else:
-        # Range-checked before the cast, which could wrap a uint64 around.
-        outside = ((idx < 0) | (idx >= plane_size)).reshape(-1)
-        bad = int(np.argmax(outside)) if outside.any() else -1
+    idx, bad = int64_within(idx, plane_size)
     if bad >= 0:
         where = np.unravel_index(bad, idx.shape)
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
-    if idx.dtype != _INT64:
-        idx = np.ascontiguousarray(idx, dtype=_INT64)
     gx = _output(func, "out", out, shape, gy.dtype, (gy, idx), check_size=True)
     _pool.max_pool2d_backward(_contiguous(gy), idx, gx)
     return gx
