@@ -39,6 +39,7 @@ GRID = [
     (2, 3, 16, 16, 4, 3, 3, 1, 3, 1),                    # padding > kernel
     (2, 3, 10, 12, 32, 3, 3, 1, 1, 1),                   # many filters
     (3, 2, 9, 36, 24, 3, 2, 1, (0, 1), 1),               # many filters, partial vectors
+    (2, 4, 11, 13, 40, 3, 3, 2, 1, 1),                   # many filters, stride 2
 ]
 
 
@@ -80,17 +81,18 @@ def test_grid_against_reference(case, dtype):
     run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
 
 
-ALL_STRATEGIES = ({"input", "padded", "panel"}, {"conv", "col2im"}, {"dot", "transposed"})
+ALL_STRATEGIES = ({"input", "padded", "panel"}, {"positions", "filters"}, {"conv", "col2im"},
+                  {"dot", "transposed"})
 
 
 def strategies_used(dtype):
-    """(window sources, input- and weight-gradient kernels) the grid reaches."""
-    used = (set(), set(), set())
+    """(window sources, forward lanes, input- and weight-gradient kernels) the grid reaches."""
+    used = (set(), set(), set(), set())
     for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
         plan = conv_module._plan("test", np.empty((n, c, h, w), dtype),
                                  np.empty((k, c, r, s), dtype), stride, padding, dilation)
-        for found, kind in zip(used, (plan.source, plan.data_kernel, plan.filter_kernel),
-                               strict=True):
+        kinds = (plan.source, plan.forward_lanes, plan.data_kernel, plan.filter_kernel)
+        for found, kind in zip(used, kinds, strict=True):
             found.add(kind)
     return used
 
@@ -111,7 +113,8 @@ def conv_cases(draw):
     min_w = max(1, dilation[1] * (s - 1) + 1 - 2 * padding[1])
     h = draw(st.integers(min_h, min_h + 12))
     w = draw(st.integers(min_w, min_w + 40))
-    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 10))
+    # Up to 40 filters: past a vector's worth the filters become the lanes.
+    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 40))
     # Single ints as well as pairs.
     if stride[0] == stride[1] and draw(st.booleans()):
         stride = stride[0]

@@ -145,8 +145,12 @@ cdef struct Layout:
     Py_ssize_t panel_w            # im2col panel rows: P rounded up to whole vectors
     Py_ssize_t rows, row_len      # the positions of one image as rows of windows
     Py_ssize_t i_stride           # window offset from one row to the next
+    Py_ssize_t j_stride           # ... and from one column to the next
     Operand x                     # input windows, taps (c, r, s)
-    Py_ssize_t blocks             # blocks of FWD_MR filters
+    bint by_filters               # kfwd_tiles (filters as lanes), else nn_tiles
+    Py_ssize_t* positions         # by_filters: window offset of each output position
+    Py_ssize_t group              # filters per block: FWD_MR, or TRN_NV vectors
+    Py_ssize_t blocks             # blocks of filters
     Py_ssize_t wave               # images staged at once
 
 
@@ -191,12 +195,12 @@ cdef Py_ssize_t fill_vectors(Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t i_s
 
 cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) except NULL:
     """Fill the windows of ``d`` (geometry set) and return its tables, which
-    the caller owns.  Windows are read in place, from padded copies of each
-    image, or from im2col panels when rows are too short for the vectors."""
+    the caller owns.  Many filters: kfwd_tiles over windows read in place or
+    from padded copies.  Few: nn_tiles over windows in place, from padded
+    copies, or from im2col panels when rows are too short for the vectors."""
     cdef Geometry* g = &d.g
     cdef Py_ssize_t L = VEC_BYTES // itemsize
-    cdef Py_ssize_t per_row = ceil_div(g.Wo, L)
-    cdef Py_ssize_t c_stride, r_stride, s_stride, c, r, s
+    cdef Py_ssize_t per_row, k_padded, c_stride, r_stride, s_stride, c, r, s, i, j
     cdef Py_ssize_t* tables
     g.Ho = (g.H + 2 * g.ph - g.dh * (g.R - 1) - 1) // g.sh + 1
     g.Wo = (g.W + 2 * g.pw - g.dw * (g.S - 1) - 1) // g.sw + 1
@@ -204,11 +208,15 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
     g.CRS = g.C * g.R * g.S
     d.lanes = L
     per_row = ceil_div(g.Wo, L)
+    k_padded = ceil_div(g.K, TRN_NV * L) * TRN_NV * L
+    d.by_filters = 3 * k_padded <= 4 * g.K and not (
+        g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L)
     # Only the rows and columns some window reaches.
     d.padded_h = (g.Ho - 1) * g.sh + (g.R - 1) * g.dh + 1
     d.padded_w = (g.Wo - 1) * g.sw + (g.S - 1) * g.dw + 1
     d.panel_w = 0
-    if g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L:
+    d.x.nvectors = 0
+    if d.by_filters or (g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L):
         d.rows, d.row_len = g.Ho, g.Wo
         if g.ph == 0 and g.pw == 0:
             d.source = SOURCE_INPUT
@@ -223,6 +231,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
         r_stride = g.dh * d.padded_w
         s_stride = g.dw
         d.i_stride = g.sh * d.padded_w
+        d.j_stride = g.sw
     else:
         # One row of P positions per tap, copied from a padded copy.
         d.source = SOURCE_PANEL
@@ -234,28 +243,40 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
         r_stride = g.S * d.panel_w
         c_stride = g.R * g.S * d.panel_w
         d.i_stride = 0
+        d.j_stride = 1
     d.x.ntaps = g.CRS
-    d.x.nvectors = d.rows * ceil_div(d.row_len, L)
-    d.x.store_lanes = min(L, d.row_len)
-    d.blocks = ceil_div(g.K, FWD_MR)
+    if d.by_filters:
+        d.group = TRN_NV * L
+    else:
+        d.group = FWD_MR
+        d.x.nvectors = d.rows * ceil_div(d.row_len, L)
+        d.x.store_lanes = min(L, d.row_len)
+    d.blocks = ceil_div(g.K, d.group)
     d.wave = max(g.N, 1) if d.staged_elems == 0 else clamp(
         budget // d.staged_elems, 1, max(g.N, 1))
-    tables = <Py_ssize_t*>PyMem_Malloc((g.CRS + 2 * d.x.nvectors) * sizeof(Py_ssize_t))
+    tables = <Py_ssize_t*>PyMem_Malloc(
+        (g.CRS + 2 * d.x.nvectors + (g.P if d.by_filters else 0)) * sizeof(Py_ssize_t))
     if tables == NULL:
         raise MemoryError()
     d.x.taps = tables
     d.x.vectors = tables + g.CRS
+    d.positions = d.x.vectors + 2 * d.x.nvectors
     for c in range(g.C):
         for r in range(g.R):
             for s in range(g.S):
                 d.x.taps[(c * g.R + r) * g.S + s] = c * c_stride + r * r_stride + s * s_stride
-    fill_vectors(d.rows, d.row_len, d.i_stride, L, d.x.vectors)
+    if d.by_filters:
+        for i in range(g.Ho):
+            for j in range(g.Wo):
+                d.positions[i * g.Wo + j] = i * d.i_stride + j * d.j_stride
+    else:
+        fill_vectors(d.rows, d.row_len, d.i_stride, L, d.x.vectors)
     return tables
 
 
 cdef inline Py_ssize_t forward_workspace(const Layout* d) noexcept nogil:
     """Packed weights, packed bias, a wave of staged images."""
-    return d.blocks * FWD_MR * (d.g.CRS + 1) + d.wave * d.staged_elems
+    return d.blocks * d.group * (d.g.CRS + 1) + d.wave * d.staged_elems
 
 
 cdef class Plan:
@@ -347,15 +368,17 @@ cdef class Plan:
                                             + bw.data_wave * (g.CRS * g.P + bw.gy_elems))
 
         # Weight gradient.  Many filters: lanes along K, over blocks of images
-        # (staged windows and gy^T of a block, then the gw^T accumulators).
-        # Few filters: vector partial sums over fixed chunks of images.
+        # (per image of a block its staged windows, gy^T and bias sums; then
+        # the gw^T accumulators).  Few filters: vector partial sums over
+        # fixed chunks of images (staged windows; per chunk gw and gb sums).
         bw.k_padded = ceil_div(K, TRN_NV * L) * TRN_NV * L
         if 3 * bw.k_padded <= 4 * K:
             bw.filter = FILTER_TRANSPOSED
             bw.block_images = clamp(
                 BLOCK_BYTES // ((g.P * bw.k_padded + d.staged_elems) * itemsize), 1, batch)
             self.backward_filter_workspace = (
-                bw.block_images * (d.staged_elems + g.P * bw.k_padded) + g.CRS * bw.k_padded)
+                bw.block_images * (d.staged_elems + g.P * bw.k_padded + K)
+                + g.CRS * bw.k_padded)
         else:
             bw.filter = FILTER_DOT
             bw.chunk_images = clamp(
@@ -365,12 +388,17 @@ cdef class Plan:
                 budget // (bw.chunk_images * d.staged_elems), 1, bw.chunks)
             self.backward_filter_workspace = (
                 bw.wave_chunks * bw.chunk_images * d.staged_elems
-                + (bw.chunks * K * g.CRS if bw.chunks > 1 else 0))
+                + (bw.chunks * K * (g.CRS + 1) if bw.chunks > 1 else 0))
 
     @property
     def source(self):
         """Where the forward pass reads input windows: "input", "padded" or "panel"."""
         return ("input", "padded", "panel")[<int>self.d.source]
+
+    @property
+    def forward_lanes(self):
+        """What the forward pass's vector lanes run along: "positions" or "filters"."""
+        return "filters" if self.d.by_filters else "positions"
 
     @property
     def data_kernel(self):
@@ -384,8 +412,8 @@ cdef class Plan:
 
     def __repr__(self):
         return (f"Plan(output={self.output_shape}, source={self.source!r}, "
-                f"data_kernel={self.data_kernel!r}, filter_kernel={self.filter_kernel!r}, "
-                f"lanes={self.d.lanes})")
+                f"forward_lanes={self.forward_lanes!r}, data_kernel={self.data_kernel!r}, "
+                f"filter_kernel={self.filter_kernel!r}, lanes={self.d.lanes})")
 
 
 cdef inline int threads_for(Py_ssize_t fmas, Py_ssize_t items) noexcept nogil:
@@ -400,17 +428,19 @@ cdef struct Split:
     Py_ssize_t span, spans, per_group, groups
 
 
-cdef Split split_tiles(Py_ssize_t vectors, Py_ssize_t blocks, int threads) noexcept nogil:
-    """Spans of whole tiles (all blocks each, so a tile's windows are reused
-    from cache) when there are enough; groups of blocks as well otherwise."""
+cdef Split split_tiles(Py_ssize_t units, Py_ssize_t tile, Py_ssize_t blocks,
+                       int threads) noexcept nogil:
+    """Spans of whole tiles (of ``tile`` units: vectors or positions) over all
+    blocks each, so a tile's windows are reused from cache, when there are
+    enough; groups of blocks as well otherwise."""
     cdef Split sp
-    cdef Py_ssize_t tiles = ceil_div(vectors, FWD_NV)
+    cdef Py_ssize_t tiles = ceil_div(units, tile)
     cdef Py_ssize_t wanted = ITEMS_PER_THREAD * threads
     sp.groups = clamp(ceil_div(wanted, tiles), 1, blocks)
     sp.per_group = ceil_div(blocks, sp.groups)
     sp.groups = ceil_div(blocks, sp.per_group)
-    sp.span = ceil_div(tiles, clamp(ceil_div(wanted, sp.groups), 1, tiles)) * FWD_NV
-    sp.spans = ceil_div(vectors, sp.span)
+    sp.span = ceil_div(tiles, clamp(ceil_div(wanted, sp.groups), 1, tiles)) * tile
+    sp.spans = ceil_div(units, sp.span)
     return sp
 
 
@@ -426,7 +456,7 @@ cdef void stage_images(const floating* x,   # IN  (count, C, H, W)
         for n in range(count):
             stage_image(x + n * image, d, staged + n * d.staged_elems)
     else:
-        for n in prange(count, num_threads=threads, schedule="static"):
+        for n in prange(count, num_threads=threads, schedule="dynamic"):
             stage_image(x + n * image, d, staged + n * d.staged_elems)
 
 
@@ -441,7 +471,7 @@ cdef void nn_items(const floating* a, const floating* init, Py_ssize_t rows,
         nn_tiles(a, init, rows, 0, blocks, origin, op, out, out_image_stride, out_stride,
                  0, vectors)
         return
-    sp = split_tiles(vectors, blocks, threads)
+    sp = split_tiles(vectors, FWD_NV, blocks, threads)
     for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
         blk = (item // sp.spans) * sp.per_group
         start = (item % sp.spans) * sp.span
@@ -449,8 +479,30 @@ cdef void nn_items(const floating* a, const floating* init, Py_ssize_t rows,
                  out, out_image_stride, out_stride, start, min(start + sp.span, vectors))
 
 
+cdef void kfwd_items(const floating* packed, const Layout* d, const floating* origin,
+                     floating* y, Py_ssize_t positions, int threads) noexcept nogil:
+    """``kfwd_tiles`` over all positions and blocks, split into items over threads."""
+    cdef const Geometry* g = &d.g
+    cdef const floating* bias = packed + d.blocks * d.group * g.CRS
+    cdef Split sp
+    cdef Py_ssize_t item, blk, start
+    if threads == 1:
+        for blk in range(d.blocks):
+            kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
+                       g.K - blk * d.group, origin, d, y + blk * d.group * g.P, 0, positions)
+        return
+    sp = split_tiles(positions, TRN_MR, d.blocks, threads)
+    for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
+        start = (item % sp.spans) * sp.span
+        for blk in range((item // sp.spans) * sp.per_group,
+                         min((item // sp.spans + 1) * sp.per_group, d.blocks)):
+            kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
+                       g.K - blk * d.group, origin, d, y + blk * d.group * g.P,
+                       start, min(start + sp.span, positions))
+
+
 cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
-                       const floating* packed,   # IN  forward-packed weights, then bias
+                       const floating* packed,   # IN  pack_weights of layout d
                        const Layout* d,
                        floating* y,              # OUT (N, K, Ho, Wo)
                        floating* staged) noexcept nogil:  # TMP a wave of staged images
@@ -464,14 +516,18 @@ cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
     for wave in range(ceil_div(g.N, d.wave)):
         first = wave * d.wave
         count = min(d.wave, g.N - first)
-        vectors = count * d.x.nvectors
-        threads = threads_for(count * g.K * g.CRS * g.P, d.blocks * ceil_div(vectors, FWD_NV))
+        threads = threads_for(count * g.K * g.CRS * g.P,
+                              d.blocks * ceil_div(count * g.P, TRN_MR))
         origin = x + first * image
         if d.source != SOURCE_INPUT:
             stage_images(origin, d, count, threads, staged)
             origin = staged
-        nn_items(packed, packed + d.blocks * FWD_MR * g.CRS, g.K, d.blocks, origin, &d.x,
-                 y + first * g.K * g.P, g.K * g.P, g.P, vectors, threads)
+        if d.by_filters:
+            kfwd_items(packed, d, origin, y + first * g.K * g.P, count * g.P, threads)
+        else:
+            vectors = count * d.x.nvectors
+            nn_items(packed, packed + d.blocks * FWD_MR * g.CRS, g.K, d.blocks, origin, &d.x,
+                     y + first * g.K * g.P, g.K * g.P, g.P, vectors, threads)
 
 
 def conv2d_forward(Plan plan,
@@ -493,7 +549,7 @@ def conv2d_forward(Plan plan,
     with nogil:
         pack_weights(&w[0, 0, 0, 0], bias, d, False, &work[0])
         forward_pass(&x[0, 0, 0, 0], &work[0], d, &y[0, 0, 0, 0],
-                     &work[0] + d.blocks * FWD_MR * (d.g.CRS + 1))
+                     &work[0] + d.blocks * d.group * (d.g.CRS + 1))
 
 
 # ----------------------------------------------------------- input gradient
@@ -520,7 +576,7 @@ cdef void pad_gy(const floating* gy,    # IN  (count * K, P)
         for n in range(rows):
             gather_run(gy + n * P, P, 1, 0, padded + n * L, L)
     else:
-        for n in prange(rows, num_threads=threads, schedule="static"):
+        for n in prange(rows, num_threads=threads, schedule="dynamic"):
             gather_run(gy + n * P, P, 1, 0, padded + n * L, L)
 
 
@@ -571,7 +627,7 @@ def conv2d_backward_data(Plan plan,
         if plan.data_as_conv:
             pack_weights(&w[0, 0, 0, 0], NULL, t, True, &work[0])
             forward_pass(&gy[0, 0, 0, 0], &work[0], t, &gx[0, 0, 0, 0],
-                         &work[0] + t.blocks * FWD_MR * (t.g.CRS + 1))
+                         &work[0] + t.blocks * t.group * (t.g.CRS + 1))
         else:
             data_grad_col2im(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &plan.d, &plan.bw,
                              &gx[0, 0, 0, 0], &work[0])
@@ -584,17 +640,26 @@ cdef void dot_item(const floating* gy,        # IN  (count, K, P) of the wave
                    const Layout* d, const Backward* bw,
                    Py_ssize_t count, Py_ssize_t chunk, Py_ssize_t k0,
                    Py_ssize_t t0, Py_ssize_t t1,
-                   floating* out) noexcept nogil:  # OUT (K, CRS) sums of the chunk
+                   floating* gw,              # OUT (K, CRS) sums of the chunk
+                   floating* gb) noexcept nogil:  # OUT (K,) sums of the chunk
+    """Taps t0..t1-1 of filters k0.. over one chunk; the group of tap 0 also
+    sums the chunk's gy planes (still in cache) for gb."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t n0 = chunk * bw.chunk_images
+    cdef Py_ssize_t images = min(bw.chunk_images, count - n0)
+    cdef Py_ssize_t k
     dot_tiles(gy + (n0 * g.K + k0) * g.P, g.K - k0, origin + n0 * d.x.image_stride, d,
-              min(bw.chunk_images, count - n0), t0, t1, out + k0 * g.CRS)
+              images, t0, t1, gw + k0 * g.CRS)
+    if t0 == 0:
+        for k in range(k0, min(k0 + DOT_MR, g.K)):
+            gb[k] = plane_sum(gy + (n0 * g.K + k) * g.P, g.P, images, g.K * g.P)
 
 
 cdef void filter_grad_dot(const floating* gy,   # IN  (N, K, P)
                           const floating* x,    # IN  (N, C, H, W)
                           const Layout* d, const Backward* bw,
                           floating* gw,         # OUT (K, CRS)
+                          floating* gb,         # OUT (K,)
                           floating* work) noexcept nogil:
     """Over fixed chunks of images, partial sums added in chunk order."""
     cdef const Geometry* g = &d.g
@@ -604,9 +669,11 @@ cdef void filter_grad_dot(const floating* gy,   # IN  (N, K, P)
     cdef Py_ssize_t t_tiles = ceil_div(g.CRS, DOT_NR)
     cdef Py_ssize_t wave, first_chunk, chunks, first, count, item, chunk, k0, t0
     cdef Py_ssize_t groups, per_group, e, part
+    cdef Py_ssize_t sums = g.K * (g.CRS + 1)    # per chunk: gw then gb
     cdef int threads
     cdef floating total
     cdef const floating* origin
+    cdef floating* out
     for wave in range(ceil_div(bw.chunks, bw.wave_chunks)):
         first_chunk = wave * bw.wave_chunks
         chunks = min(bw.wave_chunks, bw.chunks - first_chunk)
@@ -625,25 +692,46 @@ cdef void filter_grad_dot(const floating* gy,   # IN  (N, K, P)
         if threads == 1:
             for item in range(chunks * k_tiles):
                 chunk = item // k_tiles
-                dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk,
-                         item % k_tiles * DOT_MR, 0, g.CRS,
-                         gw if bw.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS)
+                out = partial + (first_chunk + chunk) * sums
+                if bw.chunks == 1:
+                    dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk,
+                             item % k_tiles * DOT_MR, 0, g.CRS, gw, gb)
+                else:
+                    dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk,
+                             item % k_tiles * DOT_MR, 0, g.CRS, out, out + g.K * g.CRS)
         else:
             for item in prange(chunks * k_tiles * groups, num_threads=threads,
                                schedule="dynamic"):
                 chunk = item // (k_tiles * groups)
                 k0 = (item // groups) % k_tiles * DOT_MR
                 t0 = item % groups * per_group
-                dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk, k0,
-                         t0, min(t0 + per_group, g.CRS),
-                         gw if bw.chunks == 1 else partial + (first_chunk + chunk) * g.K * g.CRS)
+                out = partial + (first_chunk + chunk) * sums
+                if bw.chunks == 1:
+                    dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk, k0,
+                             t0, min(t0 + per_group, g.CRS), gw, gb)
+                else:
+                    dot_item(gy + first * g.K * g.P, origin, d, bw, count, chunk, k0,
+                             t0, min(t0 + per_group, g.CRS), out, out + g.K * g.CRS)
     if bw.chunks > 1:
         # Chunk sums in chunk order (few filters: a small loop).
-        for e in range(g.K * g.CRS):
+        for e in range(sums):
             total = partial[e]
             for part in range(1, bw.chunks):
-                total = total + partial[part * g.K * g.CRS + e]
-            gw[e] = total
+                total = total + partial[part * sums + e]
+            if e < g.K * g.CRS:
+                gw[e] = total
+            else:
+                gb[e - g.K * g.CRS] = total
+
+
+cdef void pack_image(const floating* gy,      # IN  (K, P) one image
+                     const Geometry* g, Py_ssize_t kp,
+                     floating* gyt,           # OUT (P, kp) gy^T, zeros past K
+                     floating* sums) noexcept nogil:  # OUT (K,) sums of the planes
+    cdef Py_ssize_t k
+    pack_gy_transposed(gy, g, kp, gyt)
+    for k in range(g.K):
+        sums[k] = plane_sum(gy + k * g.P, g.P, 1, g.P)
 
 
 cdef void pack_block(const floating* gy,      # IN  (count, K, P)
@@ -651,42 +739,52 @@ cdef void pack_block(const floating* gy,      # IN  (count, K, P)
                      const Layout* d, const Backward* bw,
                      Py_ssize_t count, int threads,
                      floating* staged,        # OUT (count, staged_elems) when staging
-                     floating* gyt) noexcept nogil:  # OUT (count, P, k_padded)
+                     floating* gyt,           # OUT (count, P, k_padded)
+                     floating* sums) noexcept nogil:  # OUT (count, K) bias sums
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t n
     if d.source != SOURCE_INPUT:
         stage_images(x, d, count, threads, staged)
     if threads == 1:
         for n in range(count):
-            pack_gy_transposed(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded)
+            pack_image(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded,
+                       sums + n * g.K)
     else:
-        for n in prange(count, num_threads=threads, schedule="static"):
-            pack_gy_transposed(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded)
+        for n in prange(count, num_threads=threads, schedule="dynamic"):
+            pack_image(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded,
+                       sums + n * g.K)
 
 
 cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
                                  const floating* x,    # IN  (N, C, H, W)
                                  const Layout* d, const Backward* bw,
                                  floating* gw,         # OUT (K, CRS)
+                                 floating* gb,         # OUT (K,)
                                  floating* work) noexcept nogil:
-    """gw^T (CRS, k_padded) accumulated over blocks of images, then transposed."""
+    """gw^T (CRS, k_padded) accumulated over blocks of images, then
+    transposed; gb from per-image sums added in image order."""
     cdef const Geometry* g = &d.g
     cdef floating* staged = work
     cdef floating* gyt = staged + bw.block_images * d.staged_elems
-    cdef floating* state = gyt + bw.block_images * g.P * bw.k_padded
+    cdef floating* sums = gyt + bw.block_images * g.P * bw.k_padded
+    cdef floating* state = sums + bw.block_images * g.K
     cdef Py_ssize_t kp = bw.k_padded
     cdef Py_ssize_t k_tiles = kp // (TRN_NV * d.lanes)
     cdef Py_ssize_t tiles = ceil_div(g.CRS, TRN_MR) * k_tiles
-    cdef Py_ssize_t block, first, count, item, t0, k0, e
+    cdef Py_ssize_t block, first, count, item, t0, k0, e, n
     cdef int threads
     cdef const floating* origin
     memset(state, 0, g.CRS * kp * sizeof(floating))
+    memset(gb, 0, g.K * sizeof(floating))
     for block in range(ceil_div(g.N, bw.block_images)):
         first = block * bw.block_images
         count = min(bw.block_images, g.N - first)
         threads = threads_for(count * g.K * g.CRS * g.P, tiles)
         origin = x + first * g.C * g.H * g.W
-        pack_block(gy + first * g.K * g.P, origin, d, bw, count, threads, staged, gyt)
+        pack_block(gy + first * g.K * g.P, origin, d, bw, count, threads, staged, gyt, sums)
+        for n in range(count):
+            for e in range(g.K):
+                gb[e] += sums[n * g.K + e]
         if d.source != SOURCE_INPUT:
             origin = staged
         if threads == 1:
@@ -703,27 +801,28 @@ cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
         gw[e] = state[(e % g.CRS) * kp + e // g.CRS]
 
 
-cdef void bias_grad(const floating* gy, const Geometry* g, Py_ssize_t k,
-                    floating* gb) noexcept nogil:
-    """gb[k] = sum of gy[:, k]: four chains of vector partial sums (a single
-    chain waits on the adder latency), combined in a fixed order."""
+cdef floating plane_sum(const floating* gy,     # IN  planes of P values
+                        Py_ssize_t P, Py_ssize_t planes,
+                        Py_ssize_t stride) noexcept nogil:  # from one plane to the next
+    """Sum of the planes: four chains of vector partial sums (one chain would
+    wait on the adder latency), combined in a fixed order."""
     cdef vec acc[4]
     cdef Py_ssize_t L = lanes(gy)
-    cdef Py_ssize_t full = g.P - g.P % L
+    cdef Py_ssize_t full = P - P % L
     cdef Py_ssize_t n, j, u
     cdef const floating* plane
     for u in range(4):
         acc[u] = cnx_zero()
-    for n in range(g.N):
-        plane = gy + (n * g.K + k) * g.P
+    for n in range(planes):
+        plane = gy + n * stride
         for j in range(full // (4 * L)):
             for u in range(4):
                 acc[u] = vadd(gy, acc[u], vload(plane + (4 * j + u) * L))
         for j in range(full // (4 * L) * 4, full // L):
             acc[0] = vadd(gy, acc[0], vload(plane + j * L))
-        if full < g.P:
-            acc[0] = vadd(gy, acc[0], vload_part(plane + full, g.P - full))
-    gb[k] = vsum(gy, vadd(gy, vadd(gy, acc[0], acc[1]), vadd(gy, acc[2], acc[3])))
+        if full < P:
+            acc[0] = vadd(gy, acc[0], vload_part(plane + full, P - full))
+    return vsum(gy, vadd(gy, vadd(gy, acc[0], acc[1]), vadd(gy, acc[2], acc[3])))
 
 
 def conv2d_backward_filter(Plan plan,
@@ -737,21 +836,11 @@ def conv2d_backward_filter(Plan plan,
     gw[k, c, r, s] = sum over images and positions of gy[n, k, i, j] times
     the input under tap (c, r, s) of position (i, j); gb[k] = sum of gy[:, k].
     """
-    cdef const Layout* d = &plan.d
     cdef const Backward* bw = &plan.bw
-    cdef const Geometry* g = &d.g
-    cdef Py_ssize_t k
-    cdef int threads
     with nogil:
         if bw.filter == FILTER_TRANSPOSED:
-            filter_grad_transposed(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, bw, &gw[0, 0, 0, 0],
-                                   &work[0])
+            filter_grad_transposed(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.d, bw,
+                                   &gw[0, 0, 0, 0], &gb[0], &work[0])
         else:
-            filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], d, bw, &gw[0, 0, 0, 0], &work[0])
-        threads = threads_for(g.N * g.K * g.P, g.K)
-        if threads == 1:
-            for k in range(g.K):
-                bias_grad(&gy[0, 0, 0, 0], g, k, &gb[0])
-        else:
-            for k in prange(g.K, num_threads=threads, schedule="static"):
-                bias_grad(&gy[0, 0, 0, 0], g, k, &gb[0])
+            filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.d, bw,
+                            &gw[0, 0, 0, 0], &gb[0], &work[0])

@@ -94,29 +94,26 @@ cdef void pack_weights(const floating* w,     # IN  (K, C, R, S)
                        const Layout* d,
                        bint flipped,          # d is the input gradient's convolution
                        floating* packed) noexcept nogil:  # OUT
-    """Per block of FWD_MR filters of layout ``d``, their (CRS, FWD_MR)
+    """Per block of ``d.group`` filters of layout ``d``, their (CRS, group)
     weights, then the bias padded to whole blocks; filters past K are zero.
     ``flipped``: the filters of d are w transposed (c <-> k) and flipped."""
     cdef const Geometry* g = &d.g
-    cdef Py_ssize_t R = g.R
-    cdef Py_ssize_t S = g.S
-    cdef Py_ssize_t blk, t, m, k, c, rs
+    cdef Py_ssize_t RS = g.R * g.S
+    cdef Py_ssize_t blk, t, m, k
     for blk in range(d.blocks):
         for t in range(g.CRS):
-            c = t // (R * S)
-            rs = t % (R * S)
-            for m in range(FWD_MR):
-                k = blk * FWD_MR + m
+            for m in range(d.group):
+                k = blk * d.group + m
                 if k >= g.K:
                     packed[0] = 0
                 elif flipped:
                     # d's filter k is input channel k of w; its channel c is
-                    # w's filter c, its tap rs w's tap R*S - 1 - rs.
-                    packed[0] = w[(c * g.K + k) * R * S + R * S - 1 - rs]
+                    # w's filter c, its tap rs w's tap RS - 1 - rs.
+                    packed[0] = w[((t // RS) * g.K + k) * RS + RS - 1 - t % RS]
                 else:
                     packed[0] = w[k * g.CRS + t]
                 packed += 1
-    for k in range(d.blocks * FWD_MR):
+    for k in range(d.blocks * d.group):
         packed[k] = bias[k] if bias != NULL and k < g.K else 0
 
 

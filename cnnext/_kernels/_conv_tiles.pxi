@@ -15,9 +15,12 @@
 #              v at b[v] + taps[t]: the forward pass, input-gradient columns.
 #   dot_tiles  DOT_MR x DOT_NR sums over positions of gy[m] * window[t], as
 #              vector partial sums reduced once: the weight gradient when
-#              there are few filters.
+#              there are few filters (windows contiguous along rows).
 #   trn_tiles  TRN_MR x TRN_NV vectors: gw^T[tap m, k lanes] += x[tap m, p] *
 #              gy^T[p, k lanes]: the weight gradient for many filters.
+#   kfwd_tiles TRN_MR positions x TRN_NV vectors of filters: y^T[p, k lanes] =
+#              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
+#              pass (and input gradient) for many filters, no im2col needed.
 
 
 cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) packed A
@@ -184,7 +187,8 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
                         bv[v] = vload(gy_row + v * L)
                     for m in range(TRN_MR):
                         for v in range(TRN_NV):
-                            acc[m][v] = vfma(x, acc[m][v], bv[v], vsplat(x_row[m][j]))
+                            acc[m][v] = vfma(x, acc[m][v], bv[v],
+                                             vsplat(x_row[m][j * d.j_stride]))
                     gy_row += kp
         if valid == TRN_MR:
             for m in range(TRN_MR):
@@ -197,3 +201,60 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
             for m in range(valid):
                 for v in range(TRN_NV):
                     memcpy(row + m * kp + v * L, &spill[m][v][0], L * sizeof(floating))
+
+
+cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, TRN_NV * L) packed filters k0..
+                     const floating* bias,    # IN  (TRN_NV * L,) bias of filters k0..
+                     Py_ssize_t filters,      # filters k0.. that exist
+                     const floating* origin,  # IN  windows of the first image
+                     const Layout* d,
+                     floating* out,           # OUT y of the first image at filter k0
+                     Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Positions first..last-1 (numbered image after image), TRN_MR per tile,
+    times TRN_NV vectors of filters: the windows' values are broadcast, the
+    filters are the lanes; each tile is transposed into the NCHW output."""
+    cdef vec acc[TRN_MR][TRN_NV]
+    cdef vec bv[TRN_NV]
+    cdef floating spill[TRN_MR][TRN_NV * MAX_LANES]
+    cdef const floating* xp[TRN_MR]
+    cdef floating* yp[TRN_MR]
+    cdef const floating* wp
+    cdef Py_ssize_t L = lanes(w)
+    cdef Py_ssize_t P = d.g.P
+    cdef Py_ssize_t n = first // P
+    cdef Py_ssize_t p = first - n * P
+    cdef Py_ssize_t done = first
+    cdef Py_ssize_t m, v, t, k, offset, valid
+    while done < last:
+        valid = min(last - done, <Py_ssize_t>TRN_MR)
+        for m in range(TRN_MR):
+            if m < valid:
+                xp[m] = origin + n * d.x.image_stride + d.positions[p]
+                yp[m] = out + n * d.g.K * P + p
+                p += 1
+                if p == P:
+                    p = 0
+                    n += 1
+            else:
+                # Past the end, repeat a position: computed, not stored.
+                xp[m] = xp[0]
+                yp[m] = yp[0]
+        done += valid
+        for m in range(TRN_MR):
+            for v in range(TRN_NV):
+                acc[m][v] = vload(bias + v * L)
+        wp = w
+        for t in range(d.x.ntaps):
+            offset = d.x.taps[t]
+            for v in range(TRN_NV):
+                bv[v] = vload(wp + v * L)
+            for m in range(TRN_MR):
+                for v in range(TRN_NV):
+                    acc[m][v] = vfma(w, acc[m][v], bv[v], vsplat(xp[m][offset]))
+            wp += TRN_NV * L
+        for m in range(TRN_MR):
+            for v in range(TRN_NV):
+                vstore(&spill[m][v * L], acc[m][v])
+        for k in range(min(filters, TRN_NV * L)):
+            for m in range(valid):
+                yp[m][k * P] = spill[m][k]
