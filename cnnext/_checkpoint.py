@@ -138,13 +138,15 @@ def load(path):
     with open(path, "rb") as file:
         try:
             archive = zipfile.ZipFile(file)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError,
+                NotImplementedError) as exc:
             raise CheckpointError(f"{path}: not a cnnext checkpoint (not a valid .npz/zip "
                                   f"archive: {exc})") from None
         with archive:
             try:
                 return _Reader(path, archive, os.fstat(file.fileno()).st_size).model()
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
+                    NotImplementedError) as exc:
                 raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
 
 

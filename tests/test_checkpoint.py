@@ -141,6 +141,16 @@ def test_not_a_zip_empty_and_missing_files(tmp_path):
     assert issubclass(CheckpointError, ValueError) and cnnext.CheckpointError is CheckpointError
 
 
+def test_an_unsupported_zip_version_is_rejected(tmp_path, trained):
+    _, path, _, _ = trained
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central directory entry
+    data[entry + 6:entry + 8] = (119).to_bytes(2, "little")  # needs zip version 11.9
+    (tmp_path / "v.npz").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "v.npz")
+
+
 def test_a_foreign_npz_is_rejected(tmp_path):
     np.savez(tmp_path / "foreign.npz", weights=np.ones(3), labels=np.arange(4))
     with pytest.raises(CheckpointError, match="not a cnnext checkpoint"):
@@ -276,6 +286,8 @@ def test_a_tampered_header_is_rejected(tmp_path, trained):
         (variant(lambda m: m["model"].update(loss="__import__")), "unknown loss"),
         (variant(lambda m: m["params"]["0.weight"].update(shape=[4, 1, 3, 2])), "has shape"),
         (variant(lambda m: m["params"]["0.weight"].update(dtype=[])), "dtype must be"),
+        (variant(lambda m: layers(m)[0]["config"].update(dtype="floatD32")),
+         "invalid Conv2D config"),
         (variant(lambda m: m["optimizer"].update(type="Eval")), "unknown optimizer"),
         (variant(lambda m: m["optimizer"]["config"].update(lr=-1)), "invalid optimizer state"),
     ]

@@ -43,12 +43,15 @@ class ParameterBudgetExceeded(ValueError):
 
 
 def layer_dtype(owner, dtype):
-    """``dtype`` ("float32", "float64" or the NumPy dtype) as a NumPy dtype."""
-    try:
+    """``dtype`` ("float32", "float64", or the NumPy dtype or type) as a NumPy dtype."""
+    if isinstance(dtype, str):
+        resolved = DTYPES.get(dtype)
+    elif isinstance(dtype, np.dtype) or dtype is np.float32 or dtype is np.float64:
         resolved = np.dtype(dtype)
-    except TypeError:
+    else:
         resolved = None
-    if resolved not in DTYPES.values():
+    # Not `in DTYPES.values()`: NumPy dtypes compare equal to None (float64).
+    if resolved is None or not any(resolved == d for d in DTYPES.values()):
         raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dtype!r}")
     return resolved
 
