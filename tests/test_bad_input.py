@@ -742,9 +742,10 @@ def compat_cases():
 def _compat_constructed(name, args, side):
     """A compat object's forward output on a valid input (or the loops' for side 1)."""
     if side == 1:
-        for value in args:
-            if exact_int("size", value) < (2 if name == "MaxPool" else 1):
-                raise ValueError("sizes too small")
+        # The loops get the sizes as Python ints (NumPy 1.x turns uint64 - int into a float).
+        args = [exact_int("size", value) for value in args]
+        if min(args) < (2 if name == "MaxPool" else 1):
+            raise ValueError("sizes too small")
     obj = compat_pair(name, *args)[side]
     sample = {"Conv": _IMAGE, "MaxPool": _VOLUME, "Softmax": _VOLUME}[name]
     if name == "Softmax" and args[0] != sample.size:
@@ -1045,7 +1046,8 @@ KNOWN_ISSUES = [
      "compat._float64 calls np.asarray unguarded: NumPy's unnamed 'inhomogeneous shape'"),
     (r"Conv|Softmax", r"^learn_rate = ",
      "compat backprop does not check learn_rate: NumPy's unnamed ufunc/broadcast errors"),
-    (r"Conv|Softmax", r"= True$", "compat._size takes True as 1, then NumPy fails unnamed"),
+    (r"Conv|Softmax", r"= (True|np\.bool_)$",
+     "compat._size takes True (and, with NumPy 1.x, np.bool_) as 1, then NumPy fails unnamed"),
     (r"NotebookCNN", r"",
      "NotebookCNN checks nothing itself: its delegates' errors name their own arguments "
      "(filters_length=29 reads 'Softmax: input_len must be >= 1'), or NumPy's"),
