@@ -96,23 +96,23 @@ cdef void pack_weights(const floating* w,     # IN  (K, C, R, S)
                        floating* packed) noexcept nogil:  # OUT
     """Per block of ``d.group`` filters of layout ``d``, their (CRS, group)
     weights, then the bias padded to whole blocks; filters past K are zero.
-    ``flipped``: the filters of d are w transposed (c <-> k) and flipped."""
+    ``flipped``: the filters of d are w transposed (c <-> k) and flipped:
+    d's filter k, channel c, tap rs is w's filter c, channel k, tap RS-1-rs."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t RS = g.R * g.S
-    cdef Py_ssize_t blk, t, m, k
+    cdef Py_ssize_t blk, c, rs, m, k
     for blk in range(d.blocks):
-        for t in range(g.CRS):
-            for m in range(d.group):
-                k = blk * d.group + m
-                if k >= g.K:
-                    packed[0] = 0
-                elif flipped:
-                    # d's filter k is input channel k of w; its channel c is
-                    # w's filter c, its tap rs w's tap RS - 1 - rs.
-                    packed[0] = w[((t // RS) * g.K + k) * RS + RS - 1 - t % RS]
-                else:
-                    packed[0] = w[k * g.CRS + t]
-                packed += 1
+        for c in range(g.C):
+            for rs in range(RS):
+                for m in range(d.group):
+                    k = blk * d.group + m
+                    if k >= g.K:
+                        packed[m] = 0
+                    elif flipped:
+                        packed[m] = w[(c * g.K + k) * RS + RS - 1 - rs]
+                    else:
+                        packed[m] = w[(k * g.C + c) * RS + rs]
+                packed += d.group
     for k in range(d.blocks * d.group):
         packed[k] = bias[k] if bias != NULL and k < g.K else 0
 
@@ -142,6 +142,18 @@ cdef void pack_gy_transposed(const floating* gy,   # IN  (K, P) one image
             gyt[p * kp + k] = gy[k * g.P + p]
         for k in range(g.K, kp):
             gyt[p * kp + k] = 0
+
+
+cdef void transpose(const floating* src,   # IN  (rows, src_stride)
+                    Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t src_stride,
+                    floating* dst) noexcept nogil:  # OUT (cols, rows): dst[j, i] = src[i, j]
+    """In 16 x 16 blocks, so both sides stream through cache lines."""
+    cdef Py_ssize_t i0, j0, i, j
+    for i0 in range(0, rows, 16):
+        for j0 in range(0, cols, 16):
+            for j in range(j0, min(j0 + 16, cols)):
+                for i in range(i0, min(i0 + 16, rows)):
+                    dst[j * rows + i] = src[i * src_stride + j]
 
 
 cdef void col2im_channel(const floating* col,   # IN  (R*S, P) columns of one channel
