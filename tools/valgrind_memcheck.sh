@@ -14,8 +14,10 @@
 # is ~30x slower).  Errors are sorted into three groups:
 #   cnnext    any error with a frame in cnnext's extension modules: FAIL;
 #   invalid   any other invalid read/write/free outside the dynamic loader: FAIL;
-#   noise     the rest (glibc's ld.so string functions, CPython's own
-#             uninitialised-value reports): counted, shown, not failed.
+#   noise     the rest: the dynamic loader's and glibc's vectorised string
+#             functions (their aligned over-reads are valgrind's classic false
+#             positives), CPython's own uninitialised-value reports: counted,
+#             not failed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,11 +45,14 @@ text = open(sys.argv[1]).read()
 # One error report: a headline and its stack, up to a blank "==pid==" line.
 reports = re.findall(r"==\d+== (\S[^\n]*)\n((?:==\d+==\s+(?:at|by) [^\n]*\n)+)", text)
 groups = {"cnnext": [], "invalid": [], "noise": []}
+vectorised_libc = re.compile(r"(at|by) 0x\w+: __\w*(mem|str|wmem|wcs)\w*_(avx2|evex|sse2|sse4)")
 for headline, stack in reports:
+    top = stack.splitlines()[0]
     if "cnnext" in stack or "__pyx_" in stack:
         groups["cnnext"].append((headline, stack))
     elif re.match(r"Invalid (read|write|free)|Mismatched free|Source and destination overlap",
-                  headline) and not re.search(r"ld-linux|dl-[a-z]+\.c|/ld-", stack):
+                  headline) and not (re.search(r"ld-linux|dl-[a-z]+\.c|/ld-", stack)
+                                     or vectorised_libc.search(top)):
         groups["invalid"].append((headline, stack))
     else:
         groups["noise"].append((headline, stack))
