@@ -64,6 +64,11 @@ def positive_int(owner, name, value):
     return value
 
 
+def compact(pair):
+    """(a, a) as a, for the kernels' argument checks (an int is quicker to check than a pair)."""
+    return pair[0] if pair[0] == pair[1] else pair
+
+
 def boolean(owner, name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")

@@ -8,6 +8,7 @@ from .base import (
     Layer,
     boolean,
     check_init,
+    compact,
     initial_weights,
     layer_dtype,
     positive_int,
@@ -55,6 +56,7 @@ class Conv2D(Layer):
         self.stride = _checks.pair(name, "stride", stride, 1)
         self.padding = _checks.pair(name, "padding", padding, 0)
         self.dilation = _checks.pair(name, "dilation", dilation, 1)
+        self._geometry = (compact(self.stride), compact(self.padding), compact(self.dilation))
         self.bias = boolean(name, "bias", bias)
         self.dtype = layer_dtype(name, dtype)
         self.init = check_init(name, init)
@@ -110,14 +112,13 @@ class Conv2D(Layer):
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)
         out = self._output("y", self._batch_output_shape(x.shape), x.dtype, reuse)
-        return F.conv2d(x, self.params["weight"], self.params.get("bias"), self.stride,
-                        self.padding, self.dilation, out=out)
+        return F.conv2d(x, self.params["weight"], self.params.get("bias"), *self._geometry,
+                        out=out)
 
     def _backward(self, gy, need_input_grad, reuse):
         x = self._cache[2]
         gx = self._output("gx", x.shape, x.dtype, reuse) if need_input_grad else None
         gx, _, _ = F.conv2d_backward(
-            gy, x, self.params["weight"], self.stride, self.padding, self.dilation,
-            need_input_grad=need_input_grad,
+            gy, x, self.params["weight"], *self._geometry, need_input_grad=need_input_grad,
             out=(gx, self.grads["weight"], self.grads.get("bias")))
         return gx

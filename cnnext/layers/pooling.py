@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import functional as F
 from .._functional import _checks
-from .base import Layer
+from .base import Layer, compact
 
 
 class _Pool2D(Layer):
@@ -21,6 +21,7 @@ class _Pool2D(Layer):
             if 2 * padding > kernel:
                 raise ValueError(f"{name}: padding must be at most half the kernel size, "
                                  f"got padding={padding!r} for kernel_size={kernel_size!r}")
+        self._geometry = (compact(self.kernel_size), compact(self.stride), compact(self.padding))
 
     def config(self):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
@@ -59,9 +60,10 @@ class MaxPool2D(_Pool2D):
     def _forward(self, x, reuse):
         out_shape = self._batch_output_shape(x.shape)
         out = (self._output("y", out_shape, x.dtype, reuse),
-               self._output("idx", out_shape, np.int64, reuse)) if reuse else None
-        y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                              return_indices=True, out=out)
+               self._output("idx", out_shape, np.int64, reuse))
+        if out[0] is None and out[1] is None:
+            out = None
+        y, idx = F.max_pool2d(x, *self._geometry, return_indices=True, out=out)
         self._cache = (x.shape, x.dtype, idx)
         return y
 
@@ -82,7 +84,7 @@ class AvgPool2D(_Pool2D):
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
+        return F.avg_pool2d(x, *self._geometry,
                             out=self._output("y", self._batch_output_shape(x.shape), x.dtype,
                                              reuse))
 
@@ -90,6 +92,6 @@ class AvgPool2D(_Pool2D):
         if not need_input_grad:
             return None
         x_shape = self._cache[0]
-        return F.avg_pool2d_backward(gy, x_shape, self.kernel_size, self.stride, self.padding,
+        return F.avg_pool2d_backward(gy, x_shape, *self._geometry,
                                      out=self._output("gx", x_shape, gy.dtype, reuse))
 
