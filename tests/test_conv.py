@@ -37,9 +37,9 @@ GRID = [
     (1, 2, 30, 40, 3, 3, 3, (2, 1), 1, 1),               # row stride only
     (4, 1, 28, 28, 1, 3, 3, 1, 0, 1),                    # one filter
     (2, 3, 16, 16, 4, 3, 3, 1, 3, 1),                    # padding > kernel
-    (2, 3, 10, 12, 32, 3, 3, 1, 1, 1),                   # many filters
+    (2, 3, 10, 12, 64, 3, 3, 1, 1, 1),                   # many filters
     (3, 2, 9, 36, 24, 3, 2, 1, (0, 1), 1),               # many filters, partial vectors
-    (2, 4, 11, 13, 40, 3, 3, 2, 1, 1),                   # many filters, stride 2
+    (2, 4, 11, 13, 50, 3, 3, 2, 1, 1),                   # many filters, stride 2
 ]
 
 
@@ -113,8 +113,8 @@ def conv_cases(draw):
     min_w = max(1, dilation[1] * (s - 1) + 1 - 2 * padding[1])
     h = draw(st.integers(min_h, min_h + 12))
     w = draw(st.integers(min_w, min_w + 40))
-    # Up to 40 filters: past a vector's worth the filters become the lanes.
-    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 40))
+    # Up to 70 filters: past a few vectors' worth the filters become the lanes.
+    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 70))
     # Single ints as well as pairs.
     if stride[0] == stride[1] and draw(st.booleans()):
         stride = stride[0]

@@ -149,7 +149,7 @@ cdef struct Layout:
     Operand x                     # input windows, taps (c, r, s)
     bint by_filters               # kfwd_tiles (filters as lanes), else nn_tiles
     Py_ssize_t* positions         # by_filters: window offset of each output position
-    Py_ssize_t group              # filters per block: FWD_MR, or TRN_NV vectors
+    Py_ssize_t group              # filters per block: FWD_MR, or KFW_NV vectors
     Py_ssize_t blocks             # blocks of filters
     Py_ssize_t wave               # images staged at once
 
@@ -208,7 +208,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
     g.CRS = g.C * g.R * g.S
     d.lanes = L
     per_row = ceil_div(g.Wo, L)
-    k_padded = ceil_div(g.K, TRN_NV * L) * TRN_NV * L
+    k_padded = ceil_div(g.K, KFW_NV * L) * KFW_NV * L
     d.by_filters = 3 * k_padded <= 4 * g.K and not (
         g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L)
     # Only the rows and columns some window reaches.
@@ -246,7 +246,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
         d.j_stride = 1
     d.x.ntaps = g.CRS
     if d.by_filters:
-        d.group = TRN_NV * L
+        d.group = KFW_NV * L
     else:
         d.group = FWD_MR
         d.x.nvectors = d.rows * ceil_div(d.row_len, L)
@@ -372,7 +372,9 @@ cdef class Plan:
         # the gw^T accumulators).  Few filters: vector partial sums over
         # fixed chunks of images (staged windows; per chunk gw and gb sums).
         bw.k_padded = ceil_div(K, TRN_NV * L) * TRN_NV * L
-        if 3 * bw.k_padded <= 4 * K:
+        # (dot_tiles needs windows contiguous along rows, which layouts with
+        # filters as lanes do not promise.)
+        if 3 * bw.k_padded <= 4 * K or d.by_filters:
             bw.filter = FILTER_TRANSPOSED
             bw.block_images = clamp(
                 BLOCK_BYTES // ((g.P * bw.k_padded + d.staged_elems) * itemsize), 1, batch)
@@ -491,7 +493,7 @@ cdef void kfwd_items(const floating* packed, const Layout* d, const floating* or
             kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
                        g.K - blk * d.group, origin, d, y + blk * d.group * g.P, 0, positions)
         return
-    sp = split_tiles(positions, TRN_MR, d.blocks, threads)
+    sp = split_tiles(positions, KFW_MR, d.blocks, threads)
     for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
         start = (item % sp.spans) * sp.span
         for blk in range((item // sp.spans) * sp.per_group,
@@ -517,7 +519,7 @@ cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
         first = wave * d.wave
         count = min(d.wave, g.N - first)
         threads = threads_for(count * g.K * g.CRS * g.P,
-                              d.blocks * ceil_div(count * g.P, TRN_MR))
+                              d.blocks * ceil_div(count * g.P, KFW_MR))
         origin = x + first * image
         if d.source != SOURCE_INPUT:
             stage_images(origin, d, count, threads, staged)

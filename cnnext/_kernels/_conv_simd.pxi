@@ -20,7 +20,10 @@
 #                     partial sums over positions of gy rows times windows;
 #   TRN_MR x TRN_NV   weight-gradient tile for many output channels: input
 #                     values broadcast times vectors of gy transposed (lanes
-#                     along output channels).
+#                     along output channels);
+#   KFW_MR x KFW_NV   forward tile with output channels as lanes: input values
+#                     of KFW_MR positions broadcast (one address register each,
+#                     hence fewer than TRN_MR on x86-64) times filter vectors.
 
 cdef extern from *:
     """
@@ -34,6 +37,8 @@ cdef extern from *:
     #define CNX_DOT_NR 3
     #define CNX_TRN_MR 12
     #define CNX_TRN_NV 2
+    #define CNX_KFW_MR 6
+    #define CNX_KFW_NV 4
     typedef union { __m512 f; __m512d d; } cnx_vec;
     #define CNX_MASK32(n) ((__mmask16)((1u << (n)) - 1u))
     #define CNX_MASK64(n) ((__mmask8)((1u << (n)) - 1u))
@@ -87,6 +92,8 @@ cdef extern from *:
     #define CNX_DOT_NR 3
     #define CNX_TRN_MR 6
     #define CNX_TRN_NV 2
+    #define CNX_KFW_MR 6
+    #define CNX_KFW_NV 2
     typedef union { __m256 f; __m256d d; } cnx_vec;
     static inline __m256i cnx_mask32(Py_ssize_t n)
     {
@@ -142,6 +149,8 @@ cdef extern from *:
     #define CNX_DOT_NR 3
     #define CNX_TRN_MR 6
     #define CNX_TRN_NV 2
+    #define CNX_KFW_MR 6
+    #define CNX_KFW_NV 2
     typedef union { __m128 f; __m128d d; } cnx_vec;
     static inline cnx_vec cnx_zero(void) { cnx_vec v; v.f = _mm_setzero_ps(); return v; }
     static inline cnx_vec cnx_set_f32(float s) { cnx_vec v; v.f = _mm_set1_ps(s); return v; }
@@ -178,6 +187,8 @@ cdef extern from *:
     #define CNX_DOT_NR 3
     #define CNX_TRN_MR 12
     #define CNX_TRN_NV 2
+    #define CNX_KFW_MR 12
+    #define CNX_KFW_NV 2
     typedef float cnx_f32x4 __attribute__((vector_size(16)));
     typedef double cnx_f64x2 __attribute__((vector_size(16)));
     typedef union { cnx_f32x4 f; cnx_f64x2 d; } cnx_vec;
@@ -230,6 +241,8 @@ cdef extern from *:
         DOT_NR "CNX_DOT_NR"
         TRN_MR "CNX_TRN_MR"
         TRN_NV "CNX_TRN_NV"
+        KFW_MR "CNX_KFW_MR"
+        KFW_NV "CNX_KFW_NV"
     vec cnx_zero() noexcept nogil
     vec cnx_set_f32(float) noexcept nogil
     vec cnx_set_f64(double) noexcept nogil

@@ -18,7 +18,7 @@
 #              there are few filters (windows contiguous along rows).
 #   trn_tiles  TRN_MR x TRN_NV vectors: gw^T[tap m, k lanes] += x[tap m, p] *
 #              gy^T[p, k lanes]: the weight gradient for many filters.
-#   kfwd_tiles TRN_MR positions x TRN_NV vectors of filters: y^T[p, k lanes] =
+#   kfwd_tiles KFW_MR positions x KFW_NV vectors of filters: y^T[p, k lanes] =
 #              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
 #              pass (and input gradient) for many filters, no im2col needed.
 
@@ -203,21 +203,21 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
                     memcpy(row + m * kp + v * L, &spill[m][v][0], L * sizeof(floating))
 
 
-cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, TRN_NV * L) packed filters k0..
-                     const floating* bias,    # IN  (TRN_NV * L,) bias of filters k0..
+cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed filters k0..
+                     const floating* bias,    # IN  (KFW_NV * L,) bias of filters k0..
                      Py_ssize_t filters,      # filters k0.. that exist
                      const floating* origin,  # IN  windows of the first image
                      const Layout* d,
                      floating* out,           # OUT y of the first image at filter k0
                      Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Positions first..last-1 (numbered image after image), TRN_MR per tile,
-    times TRN_NV vectors of filters: the windows' values are broadcast, the
+    """Positions first..last-1 (numbered image after image), KFW_MR per tile,
+    times KFW_NV vectors of filters: the windows' values are broadcast, the
     filters are the lanes; each tile is transposed into the NCHW output."""
-    cdef vec acc[TRN_MR][TRN_NV]
-    cdef vec bv[TRN_NV]
-    cdef floating spill[TRN_MR][TRN_NV * MAX_LANES]
-    cdef const floating* xp[TRN_MR]
-    cdef floating* yp[TRN_MR]
+    cdef vec acc[KFW_MR][KFW_NV]
+    cdef vec bv[KFW_NV]
+    cdef floating spill[KFW_MR][KFW_NV * MAX_LANES]
+    cdef const floating* xp[KFW_MR]
+    cdef floating* yp[KFW_MR]
     cdef const floating* wp
     cdef Py_ssize_t L = lanes(w)
     cdef Py_ssize_t P = d.g.P
@@ -226,8 +226,8 @@ cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, TRN_NV * L) packed f
     cdef Py_ssize_t done = first
     cdef Py_ssize_t m, v, t, k, offset, valid
     while done < last:
-        valid = min(last - done, <Py_ssize_t>TRN_MR)
-        for m in range(TRN_MR):
+        valid = min(last - done, <Py_ssize_t>KFW_MR)
+        for m in range(KFW_MR):
             if m < valid:
                 xp[m] = origin + n * d.x.image_stride + d.positions[p]
                 yp[m] = out + n * d.g.K * P + p
@@ -240,21 +240,21 @@ cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, TRN_NV * L) packed f
                 xp[m] = xp[0]
                 yp[m] = yp[0]
         done += valid
-        for m in range(TRN_MR):
-            for v in range(TRN_NV):
+        for m in range(KFW_MR):
+            for v in range(KFW_NV):
                 acc[m][v] = vload(bias + v * L)
         wp = w
         for t in range(d.x.ntaps):
             offset = d.x.taps[t]
-            for v in range(TRN_NV):
+            for v in range(KFW_NV):
                 bv[v] = vload(wp + v * L)
-            for m in range(TRN_MR):
-                for v in range(TRN_NV):
+            for m in range(KFW_MR):
+                for v in range(KFW_NV):
                     acc[m][v] = vfma(w, acc[m][v], bv[v], vsplat(xp[m][offset]))
-            wp += TRN_NV * L
-        for m in range(TRN_MR):
-            for v in range(TRN_NV):
+            wp += KFW_NV * L
+        for m in range(KFW_MR):
+            for v in range(KFW_NV):
                 vstore(&spill[m][v * L], acc[m][v])
-        for k in range(min(filters, TRN_NV * L)):
+        for k in range(min(filters, KFW_NV * L)):
             for m in range(valid):
                 yp[m][k * P] = spill[m][k]
