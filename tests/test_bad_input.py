@@ -1037,9 +1037,6 @@ KNOWN_ISSUES = [
      r"out_features|num_filters|filters_length|input_len|nodes) = .*2\*\*(31|62|80)",
      "parameter shapes are not checked before allocation: NumPy's unnamed 'array is too "
      "big' / 'Maximum allowed dimension exceeded'"),
-    (r"Conv2D|Dense", r"^dtype = ('nonsense'|object\(\))$",
-     "layer_dtype: `None in DTYPES.values()` is True (a dtype equals None), so an "
-     "unknown dtype builds a float64 layer whose dtype is None"),
     (r"Conv2D|Dense|Sequential", r"^seed = ",
      "seed goes to numpy.random.default_rng unchecked: NumPy's unnamed errors"),
     (r"Conv|MaxPool|Softmax", r"a ragged list$",

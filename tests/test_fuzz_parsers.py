@@ -247,13 +247,6 @@ def edited_member(name, edit):
     return rezip(entries)
 
 
-def known_escape(exc):
-    """An escape found by tools/fuzz_atheris.py and reported, pinned by an xfail test below,
-    so that hypothesis stumbling on it does not fail the fuzzing of everything else."""
-    return (isinstance(exc, AttributeError) and "'NoneType' object has no attribute 'name'"
-            in str(exc)) or (type(exc) is NotImplementedError and "zip file version" in str(exc))
-
-
 def check_checkpoint(tmp_path, data):
     path = tmp_path / "fuzz.npz"
     path.write_bytes(data)
@@ -261,10 +254,6 @@ def check_checkpoint(tmp_path, data):
         model = cnnext.load_model(path)
     except cnnext.CheckpointError:
         return None
-    except (AttributeError, NotImplementedError) as exc:
-        if known_escape(exc):
-            return None
-        raise
     # A file that loads gives a working model: it predicts (its input shape may
     # differ from the original's when the header was edited consistently).
     try:
@@ -351,11 +340,7 @@ def test_a_damaged_npy_header_is_a_checkpoint_error(tmp_path):
         cnnext.load_model(path)
 
 
-# Escapes found by tools/fuzz_atheris.py (release build at 43c5105), reported.
-@pytest.mark.xfail(strict=True, raises=NotImplementedError,
-                   reason="known issue: _checkpoint.load catches BadZipFile, LargeZipFile, "
-                          "ValueError and EOFError around zipfile.ZipFile(), which raises "
-                          "NotImplementedError for an unsupported 'version needed to extract'")
+# Escapes found by tools/fuzz_atheris.py (fixed in 0fadd02).
 def test_an_unsupported_zip_version_is_a_checkpoint_error(tmp_path):
     data = bytearray(CHECKPOINT)
     entry = data.index(b"PK\x01\x02")  # the first central directory entry
@@ -366,10 +351,6 @@ def test_an_unsupported_zip_version_is_a_checkpoint_error(tmp_path):
         cnnext.load_model(path)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="known issue: layers.base.layer_dtype accepts an unknown dtype "
-                          "(np.dtype == None is True, so `None in DTYPES.values()`), the layer "
-                          "gets dtype None and config() fails with AttributeError")
 def test_an_unknown_layer_dtype_in_the_header_is_a_checkpoint_error(tmp_path):
     path = tmp_path / "m.npz"
     path.write_bytes(edited_meta(("model", "layers", 0, "config", "dtype"), "floatD32", False))
