@@ -1,5 +1,10 @@
 """Helpers shared by the pooling, activation and loss tests."""
 
+import bisect
+import sys
+import threading
+import time
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -72,3 +77,42 @@ def pool_problems(draw, padded=True):
 def as_argument(pair):
     """A pair as the caller may write it: an int when both entries agree."""
     return pair[0] if pair[0] == pair[1] else pair
+
+
+def assert_releases_the_gil(call, attempts=20):
+    """Assert that ``call`` runs without holding the GIL.
+
+    A reader thread records the time and yields the GIL after every reading,
+    and the interpreter's forced switches are pushed out of the way, so the
+    reader can run only while the calling thread gives the GIL up itself:
+    some readings must fall strictly inside a call.  The call is repeated
+    until that happens, as on a busy machine the operating system may not
+    schedule the reader during any one call.
+    """
+    done = threading.Event()
+    readings = []
+
+    def read_clock():
+        while not done.is_set():
+            readings.append(time.perf_counter())
+            time.sleep(0)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    reader = threading.Thread(target=read_clock)
+    reader.start()
+    inside = 0
+    try:
+        for _ in range(attempts):
+            start = time.perf_counter()
+            call()
+            end = time.perf_counter()
+            # Readings increase: count those between start and end.
+            inside = bisect.bisect_left(readings, end) - bisect.bisect_right(readings, start)
+            if inside:
+                break
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert inside > 0

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pool_testing import DTYPES, layouts, poisoned_like, random_array
+from pool_testing import DTYPES, assert_releases_the_gil, layouts, poisoned_like, random_array
 
 from cnnext import _reference as reference
 from cnnext import functional as F
+from cnnext._kernels import _activation
 
 shapes = st.lists(st.integers(0, 7), min_size=1, max_size=4).map(tuple)
 
@@ -76,6 +77,14 @@ def test_results_do_not_depend_on_the_thread_count(num_threads):
         for a, b in zip(got, results[0], strict=True):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(results[0][0], reference.relu(x).astype(np.float32))
+
+
+def test_the_kernels_release_the_gil(num_threads):
+    num_threads(1)
+    x = random_array(8, (1 << 23,), np.float32)  # a few ms per call
+    out = np.empty_like(x)
+    assert_releases_the_gil(lambda: _activation.relu(x, out))
+    assert_releases_the_gil(lambda: _activation.relu_backward(x, x, out))
 
 
 def test_against_torch(torch):

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pool_testing import DTYPES, assert_close, layouts, random_array
+from pool_testing import DTYPES, assert_close, assert_releases_the_gil, layouts, random_array
 
 from cnnext import _reference as reference
 from cnnext import functional as F
+from cnnext._kernels import _loss
 
 LABEL_DTYPES = [np.int64, np.int32, np.uint8, np.int8, np.uint64]
 
@@ -109,6 +110,15 @@ def test_results_do_not_depend_on_the_thread_count(num_threads):
         assert loss == results[0][0]
         np.testing.assert_array_equal(grad, results[0][1])
         np.testing.assert_array_equal(p, results[0][2])
+
+
+def test_the_kernels_release_the_gil(num_threads):
+    num_threads(1)
+    logits = random_array(9, (1 << 16, 32), np.float32)  # a few ms per call
+    labels = np.zeros(1 << 16, np.int64)
+    out = np.empty_like(logits)
+    assert_releases_the_gil(lambda: _loss.softmax_cross_entropy(logits, labels, out))
+    assert_releases_the_gil(lambda: _loss.softmax(logits, out))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

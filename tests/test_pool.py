@@ -10,6 +10,7 @@ from pool_testing import (
     DTYPES,
     as_argument,
     assert_close,
+    assert_releases_the_gil,
     layouts,
     poisoned_like,
     pool_problems,
@@ -287,6 +288,21 @@ def test_every_instruction_set_build_gives_the_same_results(dtype):
     for name, outputs in results.items():
         for got, want in zip(outputs, results["baseline"], strict=True):
             np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_the_kernels_release_the_gil(num_threads):
+    num_threads(1)
+    module = _dispatch.load("_pool")
+    x = random_array(16, (32, 32, 64, 64), np.float32)  # a few ms per call
+    y, idx = np.empty((32, 32, 21, 21), np.float32), np.empty((32, 32, 21, 21), np.int64)
+    gx = np.empty_like(x)
+    geometry = ((3, 3), (3, 3), (0, 0))
+    assert_releases_the_gil(lambda: module.max_pool2d_forward(x, y, idx, *geometry))
+    assert_releases_the_gil(lambda: module.max_pool2d_backward(y, idx, gx))
+    assert_releases_the_gil(lambda: module.max_pool2d_backward_all_maxima(y, x, y, gx,
+                                                                          *geometry[:2]))
+    assert_releases_the_gil(lambda: module.avg_pool2d_forward(x, y, *geometry))
+    assert_releases_the_gil(lambda: module.avg_pool2d_backward(y, gx, *geometry))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
