@@ -1,6 +1,7 @@
 """What the benchmark ran on: CPU, cores, versions, BLAS, cnnext's build."""
 
 import datetime
+import os
 import platform
 import sys
 
@@ -42,6 +43,14 @@ def cnnext_build():
         return f"unavailable: {type(exc).__name__}: {exc}"
 
 
+def load_average():
+    """The 1-minute load average (other processes competing for the cores), or None."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Windows
+        return None
+
+
 def version(impl):
     try:
         return impl.version()
@@ -59,6 +68,7 @@ def describe(impls):
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cores": all_cores(),
+        "load_average": {"start": load_average()},
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,

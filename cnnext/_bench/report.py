@@ -130,6 +130,11 @@ def format_report(doc):
            f"python {m['python']}, numpy {m['numpy']}, "
            + ", ".join(f"{k} {v}" for k, v in m["implementations"].items() if k != "numpy"),
            f"BLAS: {_blas_text(m['blas'])}"]
+    load = m["load_average"]
+    if load["start"] is not None:
+        out.append(f"1-minute load average: {load['start']:.1f} at the start, "
+                   f"{load['end']:.1f} at the end (the run itself adds 1 to 2; the rest is "
+                   f"other processes sharing the {m['cores']} cores)")
     if settings["smoke"]:
         out.append("smoke mode: every implementation run once and checked, nothing timed")
     else:

@@ -141,6 +141,7 @@ def run(cases, impls, dtypes, threads, settings, progress=True):
                         for impl in impls if impl.supports(case, dtype)
                         and (impl.threaded or n == threads[0]))
             bar.update()
+    doc["machine"]["load_average"]["end"] = machine.load_average()
     doc["cases"] = [describe_case(case) for case in cases]
     derive(doc)
     return doc
