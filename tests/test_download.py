@@ -1,8 +1,10 @@
 """Verified downloads from a local HTTP server: mirrors, checksums, stalls, cut transfers."""
 
 import io
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -155,3 +157,16 @@ def test_killed_download_leaves_no_file_under_the_final_name(server, tmp_path):
     server.routes["/f.gz"] = Route(GOOD)
     fetch([server.url("/f.gz")], dest)
     assert dest.read_bytes() == GOOD
+
+
+def test_parts_left_by_killed_downloads_are_deleted_once_stale(server, tmp_path):
+    old, recent, other = (tmp_path / name for name in
+                          (".f.gz.a1.part", ".f.gz.b2.part", ".g.gz.c3.part"))
+    for part in (old, recent, other):
+        part.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for part in (old, other):
+        os.utime(part, (two_hours_ago, two_hours_ago))
+    server.routes["/f.gz"] = Route(GOOD)
+    fetch([server.url("/f.gz")], tmp_path / "f.gz")
+    assert files_in(tmp_path) == [".f.gz.b2.part", ".g.gz.c3.part", "f.gz"]

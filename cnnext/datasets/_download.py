@@ -4,13 +4,17 @@ A file reaches its final name only after its checksum matched, by
 ``os.replace`` of a temporary file in the same directory, so a reader never
 sees a partial or unverified file, whatever happens mid-transfer (a dropped
 connection, a stall, a wrong file on a mirror, Ctrl-C, a killed process leaves
-at worst a ``.*.part`` file that nothing reads).
+at worst a ``.*.part`` file that nothing reads, deleted by a later download of
+the same file once it is an hour old).
 """
 
+import contextlib
+import glob
 import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +26,9 @@ from ._idx import DEFAULT_MAX_BYTES, DataFileError, decompress_capped
 # Seconds a connection may stay silent (connecting, or between two reads).
 DEFAULT_TIMEOUT = 15.0
 CHUNK_BYTES = 1 << 16
+# A live download writes at least every few timeouts; a .part file untouched
+# this long belongs to a process that was killed.
+STALE_PART_SECONDS = 3600
 
 
 class DownloadError(OSError):
@@ -68,6 +75,7 @@ def download(urls, dest, sha256, *, digest_of="file", timeout=DEFAULT_TIMEOUT,
         raise ValueError(f"download: digest_of must be 'file' or 'content', got {digest_of!r}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(dest)
     failures = []
     for url in urls:
         try:
@@ -77,6 +85,15 @@ def download(urls, dest, sha256, *, digest_of="file", timeout=DEFAULT_TIMEOUT,
         else:
             return dest
     raise DownloadError(f"could not download {dest.name} ({'; '.join(failures)})")
+
+
+def _remove_stale_parts(dest):
+    cutoff = time.time() - STALE_PART_SECONDS
+    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        # Another process may delete it at the same moment.
+        with contextlib.suppress(OSError):
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
 
 
 def _fetch_verified(url, dest, sha256, digest_of, timeout, max_bytes, progress):
