@@ -26,8 +26,8 @@ from ._idx import DEFAULT_MAX_BYTES, DataFileError, decompress_capped
 # Seconds a connection may stay silent (connecting, or between two reads).
 DEFAULT_TIMEOUT = 15.0
 CHUNK_BYTES = 1 << 16
-# A live download writes at least every few timeouts; a .part file untouched
-# this long belongs to a process that was killed.
+# A live download gives up after `timeout` seconds without data, so a .part
+# file untouched this long was left by a process that was killed.
 STALE_PART_SECONDS = 3600
 
 
