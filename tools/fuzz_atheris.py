@@ -21,7 +21,8 @@ libFuzzer stops and saves the input as ``crash-<sha1>``.  Examples::
     python tools/fuzz_atheris.py idx -runs=1000000
     python tools/fuzz_atheris.py checkpoint-header -max_total_time=600 corpus/
 
-At exit the script prints how many inputs ran and what they raised.
+Add ``-print_final_stats=1`` for libFuzzer's count of inputs run; when a
+finding stops the run, the script also prints what the inputs before it raised.
 """
 
 import atexit
