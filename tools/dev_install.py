@@ -5,7 +5,9 @@ Usage: python tools/dev_install.py VENV [--debug] [--no-openmp] [--baseline-only
 Several people (or agents) can build the same checkout at once without sharing
 ``build/``: the tree is mirrored into ``VENV/.cnnext-src`` (changed files only,
 mtimes kept, so Cython and setuptools rebuild only what changed) and installed
-from there with the build switches of setup.py.
+from there with the build switches of setup.py.  The build requirements of
+pyproject.toml are installed into VENV first (a Python 3.11 venv starts with
+a setuptools too old for the project's metadata).
 """
 
 import argparse
@@ -13,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,15 @@ def mirror(src: Path, dst: Path) -> None:
                 p.unlink()
 
 
+def drop_stale_extensions(stage: Path) -> None:
+    """Delete built kernel modules whose .pyx is gone (setuptools would install them)."""
+    kernels = stage / "cnnext" / "_kernels"
+    for built in stage.glob("build/lib*/cnnext/_kernels/*"):
+        source = kernels / f"{built.name.split('.')[0]}.pyx"
+        if built.suffix in {".so", ".pyd"} and not source.exists():
+            built.unlink()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("venv", type=Path)
@@ -56,6 +68,11 @@ def main() -> int:
         parser.error(f"{args.venv} is not a virtual environment (no {python})")
     stage = args.venv / ".cnnext-src"
     mirror(ROOT, stage)
+    drop_stale_extensions(stage)
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    if subprocess.call([*pip, *requires]) != 0:
+        return 1
     switches = [
         (args.debug, "CNNEXT_DEBUG", "1"),
         (args.sanitize, "CNNEXT_SANITIZE", "address"),
@@ -64,9 +81,7 @@ def main() -> int:
     ]
     env = dict(os.environ)
     env.update({var: value for flag, var, value in switches if flag})
-    cmd = [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-q",
-           str(stage)]
-    return subprocess.call(cmd, env=env)
+    return subprocess.call([*pip, "--no-build-isolation", "--no-deps", str(stage)], env=env)
 
 
 if __name__ == "__main__":
