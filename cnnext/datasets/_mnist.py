@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _download
-from ._download import DEFAULT_TIMEOUT, DownloadError
+from ._download import DownloadError
 from ._home import ENV_VAR, check_data_home, get_data_home
 from ._idx import DEFAULT_MAX_BYTES, DataFileError, decompress_capped, parse_idx, read_file_capped
 
@@ -103,10 +103,10 @@ def find_file(dataset, datafile, data_home=None):
     return None
 
 
-def read_verified(path, datafile, max_bytes=DEFAULT_MAX_BYTES):
+def read_verified(path, datafile):
     """The decompressed content of ``path`` once its SHA-256 matched ``datafile``'s."""
-    data = read_file_capped(path, max_bytes)
-    content = decompress_capped(data, str(path), max_bytes)
+    data = read_file_capped(path, DEFAULT_MAX_BYTES)
+    content = decompress_capped(data, str(path), DEFAULT_MAX_BYTES)
     hashed = data if datafile.digest_of == "file" else content
     digest = hashlib.sha256(hashed).hexdigest()
     if digest != datafile.sha256:
@@ -118,15 +118,14 @@ def read_verified(path, datafile, max_bytes=DEFAULT_MAX_BYTES):
     return content
 
 
-def load_dataset(dataset, data_home=None, download=True, progress=True,
-                 timeout=DEFAULT_TIMEOUT):
+def load_dataset(dataset, data_home=None, download=True, progress=True):
     """((X_train, y_train), (X_test, y_test)) of ``dataset``; see ``load_mnist``."""
     check_data_home(data_home, f"load_{dataset.key.replace('-', '_')}")
     arrays = {}
     for role, datafile in dataset.files.items():
         path = find_file(dataset, datafile, data_home)
         if path is None:
-            path = _fetch(dataset, datafile, data_home, download, progress, timeout)
+            path = _fetch(dataset, datafile, data_home, download, progress)
         arrays[role] = parse_idx(read_verified(path, datafile), str(path))
     return (
         _checked_split(arrays, "train", dataset),
@@ -134,7 +133,7 @@ def load_dataset(dataset, data_home=None, download=True, progress=True,
     )
 
 
-def _fetch(dataset, datafile, data_home, download, progress, timeout):
+def _fetch(dataset, datafile, data_home, download, progress):
     directory = dataset.directory(data_home)
     advice = (
         f"To use {dataset.title} without network, put its four files "
@@ -149,8 +148,7 @@ def _fetch(dataset, datafile, data_home, download, progress, timeout):
     urls = [mirror + datafile.name for mirror in dataset.mirrors]
     try:
         return _download.download(urls, directory / datafile.name, datafile.sha256,
-                                  digest_of=datafile.digest_of, timeout=timeout,
-                                  progress=progress)
+                                  digest_of=datafile.digest_of, progress=progress)
     except DownloadError as exc:
         raise DownloadError(f"{dataset.title}: {exc}. {advice}") from None
 
