@@ -4,8 +4,14 @@ The compiled kernels run with bounds checks off, so a shape they were not
 promised is memory corruption, not an exception.  Everything a kernel relies
 on is established here first; each error names the function, the argument,
 what it got and what was expected.
+
+Per-image training calls each kernel a few times per step, so every check
+opens with a fast path for the common valid case (an exact ndarray, a plain
+int) that costs a few hundred nanoseconds; anything else takes the general
+path, which also writes the error messages.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -20,6 +26,9 @@ def float_array(func, name, value, ndim=None, layout=None):
     Integer, bool, float16, complex and object inputs raise TypeError: a
     silent cast would hide a mistake (uint8 images must be scaled first).
     """
+    if (type(value) is np.ndarray and (ndim is None or value.ndim == ndim)
+            and value.dtype in FLOAT_DTYPES):
+        return value
     if isinstance(value, np.ndarray):
         array = value
     else:
@@ -46,6 +55,8 @@ def same_dtype(func, reference_name, reference, **others):
 
 def to_int(func, name, value):
     """An integer argument (Python or NumPy int; bool and float rejected)."""
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: {name} must be an int, got bool")
     try:
@@ -56,6 +67,13 @@ def to_int(func, name, value):
 
 def pair(func, name, value, minimum):
     """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple."""
+    kind = type(value)
+    if kind is int:
+        if value >= minimum:
+            return value, value
+    elif (kind is tuple and len(value) == 2 and type(value[0]) is int
+          and type(value[1]) is int and min(value) >= minimum):
+        return value
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
             raise ValueError(f"{func}: {name} must be an int or a pair (h, w), got {value!r}")
@@ -80,17 +98,14 @@ def output_size(func, axis, size, kernel, stride, padding, dilation=1):
 
 def check_nbytes(func, name, shape, dtype):
     """Reject shapes whose element or byte count overflows intp."""
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    if count * np.dtype(dtype).itemsize > _INTP_MAX:
+    if math.prod(map(int, shape)) * np.dtype(dtype).itemsize > _INTP_MAX:
         raise ValueError(f"{func}: {name} of shape {tuple(shape)} and dtype {np.dtype(dtype)} "
                          f"would take more than {_INTP_MAX} bytes")
 
 
 def contiguous(array):
     """A C-contiguous array the kernel can read (a copy only when needed)."""
-    return np.ascontiguousarray(array)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def out_array(func, name, out, shape, dtype, inputs=()):
@@ -98,12 +113,16 @@ def out_array(func, name, out, shape, dtype, inputs=()):
 
     A given ``out`` must be a writeable, C-contiguous ndarray of exactly that
     shape and dtype that shares no memory with the inputs; it is returned as
-    is, so the kernel writes in place.
+    is, so the kernel writes in place.  A shape that does not follow from
+    validated inputs must go through ``check_nbytes`` first.
     """
-    shape = tuple(int(d) for d in shape)
     if out is None:
-        check_nbytes(func, name, shape, dtype)
         return np.empty(shape, dtype=dtype)
+    if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable
+            and not any(array is not None and np.shares_memory(out, array) for array in inputs)):
+        return out
+    shape = tuple(int(d) for d in shape)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}: {name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:

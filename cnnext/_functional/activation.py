@@ -10,20 +10,10 @@ import numpy as np
 from .._kernels import _activation
 from . import _checks
 
-_FLOATS = _checks.FLOAT_DTYPES
-
-
-def _float_input(func, name, value):
-    if type(value) is np.ndarray and value.dtype in _FLOATS:
-        return value
-    return _checks.float_array(func, name, value)
-
 
 def _flat(array):
     """A flat C-contiguous view of ``array`` (a copy only when not contiguous)."""
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
-    return array.reshape(-1)
+    return _checks.contiguous(array).reshape(-1)
 
 
 def relu(x, *, inplace=False, out=None):
@@ -50,7 +40,7 @@ def relu(x, *, inplace=False, out=None):
     if inplace and not isinstance(x, np.ndarray):
         raise TypeError(f"{func}: inplace=True needs x to be a numpy.ndarray, got "
                         f"{type(x).__name__}")
-    x = _float_input(func, "x", x)
+    x = _checks.float_array(func, "x", x)
     if inplace:
         if out is not None:
             raise ValueError(f"{func}: give either inplace=True or out, not both")
@@ -89,8 +79,8 @@ def relu_backward(gy, x, *, out=None):
     gx : ndarray, shape and dtype of ``gy``
     """
     func = "relu_backward"
-    gy = _float_input(func, "gy", gy)
-    x = _float_input(func, "x", x)
+    gy = _checks.float_array(func, "gy", gy)
+    x = _checks.float_array(func, "x", x)
     if gy.shape != x.shape:
         raise ValueError(f"{func}: gy has shape {gy.shape} but x has {x.shape}; they must "
                          f"match")

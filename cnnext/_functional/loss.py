@@ -8,8 +8,6 @@ from .._kernels import _loss
 from . import _checks
 from .pooling import int64_within
 
-_FLOATS = _checks.FLOAT_DTYPES
-
 
 def softmax(x, axis=-1):
     """softmax(x, axis=-1)
@@ -37,7 +35,7 @@ def softmax(x, axis=-1):
         raise ValueError(f"{func}: axis {axis} is out of range for x of shape {x.shape}")
     if axis % x.ndim != x.ndim - 1:
         return np.moveaxis(softmax(np.moveaxis(x, axis, -1)), -1, axis)
-    rows = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(
+    rows = _checks.contiguous(x).reshape(
         math.prod(x.shape[:-1]), x.shape[-1])
     out = np.empty(rows.shape, x.dtype)
     if out.size:
@@ -67,8 +65,7 @@ def softmax_cross_entropy(logits, labels):
         Gradient of ``loss``: (softmax(logits) - onehot(labels)) / N.
     """
     func = "softmax_cross_entropy"
-    if not (type(logits) is np.ndarray and logits.dtype in _FLOATS and logits.ndim == 2):
-        logits = _checks.float_array(func, "logits", logits, ndim=2, layout="(N, K)")
+    logits = _checks.float_array(func, "logits", logits, ndim=2, layout="(N, K)")
     rows, classes = logits.shape
     if rows == 0 or classes == 0:
         raise ValueError(f"{func}: logits must have at least one row and one class, got shape "
@@ -84,7 +81,6 @@ def softmax_cross_entropy(logits, labels):
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")
-    if not logits.flags.c_contiguous:
-        logits = np.ascontiguousarray(logits)
+    logits = _checks.contiguous(logits)
     grad = np.empty((rows, classes), logits.dtype)
     return _loss.softmax_cross_entropy(logits, labels, grad), grad

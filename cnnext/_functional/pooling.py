@@ -13,32 +13,19 @@ from . import _checks
 
 _pool = _dispatch.load("_pool")
 
-_FLOATS = _checks.FLOAT_DTYPES
 _INT64 = np.dtype(np.int64)
 _known_geometries = {}
 _MAX_KNOWN_GEOMETRIES = 256
 _MAX_KERNEL = 2**24
 
 
-def _as_pair(func, name, value, minimum):
-    # Exact ints (not bools) skip the general check: most calls pass them.
-    if type(value) is int and value >= minimum:
-        return (value, value)
-    return _checks.pair(func, name, value, minimum)
-
-
 def _float_input(func, name, value):
     """A 4-D float32/float64 ndarray with non-empty planes."""
-    if not (type(value) is np.ndarray and value.dtype in _FLOATS and value.ndim == 4):
-        value = _checks.float_array(func, name, value, ndim=4, layout="(N, C, H, W)")
+    value = _checks.float_array(func, name, value, ndim=4, layout="(N, C, H, W)")
     if value.shape[2] == 0 or value.shape[3] == 0:
         raise ValueError(f"{func}: {name} must have non-empty (H, W) planes, got shape "
                          f"{value.shape}")
     return value
-
-
-def _contiguous(array):
-    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def _geometry(func, in_shape, kernel_size, stride, padding):
@@ -54,9 +41,9 @@ def _geometry(func, in_shape, kernel_size, stride, padding):
         known = _known_geometries.get(key)
         if known is not None:
             return known
-    kernel = _as_pair(func, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else _as_pair(func, "stride", stride, 1)
-    padding = _as_pair(func, "padding", padding, 0)
+    kernel = _checks.pair(func, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else _checks.pair(func, "stride", stride, 1)
+    padding = _checks.pair(func, "padding", padding, 0)
     if max(kernel) > _MAX_KERNEL:
         raise ValueError(f"{func}: kernel_size may be at most {_MAX_KERNEL} along each axis "
                          f"(window positions are tracked in float32), got {kernel}")
@@ -74,23 +61,6 @@ def _geometry(func, in_shape, kernel_size, stride, padding):
     return geometry
 
 
-def _output(func, name, out, shape, dtype, inputs, check_size=False):
-    """A fresh output, or ``out`` once checked (a valid buffer is the fast path)."""
-    if out is None:
-        if check_size:
-            _checks.check_nbytes(func, name, shape, dtype)
-        return np.empty(shape, dtype=dtype)
-    if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
-            and out.flags.c_contiguous and out.flags.writeable):
-        for array in inputs:
-            if np.shares_memory(out, array):
-                break
-        else:
-            return out
-    # Something is wrong: the shared check says what.
-    return _checks.out_array(func, name, out, shape, dtype, inputs)
-
-
 def int64_within(values, stop):
     """Integer array ``values`` as C-contiguous int64, and the flat position
     of its first entry outside [0, stop), or -1 (then ``values`` comes back
@@ -101,7 +71,7 @@ def int64_within(values, stop):
     uint64 around.
     """
     if values.dtype == _INT64:
-        values = _contiguous(values)
+        values = _checks.contiguous(values)
         return values, _pool.first_index_outside(values.reshape(-1), stop)
     outside = ((values < 0) | (values >= stop)).reshape(-1)
     if outside.any():
@@ -110,7 +80,8 @@ def int64_within(values, stop):
 
 
 def _x_shape(func, x_shape, gy):
-    """``x_shape`` as a tuple of 4 ints matching gy's (N, C), planes non-empty."""
+    """``x_shape`` as a tuple of 4 ints matching gy's (N, C), planes non-empty,
+    small enough to allocate."""
     if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
         raise ValueError(f"{func}: x_shape must be a 4-tuple (N, C, H, W), got {x_shape!r}")
     n, c, height, width = x_shape
@@ -124,6 +95,7 @@ def _x_shape(func, x_shape, gy):
     if shape[:2] != gy.shape[:2]:
         raise ValueError(f"{func}: gy has shape {gy.shape} but x_shape is {shape}; their "
                          f"(N, C) must match")
+    _checks.check_nbytes(func, "x_shape", shape, gy.dtype)
     return shape
 
 
@@ -163,12 +135,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
     if return_indices:
         y_out, indices_out = _checks.out_tuple(func, out, 2)
-        y = _output(func, "out[0]", y_out, out_shape, x.dtype, (x,))
-        indices = _output(func, "out[1]", indices_out, out_shape, _INT64, (x, y))
+        y = _checks.out_array(func, "out[0]", y_out, out_shape, x.dtype, (x,))
+        indices = _checks.out_array(func, "out[1]", indices_out, out_shape, _INT64, (x, y))
     else:
-        y = _output(func, "out", out, out_shape, x.dtype, (x,))
+        y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
         indices = None
-    _pool.max_pool2d_forward(_contiguous(x), y, indices, kernel, stride, padding)
+    _pool.max_pool2d_forward(_checks.contiguous(x), y, indices, kernel, stride, padding)
     return (y, indices) if return_indices else y
 
 
@@ -210,8 +182,8 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
         where = np.unravel_index(bad, idx.shape)
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
-    gx = _output(func, "out", out, shape, gy.dtype, (gy, idx), check_size=True)
-    _pool.max_pool2d_backward(_contiguous(gy), idx, gx)
+    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
+    _pool.max_pool2d_backward(_checks.contiguous(gy), idx, gx)
     return gx
 
 
@@ -255,9 +227,9 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
         if array.shape != out_shape:
             raise ValueError(f"{func}: {name} must have shape {out_shape} (the pooled shape of "
                              f"x {x.shape}), got {array.shape}")
-    gx = _output(func, "out", out, x.shape, x.dtype, (gy, x, y))
-    _pool.max_pool2d_backward_all_maxima(_contiguous(gy), _contiguous(x), _contiguous(y), gx,
-                                         kernel, stride)
+    gx = _checks.out_array(func, "out", out, x.shape, x.dtype, (gy, x, y))
+    _pool.max_pool2d_backward_all_maxima(_checks.contiguous(gy), _checks.contiguous(x),
+                                         _checks.contiguous(y), gx, kernel, stride)
     return gx
 
 
@@ -286,8 +258,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
     func = "avg_pool2d"
     x = _float_input(func, "x", x)
     kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
-    y = _output(func, "out", out, out_shape, x.dtype, (x,))
-    _pool.avg_pool2d_forward(_contiguous(x), y, kernel, stride, padding)
+    y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
+    _pool.avg_pool2d_forward(_checks.contiguous(x), y, kernel, stride, padding)
     return y
 
 
@@ -321,6 +293,6 @@ def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out
     if gy.shape != out_shape:
         raise ValueError(f"{func}: gy must have shape {out_shape} (the pooled shape of x_shape "
                          f"{shape}), got {gy.shape}")
-    gx = _output(func, "out", out, shape, gy.dtype, (gy,), check_size=True)
-    _pool.avg_pool2d_backward(_contiguous(gy), gx, kernel, stride, padding)
+    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy,))
+    _pool.avg_pool2d_backward(_checks.contiguous(gy), gx, kernel, stride, padding)
     return gx
