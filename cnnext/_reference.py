@@ -168,8 +168,8 @@ def relu(x):
 
 
 def relu_backward(gy, x):
-    """gy where x > 0, else 0."""
-    return np.where(np.asarray(x) > 0, np.asarray(gy, dtype=np.float64), 0.0)
+    """gy where x > 0 or x is NaN (the branch relu took), else 0, as in PyTorch."""
+    return np.where(np.asarray(x) <= 0, 0.0, np.asarray(gy, dtype=np.float64))
 
 
 def softmax(x):

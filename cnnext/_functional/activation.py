@@ -62,8 +62,9 @@ def relu(x, *, inplace=False, out=None):
 def relu_backward(gy, x, *, out=None):
     """relu_backward(gy, x, *, out=None)
 
-    Gradient of ``relu``: ``gy`` where ``x > 0``, else 0 (also where ``x`` is
-    NaN).  Neither input is modified.
+    Gradient of ``relu``: ``gy`` where ``x > 0`` or ``x`` is NaN (relu passes
+    NaN through, and so does its gradient, as in PyTorch), else 0.  Neither
+    input is modified.
 
     Parameters
     ----------

@@ -35,9 +35,10 @@ cdef inline void relu_backward_span(const floating* gy,  # IN  (count,)
     cdef Py_ssize_t i
     cdef floating gradient
     for i in range(count):
-        # Loaded whatever the sign, so that the select vectorises.
+        # Loaded whatever the sign, so that the select vectorises.  NaN took
+        # relu's pass-through branch, so its gradient passes too (as in PyTorch).
         gradient = gy[i]
-        gx[i] = gradient if x[i] > 0 else 0
+        gx[i] = gradient if not (x[i] <= 0) else 0
 
 
 cdef inline int num_threads_for(Py_ssize_t count) noexcept nogil:
@@ -72,7 +73,8 @@ def relu_backward(const floating[::1] gy,  # IN
                   floating[::1] gx):       # OUT, may share gy's memory
     """relu_backward(gy, x, gx)
 
-    gx = gy where x > 0, else 0.  The caller checks lengths and dtypes.
+    gx = gy where x > 0 or x is NaN, else 0.  The caller checks lengths and
+    dtypes.
     """
     cdef Py_ssize_t chunk, count = x.shape[0]
     cdef int n_threads = num_threads_for(count)
