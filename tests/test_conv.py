@@ -40,6 +40,8 @@ GRID = [
     (2, 3, 10, 12, 64, 3, 3, 1, 1, 1),                   # many filters
     (3, 2, 9, 36, 24, 3, 2, 1, (0, 1), 1),               # many filters, partial vectors
     (2, 4, 11, 13, 50, 3, 3, 2, 1, 1),                   # many filters, stride 2
+    (2, 16, 9, 11, 48, 3, 3, 1, 1, 1),                   # Winograd, odd output sizes
+    (1, 48, 7, 6, 49, 3, 3, 1, (0, 2), 1),               # Winograd forward and input gradient
 ]
 
 
@@ -81,8 +83,8 @@ def test_grid_against_reference(case, dtype):
     run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
 
 
-ALL_STRATEGIES = ({"input", "padded", "panel"}, {"positions", "filters"}, {"conv", "col2im"},
-                  {"dot", "transposed"})
+ALL_STRATEGIES = ({"input", "padded", "panel"}, {"positions", "filters", "winograd"},
+                  {"conv", "winograd", "col2im"}, {"dot", "transposed"})
 
 
 def strategies_used(dtype):
@@ -243,6 +245,7 @@ THREAD_CASES = [
     (1, 8, 64, 64, 16, 3, 3, 1, 1, 1),      # one image split over threads
     (8, 16, 8, 8, 32, 3, 3, 1, 1, 1),       # im2col panels
     (3, 16, 64, 64, 8, 3, 3, 1, 1, 1),      # input-gradient columns in waves
+    (8, 48, 8, 8, 64, 3, 3, 1, 1, 1),       # Winograd
 ]
 
 

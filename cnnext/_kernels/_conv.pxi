@@ -47,6 +47,7 @@ from ._openmp_helpers cimport effective_num_threads
 include "_conv_simd.pxi"
 include "_conv_tiles.pxi"
 include "_conv_staging.pxi"
+include "_conv_winograd.pxi"
 
 cdef extern from *:
     """
@@ -79,6 +80,9 @@ cdef Py_ssize_t ITEMS_PER_THREAD = 8
 # The few-filter weight gradient sums over chunks of images whose gy and
 # windows stay in L2 while every tile of taps runs over them.
 cdef Py_ssize_t CHUNK_BYTES = 256 << 10
+# Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions with at least this many
+# input and output channels (below it the transforms outweigh the saving).
+cdef Py_ssize_t WINOGRAD_MIN_CHANNELS = 16
 # Windows are read in place (or from a padded copy) when at least this share
 # of the vector lanes along an output row does useful work; below it, an
 # im2col panel packs the positions densely.
@@ -135,8 +139,21 @@ cdef struct Operand:
     Py_ssize_t store_lanes        # below the vector width when a row is shorter
 
 
+cdef struct Broadcast:
+    # The A operand of kfwd_tiles for a batch of images: tap t of position p
+    # of image n is origin[n*image_stride + positions[p] + taps[t]], and the
+    # result for position p, filter k goes to
+    #     out[n*out_image + p*out_position + k*out_filter].
+    Py_ssize_t ntaps
+    Py_ssize_t* taps
+    Py_ssize_t npositions
+    Py_ssize_t* positions
+    Py_ssize_t image_stride
+    Py_ssize_t out_image, out_position, out_filter
+
+
 cdef struct Layout:
-    # One convolution y = conv(x, w) as nn_tiles computes it.
+    # One convolution y = conv(x, w) as the tiles compute it.
     Geometry g
     Py_ssize_t lanes              # vector lanes of the data dtype
     Source source
@@ -148,9 +165,12 @@ cdef struct Layout:
     Py_ssize_t j_stride           # ... and from one column to the next
     Operand x                     # input windows, taps (c, r, s)
     bint by_filters               # kfwd_tiles (filters as lanes), else nn_tiles
-    Py_ssize_t* positions         # by_filters: window offset of each output position
+    Broadcast xb                  # by_filters: the input windows as kfwd's A operand
     Py_ssize_t group              # filters per block: FWD_MR, or KFW_NV vectors
     Py_ssize_t blocks             # blocks of filters
+    bint winograd                 # F(2x2, 3x3) (_conv_winograd.pxi)
+    Py_ssize_t tiles_h, tiles_w   # winograd: 2x2 output tiles of an image
+    Broadcast vb                  # ... V (16, tiles, C) as kfwd's A operand: taps = channels
     Py_ssize_t wave               # images staged at once
 
 
@@ -209,16 +229,25 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
     d.lanes = L
     per_row = ceil_div(g.Wo, L)
     k_padded = ceil_div(g.K, KFW_NV * L) * KFW_NV * L
-    d.by_filters = 3 * k_padded <= 4 * g.K and not (
+    d.winograd = (g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1
+                  and g.dw == 1 and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
+                  and 3 * k_padded <= 4 * g.K)
+    d.by_filters = not d.winograd and 3 * k_padded <= 4 * g.K and not (
         g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L)
-    # Only the rows and columns some window reaches.
-    d.padded_h = (g.Ho - 1) * g.sh + (g.R - 1) * g.dh + 1
-    d.padded_w = (g.Wo - 1) * g.sw + (g.S - 1) * g.dw + 1
+    # Only the rows and columns some window reaches; Winograd: whole 4x4
+    # input patches of 2x2 output tiles.
+    d.tiles_h, d.tiles_w = ceil_div(g.Ho, 2), ceil_div(g.Wo, 2)
+    if d.winograd:
+        d.padded_h, d.padded_w = 2 * d.tiles_h + 2, 2 * d.tiles_w + 2
+    else:
+        d.padded_h = (g.Ho - 1) * g.sh + (g.R - 1) * g.dh + 1
+        d.padded_w = (g.Wo - 1) * g.sw + (g.S - 1) * g.dw + 1
     d.panel_w = 0
     d.x.nvectors = 0
-    if d.by_filters or (g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L):
+    if d.winograd or d.by_filters or (
+            g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L):
         d.rows, d.row_len = g.Ho, g.Wo
-        if g.ph == 0 and g.pw == 0:
+        if g.ph == 0 and g.pw == 0 and not d.winograd:
             d.source = SOURCE_INPUT
             d.padded_h, d.padded_w = g.H, g.W
             d.staged_elems = 0
@@ -245,7 +274,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
         d.i_stride = 0
         d.j_stride = 1
     d.x.ntaps = g.CRS
-    if d.by_filters:
+    if d.by_filters or d.winograd:
         d.group = KFW_NV * L
     else:
         d.group = FWD_MR
@@ -253,30 +282,60 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
         d.x.store_lanes = min(L, d.row_len)
     d.blocks = ceil_div(g.K, d.group)
     d.wave = max(g.N, 1) if d.staged_elems == 0 else clamp(
-        budget // d.staged_elems, 1, max(g.N, 1))
+        budget // (d.staged_elems + winograd_elems(d)), 1, max(g.N, 1))
+    # kfwd's A operands: the windows (output NCHW), Winograd's V (output M:
+    # 16 x tiles x filters, filters contiguous).
+    d.xb.ntaps = g.CRS
+    d.xb.npositions = g.P if d.by_filters else 0
+    d.xb.image_stride = d.x.image_stride
+    d.xb.out_image, d.xb.out_position, d.xb.out_filter = g.K * g.P, 1, g.P
+    d.vb.ntaps = g.C if d.winograd else 0
+    d.vb.npositions = d.tiles_h * d.tiles_w if d.winograd else 0
+    d.vb.image_stride = 16 * d.vb.npositions * g.C
+    d.vb.out_image = 16 * d.vb.npositions * d.blocks * d.group
+    d.vb.out_position, d.vb.out_filter = d.blocks * d.group, 1
     tables = <Py_ssize_t*>PyMem_Malloc(
-        (g.CRS + 2 * d.x.nvectors + (g.P if d.by_filters else 0)) * sizeof(Py_ssize_t))
+        (g.CRS + 2 * d.x.nvectors + d.xb.npositions + d.vb.ntaps + d.vb.npositions)
+        * sizeof(Py_ssize_t))
     if tables == NULL:
         raise MemoryError()
-    d.x.taps = tables
+    d.x.taps = d.xb.taps = tables
     d.x.vectors = tables + g.CRS
-    d.positions = d.x.vectors + 2 * d.x.nvectors
+    d.xb.positions = d.x.vectors + 2 * d.x.nvectors
+    d.vb.taps = d.xb.positions + d.xb.npositions
+    d.vb.positions = d.vb.taps + d.vb.ntaps
     for c in range(g.C):
         for r in range(g.R):
             for s in range(g.S):
                 d.x.taps[(c * g.R + r) * g.S + s] = c * c_stride + r * r_stride + s * s_stride
-    if d.by_filters:
-        for i in range(g.Ho):
-            for j in range(g.Wo):
-                d.positions[i * g.Wo + j] = i * d.i_stride + j * d.j_stride
-    else:
+    for i in range(d.xb.npositions):
+        d.xb.positions[i] = i // g.Wo * d.i_stride + i % g.Wo * d.j_stride
+    if d.x.nvectors:
         fill_vectors(d.rows, d.row_len, d.i_stride, L, d.x.vectors)
+    for c in range(d.vb.ntaps):
+        d.vb.taps[c] = c
+    for i in range(d.vb.npositions):
+        d.vb.positions[i] = i * g.C
     return tables
 
 
+cdef inline Py_ssize_t winograd_elems(const Layout* d) noexcept nogil:
+    """Per image, Winograd's V (16, tiles, C) and M (16, tiles, filters padded)."""
+    if not d.winograd:
+        return 0
+    return 16 * d.tiles_h * d.tiles_w * (d.g.C + d.blocks * d.group)
+
+
+cdef inline Py_ssize_t packed_elems(const Layout* d) noexcept nogil:
+    """Packed filters (transformed, for Winograd), then bias or zeros."""
+    if d.winograd:
+        return d.blocks * d.group * (16 * d.g.C + 1)
+    return d.blocks * d.group * (d.g.CRS + 1)
+
+
 cdef inline Py_ssize_t forward_workspace(const Layout* d) noexcept nogil:
-    """Packed weights, packed bias, a wave of staged images."""
-    return d.blocks * d.group * (d.g.CRS + 1) + d.wave * d.staged_elems
+    """Packed filters, then a wave of staged images (and Winograd's V, M)."""
+    return packed_elems(d) + d.wave * (d.staged_elems + winograd_elems(d))
 
 
 cdef class Plan:
@@ -399,13 +458,19 @@ cdef class Plan:
 
     @property
     def forward_lanes(self):
-        """What the forward pass's vector lanes run along: "positions" or "filters"."""
+        """The forward pass: "winograd", or what the vector lanes of the direct
+        kernels run along: "positions" or "filters"."""
+        if self.d.winograd:
+            return "winograd"
         return "filters" if self.d.by_filters else "positions"
 
     @property
     def data_kernel(self):
-        """How the input gradient is computed: "conv" (of gy) or "col2im"."""
-        return "conv" if self.data_as_conv else "col2im"
+        """How the input gradient is computed: a convolution of gy ("conv", or
+        "winograd") or "col2im"."""
+        if not self.data_as_conv:
+            return "col2im"
+        return "winograd" if self.t.winograd else "conv"
 
     @property
     def filter_kernel(self):
@@ -491,7 +556,7 @@ cdef void kfwd_items(const floating* packed, const Layout* d, const floating* or
     if threads == 1:
         for blk in range(d.blocks):
             kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
-                       g.K - blk * d.group, origin, d, y + blk * d.group * g.P, 0, positions)
+                       g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P, 0, positions)
         return
     sp = split_tiles(positions, KFW_MR, d.blocks, threads)
     for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
@@ -499,7 +564,7 @@ cdef void kfwd_items(const floating* packed, const Layout* d, const floating* or
         for blk in range((item // sp.spans) * sp.per_group,
                          min((item // sp.spans + 1) * sp.per_group, d.blocks)):
             kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
-                       g.K - blk * d.group, origin, d, y + blk * d.group * g.P,
+                       g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P,
                        start, min(start + sp.span, positions))
 
 
@@ -532,6 +597,21 @@ cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                      y + first * g.K * g.P, g.K * g.P, g.P, vectors, threads)
 
 
+cdef void convolve(const floating* x,     # IN  (N, C, H, W) of layout d
+                   const floating* w,     # IN  (K, C, R, S), or w of the forward if flipped
+                   const floating* bias,  # IN  (K,) or NULL
+                   const Layout* d,
+                   bint flipped,          # d is the input gradient's convolution
+                   floating* y,           # OUT (N, K, Ho, Wo)
+                   floating* work) noexcept nogil:  # TMP forward_workspace(d)
+    if d.winograd:
+        winograd_filters(w, d, flipped, work)
+        winograd_pass(x, work, bias, d, y, work + packed_elems(d))
+    else:
+        pack_weights(w, bias, d, flipped, work)
+        forward_pass(x, work, d, y, work + packed_elems(d))
+
+
 def conv2d_forward(Plan plan,
                    const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                    const floating[:, :, :, ::1] w,   # IN  (K, C, R, S)
@@ -549,9 +629,7 @@ def conv2d_forward(Plan plan,
     if b is not None:
         bias = &b[0]
     with nogil:
-        pack_weights(&w[0, 0, 0, 0], bias, d, False, &work[0])
-        forward_pass(&x[0, 0, 0, 0], &work[0], d, &y[0, 0, 0, 0],
-                     &work[0] + d.blocks * d.group * (d.g.CRS + 1))
+        convolve(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, d, False, &y[0, 0, 0, 0], &work[0])
 
 
 # ----------------------------------------------------------- input gradient
@@ -624,12 +702,10 @@ def conv2d_backward_data(Plan plan,
     a convolution of gy with the flipped, transposed filters; otherwise the
     columns w^T gy of each image scattered back (col2im).
     """
-    cdef const Layout* t = &plan.t
     with nogil:
         if plan.data_as_conv:
-            pack_weights(&w[0, 0, 0, 0], NULL, t, True, &work[0])
-            forward_pass(&gy[0, 0, 0, 0], &work[0], t, &gx[0, 0, 0, 0],
-                         &work[0] + t.blocks * t.group * (t.g.CRS + 1))
+            convolve(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, &plan.t, True, &gx[0, 0, 0, 0],
+                     &work[0])
         else:
             data_grad_col2im(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &plan.d, &plan.bw,
                              &gx[0, 0, 0, 0], &work[0])

@@ -67,6 +67,10 @@ cdef extern from *:
     { cnx_vec v; v.f = _mm512_add_ps(a.f, b.f); return v; }
     static inline cnx_vec cnx_add_f64(cnx_vec a, cnx_vec b)
     { cnx_vec v; v.d = _mm512_add_pd(a.d, b.d); return v; }
+    static inline cnx_vec cnx_sub_f32(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.f = _mm512_sub_ps(a.f, b.f); return v; }
+    static inline cnx_vec cnx_sub_f64(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.d = _mm512_sub_pd(a.d, b.d); return v; }
     static inline float cnx_sum_f32(cnx_vec v)
     {
         __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.f), 1));
@@ -127,6 +131,10 @@ cdef extern from *:
     { cnx_vec v; v.f = _mm256_add_ps(a.f, b.f); return v; }
     static inline cnx_vec cnx_add_f64(cnx_vec a, cnx_vec b)
     { cnx_vec v; v.d = _mm256_add_pd(a.d, b.d); return v; }
+    static inline cnx_vec cnx_sub_f32(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.f = _mm256_sub_ps(a.f, b.f); return v; }
+    static inline cnx_vec cnx_sub_f64(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.d = _mm256_sub_pd(a.d, b.d); return v; }
     static inline float cnx_sum_f32(cnx_vec v)
     {
         __m128 q = _mm_add_ps(_mm256_castps256_ps128(v.f), _mm256_extractf128_ps(v.f, 1));
@@ -170,6 +178,10 @@ cdef extern from *:
     { cnx_vec v; v.f = _mm_add_ps(a.f, b.f); return v; }
     static inline cnx_vec cnx_add_f64(cnx_vec a, cnx_vec b)
     { cnx_vec v; v.d = _mm_add_pd(a.d, b.d); return v; }
+    static inline cnx_vec cnx_sub_f32(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.f = _mm_sub_ps(a.f, b.f); return v; }
+    static inline cnx_vec cnx_sub_f64(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.d = _mm_sub_pd(a.d, b.d); return v; }
     static inline float cnx_sum_f32(cnx_vec v)
     {
         __m128 q = _mm_add_ps(v.f, _mm_movehl_ps(v.f, v.f));
@@ -208,6 +220,10 @@ cdef extern from *:
     { cnx_vec v; v.f = a.f + b.f; return v; }
     static inline cnx_vec cnx_add_f64(cnx_vec a, cnx_vec b)
     { cnx_vec v; v.d = a.d + b.d; return v; }
+    static inline cnx_vec cnx_sub_f32(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.f = a.f - b.f; return v; }
+    static inline cnx_vec cnx_sub_f64(cnx_vec a, cnx_vec b)
+    { cnx_vec v; v.d = a.d - b.d; return v; }
     static inline float cnx_sum_f32(cnx_vec v) { return (v.f[0] + v.f[2]) + (v.f[1] + v.f[3]); }
     static inline double cnx_sum_f64(cnx_vec v) { return v.d[0] + v.d[1]; }
     #define CNX_PART_BY_COPY 1
@@ -258,6 +274,8 @@ cdef extern from *:
     vec cnx_fma_f64(vec, vec, vec) noexcept nogil
     vec cnx_add_f32(vec, vec) noexcept nogil
     vec cnx_add_f64(vec, vec) noexcept nogil
+    vec cnx_sub_f32(vec, vec) noexcept nogil
+    vec cnx_sub_f64(vec, vec) noexcept nogil
     float cnx_sum_f32(vec) noexcept nogil
     double cnx_sum_f64(vec) noexcept nogil
 
@@ -317,6 +335,13 @@ cdef inline vec vadd(const floating* like, vec a, vec b) noexcept nogil:
         return cnx_add_f32(a, b)
     else:
         return cnx_add_f64(a, b)
+
+
+cdef inline vec vsub(const floating* like, vec a, vec b) noexcept nogil:
+    if floating is float:
+        return cnx_sub_f32(a, b)
+    else:
+        return cnx_sub_f64(a, b)
 
 
 cdef inline floating vsum(const floating* like, vec v) noexcept nogil:

@@ -204,15 +204,16 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
 
 
 cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed filters k0..
-                     const floating* bias,    # IN  (KFW_NV * L,) bias of filters k0..
+                     const floating* bias,    # IN  (KFW_NV * L,) start values of filters k0..
                      Py_ssize_t filters,      # filters k0.. that exist
-                     const floating* origin,  # IN  windows of the first image
-                     const Layout* d,
-                     floating* out,           # OUT y of the first image at filter k0
+                     const floating* origin,  # IN  A operand of the first image
+                     const Broadcast* op,
+                     floating* out,           # OUT results of the first image at filter k0
                      Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     """Positions first..last-1 (numbered image after image), KFW_MR per tile,
-    times KFW_NV vectors of filters: the windows' values are broadcast, the
-    filters are the lanes; each tile is transposed into the NCHW output."""
+    times KFW_NV vectors of filters: the A values of each position are
+    broadcast, the filters are the lanes.  Results are stored as vectors when
+    filters are contiguous in the output, else transposed (NCHW)."""
     cdef vec acc[KFW_MR][KFW_NV]
     cdef vec bv[KFW_NV]
     cdef floating spill[KFW_MR][KFW_NV * MAX_LANES]
@@ -220,17 +221,18 @@ cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed f
     cdef floating* yp[KFW_MR]
     cdef const floating* wp
     cdef Py_ssize_t L = lanes(w)
-    cdef Py_ssize_t P = d.g.P
+    cdef Py_ssize_t P = op.npositions
     cdef Py_ssize_t n = first // P
     cdef Py_ssize_t p = first - n * P
     cdef Py_ssize_t done = first
     cdef Py_ssize_t m, v, t, k, offset, valid
+    cdef bint vectors_out = op.out_filter == 1 and filters >= KFW_NV * L
     while done < last:
         valid = min(last - done, <Py_ssize_t>KFW_MR)
         for m in range(KFW_MR):
             if m < valid:
-                xp[m] = origin + n * d.x.image_stride + d.positions[p]
-                yp[m] = out + n * d.g.K * P + p
+                xp[m] = origin + n * op.image_stride + op.positions[p]
+                yp[m] = out + n * op.out_image + p * op.out_position
                 p += 1
                 if p == P:
                     p = 0
@@ -244,17 +246,22 @@ cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed f
             for v in range(KFW_NV):
                 acc[m][v] = vload(bias + v * L)
         wp = w
-        for t in range(d.x.ntaps):
-            offset = d.x.taps[t]
+        for t in range(op.ntaps):
+            offset = op.taps[t]
             for v in range(KFW_NV):
                 bv[v] = vload(wp + v * L)
             for m in range(KFW_MR):
                 for v in range(KFW_NV):
                     acc[m][v] = vfma(w, acc[m][v], bv[v], vsplat(xp[m][offset]))
             wp += KFW_NV * L
-        for m in range(KFW_MR):
-            for v in range(KFW_NV):
-                vstore(&spill[m][v * L], acc[m][v])
-        for k in range(min(filters, KFW_NV * L)):
+        if vectors_out and valid == KFW_MR:
+            for m in range(KFW_MR):
+                for v in range(KFW_NV):
+                    vstore(yp[m] + v * L, acc[m][v])
+        else:
+            for m in range(KFW_MR):
+                for v in range(KFW_NV):
+                    vstore(&spill[m][v * L], acc[m][v])
             for m in range(valid):
-                yp[m][k * P] = spill[m][k]
+                for k in range(min(filters, KFW_NV * L)):
+                    yp[m][k * op.out_filter] = spill[m][k]
