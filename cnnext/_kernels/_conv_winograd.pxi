@@ -17,45 +17,62 @@
 #     [0  1  0 -1]    [ 0    0    1 ]
 
 
-cdef void winograd_filters(const floating* w,     # IN  (K, C, 3, 3)
-                           const Layout* d,
-                           bint flipped,          # d is the input gradient's convolution
-                           floating* packed) noexcept nogil:  # OUT U, then zeros
-    """U[xi] = G g G^T of each filter g of layout ``d``, per xi packed as
-    kfwd's filters (blocks of d.group filters, (C, group) each), zeros past K;
-    then blocks * group zeros (the GEMM's start values)."""
+cdef void winograd_filter(const floating* w,    # IN  (K, C, 3, 3)
+                          const Layout* d,
+                          bint flipped,         # d is the input gradient's convolution
+                          Py_ssize_t k,         # filter of d
+                          floating* packed) noexcept nogil:  # OUT U of filter k
+    """U[xi] = G g G^T of each channel g of filter k of layout ``d``, per xi
+    packed as kfwd's filters (blocks of d.group filters, (C, group) each);
+    zero past K."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t xi_elems = d.blocks * d.group * g.C
     cdef floating f[3][3]
     cdef floating h[4][3]
     cdef floating u[4][4]
-    cdef Py_ssize_t k, c, i, j, offset
-    for k in range(d.blocks * d.group):
-        for c in range(g.C):
-            for i in range(3):
-                for j in range(3):
-                    if k >= g.K:
-                        f[i][j] = 0
-                    elif flipped:
-                        # Filter k, channel c of d is w's filter c, channel k, flipped.
-                        f[i][j] = w[((c * g.K + k) * 3 + 2 - i) * 3 + 2 - j]
-                    else:
-                        f[i][j] = w[((k * g.C + c) * 3 + i) * 3 + j]
+    cdef Py_ssize_t c, i, j, offset
+    for c in range(g.C):
+        for i in range(3):
             for j in range(3):
-                h[0][j] = f[0][j]
-                h[1][j] = (f[0][j] + f[1][j] + f[2][j]) / 2
-                h[2][j] = (f[0][j] - f[1][j] + f[2][j]) / 2
-                h[3][j] = f[2][j]
-            for i in range(4):
-                u[i][0] = h[i][0]
-                u[i][1] = (h[i][0] + h[i][1] + h[i][2]) / 2
-                u[i][2] = (h[i][0] - h[i][1] + h[i][2]) / 2
-                u[i][3] = h[i][2]
-            offset = ((k // d.group) * g.C + c) * d.group + k % d.group
-            for i in range(4):
-                for j in range(4):
-                    packed[(i * 4 + j) * xi_elems + offset] = u[i][j]
-    memset(packed + 16 * xi_elems, 0, d.blocks * d.group * sizeof(floating))
+                if k >= g.K:
+                    f[i][j] = 0
+                elif flipped:
+                    # Filter k, channel c of d is w's filter c, channel k, flipped.
+                    f[i][j] = w[((c * g.K + k) * 3 + 2 - i) * 3 + 2 - j]
+                else:
+                    f[i][j] = w[((k * g.C + c) * 3 + i) * 3 + j]
+        for j in range(3):
+            h[0][j] = f[0][j]
+            h[1][j] = (f[0][j] + f[1][j] + f[2][j]) / 2
+            h[2][j] = (f[0][j] - f[1][j] + f[2][j]) / 2
+            h[3][j] = f[2][j]
+        for i in range(4):
+            u[i][0] = h[i][0]
+            u[i][1] = (h[i][0] + h[i][1] + h[i][2]) / 2
+            u[i][2] = (h[i][0] - h[i][1] + h[i][2]) / 2
+            u[i][3] = h[i][2]
+        offset = ((k // d.group) * g.C + c) * d.group + k % d.group
+        for i in range(4):
+            for j in range(4):
+                packed[(i * 4 + j) * xi_elems + offset] = u[i][j]
+
+
+cdef void winograd_filters(const floating* w,     # IN  (K, C, 3, 3)
+                           const Layout* d,
+                           bint flipped,
+                           floating* packed) noexcept nogil:  # OUT U, then zeros
+    """winograd_filter of every filter (blocks * group, zero past K), then
+    blocks * group zeros (the GEMM's start values)."""
+    cdef Py_ssize_t filters = d.blocks * d.group
+    cdef int threads = threads_for(filters * d.g.C * 64, filters)
+    cdef Py_ssize_t k
+    if threads == 1:
+        for k in range(filters):
+            winograd_filter(w, d, flipped, k, packed)
+    else:
+        for k in prange(filters, num_threads=threads, schedule="static"):
+            winograd_filter(w, d, flipped, k, packed)
+    memset(packed + 16 * filters * d.g.C, 0, filters * sizeof(floating))
 
 
 cdef void stage_channels_last(const floating* x,     # IN  (C, H, W) one image
