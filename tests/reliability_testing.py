@@ -106,6 +106,8 @@ def kernel_calls(seed, dtype=np.float32, batch=6):
 
     With the default batch the inputs are big enough that OpenMP splits the
     work (several images, channels and rows); batch=1 makes each call cheap.
+    The convolutions run two geometries: a strided, dilated, padded one, and a
+    3x3 stride-1 one with 16 channels (the Winograd path).
     """
     rng = np.random.default_rng(seed)
 
@@ -121,10 +123,14 @@ def kernel_calls(seed, dtype=np.float32, batch=6):
     logits = fill(64, 10)
     labels = rng.integers(0, 10, 64)
     pooled_gy = fill(*F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1).shape)
+    x16, w16 = fill(batch, 16, 9, 11), fill(16, 16, 3, 3)
+    gy16 = fill(batch, 16, 9, 11)
     calls = {
-        "conv2d": lambda: F.conv2d(x, w, b, stride=2, padding=(1, 2), dilation=(1, 2)),
-        "conv2d_backward": lambda: F.conv2d_backward(gy, x, w, stride=2, padding=(1, 2),
-                                                     dilation=(1, 2)),
+        "conv2d": lambda: (F.conv2d(x, w, b, stride=2, padding=(1, 2), dilation=(1, 2)),
+                           F.conv2d(x16, w16, padding=1)),
+        "conv2d_backward": lambda: (
+            F.conv2d_backward(gy, x, w, stride=2, padding=(1, 2), dilation=(1, 2)),
+            F.conv2d_backward(gy16, x16, w16, padding=1)),
         "max_pool2d": lambda: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True),
         "max_pool2d_backward": lambda: F.max_pool2d_backward(gy_pool, idx, x.shape),
         "avg_pool2d": lambda: F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1),

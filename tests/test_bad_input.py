@@ -1022,8 +1022,6 @@ KNOWN_ISSUES = [
      "_checks.pair takes len() of a 0-d array: unnamed TypeError 'len() of unsized object'"),
     (r"max_pool2d|avg_pool2d|MaxPool2D|AvgPool2D", r"^stride = .*2\*\*80",
      "a pooling stride over 2**63 reaches the kernel's Py_ssize_t argument: OverflowError"),
-    (r"max_pool2d_backward", r"^x_shape: (huge H and W|H, W = 2\*\*62)$",
-     "an H*W plane over 2**63 reaches first_index_outside's C long: OverflowError"),
     (r"conv2d|conv2d_backward|Conv2D", r"^stride = .*2\*\*(31|62|80)",
      "a huge stride (valid: a 1x1 output) is refused as 'the padded copy of one image' "
      "would take too many bytes, a message that names neither stride nor the cause"),

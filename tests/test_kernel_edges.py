@@ -6,7 +6,8 @@ where a kernel with bounds checks off reads or writes out of bounds.  This
 sweep runs conv2d, conv2d_backward, max_pool2d(+backward) and
 avg_pool2d(+backward) over all kernel sizes 1-4, strides 1-3, paddings 0-2 and
 dilations 1-2 per axis, each at the smallest image that fits and at one a
-little larger, against the float64 reference.  It runs in a child process
+little larger (3x3 stride-1 convolutions also with 16 channels, the Winograd
+path), against the float64 reference.  It runs in a child process
 that names each case on stderr before running it, so a crash fails the test
 and names the geometry.  (A sweep like this one found a segfault in the
 debug build of an earlier convolution kernel: x (1, 1, 1, 1), w (1, 1, 1, 3),
@@ -43,6 +44,10 @@ def cases():
         for grow in (0, 2):
             h, w = (s + grow for s in smallest(kernel, padding, dilation))
             yield "conv", kernel, stride, padding, dilation, (2, 2, h, w)
+            if kernel == (3, 3) and stride == dilation == (1, 1):
+                # 16 channels and filters: the Winograd path, odd and even outputs.
+                for extra in (1, 3):
+                    yield "conv", kernel, stride, padding, dilation, (2, 16, h + extra, w)
             if dilation == (1, 1) and all(2 * p <= k for p, k in zip(padding, kernel,
                                                                      strict=True)):
                 yield "pool", kernel, stride, padding, dilation, (2, 2, h, w)
@@ -51,8 +56,9 @@ def cases():
 def run_case(kind, kernel, stride, padding, dilation, shape, rng):
     x = rng.standard_normal(shape)
     if kind == "conv":
-        w = rng.standard_normal((3, shape[1], *kernel))
-        b = rng.standard_normal(3)
+        filters = 3 if shape[1] < 16 else 17
+        w = rng.standard_normal((filters, shape[1], *kernel))
+        b = rng.standard_normal(filters)
         args = (stride, padding, dilation)
         y = F.conv2d(x, w, b, *args)
         why = same_values(y, R.conv2d(x, w, b, *args))
