@@ -49,8 +49,8 @@ def _workspace(size, dtype):
     return buffer
 
 
-def _geometry(func, x, w, stride, padding, dilation):
-    """Validate the shapes and hyper-parameters; return (plan key, output shape)."""
+def _plan_args(func, x, w, stride, padding, dilation):
+    """Validate the shapes and hyper-parameters; return the Plan's arguments."""
     n, c, h, wd = x.shape
     k, cw, r, s = w.shape
     if min(c, h, wd) < 1:
@@ -65,16 +65,14 @@ def _geometry(func, x, w, stride, padding, dilation):
     dilation = _checks.pair(func, "dilation", dilation, 1)
     ho = _checks.output_size(func, "height", h, r, stride[0], padding[0], dilation[0])
     wo = _checks.output_size(func, "width", wd, s, stride[1], padding[1], dilation[1])
-    out_shape = (n, k, ho, wo)
-    _checks.check_nbytes(func, "the output", out_shape, x.dtype)
-    # Scratch: im2col columns of one image, a padded copy of one image.
-    _checks.check_nbytes(func, "the im2col workspace of one image",
-                         (c * r * s + k + 1, ho * wo + 64), np.float64)
+    _checks.check_nbytes(func, "the output", (n, k, ho, wo), x.dtype)
+    # Scratch of one image: im2col columns or Winograd transforms, a padded copy.
+    _checks.check_nbytes(func, "the workspace of one image",
+                         (c * r * s + 16 * (c + k) + k + 64, ho * wo + 64), np.float64)
     _checks.check_nbytes(func, "the padded copy of one image",
                          (c, ho * stride[0] + r * dilation[0] + 1,
                           wo * stride[1] + s * dilation[1] + 64), np.float64)
-    key = (n, c, h, wd, k, r, s, stride, padding, dilation, x.dtype.itemsize)
-    return key, out_shape
+    return (n, c, h, wd, k, r, s, stride, padding, dilation, x.dtype.itemsize)
 
 
 def _plain(value):
@@ -94,7 +92,7 @@ def _plan(func, x, w, stride, padding, dilation):
         plan = _plans.get(key)
         if plan is not None:
             return plan
-    plan = _kernels.Plan(*_geometry(func, x, w, stride, padding, dilation)[0])
+    plan = _kernels.Plan(*_plan_args(func, x, w, stride, padding, dilation))
     if plain:
         if len(_plans) >= _PLAN_CACHE_SIZE:
             _plans.clear()

@@ -5,33 +5,45 @@
 # Layers, top to bottom:
 #
 # 1. ``Plan`` (built once per shape by cnnext._functional.conv and cached):
-#    the geometry, where each image's input windows are read from, how many
-#    images are staged at once and how big the caller's workspace must be.
+#    the algorithm for each pass, where input windows are read, offset
+#    tables, waves of staged images and the workspace sizes.
 # 2. ``conv2d_forward``, ``conv2d_backward_data``, ``conv2d_backward_filter``:
 #    the entry points.  Arguments arrive validated and C-contiguous, outputs
 #    and the workspace allocated by the caller.  They release the GIL and
-#    split the work into independent items over OpenMP threads.
+#    split the work into independent items over OpenMP threads (plain loops
+#    when one thread suffices: small calls never enter OpenMP).
 # 3. Staging copies (_conv_staging.pxi): padded images, im2col panels,
-#    packed weights, gy transposed, col2im.
+#    packed weights, gy transposed, col2im; Winograd's transforms
+#    (_conv_winograd.pxi).
 # 4. Register-tile microkernels (_conv_tiles.pxi) over the vector layer of
-#    _conv_simd.pxi: ``nn_tile`` (forward, input-gradient columns),
-#    ``dot_tile`` and ``trn_tile`` (weight gradient for few / many filters).
+#    _conv_simd.pxi (one per instruction set).
 #
-# Windows.  Every algorithm sees the input as, for each tap (c, r, s), a
-# window of positions (i, j) that is contiguous along j:
-#     origin + c*c_stride + r*r_stride + s*s_stride + i*i_stride + j.
+# Algorithms, chosen per shape by the Plan:
+#   forward       Winograd F(2x2, 3x3) for 3x3 stride-1 layers with many
+#                 channels; otherwise direct: ``nn_tiles`` (output positions
+#                 as vector lanes, for few filters or long rows) or
+#                 ``kfwd_tiles`` (filters as lanes, for many filters on short
+#                 or strided rows; no im2col).
+#   input grad.   with stride 1, the forward algorithms applied to gy and the
+#                 flipped, transposed filters; otherwise columns w^T gy
+#                 (``nn_tiles``) scattered back (col2im).
+#   weight grad.  ``trn_tiles`` (filters as lanes) for many filters,
+#                 ``dot_tiles`` (vector partial sums over positions) for few;
+#                 the bias gradient rides along while gy is in cache.
+#
+# Windows.  The direct kernels see the input as, for each tap (c, r, s), a
+# window of positions (i, j):
+#     origin + c*c_stride + r*r_stride + s*s_stride + i*i_stride + j*j_stride.
 # Three sources provide that layout:
-#   * the input itself (no padding, column stride 1): no copy;
-#   * a zero-padded copy of each image (column stride 1, padding);
-#   * an im2col panel, one contiguous row of Ho*Wo positions per tap (column
-#     stride > 1, or output rows too short for full vectors).
-# Vectors of positions run along j; a row whose length is not a multiple of
-# the vector width ends with a vector that overlaps its predecessor (it
-# recomputes, never accumulates, so results are unchanged).
-#
-# The Plan turns each layout into tables: the offset of every tap's window,
-# and for every vector of output positions its window and output offsets, so
-# tiles never divide to find their positions.
+#   * the input itself (no padding): no copy;
+#   * a zero-padded copy of each image;
+#   * an im2col panel, one contiguous row of Ho*Wo positions per tap (for
+#     nn_tiles when output rows are too short or strided for the vectors).
+# nn_tiles' vectors of positions run along j; a row whose length is not a
+# multiple of the vector width ends with a vector that overlaps its
+# predecessor (it recomputes, never accumulates, so results are unchanged).
+# The Plan turns each layout into tables (the offset of every tap's window,
+# of every vector or position), so tiles never divide to find their place.
 #
 # Determinism.  No result depends on the thread count: every output element is
 # computed by exactly one work item, always in the same order.  Where the
@@ -96,14 +108,6 @@ def compiled_isa():
     compiler's own macros (so it proves the build flags, not the file name).
     """
     return CNNEXT_COMPILED_ISA.decode("ascii")
-
-
-def vector_bytes():
-    """vector_bytes()
-
-    Width in bytes of the vector registers the kernels of this module use.
-    """
-    return VEC_BYTES
 
 
 # --------------------------------------------------------------------- plan

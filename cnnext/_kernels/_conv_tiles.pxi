@@ -20,7 +20,8 @@
 #              gy^T[p, k lanes]: the weight gradient for many filters.
 #   kfwd_tiles KFW_MR positions x KFW_NV vectors of filters: y^T[p, k lanes] =
 #              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
-#              pass (and input gradient) for many filters, no im2col needed.
+#              pass (and input gradient) for many filters, no im2col needed;
+#              also Winograd's 16 GEMMs (positions = tiles, taps = channels).
 
 
 cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) packed A

@@ -4,7 +4,6 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
 def compiled_isa() -> str: ...
-def vector_bytes() -> int: ...
 
 class Plan:
     output_shape: tuple[int, int, int, int]
