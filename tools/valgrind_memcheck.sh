@@ -7,7 +7,9 @@
 #              so an out-of-bounds access is real) and pytest installed;
 #              default: python3
 #   TEST_FILE  default: tests/test_conv.py (the SIMD convolution kernels)
-# Environment: VALGRIND_LOG=file keeps the full log (default: a temp file).
+# Environment: VALGRIND_LOG=prefix keeps the logs, one per process as
+# prefix.<pid> (child processes are traced too: the battery and the edge sweep
+# run their cases in one); default: a temp directory.
 #
 # PYTHONMALLOC=malloc sends every Python allocation through malloc, so
 # memcheck sees them all; hypothesis runs its small "dev" profile (memcheck
@@ -25,23 +27,24 @@ PYTHON=${1:-python3}
 TEST=${2:-$ROOT/tests/test_conv.py}
 shift $(( $# < 2 ? $# : 2 ))
 command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 2; }
-LOG=${VALGRIND_LOG:-$(mktemp /tmp/cnnext-valgrind.XXXXXX.log)}
+LOG=${VALGRIND_LOG:-$(mktemp -d /tmp/cnnext-valgrind.XXXXXX)/memcheck}
 WORK=$(mktemp -d)  # run outside the checkout so the installed cnnext is tested
 
 echo "valgrind memcheck: $PYTHON -m pytest $TEST (log: $LOG)"
 set +e
 (cd "$WORK" && PYTHONMALLOC=malloc HYPOTHESIS_PROFILE=dev OMP_NUM_THREADS=2 \
     valgrind --tool=memcheck --leak-check=no --num-callers=40 --error-limit=no \
-    --log-file="$LOG" "$PYTHON" -m pytest "$TEST" -q -p no:cacheprovider "$@")
+    --trace-children=yes --log-file="$LOG.%p" "$PYTHON" -m pytest "$TEST" -q \
+    -p no:cacheprovider "$@")
 tests=$?
 set -e
 
 verdict=0
-"$PYTHON" - "$LOG" <<'PY' || verdict=$?
+"$PYTHON" - "$LOG".* <<'PY' || verdict=$?
 import re
 import sys
 
-text = open(sys.argv[1]).read()
+text = "".join(open(path).read() for path in sys.argv[1:])
 # One error report: a headline and its stack, up to a blank "==pid==" line.
 reports = re.findall(r"==\d+== (\S[^\n]*)\n((?:==\d+==\s+(?:at|by) [^\n]*\n)+)", text)
 groups = {"cnnext": [], "invalid": [], "noise": []}
@@ -56,8 +59,9 @@ for headline, stack in reports:
         groups["invalid"].append((headline, stack))
     else:
         groups["noise"].append((headline, stack))
-summary = re.findall(r"ERROR SUMMARY: [^\n]*", text)
-print(f"valgrind: {summary[-1] if summary else 'no summary (did valgrind run?)'}")
+summary = re.findall(r"ERROR SUMMARY: (\d+) errors from (\d+) contexts", text)
+errors, contexts = (sum(int(s[i]) for s in summary) for i in (0, 1))
+print(f"valgrind: {len(summary)} processes, {errors} errors from {contexts} contexts")
 for name, found in groups.items():
     print(f"  {name}: {len(found)} error contexts")
 for name in ("cnnext", "invalid"):
