@@ -29,6 +29,8 @@ NOTES = """\
 time: median per call; (+-x%): half the interquartile range over the median;
   ~: extrapolated from a few images (the notebook's loops are slow);
   vs X: X's time / cnnext's time (above 1: cnnext is faster);
+  GFLOP/s: a direct convolution's FLOPs (2 per multiply-add) over the time, so an
+  algorithm doing fewer (Winograd) can pass 100% of peak;
   %peak: share of the measured SGEMM (float32) or DGEMM (float64) rate at the same
   thread count."""
 
