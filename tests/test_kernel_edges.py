@@ -7,11 +7,13 @@ sweep runs conv2d, conv2d_backward, max_pool2d(+backward) and
 avg_pool2d(+backward) over all kernel sizes 1-4, strides 1-3, paddings 0-2 and
 dilations 1-2 per axis, each at the smallest image that fits and at one a
 little larger (3x3 stride-1 convolutions also with 16 channels, the Winograd
-path), against the float64 reference.  It runs in a child process
-that names each case on stderr before running it, so a crash fails the test
-and names the geometry.  (A sweep like this one found a segfault in the
-debug build of an earlier convolution kernel: x (1, 1, 1, 1), w (1, 1, 1, 3),
-padding (0, 2), dilation (1, 2).)
+path), against the float64 reference (half of the pairings of the two axes
+in a release build, a sixth in the slower checked builds).  It runs once per
+instruction-set build of the kernels, each time in a child process that names
+each case on stderr before running it, so a crash fails the test and names
+the geometry.  (This sweep finds the segfault of an earlier convolution
+kernel's debug build: x (1, 1, 1, 1), w (1, 1, 1, 3), padding (0, 2),
+dilation (1, 2).)
 """
 
 import itertools
@@ -19,8 +21,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from reliability_testing import same_values, scaled, subprocess_env
 
+import cnnext
 from cnnext import _reference as R
 from cnnext import functional as F
 
@@ -89,9 +93,12 @@ def main():
     print(f"ran {count} cases", flush=True)
 
 
-def test_every_small_geometry_matches_the_reference_without_crashing(tmp_path):
+@pytest.mark.parametrize("isa", cnnext.show_config("dicts")["simd"]["supported"])
+def test_every_small_geometry_matches_the_reference_without_crashing(tmp_path, isa):
+    """On every instruction-set build of the kernels this CPU runs (CNNEXT_ISA)."""
     proc = subprocess.run([sys.executable, __file__], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=scaled(300, 1200), env=subprocess_env())
+                          text=True, timeout=scaled(300, 1200),
+                          env=subprocess_env(CNNEXT_ISA=isa))
     last = proc.stderr.strip().splitlines()[-1:] or ["(before the first case)"]
     assert proc.returncode == 0, f"the sweep died (exit {proc.returncode}) at {last[0]}:\n" \
                                  f"{proc.stderr[-2000:]}"
