@@ -3,19 +3,23 @@
 * 8 Python threads calling every public kernel at once (released GIL, shared
   plan cache, per-thread scratch buffers) get exactly what serial calls get.
 * OpenMP thread counts 1, 2 and 4 give bitwise-identical outputs for every
-  kernel: partial sums are reduced in a fixed order, whatever the split.
+  kernel: partial sums are reduced in a fixed order, whatever the split; in
+  this process and, in a child process each, on every instruction-set build
+  of the kernels the CPU runs (CNNEXT_ISA).
 * A model trained with 1 and with 2 threads ends with identical weights.
 
 Bitwise equality, not a tolerance: any dependence on scheduling is a bug.
 (In a build without OpenMP the thread count changes nothing, trivially.)
 """
 
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from reliability_testing import kernel_calls, scaled
+from reliability_testing import kernel_calls, scaled, subprocess_env
 
 import cnnext
 from cnnext import functional as F
@@ -43,12 +47,12 @@ def test_every_public_kernel_is_covered():
     assert set(kernel_calls(0)) == set(F.__all__)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_openmp_thread_counts_give_bitwise_identical_results(num_threads, dtype):
+def check_thread_counts(set_threads, dtype):
+    """Every kernel at each of THREAD_COUNTS, compared bitwise with the first."""
     calls = kernel_calls(1, dtype)
     results = {}
     for threads in THREAD_COUNTS:
-        num_threads(threads)
+        set_threads(threads)
         assert cnnext.get_num_threads() == threads or not cnnext.show_config(
             "dicts")["openmp"]["enabled"]
         for name, call in calls.items():
@@ -57,6 +61,21 @@ def test_openmp_thread_counts_give_bitwise_identical_results(num_threads, dtype)
                 results[name] = result
             else:
                 assert_bitwise_equal(result, results[name], f"{name} with {threads} threads")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_openmp_thread_counts_give_bitwise_identical_results(num_threads, dtype):
+    check_thread_counts(num_threads, dtype)
+
+
+@pytest.mark.parametrize("isa", cnnext.show_config("dicts")["simd"]["supported"])
+def test_thread_counts_on_every_instruction_set_build(tmp_path, isa):
+    proc = subprocess.run([sys.executable, __file__], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=scaled(120, 600),
+                          env=subprocess_env(CNNEXT_ISA=isa))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The child ran the convolutions of the build asked for.
+    assert proc.stdout.split() == ["bitwise", "identical", "on", isa], proc.stdout
 
 
 def test_eight_python_threads_at_once_match_serial_calls(num_threads):
@@ -133,3 +152,9 @@ def test_training_with_one_and_two_threads_ends_with_identical_weights(num_threa
     # Training moved the weights (identical by construction would prove nothing).
     assert not np.array_equal(one["0.weight"], Conv2D(1, 6, 3, padding=1, seed=1)
                               .params["weight"])
+
+
+if __name__ == "__main__":
+    for dtype in (np.float32, np.float64):
+        check_thread_counts(cnnext.set_num_threads, dtype)
+    print("bitwise identical on", cnnext.show_config("dicts")["simd"]["in_use"]["_conv"])
