@@ -816,6 +816,17 @@ cdef void pack_image(const floating* gy,      # IN  (K, P) one image
         sums[k] = plane_sum(gy + k * g.P, g.P, 1, g.P)
 
 
+cdef void pack_block_image(const floating* gy,   # IN  (K, P) one image
+                           const floating* x,    # IN  (C, H, W) one image
+                           const Layout* d, const Backward* bw,
+                           floating* staged,     # OUT staged_elems when staging
+                           floating* gyt,        # OUT (P, k_padded)
+                           floating* sums) noexcept nogil:  # OUT (K,) bias sums
+    if d.source != SOURCE_INPUT:
+        stage_image(x, d, staged)
+    pack_image(gy, &d.g, bw.k_padded, gyt, sums)
+
+
 cdef void pack_block(const floating* gy,      # IN  (count, K, P)
                      const floating* x,       # IN  (count, C, H, W)
                      const Layout* d, const Backward* bw,
@@ -824,17 +835,17 @@ cdef void pack_block(const floating* gy,      # IN  (count, K, P)
                      floating* gyt,           # OUT (count, P, k_padded)
                      floating* sums) noexcept nogil:  # OUT (count, K) bias sums
     cdef const Geometry* g = &d.g
+    cdef Py_ssize_t image = g.C * g.H * g.W
+    cdef Py_ssize_t gyt_elems = g.P * bw.k_padded
     cdef Py_ssize_t n
-    if d.source != SOURCE_INPUT:
-        stage_images(x, d, count, threads, staged)
     if threads == 1:
         for n in range(count):
-            pack_image(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded,
-                       sums + n * g.K)
+            pack_block_image(gy + n * g.K * g.P, x + n * image, d, bw,
+                             staged + n * d.staged_elems, gyt + n * gyt_elems, sums + n * g.K)
     else:
         for n in prange(count, num_threads=threads, schedule="dynamic"):
-            pack_image(gy + n * g.K * g.P, g, bw.k_padded, gyt + n * g.P * bw.k_padded,
-                       sums + n * g.K)
+            pack_block_image(gy + n * g.K * g.P, x + n * image, d, bw,
+                             staged + n * d.staged_elems, gyt + n * gyt_elems, sums + n * g.K)
 
 
 cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
