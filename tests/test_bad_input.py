@@ -1025,11 +1025,6 @@ KNOWN_ISSUES = [
      "the x86-64-v3 and baseline builds put NaN in gx where the reference (and the v4 "
      "build) is finite: a NaN/inf tap of w times gy's zero padding",
      r"x86-64-v3|baseline"),
-    (r"conv2d|conv2d_backward|max_pool2d|avg_pool2d|avg_pool2d_backward|Conv2D|MaxPool2D"
-     r"|AvgPool2D", r"= 0-d array$",
-     "_checks.pair takes len() of a 0-d array: unnamed TypeError 'len() of unsized object'"),
-    (r"max_pool2d|avg_pool2d|MaxPool2D|AvgPool2D", r"^stride = .*2\*\*80",
-     "a pooling stride over 2**63 reaches the kernel's Py_ssize_t argument: OverflowError"),
     (r"conv2d|conv2d_backward|Conv2D", r"^stride = .*2\*\*(31|62|80)",
      "a huge stride (valid: a 1x1 output) is refused as 'the padded copy of one image' "
      "would take too many bytes, a message that names neither stride nor the cause"),

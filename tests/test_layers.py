@@ -216,7 +216,20 @@ def test_wrong_dtypes_and_call_order_raise():
     (lambda: Dense(True, 2), TypeError, "in_features must be an int"),
     (lambda: MaxPool2D(2, padding=2), ValueError, "at most half the kernel"),
     (lambda: AvgPool2D((2, 2, 2)), ValueError, "kernel_size must be an int or a pair"),
+    (lambda: MaxPool2D(np.array(2.0)), TypeError, "MaxPool2D: kernel_size must be an int"),
+    (lambda: MaxPool2D(2, stride=2**63), ValueError, r"MaxPool2D: stride must be at most 2\*\*62"),
+    (lambda: Conv2D(1, 8, 3, dilation=(1, 2**80)), ValueError,
+     r"Conv2D: dilation must be at most 2\*\*62"),
 ])
 def test_bad_constructor_arguments_raise(build, error, message):
     with pytest.raises(error, match=message):
         build()
+
+
+def test_numpy_ints_and_arrays_are_sizes_and_configs_stay_plain_ints():
+    pool = MaxPool2D(np.array(2), stride=np.array([1, 2]), padding=np.int64(1))
+    assert pool.config() == MaxPool2D(2, stride=(1, 2), padding=1).config()
+    conv = Conv2D(np.int32(1), 2, np.array(3), stride=np.array(2), seed=0)
+    assert conv.config() == Conv2D(1, 2, 3, stride=2, seed=0).config()
+    assert all(type(v) is int for layer in (pool, conv) for value in layer.config().values()
+               if isinstance(value, list) for v in value)

@@ -394,6 +394,17 @@ BAD_CALLS = [
     (lambda: F.max_pool2d(X, True), TypeError, "max_pool2d: kernel_size must be an int, got bool"),
     (lambda: F.max_pool2d(X, (2, 2, 2)), ValueError,
      "max_pool2d: kernel_size must be an int or a pair"),
+    (lambda: F.max_pool2d(X, np.array(2.0)), TypeError,
+     r"max_pool2d: kernel_size must be an int, got an array of shape \(\) and dtype float64"),
+    (lambda: F.avg_pool2d(X, 2, stride=np.array([[2, 2]])), TypeError,
+     r"avg_pool2d: stride must be an int, got an array of shape \(1, 2\)"),
+    # The kernels take sizes as Py_ssize_t: 2**63 would not even convert.
+    (lambda: F.max_pool2d(X, 2, stride=2**63), ValueError,
+     r"max_pool2d: stride must be at most 2\*\*62, got 9223372036854775808"),
+    (lambda: F.avg_pool2d(X, 2, stride=(2, 2**80)), ValueError,
+     r"avg_pool2d: stride must be at most 2\*\*62"),
+    (lambda: F.avg_pool2d_backward(GY, X.shape, 2, stride=np.uint64(2**63)), ValueError,
+     r"avg_pool2d_backward: stride must be at most 2\*\*62"),
     (lambda: F.max_pool2d(X.astype(np.int32), 2), TypeError, "max_pool2d: x must have dtype float"),
     (lambda: F.max_pool2d(X[0], 2), ValueError, r"max_pool2d: x must be 4-D \(N, C, H, W\)"),
     (lambda: F.max_pool2d(np.zeros((1, 1, 0, 4)), 1, padding=0), ValueError,
@@ -456,6 +467,30 @@ BAD_CALLS = [
 def test_bad_input_is_rejected_with_a_clear_message(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_sizes_may_be_numpy_ints_and_arrays():
+    """0-d integer arrays count as ints and 1-D arrays of two as pairs, as NumPy ints do."""
+    x = random_array(16, (2, 3, 9, 8), np.float32)
+    y, idx = F.max_pool2d(x, np.array(3), np.array([2, 3]), padding=np.array(1),
+                          return_indices=True)
+    want, want_idx = F.max_pool2d(x, 3, (2, 3), padding=1, return_indices=True)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(idx, want_idx)
+    gy = F.avg_pool2d(x, 3, 2, 1)
+    np.testing.assert_array_equal(
+        F.avg_pool2d_backward(gy, x.shape, np.array(3), np.int32(2), np.array([1, 1])),
+        F.avg_pool2d_backward(gy, x.shape, 3, 2, 1))
+
+
+def test_the_largest_stride_still_computes():
+    x = random_array(17, (1, 2, 5, 6), np.float64)
+    y, idx = F.max_pool2d(x, (2, 3), stride=2**62, return_indices=True)
+    want, want_idx = reference.max_pool2d(x, (2, 3), stride=2**62, return_indices=True)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(F.avg_pool2d(x, 2, stride=(2**62, 1)),
+                               reference.avg_pool2d(x, 2, stride=(2**62, 1)), rtol=1e-12)
 
 
 def test_out_buffers_must_be_writeable_and_separate_from_the_inputs():

@@ -18,6 +18,10 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INTP_MAX = np.iinfo(np.intp).max
+# The largest kernel size, stride, padding or dilation ``pair`` accepts.  The
+# kernels take these as Py_ssize_t, where 2**63 does not fit, and no float
+# array in memory has 2**61 elements, so no useful geometry needs more.
+MAX_SIZE = 2**62
 
 
 def float_array(func, name, value, ndim=None, layout=None):
@@ -62,19 +66,25 @@ def to_int(func, name, value):
     try:
         return operator.index(value)
     except TypeError:
-        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__}") from None
+        kind = (f"an array of shape {value.shape} and dtype {value.dtype}"
+                if isinstance(value, np.ndarray) else type(value).__name__)
+        raise TypeError(f"{func}: {name} must be an int, got {kind}") from None
 
 
 def pair(func, name, value, minimum):
-    """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple."""
+    """An int or an (h, w) pair of ints, each in [``minimum``, MAX_SIZE], as a tuple.
+
+    A 1-D array of two ints is a pair; a 0-d integer array is an int, as a
+    NumPy integer is.
+    """
     kind = type(value)
     if kind is int:
-        if value >= minimum:
+        if minimum <= value <= MAX_SIZE:
             return value, value
-    elif (kind is tuple and len(value) == 2 and type(value[0]) is int
-          and type(value[1]) is int and min(value) >= minimum):
+    elif (kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
+          and minimum <= value[0] <= MAX_SIZE and minimum <= value[1] <= MAX_SIZE):
         return value
-    if isinstance(value, (tuple, list, np.ndarray)):
+    if isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 1):
         if len(value) != 2:
             raise ValueError(f"{func}: {name} must be an int or a pair (h, w), got {value!r}")
         result = (to_int(func, name, value[0]), to_int(func, name, value[1]))
@@ -83,6 +93,8 @@ def pair(func, name, value, minimum):
         result = (v, v)
     if min(result) < minimum:
         raise ValueError(f"{func}: {name} must be >= {minimum}, got {value!r}")
+    if max(result) > MAX_SIZE:
+        raise ValueError(f"{func}: {name} must be at most 2**62, got {value!r}")
     return result
 
 
