@@ -65,6 +65,27 @@ def test_outputs_layouts_and_lists(dtype):
     np.testing.assert_array_equal(F.relu_backward(gy, x), gx)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_subclasses_are_read_as_plain_arrays():
+    """np.matrix stays 2-D when reshaped: the kernels must see a plain flat view."""
+    x = random_array(5, (3, 4), np.float64, "special")
+    gy = random_array(6, x.shape, np.float64)
+    y, gx = F.relu(x), F.relu_backward(gy, x)
+    for x_in, gy_in in [(np.asmatrix(x), gy), (x, np.asmatrix(gy)),
+                        (np.asmatrix(x), np.asmatrix(gy)), (x.view(np.recarray), gy)]:
+        got = F.relu(x_in)
+        assert type(got) is np.ndarray
+        np.testing.assert_array_equal(got, y)
+        got = F.relu_backward(gy_in, x_in)
+        assert type(got) is np.ndarray
+        np.testing.assert_array_equal(got, gx)
+    matrix = np.asmatrix(x.copy())
+    assert F.relu(matrix, inplace=True) is matrix
+    np.testing.assert_array_equal(matrix, y)
+    with pytest.raises(TypeError, match=r"relu: out must be a numpy\.ndarray, got matrix"):
+        F.relu(x, out=np.asmatrix(np.empty_like(x)))
+
+
 def test_results_do_not_depend_on_the_thread_count(num_threads):
     # Large enough (> 65536 elements) for the kernels to go parallel.
     x = random_array(4, (5, 7, 61, 67), np.float32, "special")

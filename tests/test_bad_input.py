@@ -1028,8 +1028,6 @@ KNOWN_ISSUES = [
     (r"conv2d|conv2d_backward|Conv2D", r"^stride = .*2\*\*(31|62|80)",
      "a huge stride (valid: a 1x1 output) is refused as 'the padded copy of one image' "
      "would take too many bytes, a message that names neither stride nor the cause"),
-    (r"relu|relu_backward|ReLU", r"a matrix subclass$",
-     "np.matrix stays 2-D after reshape(-1): the kernel's own TypeError/ValueError"),
     (r"softmax", r"^x: size 0 along axis 1$",
      "softmax of an empty last axis: NumPy's unnamed 'cannot reshape array of size 0'"),
     (r"Flatten", r"^x: size 0 along axis 0$",

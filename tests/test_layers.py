@@ -233,3 +233,14 @@ def test_numpy_ints_and_arrays_are_sizes_and_configs_stay_plain_ints():
     assert conv.config() == Conv2D(1, 2, 3, stride=2, seed=0).config()
     assert all(type(v) is int for layer in (pool, conv) for value in layer.config().values()
                if isinstance(value, list) for v in value)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_relu_takes_a_matrix_as_its_plain_array():
+    x = np.array([[1.5, -2.0, 0.0], [-0.5, 3.0, np.nan]], np.float32)
+    gy = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    relu = ReLU()
+    y = relu.forward(np.asmatrix(x))
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, R.relu(x).astype(np.float32))
+    np.testing.assert_array_equal(relu.backward(np.asmatrix(gy)), R.relu_backward(gy, x))

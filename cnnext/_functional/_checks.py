@@ -29,18 +29,17 @@ def float_array(func, name, value, ndim=None, layout=None):
 
     Integer, bool, float16, complex and object inputs raise TypeError: a
     silent cast would hide a mistake (uint8 images must be scaled first).
+    An ndarray subclass comes back as a plain ndarray view of its data, as
+    from ``numpy.asarray`` (``np.matrix``, for one, stays 2-D when reshaped).
     """
     if (type(value) is np.ndarray and (ndim is None or value.ndim == ndim)
             and value.dtype in FLOAT_DTYPES):
         return value
-    if isinstance(value, np.ndarray):
-        array = value
-    else:
-        try:
-            array = np.asarray(value)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{func}: {name} must be an array of float32 or float64, "
-                            f"got {type(value).__name__} ({exc})") from None
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{func}: {name} must be an array of float32 or float64, "
+                        f"got {type(value).__name__} ({exc})") from None
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{func}: {name} must have dtype float32 or float64, got {array.dtype}")
     if ndim is not None and array.ndim != ndim:
@@ -135,7 +134,8 @@ def out_array(func, name, out, shape, dtype, inputs=()):
             and not any(array is not None and np.shares_memory(out, array) for array in inputs)):
         return out
     shape = tuple(int(d) for d in shape)
-    if not isinstance(out, np.ndarray):
+    # A matrix cannot be returned as itself and written through a flat view.
+    if not isinstance(out, np.ndarray) or isinstance(out, np.matrix):
         raise TypeError(f"{func}: {name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(f"{func}: {name} must have shape {shape} and dtype {np.dtype(dtype)}, "

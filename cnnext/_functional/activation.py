@@ -40,6 +40,7 @@ def relu(x, *, inplace=False, out=None):
     if inplace and not isinstance(x, np.ndarray):
         raise TypeError(f"{func}: inplace=True needs x to be a numpy.ndarray, got "
                         f"{type(x).__name__}")
+    given = x
     x = _checks.float_array(func, "x", x)
     if inplace:
         if out is not None:
@@ -52,7 +53,7 @@ def relu(x, *, inplace=False, out=None):
         else:
             result = relu(x)
             x[...] = result
-        return x
+        return given  # the caller's object even when x is a view of a subclass
     y = np.empty(x.shape, x.dtype) if out is None else _checks.out_array(
         func, "out", out, x.shape, x.dtype, (x,))
     _activation.relu(_flat(x), y.reshape(-1))
