@@ -119,6 +119,12 @@ def contiguous(array):
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
+def _overlap(a, b):
+    """Whether two arrays share memory: the cheap bounds test first, the exact
+    (possibly costly) one only when the bounds overlap."""
+    return np.may_share_memory(a, b) and np.shares_memory(a, b)
+
+
 def out_array(func, name, out, shape, dtype, inputs=()):
     """Check or allocate an output buffer of ``shape`` and ``dtype``.
 
@@ -131,7 +137,7 @@ def out_array(func, name, out, shape, dtype, inputs=()):
         return np.empty(shape, dtype=dtype)
     if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.c_contiguous and out.flags.writeable
-            and not any(array is not None and np.shares_memory(out, array) for array in inputs)):
+            and not any(array is not None and _overlap(out, array) for array in inputs)):
         return out
     shape = tuple(int(d) for d in shape)
     # A matrix cannot be returned as itself and written through a flat view.
@@ -145,7 +151,7 @@ def out_array(func, name, out, shape, dtype, inputs=()):
     if not out.flags.writeable:
         raise ValueError(f"{func}: {name} is read-only")
     for array in inputs:
-        if array is not None and np.shares_memory(out, array):
+        if array is not None and _overlap(out, array):
             raise ValueError(f"{func}: {name} overlaps an input array")
     return out
 
