@@ -244,3 +244,19 @@ def test_relu_takes_a_matrix_as_its_plain_array():
     assert type(y) is np.ndarray
     np.testing.assert_array_equal(y, R.relu(x).astype(np.float32))
     np.testing.assert_array_equal(relu.backward(np.asmatrix(gy)), R.relu_backward(gy, x))
+
+
+def test_an_empty_batch_gives_empty_outputs_through_every_layer():
+    """N = 0 flows through as through the functional kernels; Flatten keeps the feature count."""
+    model = every_layer_model()
+    example = (2, 9, 8)
+    for layer in model.layers:
+        y = layer.forward(np.zeros((0, *example)))
+        example = layer.output_shape(example)
+        assert y.shape == (0, *example), layer
+        assert layer.backward(y).shape[0] == 0
+    flatten = Flatten()
+    assert flatten.forward(np.zeros((0, 4, 3, 2), np.float32)).shape == (0, 24)
+    assert flatten.backward(np.zeros((0, 24), np.float32)).shape == (0, 4, 3, 2)
+    assert model.forward(np.zeros((0, 2, 9, 8))).shape == (0, 5)
+    assert model.backward(np.zeros((0, 5))).shape == (0, 2, 9, 8)

@@ -71,7 +71,10 @@ def test_softmax_along_any_axis_and_layout(dtype):
         assert_close(p, want, dtype)
     for name, variant in layouts(x).items():
         np.testing.assert_array_equal(F.softmax(variant), F.softmax(x), err_msg=name)
-    assert F.softmax(np.zeros((2, 0), dtype)).shape == (2, 0)
+    # Empty along the softmax axis or another: an empty result, as PyTorch gives.
+    for shape, axis in (((2, 0), -1), ((0, 3), 0), ((0, 3), -1), ((2, 0, 3), 1), ((0,), 0)):
+        p = F.softmax(np.zeros(shape, dtype), axis=axis)
+        assert p.shape == shape and p.dtype == dtype
     np.testing.assert_array_equal(F.softmax(np.zeros(4, dtype)), np.full(4, 0.25, dtype))
 
 

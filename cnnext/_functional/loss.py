@@ -24,7 +24,7 @@ def softmax(x, axis=-1):
     -------
     p : ndarray, shape and dtype of ``x``
         Non-negative, summing to 1 along ``axis`` (NaN where a slice holds
-        NaN or +inf).
+        NaN or +inf); empty when ``x`` is empty along any axis, as in PyTorch.
     """
     func = "softmax"
     x = _checks.float_array(func, "x", x)

@@ -23,7 +23,9 @@ class Flatten(Layer):
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype)
-        return x.reshape(x.shape[0], -1)
+        if x.size:
+            return x.reshape(len(x), -1)
+        return x.reshape(len(x), math.prod(x.shape[1:]))  # -1 is ambiguous when N = 0
 
     def _backward(self, gy, need_input_grad, reuse):
         return gy.reshape(self._cache[0]) if need_input_grad else None
