@@ -2,7 +2,6 @@
 
 import importlib
 import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +10,7 @@ import pytest
 from conv_testing import check_backward, check_forward, problem
 from hypothesis import given
 from hypothesis import strategies as st
+from pool_testing import assert_releases_the_gil
 
 from cnnext import _dispatch
 from cnnext import _reference as reference
@@ -345,28 +345,10 @@ def test_against_torch(case, dtype, torch):
 
 
 def test_gil_is_released_during_the_kernels():
-    # Another Python thread can only run while the kernel holds no GIL: some
-    # of its clock readings must fall strictly inside the kernel call.
     rng = np.random.default_rng(13)
     x, w, _ = problem(rng, 8, 16, 64, 64, 32, 3, 3, np.float32, bias=False)
     plan = conv_module._plan("test", x, w, 1, 1, 1)
     y = np.empty(plan.output_shape, np.float32)
     work = np.empty(plan.forward_workspace, np.float32)
-    done = threading.Event()
-    readings = []
-
-    def read_clock():
-        while not done.is_set():
-            readings.append(time.perf_counter())
-
-    reader = threading.Thread(target=read_clock)
-    reader.start()
-    try:
-        start = time.perf_counter()
-        conv_module._kernels.conv2d_forward(plan, x, w, None, y, work)
-        end = time.perf_counter()
-    finally:
-        done.set()
-        reader.join()
-    assert sum(start < t < end for t in readings) > 0
+    assert_releases_the_gil(lambda: conv_module._kernels.conv2d_forward(plan, x, w, None, y, work))
     check_forward(y, x, w, None, 1, 1, 1)
