@@ -23,7 +23,7 @@ import numpy as np
 from . import _checkpoint, losses, optim
 from ._functional import _checks
 from ._progress import ProgressBar
-from .layers.base import DTYPES, Layer
+from .layers.base import DTYPES, Layer, random_generator
 
 __all__ = ["Sequential", "load_model"]
 
@@ -335,11 +335,11 @@ class Sequential:
                 raise TypeError(f"{owner}: callbacks must be callables, got {callback!r}")
         if on_nan not in _NAN_POLICIES:
             raise ValueError(f"{owner}: on_nan must be one of {_NAN_POLICIES}, got {on_nan!r}")
+        rng = random_generator(owner, seed)
 
         self.optimizer, self.loss = optimizer, loss_fn
         if self.input_shape is None:
             self.input_shape = tuple(X.shape[1:])
-        rng = np.random.default_rng(seed)
         history = {"loss": [], "accuracy": [], "seconds": []}
         if validation is not None:
             history.update(val_loss=[], val_accuracy=[])

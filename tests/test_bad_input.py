@@ -1030,12 +1030,14 @@ KNOWN_ISSUES = [
     (r"conv2d|conv2d_backward|Conv2D", r"^stride = .*2\*\*(31|62|80)",
      "a huge stride (valid: a 1x1 output) is refused as 'the padded copy of one image' "
      "would take too many bytes, a message that names neither stride nor the cause"),
-    (r"Conv2D|Dense|Conv|Softmax", r"^(in_channels|out_channels|kernel_size|in_features|"
-     r"out_features|num_filters|filters_length|input_len|nodes) = .*2\*\*(31|62|80)",
+    (r"Dense|Conv|Softmax", r"^(in_features|out_features|num_filters|filters_length|"
+     r"input_len|nodes) = .*2\*\*(31|62|80)",
      "parameter shapes are not checked before allocation: NumPy's unnamed 'array is too "
-     "big' / 'Maximum allowed dimension exceeded'"),
-    (r"Conv2D|Dense|Sequential", r"^seed = ",
-     "seed goes to numpy.random.default_rng unchecked: NumPy's unnamed errors"),
+     "big' / 'Maximum allowed dimension exceeded' (Dense: layers.base.check_weight_shape "
+     "is there to call)"),
+    (r"Dense", r"^seed = ",
+     "Dense passes seed to numpy.random.default_rng unchecked: NumPy's unnamed errors "
+     "(layers.base.random_generator is there to call)"),
     (r"Conv|MaxPool|Softmax", r"a ragged list$",
      "compat._float64 calls np.asarray unguarded: NumPy's unnamed 'inhomogeneous shape'"),
     (r"Conv|Softmax", r"^learn_rate = ",

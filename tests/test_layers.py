@@ -153,6 +153,16 @@ def test_seeded_initialisation_is_reproducible_and_scaled():
     np.testing.assert_array_equal(f64.params["weight"].astype(np.float32), dense.params["weight"])
 
 
+def test_seeds_may_be_numpy_ints_or_a_shared_generator():
+    np.testing.assert_array_equal(Conv2D(2, 3, 3, seed=np.uint8(7)).params["weight"],
+                                  Conv2D(2, 3, 3, seed=7).params["weight"])
+    shared, fresh = np.random.default_rng(5), np.random.default_rng(5)
+    first, second = Conv2D(2, 3, 3, seed=shared), Conv2D(2, 3, 3, seed=shared)
+    np.testing.assert_array_equal(first.params["weight"], Conv2D(2, 3, 3, seed=fresh).params[
+        "weight"])
+    assert not np.array_equal(first.params["weight"], second.params["weight"])
+
+
 def test_repr_reads_like_the_constructor_call():
     assert repr(Conv2D(1, 8, 3, bias=False)) == "Conv2D(1, 8, 3, bias=False)"
     assert repr(Conv2D(3, 4, (3, 5), stride=2, padding=(1, 2), dtype="float64")) == \
@@ -220,6 +230,15 @@ def test_wrong_dtypes_and_call_order_raise():
     (lambda: MaxPool2D(2, stride=2**63), ValueError, r"MaxPool2D: stride must be at most 2\*\*62"),
     (lambda: Conv2D(1, 8, 3, dilation=(1, 2**80)), ValueError,
      r"Conv2D: dilation must be at most 2\*\*62"),
+    # Sizes whose weights could not even be addressed, refused before any allocation.
+    (lambda: Conv2D(2**62, 8, 3), ValueError, r"Conv2D: the initial weights given by "
+     r"out_channels, in_channels and kernel_size of shape \(8, 4611686018427387904, 3, 3\)"),
+    (lambda: Conv2D(1, 8, 2**31), ValueError, "Conv2D: the initial weights given by"),
+    (lambda: Conv2D(1, 8, 3, seed=-1), ValueError,
+     "Conv2D: seed must be None, an int >= 0 or a numpy.random.Generator, got -1"),
+    (lambda: Conv2D(1, 8, 3, seed="x"), TypeError, "Conv2D: seed must be None, .* got str"),
+    (lambda: Conv2D(1, 8, 3, seed=1.5), TypeError, "Conv2D: seed must be None, .* got float"),
+    (lambda: Conv2D(1, 8, 3, seed=True), TypeError, "Conv2D: seed must be None, .* got bool"),
 ])
 def test_bad_constructor_arguments_raise(build, error, message):
     with pytest.raises(error, match=message):

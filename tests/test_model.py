@@ -160,6 +160,9 @@ def test_training_continues_with_the_models_optimizer(data):
     (dict(validation_data=(np.zeros((2, 12, 12), np.uint8), np.array([0, 7]))), ValueError,
      r"validation_data\[1\] holds label 7"),
     (dict(callbacks=[3]), TypeError, "callbacks must be callables"),
+    (dict(seed=-1), ValueError, r"Sequential\.fit: seed must be None, an int >= 0 .* got -1"),
+    (dict(seed="x"), TypeError, r"Sequential\.fit: seed must be None, an int >= 0 .* got str"),
+    (dict(seed=1.5), TypeError, r"Sequential\.fit: seed must be .* got float"),
 ])
 def test_fit_rejects_bad_arguments_before_training(kwargs, error, message):
     model = small_cnn()

@@ -75,6 +75,31 @@ def boolean(owner, name, value):
     return bool(value)
 
 
+def random_generator(owner, seed):
+    """``seed`` (None, an int >= 0 or a numpy.random.Generator) as a Generator.
+
+    A Generator is used as is, so layers built from one share its stream.
+    """
+    if seed is None or isinstance(seed, np.random.Generator):
+        return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{owner}: seed must be None, an int >= 0 or a numpy.random.Generator, "
+                        f"got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{owner}: seed must be None, an int >= 0 or a numpy.random.Generator, "
+                         f"got {seed}")
+    return np.random.default_rng(int(seed))
+
+
+def check_weight_shape(owner, arguments, shape):
+    """Refuse a weight ``shape`` (set by the constructor's ``arguments``) whose initial
+    values could not even be addressed, before anything is allocated.
+
+    They are drawn in float64 whatever the layer's dtype, hence the dtype checked.
+    """
+    _checks.check_nbytes(owner, f"the initial weights given by {arguments}", shape, np.float64)
+
+
 def initial_weights(shape, init, fan_in, fan_out, dtype, rng):
     """Random weights of ``shape`` drawn from ``rng``, scaled by ``init``.
 

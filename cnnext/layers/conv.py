@@ -8,10 +8,12 @@ from .base import (
     Layer,
     boolean,
     check_init,
+    check_weight_shape,
     compact,
     initial_weights,
     layer_dtype,
     positive_int,
+    random_generator,
     zero_parameter,
 )
 
@@ -60,8 +62,9 @@ class Conv2D(Layer):
         self.bias = boolean(name, "bias", bias)
         self.dtype = layer_dtype(name, dtype)
         self.init = check_init(name, init)
-        rng = np.random.default_rng(seed)
+        rng = random_generator(name, seed)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        check_weight_shape(name, "out_channels, in_channels and kernel_size", shape)
         area = self.kernel_size[0] * self.kernel_size[1]
         self.params["weight"] = initial_weights(
             shape, self.init, self.in_channels * area, self.out_channels * area, self.dtype, rng)
