@@ -329,7 +329,13 @@ class Sequential:
             Xv, scale_v, _ = self._images(owner, "validation_data[0]", validation_data[0])
             yv = self._labels(owner, "validation_data[1]", validation_data[1], len(Xv), out_shape)
             validation = (Xv, scale_v, yv)
-        callbacks = list(callbacks or ())
+        try:
+            callbacks = iter(() if callbacks is None else callbacks)
+        except TypeError:
+            hint = " (put a single callback in a list)" if callable(callbacks) else ""
+            raise TypeError(f"{owner}: callbacks must be None or a list of callables, got "
+                            f"{type(callbacks).__name__}{hint}") from None
+        callbacks = list(callbacks)
         for callback in callbacks:
             if not callable(callback):
                 raise TypeError(f"{owner}: callbacks must be callables, got {callback!r}")

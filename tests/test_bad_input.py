@@ -1047,7 +1047,6 @@ KNOWN_ISSUES = [
     (r"NotebookCNN", r"",
      "NotebookCNN checks nothing itself: its delegates' errors name their own arguments "
      "(filters_length=29 reads 'Softmax: input_len must be >= 1'), or NumPy's"),
-    (r"Sequential", r"^callbacks = an int$", "fit iterates callbacks unchecked"),
 ]
 
 
