@@ -145,8 +145,9 @@ def load(path):
         with archive:
             try:
                 return _Reader(path, archive, os.fstat(file.fileno()).st_size).model()
+            # UnicodeDecodeError: a member's local header flags its name UTF-8 but it is not.
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
-                    NotImplementedError) as exc:
+                    NotImplementedError, UnicodeDecodeError) as exc:
                 raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
 
 

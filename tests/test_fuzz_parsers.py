@@ -361,11 +361,8 @@ def test_an_unknown_layer_dtype_in_the_header_is_a_checkpoint_error(tmp_path):
         cnnext.load_model(path)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="known issue: _checkpoint.load does not catch the UnicodeDecodeError "
-                          "zipfile raises reading a member whose local header is flagged UTF-8 "
-                          "but is not (found by tools/fuzz_atheris.py)")
 def test_a_member_name_that_is_not_utf8_is_a_checkpoint_error(tmp_path):
+    """Found by tools/fuzz_atheris.py: zipfile's UnicodeDecodeError escaped."""
     data = bytearray(CHECKPOINT)
     header = data.index(b"PK\x03\x04")  # the first member's local header
     data[header + 7] |= 0x08  # flag bit 11 (little-endian flags at +6): the name is UTF-8
