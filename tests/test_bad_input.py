@@ -1023,13 +1023,6 @@ ISAS = cnnext.show_config("dicts")["simd"]["supported"]
 # matching none of these fails the tests; an entry matching no failure any
 # more is reported as stale.
 KNOWN_ISSUES = [
-    (r"conv2d_backward", r"^w: -?(nan|inf) at the (first|last) element$",
-     "the x86-64-v3 and baseline builds put NaN in gx where the reference (and the v4 "
-     "build) is finite: a NaN/inf tap of w times gy's zero padding",
-     r"x86-64-v3|baseline"),
-    (r"conv2d|conv2d_backward|Conv2D", r"^stride = .*2\*\*(31|62|80)",
-     "a huge stride (valid: a 1x1 output) is refused as 'the padded copy of one image' "
-     "would take too many bytes, a message that names neither stride nor the cause"),
     (r"Dense|Conv|Softmax", r"^(in_features|out_features|num_filters|filters_length|"
      r"input_len|nodes) = .*2\*\*(31|62|80)",
      "parameter shapes are not checked before allocation: NumPy's unnamed 'array is too "

@@ -222,6 +222,37 @@ def test_nan_and_inf_propagate_as_ieee_says(dtype):
         assert np.isnan(got).any()
 
 
+# Shapes whose plans take Winograd (forward, input gradient) and the input
+# gradient as a convolution of zero-padded gy, on every instruction-set build.
+REFORMULATED = [((2, 16, 8, 8), (64, 16, 3, 3)), ((2, 32, 6, 6), (32, 32, 3, 3)),
+                ((1, 8, 9, 9), (8, 8, 3, 3))]
+
+
+@pytest.mark.parametrize("operand", ["x", "w", "gy"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_reformulated_algorithms_keep_the_direct_sums_nan_and_inf(operand, value):
+    # Winograd's transforms subtract inputs (inf - inf) and the padded-gy
+    # convolution multiplies padding by w (0 * inf): both would put NaN where
+    # the definition's sum is finite, so non-finite operands take the direct path.
+    rng = np.random.default_rng(17)
+    paths = set()
+    for x_shape, w_shape in REFORMULATED:
+        x = rng.standard_normal(x_shape)
+        w = rng.standard_normal(w_shape)
+        plan = conv_module._plan("test", x, w, 1, 1, 1)
+        paths |= {("forward", plan.forward_lanes), ("data", plan.data_kernel)}
+        gy = rng.standard_normal(plan.output_shape)
+        arrays = {"x": x, "w": w, "gy": gy}
+        spoiled = arrays[operand]
+        spoiled.flat[[0, spoiled.size // 2, -1]] = value
+        y = F.conv2d(x, w, padding=1)
+        np.testing.assert_allclose(y, reference.conv2d(x, w, padding=1), rtol=1e-9, atol=1e-9)
+        for got, want in zip(F.conv2d_backward(gy, x, w, padding=1),
+                             reference.conv2d_backward(gy, x, w, padding=1), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert {("forward", "winograd"), ("data", "winograd"), ("data", "conv")} <= paths
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_values_no_window_reads_do_not_leak(dtype):
     # Stride 2 never reads the odd columns nor the last row: NaN/inf there

@@ -7,8 +7,14 @@ output sizes, byte counts, ``out=`` buffers.  Each shape gets a cached
 ``Plan`` (how the kernels split and stage the work); each Python thread
 reuses its own scratch buffer, so repeated calls allocate nothing but their
 outputs.
+
+NaN and inf propagate as in the definition's sums.  The fast reformulated
+algorithms (Winograd; the input gradient as a convolution of padded gy)
+would add terms like inf - inf or 0 * inf, so calls whose operands hold
+NaN or inf are given a plan without them (one cheap finiteness pass).
 """
 
+import math
 import threading
 
 import numpy as np
@@ -69,9 +75,10 @@ def _plan_args(func, x, w, stride, padding, dilation):
     # Scratch of one image: im2col columns or Winograd transforms, a padded copy.
     _checks.check_nbytes(func, "the workspace of one image",
                          (c * r * s + 16 * (c + k) + k + 64, ho * wo + 64), np.float64)
+    # (Only the rows and columns some window reaches are copied.)
     _checks.check_nbytes(func, "the padded copy of one image",
-                         (c, ho * stride[0] + r * dilation[0] + 1,
-                          wo * stride[1] + s * dilation[1] + 64), np.float64)
+                         (c, (ho - 1) * stride[0] + (r - 1) * dilation[0] + 1,
+                          (wo - 1) * stride[1] + (s - 1) * dilation[1] + 64), np.float64)
     return (n, c, h, wd, k, r, s, stride, padding, dilation, x.dtype.itemsize)
 
 
@@ -83,21 +90,27 @@ def _plain(value):
                            and type(value[0]) is int and type(value[1]) is int)
 
 
-def _plan(func, x, w, stride, padding, dilation):
+def _plan(func, x, w, stride, padding, dilation, reformulate=True):
     """The Plan of a validated call, cached by shapes, dtype and hyper-parameters."""
     plain = (type(stride) is int and type(padding) is int and type(dilation) is int) or (
         _plain(stride) and _plain(padding) and _plain(dilation))
     if plain:
-        key = (x.shape, w.shape, x.dtype.char, stride, padding, dilation)
+        key = (x.shape, w.shape, x.dtype.char, stride, padding, dilation, reformulate)
         plan = _plans.get(key)
         if plan is not None:
             return plan
-    plan = _kernels.Plan(*_plan_args(func, x, w, stride, padding, dilation))
+    plan = _kernels.Plan(*_plan_args(func, x, w, stride, padding, dilation), reformulate)
     if plain:
         if len(_plans) >= _PLAN_CACHE_SIZE:
             _plans.clear()
         _plans[key] = plan
     return plan
+
+
+def _finite(array):
+    """No NaN or inf in ``array``: one pass at memory speed (a finite sum that
+    overflows reads as non-finite, which only costs the faster algorithm)."""
+    return math.isfinite(array.sum())
 
 
 def _arrays(func, x, w):
@@ -149,6 +162,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
             raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
                              f"of w, shape {w.shape}), got shape {b.shape}")
     plan = _plan(func, x, w, stride, padding, dilation)
+    if plan.forward_lanes == "winograd" and not (_finite(w) and _finite(x)):
+        plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
     if out is None:
         y = np.empty(plan.output_shape, x.dtype)
     else:
@@ -206,6 +221,9 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     if gy.shape != plan.output_shape:
         raise ValueError(f"{func}: gy must have the shape of conv2d's output "
                          f"{plan.output_shape} {_GY_LAYOUT}, got shape {gy.shape}")
+    if need_input_grad and plan.data_kernel != "col2im" and not (
+            _finite(w) and (plan.data_kernel != "winograd" or _finite(gy))):
+        plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
     if out is None:
         gx = np.empty(x.shape, x.dtype) if need_input_grad else None
         gw = np.empty(w.shape, x.dtype)

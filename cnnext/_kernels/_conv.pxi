@@ -217,7 +217,8 @@ cdef Py_ssize_t fill_vectors(Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t i_s
     return rows * per_row
 
 
-cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) except NULL:
+cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
+                             bint allow_winograd) except NULL:
     """Fill the windows of ``d`` (geometry set) and return its tables, which
     the caller owns.  Many filters: kfwd_tiles over windows read in place or
     from padded copies.  Few: nn_tiles over windows in place, from padded
@@ -233,7 +234,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget) 
     d.lanes = L
     per_row = ceil_div(g.Wo, L)
     k_padded = ceil_div(g.K, KFW_NV * L) * KFW_NV * L
-    d.winograd = (g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1
+    d.winograd = (allow_winograd and g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1
                   and g.dw == 1 and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
                   and 3 * k_padded <= 4 * g.K)
     d.by_filters = not d.winograd and 3 * k_padded <= 4 * g.K and not (
@@ -343,13 +344,19 @@ cdef inline Py_ssize_t forward_workspace(const Layout* d) noexcept nogil:
 
 
 cdef class Plan:
-    """Plan(N, C, H, W, K, R, S, stride, padding, dilation, itemsize)
+    """Plan(N, C, H, W, K, R, S, stride, padding, dilation, itemsize, reformulate=True)
 
     How this module computes a convolution of one shape and its gradients:
     output size, where input windows are read, offset tables, waves and
     blocks of images, and the workspace each entry point needs.  The
     arguments must be valid (cnnext._functional.conv checks them).  A plan
     depends on the shape only, never on the thread count.
+
+    ``reformulate=False`` rules out the algorithms that compute terms the
+    definition does not have (Winograd's transforms; the input gradient as
+    a convolution of zero-padded gy): they agree on finite data, but with
+    NaN or inf in the operands they can give NaN where the direct sum is
+    finite (0 * inf, inf - inf).
 
     Attributes
     ----------
@@ -377,7 +384,7 @@ cdef class Plan:
 
     def __init__(self, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t K, Py_ssize_t R, Py_ssize_t S, stride, padding, dilation,
-                 Py_ssize_t itemsize):
+                 Py_ssize_t itemsize, bint reformulate=True):
         cdef Layout* d = &self.d
         cdef Geometry* g = &d.g
         cdef Backward* bw = &self.bw
@@ -388,7 +395,7 @@ cdef class Plan:
         g.sh, g.sw = stride
         g.ph, g.pw = padding
         g.dh, g.dw = dilation
-        self.tables[0] = init_layout(d, itemsize, budget)
+        self.tables[0] = init_layout(d, itemsize, budget, reformulate)
         self.output_shape = (N, K, g.Ho, g.Wo)
         L = d.lanes
         self.forward_workspace = forward_workspace(d)
@@ -397,8 +404,8 @@ cdef class Plan:
         # flipped, transposed filters and padding d*(R-1) - p, when that is
         # not negative and the C output channels fill blocks of FWD_MR rows;
         # otherwise columns w^T gy scattered back (col2im).
-        self.data_as_conv = (g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (R - 1)
-                             and g.pw <= g.dw * (S - 1)
+        self.data_as_conv = (reformulate and g.sh == 1 and g.sw == 1
+                             and g.ph <= g.dh * (R - 1) and g.pw <= g.dw * (S - 1)
                              and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR)
         if self.data_as_conv:
             self.t.g.N, self.t.g.C, self.t.g.H, self.t.g.W = N, K, g.Ho, g.Wo
@@ -406,7 +413,7 @@ cdef class Plan:
             self.t.g.sh = self.t.g.sw = 1
             self.t.g.ph, self.t.g.pw = g.dh * (R - 1) - g.ph, g.dw * (S - 1) - g.pw
             self.t.g.dh, self.t.g.dw = g.dh, g.dw
-            self.tables[1] = init_layout(&self.t, itemsize, budget)
+            self.tables[1] = init_layout(&self.t, itemsize, budget, reformulate)
             self.backward_data_workspace = forward_workspace(&self.t)
         else:
             bw.gy_elems = K * L if g.P < L else 0

@@ -14,7 +14,7 @@ class Plan:
         self,
         N: int, C: int, H: int, W: int, K: int, R: int, S: int,
         stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-        itemsize: int,
+        itemsize: int, reformulate: bool = True,
     ) -> None: ...
     @property
     def source(self) -> str: ...
