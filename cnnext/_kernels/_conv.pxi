@@ -61,17 +61,7 @@ include "_conv_tiles.pxi"
 include "_conv_staging.pxi"
 include "_conv_winograd.pxi"
 
-cdef extern from *:
-    """
-    #if defined(__AVX512F__)
-    #define CNNEXT_COMPILED_ISA "x86-64-v4"
-    #elif defined(__AVX2__)
-    #define CNNEXT_COMPILED_ISA "x86-64-v3"
-    #else
-    #define CNNEXT_COMPILED_ISA "baseline"
-    #endif
-    """
-    const char *CNNEXT_COMPILED_ISA
+include "_compiled_isa.pxi"
 
 cdef extern from "string.h" nogil:
     void *memcpy(void *dst, const void *src, size_t n)
@@ -99,15 +89,6 @@ cdef Py_ssize_t WINOGRAD_MIN_CHANNELS = 16
 # of the vector lanes along an output row does useful work; below it, an
 # im2col panel packs the positions densely.
 cdef double MIN_ROW_LANE_USE = 0.75
-
-
-def compiled_isa():
-    """compiled_isa()
-
-    The instruction-set level this module was compiled for, read from the
-    compiler's own macros (so it proves the build flags, not the file name).
-    """
-    return CNNEXT_COMPILED_ISA.decode("ascii")
 
 
 # --------------------------------------------------------------------- plan

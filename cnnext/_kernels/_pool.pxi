@@ -32,17 +32,7 @@ from libc.string cimport memset
 
 from ._openmp_helpers cimport effective_num_threads
 
-cdef extern from *:
-    """
-    #if defined(__AVX512F__)
-    #define CNNEXT_POOL_COMPILED_ISA "x86-64-v4"
-    #elif defined(__AVX2__)
-    #define CNNEXT_POOL_COMPILED_ISA "x86-64-v3"
-    #else
-    #define CNNEXT_POOL_COMPILED_ISA "baseline"
-    #endif
-    """
-    const char *CNNEXT_POOL_COMPILED_ISA
+include "_compiled_isa.pxi"
 
 # Below this many input elements a call runs on the calling thread: starting
 # an OpenMP team costs about as much as pooling 64 KiB.
@@ -446,15 +436,6 @@ cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_
 # ------------------------------------------------------------ entry points
 #
 # Arrays are C-contiguous (N, C, H, W); the planes are its N*C (H, W) slices.
-
-def compiled_isa():
-    """compiled_isa()
-
-    The instruction-set level this module was compiled for, read from the
-    compiler's own macros (so it proves the build flags, not the file name).
-    """
-    return CNNEXT_POOL_COMPILED_ISA.decode("ascii")
-
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                        floating[:, :, :, ::1] y,        # OUT (N, C, Ho, Wo)
