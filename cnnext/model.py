@@ -275,7 +275,7 @@ class Sequential:
             Evaluated after every epoch.
         shuffle : bool
             Visit the examples in a new random order every epoch.
-        seed : None, int or numpy.random.Generator
+        seed : None, int >= 0 or numpy.random.Generator
             Source of the shuffling.
         progress : bool
             Show a progress bar on standard error (in place on a terminal,

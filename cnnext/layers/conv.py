@@ -36,7 +36,7 @@ class Conv2D(Layer):
         Dtype of the parameters and of the batches the layer takes.
     init : {"he_normal", "glorot_uniform"}
         Weight initialisation; fan-in is in_channels * kernel area.
-    seed : None, int or numpy.random.Generator
+    seed : None, int >= 0 or numpy.random.Generator
         Source of the initial weights.
 
     Attributes
