@@ -1,8 +1,7 @@
 """Ready-made networks for 28x28 grayscale digits: the seed notebook's CNN and LeNet-5."""
 
-import numpy as np
-
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from .layers.base import random_generator
 from .model import Sequential
 
 __all__ = ["lenet5", "seed_cnn"]
@@ -19,10 +18,10 @@ def seed_cnn(dtype="float32", seed=None):
     Parameters
     ----------
     dtype : {"float32", "float64"}
-    seed : None, int or numpy.random.Generator
+    seed : None, int >= 0 or numpy.random.Generator
         Source of the initial weights.
     """
-    rng = np.random.default_rng(seed)
+    rng = random_generator("seed_cnn", seed)
     return Sequential([
         Conv2D(1, 8, 3, bias=False, dtype=dtype, seed=rng),
         MaxPool2D(2),
@@ -46,10 +45,10 @@ def lenet5(dtype="float32", seed=None):
     Parameters
     ----------
     dtype : {"float32", "float64"}
-    seed : None, int or numpy.random.Generator
+    seed : None, int >= 0 or numpy.random.Generator
         Source of the initial weights.
     """
-    rng = np.random.default_rng(seed)
+    rng = random_generator("lenet5", seed)
     return Sequential([
         Conv2D(1, 6, 5, padding=2, dtype=dtype, seed=rng),
         ReLU(),

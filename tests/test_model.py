@@ -267,3 +267,10 @@ def test_an_interrupt_mid_fit_leaves_the_model_finite_and_trainable(data):
     history = model.fit(X, y, epochs=1, batch_size=16, optimizer=optim.SGD(lr=0.05),
                         progress=False)
     assert np.isfinite(history["loss"]).all()
+
+
+@pytest.mark.parametrize("factory", [models.seed_cnn, models.lenet5])
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (1.5, TypeError), ("0", TypeError)])
+def test_model_factories_check_their_seed(factory, seed, error):
+    with pytest.raises(error, match=f"{factory.__name__}: seed must be"):
+        factory(seed=seed)
