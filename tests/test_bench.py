@@ -98,6 +98,29 @@ class _Missing(Implementation):
         raise NotImplementedError("conv2d is not implemented yet")
 
 
+class _Crashes(Bound):
+    """Checks fine, then fails when timed."""
+
+    def __init__(self, bound):
+        self.bound = bound
+
+    def check(self):
+        return self.bound.check()
+
+    def run(self):
+        raise RuntimeError("lost the\nplot")
+
+
+class _CrashesWhenTimed(Implementation):
+    name = "cnnext"
+
+    def version(self):
+        return "test"
+
+    def bind(self, case, dtype, inputs, reference):
+        return _Crashes(IMPLEMENTATIONS["numpy"].bind(case, dtype, inputs, reference))
+
+
 def _run(case_names, impls, dtypes=("float32",), **settings):
     timing = {"repeats": 3, "budget_seconds": 0.02, "min_repeat_seconds": 0.001,
               "gemm_sizes": (64,), **settings}
@@ -114,6 +137,16 @@ def test_a_wrong_result_is_reported_and_not_timed():
         assert "seconds" not in row
     assert len(suite.failures(document)) == len(document["results"]) == 2
     assert "MISMATCH" in report.format_report(document)
+
+
+def test_a_crash_while_timing_is_one_line_and_spares_the_others():
+    document = _run(["conv2d.forward.notebook-b1"], [_CrashesWhenTimed(), IMPLEMENTATIONS["numpy"]])
+    crashed, numpy_row = document["results"]
+    assert crashed["status"] == "error"
+    assert crashed["detail"] == "RuntimeError: lost the plot"
+    assert numpy_row["status"] == "ok"
+    assert numpy_row["seconds"] > 0
+    assert len(suite.failures(document)) == 1
 
 
 def test_a_missing_implementation_is_one_line_not_a_traceback():

@@ -23,6 +23,7 @@ def gemm_rate(dtype, repeats, budget_seconds, sizes=SIZES):
     for n in sizes:
         a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
         out = np.empty((n, n), dtype=dtype)
-        timing = measure(functools.partial(np.matmul, a, b, out=out), repeats, budget_seconds)
+        (timing,) = measure([functools.partial(np.matmul, a, b, out=out)], repeats,
+                            budget_seconds)
         best = max(best, (2 * n**3 / timing.median / 1e9, n))
     return best

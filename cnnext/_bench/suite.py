@@ -65,8 +65,8 @@ def one_line(exc):
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_one(impl, case, dtype, threads, inputs, reference, settings):
-    """Bind, verify and (unless smoke) time one implementation; returns a result row."""
+def check_one(impl, case, dtype, threads, inputs, reference):
+    """Bind and verify one implementation; returns (result row, Bound or None when it failed)."""
     row = {"case": case.name, "dtype": dtype, "threads": threads, "impl": impl.name,
            "verified": False}
     try:
@@ -75,35 +75,43 @@ def run_one(impl, case, dtype, threads, inputs, reference, settings):
         checks = bound.check()
         row["check_seconds"] = time.perf_counter() - start
     except Unavailable as exc:
-        return {**row, "status": exc.status, "detail": exc.detail}
+        return {**row, "status": exc.status, "detail": exc.detail}, None
     except (NotImplementedError, ImportError) as exc:
-        return {**row, "status": "not available", "detail": one_line(exc)}
+        return {**row, "status": "not available", "detail": one_line(exc)}, None
     except Exception as exc:  # any failure is one line in the report
-        return {**row, "status": "error", "detail": one_line(exc)}
+        return {**row, "status": "error", "detail": one_line(exc)}, None
 
     errors = {name: relative_error(got, want, scale) for name, got, want, scale in checks}
     worst = max(errors, key=errors.get)
     row["max_error"] = errors[worst]
     if not errors[worst] <= TOLERANCE[dtype]:
-        return {**row, "status": "mismatch",
-                "detail": f"{worst}: relative error {errors[worst]:.3g} > {TOLERANCE[dtype]:g}"}
-    row["verified"] = True
-    if settings.smoke:
-        return {**row, "status": "verified"}
+        detail = f"{worst}: relative error {errors[worst]:.3g} > {TOLERANCE[dtype]:g}"
+        return {**row, "status": "mismatch", "detail": detail}, None
+    return {**row, "status": "verified", "verified": True}, bound
 
-    try:
-        timing = measure(bound.run, settings.repeats, settings.budget_seconds,
-                         settings.min_repeat_seconds)
-    except Exception as exc:  # as above
-        return {**row, "status": "error", "detail": one_line(exc)}
-    per_call = [sample / bound.calls_per_run for sample in timing.samples]
+
+def run_group(impls, case, dtype, threads, inputs, reference, settings):
+    """Verify every implementation of one case, then time those that matched, side by side."""
+    checked = [check_one(impl, case, dtype, threads, inputs, reference)
+               for impl in impls if impl.supports(case, dtype)]
+    timed = [(row, bound) for row, bound in checked if bound is not None]
+    if not settings.smoke and timed:
+        timings = measure([bound.run for _, bound in timed], settings.repeats,
+                          settings.budget_seconds, settings.min_repeat_seconds)
+        for (row, bound), timing in zip(timed, timings, strict=True):
+            row.update(_timed_fields(timing, bound))
+    return [row for row, _ in checked]
+
+
+def _timed_fields(timing, bound):
+    if isinstance(timing, Exception):
+        return {"status": "error", "detail": one_line(timing)}
+    scale = bound.calls_per_run
     q1, q3 = timing.quartiles
-    return {**row, "status": "ok",
-            "seconds": timing.median / bound.calls_per_run,
-            "q1": q1 / bound.calls_per_run, "q3": q3 / bound.calls_per_run,
-            "spread": timing.spread, "samples": per_call, "loops": timing.loops,
-            "calls_per_run": bound.calls_per_run,
-            "extrapolated": bound.calls_per_run < 1}
+    return {"status": "ok", "seconds": timing.median / scale, "q1": q1 / scale,
+            "q3": q3 / scale, "spread": timing.spread,
+            "samples": [sample / scale for sample in timing.samples], "loops": timing.loops,
+            "calls_per_run": scale, "extrapolated": scale < 1}
 
 
 def run(cases, impls, dtypes, threads, settings, progress=True):
@@ -135,11 +143,11 @@ def run(cases, impls, dtypes, threads, settings, progress=True):
             inputs = case.make_inputs(dtype)
             reference = case.reference(inputs)
             for n in threads:
+                # Single-threaded code (the notebook's loops) runs once.
+                group = [impl for impl in impls if impl.threaded or n == threads[0]]
                 with pinned_threads(n):
-                    doc["results"].extend(
-                        run_one(impl, case, dtype, n, inputs, reference, settings)
-                        for impl in impls if impl.supports(case, dtype)
-                        and (impl.threaded or n == threads[0]))
+                    doc["results"] += run_group(group, case, dtype, n, inputs, reference,
+                                                settings)
             bar.update()
     doc["machine"]["load_average"]["end"] = machine.load_average()
     doc["cases"] = [describe_case(case) for case in cases]

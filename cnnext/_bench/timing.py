@@ -3,9 +3,10 @@
 A repeat times ``loops`` back-to-back calls, with ``loops`` chosen so that a
 repeat lasts at least ``min_repeat_seconds`` (a 5 us call is timed in
 batches, a 50 ms call alone); the per-call time of each repeat is one
-sample.  Repeats stop at ``repeats`` samples or when ``budget_seconds`` is
-spent, whichever comes first, but never below ``MIN_REPEATS``.  The garbage
-collector is off while timing, as in ``timeit``.
+sample.  Repeats stop at ``repeats`` samples or when ``budget_seconds`` per
+callable is spent, whichever comes first, but never below ``MIN_REPEATS``.
+The implementations of one case are timed together, their repeats
+interleaved.  The garbage collector is off while timing, as in ``timeit``.
 
 ``pinned_threads(n)`` fixes the thread count of every library in the
 process at once: cnnext's OpenMP kernels, PyTorch (when imported) and the
@@ -93,25 +94,49 @@ def _time(run, loops):
     return time.perf_counter() - start
 
 
-def measure(run, repeats, budget_seconds, min_repeat_seconds=0.02, warmup=1):
-    """Time ``run()``; return a Timing of per-call seconds."""
+def _calibrate(run, min_repeat_seconds, warmup):
+    """Warm up, then find the loop count; returns (loops, the first sample)."""
+    for _ in range(warmup):
+        run()
+    loops = 1
+    elapsed = _time(run, loops)
+    while elapsed < min_repeat_seconds:
+        # Aim a little past the target so one more round usually suffices.
+        loops = max(loops * 2, int(loops * 1.2 * min_repeat_seconds / max(elapsed, 1e-9)))
+        elapsed = _time(run, loops)
+    return loops, elapsed / loops
+
+
+def measure(runs, repeats, budget_seconds, min_repeat_seconds=0.02, warmup=1):
+    """Time each callable of ``runs``; return one Timing per run, or the exception it raised.
+
+    The repeats are interleaved (run 1, run 2, ..., run 1, run 2, ...), so a
+    burst of load from another process lands on every implementation of a
+    case alike instead of on whichever was being timed.  The budget is per
+    run.
+    """
+    results = [None] * len(runs)
+    loops = {}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(warmup):
-            run()
-        loops = 1
-        elapsed = _time(run, loops)
-        while elapsed < min_repeat_seconds:
-            # Aim a little past the target so one more round usually suffices.
-            loops = max(loops * 2, int(loops * 1.2 * min_repeat_seconds / max(elapsed, 1e-9)))
-            elapsed = _time(run, loops)
-        samples = [elapsed / loops]
-        deadline = time.perf_counter() + budget_seconds
-        while len(samples) < repeats and (
-                len(samples) < MIN_REPEATS or time.perf_counter() < deadline):
-            samples.append(_time(run, loops) / loops)
+        for i, run in enumerate(runs):
+            try:
+                loops[i], first = _calibrate(run, min_repeat_seconds, warmup)
+                results[i] = Timing([first], loops[i])
+            except Exception as exc:  # reported in the result row
+                results[i] = exc
+        deadline = time.perf_counter() + budget_seconds * len(runs)
+        count = 1
+        while count < repeats and (count < MIN_REPEATS or time.perf_counter() < deadline):
+            for i in list(loops):
+                try:
+                    results[i].samples.append(_time(runs[i], loops[i]) / loops[i])
+                except Exception as exc:  # as above
+                    results[i] = exc
+                    del loops[i]
+            count += 1
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(samples, loops)
+    return results
