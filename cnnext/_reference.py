@@ -86,6 +86,20 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     return gx, gw, gb
 
 
+def linear(x, w, b=None):
+    """x @ w.T + b, with w (O, I) as PyTorch's Linear."""
+    y = np.asarray(x, dtype=np.float64) @ np.asarray(w, dtype=np.float64).T
+    return y if b is None else y + np.asarray(b, dtype=np.float64)
+
+
+def linear_backward(gy, x, w, need_input_grad=True):
+    """Gradients (gx or None, gw, gb) of sum(gy * linear(x, w, b))."""
+    gy = np.asarray(gy, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    gx = gy @ np.asarray(w, dtype=np.float64) if need_input_grad else None
+    return gx, gy.T @ x, gy.sum(axis=0)
+
+
 def _pool_geometry(x_shape, kernel_size, stride, padding):
     kernel = pair(kernel_size)
     stride = kernel if stride is None else pair(stride)

@@ -21,48 +21,79 @@ included:
 * no max-shift in the softmax: totals above ~709 overflow exactly as in the
   notebook.
 
-Convolution and pooling run on ``cnnext.functional`` (NCHW, one image as a
-batch of one; the (h, w, c) arrays the notebook passes around are
-transposed views of NCHW buffers, except the pooled output, a copy).  The
-softmax layer is a handful of NumPy calls: its weights are stored
-column-major (``weights.T`` is C-contiguous) so the outer product of the
-per-image rank-1 update is one BLAS call in the weights' layout.
+Everything runs on ``cnnext.functional``: convolution and pooling in NCHW,
+one image as a batch of one (the (h, w, c) arrays the notebook passes
+around are transposed views of NCHW buffers, except the pooled output, a
+copy); the softmax layer's dot products and its per-image weight update on
+the dense-layer kernels, with its weights stored column-major (``weights.T``
+is the C-contiguous (nodes, input_len) matrix those kernels take).  The
+parameters stay float64 arrays updated in place, as in the notebook; an
+array of another dtype or memory layout assigned to one of them is replaced
+by a float64 copy in that layout at the next ``forward`` or ``backprop``.
 
 ``NotebookCNN`` bundles the notebook's network and training cell
 (``forward(image, label)``, ``train_step(image, label, lr)``).
 """
 
-import operator
+import math
 
 import numpy as np
 
 from . import functional as F
+from ._functional import _checks
+from ._functional import dense as _dense
 from ._functional import pooling as _pooling
 
 __all__ = ["Conv", "MaxPool", "NotebookCNN", "Softmax"]
 
+_FLOAT64 = np.dtype(np.float64)
+_UINT8 = np.dtype(np.uint8)
+# image / 255 - 0.5 for every uint8 value: the same float64 operations, so
+# looking an image up is exact (and quicker than computing it).
+_UINT8_SCALED = np.arange(256) / 255 - 0.5
+
 
 def _size(owner, name, value, minimum):
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{owner}: {name} must be an int, got {value!r}") from None
+    """An int >= ``minimum`` (Python or NumPy int; bool refused)."""
+    value = _checks.to_int(owner, name, value)
     if value < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
     return value
 
 
-_FLOAT64 = np.dtype(np.float64)
+def _learn_rate(owner, name, value):
+    """A finite real number, as a float."""
+    if type(value) is float and math.isfinite(value):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value}")
+    return value
+
+
+def _real_array(owner, name, value):
+    """``value`` as an ndarray of real numbers (bool, integer or float)."""
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{owner}: {name} must be an array of real numbers, got "
+                            f"{type(value).__name__} ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}: {name} must hold real numbers, got dtype {array.dtype}")
+    return array
 
 
 def _float64(owner, name, value, ndim=None, shape=None):
     """``value`` as a float64 array (integers and floats accepted, as NumPy would)."""
     array = value
     if type(array) is not np.ndarray or array.dtype != _FLOAT64:
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"{owner}: {name} must hold real numbers, got dtype {array.dtype}")
-        array = array.astype(np.float64)
+        array = _real_array(owner, name, value).astype(np.float64)
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{owner}: {name} must be {ndim}-D, got shape {array.shape}")
     if shape is not None and array.shape != shape:
@@ -70,11 +101,22 @@ def _float64(owner, name, value, ndim=None, shape=None):
     return array
 
 
-def _last_input(layer, owner):
-    try:
-        return layer.last_input
-    except AttributeError:
-        raise RuntimeError(f"{owner} called before forward") from None
+def _parameter(owner, layer, name, shape, column_major=False):
+    """``layer.<name>`` as a writeable float64 array of ``shape``, C-contiguous (or
+    column-major), replacing the attribute by such a copy when it is not one."""
+    value = getattr(layer, name)
+    if (type(value) is np.ndarray and value.dtype == _FLOAT64 and value.shape == shape
+            and value.flags.writeable
+            and (value.flags.f_contiguous if column_major else value.flags.c_contiguous)):
+        return value
+    array = np.array(_float64(owner, f"{type(layer).__name__}.{name}", value, shape=shape),
+                     order="F" if column_major else "C")
+    setattr(layer, name, array)
+    return array
+
+
+def _before_forward(owner):
+    return RuntimeError(f"{owner} called before forward")
 
 
 class Conv:
@@ -93,15 +135,24 @@ class Conv:
     def __init__(self, num_filters, filters_length):
         self.num_filters = _size("Conv", "num_filters", num_filters, 1)
         self.filters_length = _size("Conv", "filters_length", filters_length, 1)
-        shape = (self.num_filters, self.filters_length, self.filters_length)
+        shape = self._shape()
+        _checks.check_nbytes("Conv", "the filters (num_filters, filters_length, filters_length)",
+                             shape, np.float64)
         # The notebook's draws, from the legacy global generator.
         draws = np.random.randn(*shape)  # noqa: NPY002
         self.filters = draws / (self.filters_length * self.filters_length)
 
-    def _kernel(self, owner):
-        """The filters as a (K, 1, L, L) float64 view for F.conv2d."""
-        shape = (self.num_filters, self.filters_length, self.filters_length)
-        return _float64(owner, "Conv.filters", self.filters, shape=shape)[:, None]
+    def _shape(self):
+        return (self.num_filters, self.filters_length, self.filters_length)
+
+    def _image(self, owner, name, value):
+        """``value`` as a float64 2-D image at least as large as the filters."""
+        image = _float64(owner, name, value, ndim=2)
+        length = self.filters_length
+        if image.shape[0] < length or image.shape[1] < length:
+            raise ValueError(f"{owner}: the {image.shape} {name} is smaller than the "
+                             f"{length}x{length} filters")
+        return image
 
     def forward(self, input):
         """forward(input)
@@ -109,14 +160,11 @@ class Conv:
         Convolve the 2-D image ``input`` (h, w); returns (h - L + 1,
         w - L + 1, num_filters) float64.
         """
-        image = _float64("Conv.forward", "input", input, ndim=2)
+        owner = "Conv.forward"
+        image = self._image(owner, "input", input)
+        filters = _parameter(owner, self, "filters", self._shape())
         self.last_input = input
-        length = self.filters_length
-        if min(image.shape) < length:
-            raise ValueError(f"Conv.forward: the {image.shape} image is smaller than the "
-                             f"{length}x{length} filters")
-        output = F.conv2d(image[None, None], self._kernel("Conv.forward"))
-        return output[0].transpose(1, 2, 0)
+        return F.conv2d(image[None, None], filters[:, None])[0].transpose(1, 2, 0)
 
     def backprop(self, d_L_d_out, learn_rate):
         """backprop(d_L_d_out, learn_rate)
@@ -124,16 +172,20 @@ class Conv:
         Update the filters by one gradient step from ``d_L_d_out``, the loss
         gradient for the last output (h', w', num_filters).  Returns None.
         """
-        image = _float64("Conv.backprop", "last_input",
-                         _last_input(self, "Conv.backprop"), ndim=2)
-        height, width = image.shape
+        owner = "Conv.backprop"
+        try:
+            last_input = self.last_input
+        except AttributeError:
+            raise _before_forward(owner) from None
+        learn_rate = _learn_rate(owner, "learn_rate", learn_rate)
+        image = self._image(owner, "last_input", last_input)
+        filters = _parameter(owner, self, "filters", self._shape())
         length = self.filters_length
-        out_shape = (height - length + 1, width - length + 1, self.num_filters)
-        gy = _float64("Conv.backprop", "d_L_d_out", d_L_d_out, shape=out_shape)
-        _, grad_filters, _ = F.conv2d_backward(
-            gy.transpose(2, 0, 1)[None], image[None, None], self._kernel("Conv.backprop"),
-            need_input_grad=False)
-        self.filters -= learn_rate * grad_filters[:, 0]
+        out_shape = (image.shape[0] - length + 1, image.shape[1] - length + 1, self.num_filters)
+        gy = _float64(owner, "d_L_d_out", d_L_d_out, shape=out_shape)
+        _, grad_filters, _ = F.conv2d_backward(gy.transpose(2, 0, 1)[None], image[None, None],
+                                               filters[:, None], need_input_grad=False)
+        filters -= learn_rate * grad_filters[:, 0]
         return None
 
 
@@ -185,13 +237,17 @@ class MaxPool:
         array it was given (modifying that array in place in between is not
         seen, unlike in the notebook, which recomputes them).
         """
-        array, planes, out_shape = self._windows(
-            _last_input(self, "MaxPool.backprop"), "MaxPool.backprop", "last_input")
-        gy = _float64("MaxPool.backprop", "d_L_d_out", d_L_d_out, shape=out_shape)
+        owner = "MaxPool.backprop"
+        try:
+            last_input = self.last_input
+        except AttributeError:
+            raise _before_forward(owner) from None
+        array, planes, out_shape = self._windows(last_input, owner, "last_input")
+        gy = _float64(owner, "d_L_d_out", d_L_d_out, shape=out_shape)
         if 0 in out_shape:
             return np.zeros(array.shape)
         seen, maxima = getattr(self, "_maxima_of", (None, None))
-        if seen is not self.last_input:
+        if seen is not last_input:
             maxima = F.max_pool2d(planes, 2)
         grad = _pooling.max_pool2d_backward_all_maxima(gy.transpose(2, 0, 1)[None], planes,
                                                        maxima, 2)
@@ -211,7 +267,8 @@ class Softmax:
     Attributes
     ----------
     weights : ndarray, (input_len, nodes)
-        Drawn as ``np.random.randn(input_len, nodes) / input_len``.
+        Drawn as ``np.random.randn(input_len, nodes) / input_len``; stored
+        column-major.
     biases : ndarray, (nodes,), zeros.
     last_input_shape, last_input (flattened copy), last_totals : from the
         last ``forward``.
@@ -220,10 +277,28 @@ class Softmax:
     def __init__(self, input_len, nodes):
         input_len = _size("Softmax", "input_len", input_len, 1)
         nodes = _size("Softmax", "nodes", nodes, 1)
+        _checks.check_nbytes("Softmax", "the weights (input_len, nodes)", (input_len, nodes),
+                             np.float64)
         # Same draws as the notebook, stored column-major (see the module docstring).
         draws = np.random.randn(input_len, nodes)  # noqa: NPY002
         self.weights = np.asfortranarray(draws / input_len)
         self.biases = np.zeros(nodes)
+
+    def _parameters(self, owner):
+        """The weights, column-major, and the biases, checked against each other."""
+        weights, biases = self.weights, self.biases
+        if (type(weights) is np.ndarray and type(biases) is np.ndarray
+                and weights.dtype == _FLOAT64 and biases.dtype == _FLOAT64 and weights.ndim == 2
+                and biases.shape == weights.shape[1:] and weights.flags.f_contiguous
+                and biases.flags.c_contiguous and weights.flags.writeable
+                and biases.flags.writeable):
+            return weights, biases
+        if np.ndim(weights) != 2:
+            raise ValueError(f"{owner}: Softmax.weights must be 2-D (input_len, nodes), got "
+                             f"shape {np.shape(weights)}")
+        weights = _parameter(owner, self, "weights", np.shape(weights), column_major=True)
+        biases = _parameter(owner, self, "biases", weights.shape[1:])
+        return weights, biases
 
     def forward(self, input):
         """forward(input)
@@ -231,20 +306,20 @@ class Softmax:
         Class probabilities (nodes,) for ``input`` (any shape, input_len
         numbers).
         """
-        input_len = np.shape(self.weights)[0]
-        array = _float64("Softmax.forward", "input", input)
-        if array.size != input_len:
-            raise ValueError(f"Softmax.forward: input must hold {input_len} numbers, got shape "
+        owner = "Softmax.forward"
+        weights, biases = self._parameters(owner)
+        array = _float64(owner, "input", input)
+        if array.size != weights.shape[0]:
+            raise ValueError(f"{owner}: input must hold {weights.shape[0]} numbers, got shape "
                              f"{array.shape}")
         self.last_input_shape = array.shape
         self.last_input = array.flatten()
-        totals = np.dot(self.last_input, self.weights)
-        totals += self.biases
+        totals = F.linear(self.last_input[None], weights.T, biases)[0]
         self.last_totals = totals
         exp = np.exp(totals)
-        total = exp.sum()
+        total = sum(exp.tolist())
         # backprop reuses exp and its sum while last_totals is still this array.
-        self._exp_of = (totals, exp, float(total))
+        self._exp_of = (totals, exp, total)
         return exp / total
 
     def backprop(self, d_L_d_out, learn_rate):
@@ -257,30 +332,33 @@ class Softmax:
         (its shape), computed with the weights before the update; None if
         ``d_L_d_out`` is all zeros.
         """
-        nodes = np.shape(self.biases)[0]
-        gradient = _float64("Softmax.backprop", "d_L_d_out", d_L_d_out, shape=(nodes,))
+        owner = "Softmax.backprop"
         try:
-            totals, last_input = self.last_totals, self.last_input
+            totals, last_input, last_shape = (self.last_totals, self.last_input,
+                                              self.last_input_shape)
         except AttributeError:
-            raise RuntimeError("Softmax.backprop called before forward") from None
-        i = next((j for j, g in enumerate(gradient.tolist()) if g != 0), None)
-        if i is None:
+            raise _before_forward(owner) from None
+        weights, biases = self._parameters(owner)
+        input_len, nodes = weights.shape
+        gradient = _float64(owner, "d_L_d_out", d_L_d_out, shape=(nodes,))
+        learn_rate = _learn_rate(owner, "learn_rate", learn_rate)
+        last_input = _float64(owner, "last_input", last_input, shape=(input_len,))
+        nonzero = gradient.nonzero()[0]
+        if not len(nonzero):
             return None
+        i = int(nonzero[0])
         g = float(gradient[i])
         seen, t_exp, total = getattr(self, "_exp_of", (None, None, None))
         if seen is not totals:
-            t_exp = np.exp(totals)
-            total = float(t_exp.sum())
+            t_exp = np.exp(_float64(owner, "last_totals", totals, shape=(nodes,)))
+            total = sum(t_exp.tolist())
         t_i = float(t_exp[i])
         # g * d p_i / d totals_j: -t_i t_j / S^2 off the diagonal, t_i (S - t_i) / S^2 on it.
         d_L_d_t = t_exp * (-g * t_i / (total * total))
         d_L_d_t[i] = g * (t_i * (total - t_i) / (total * total))
-        d_L_d_inputs = np.dot(self.weights, d_L_d_t)
-        step = d_L_d_t * learn_rate
-        # The rank-1 update as one BLAS call producing weights.T's layout.
-        self.weights -= np.dot(step[:, None], last_input[None, :]).T
-        self.biases -= step
-        return d_L_d_inputs.reshape(self.last_input_shape)
+        d_L_d_inputs = _dense.linear_backward_step(d_L_d_t[None], last_input[None], weights.T,
+                                                   biases, learn_rate)
+        return d_L_d_inputs.reshape(last_shape)
 
 
 class NotebookCNN:
@@ -297,30 +375,65 @@ class NotebookCNN:
 
     def __init__(self, num_filters=8, filters_length=3, pool_length=2, image_shape=(28, 28),
                  classes=10):
+        owner = "NotebookCNN"
+        num_filters = _size(owner, "num_filters", num_filters, 1)
+        filters_length = _size(owner, "filters_length", filters_length, 1)
+        pool_length = _size(owner, "pool_length", pool_length, 2)
+        if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2:
+            raise TypeError(f"{owner}: image_shape must be a pair (height, width), got "
+                            f"{image_shape!r}")
+        image_shape = tuple(_size(owner, "image_shape", side, 1) for side in image_shape)
+        self.classes = _size(owner, "classes", classes, 1)
+        convolved = [side - filters_length + 1 for side in image_shape]
+        if min(convolved) < pool_length:
+            raise ValueError(f"{owner}: image_shape {image_shape} convolved with "
+                             f"filters_length={filters_length} leaves {tuple(convolved)}, "
+                             f"less than one pool_length={pool_length} window")
+        self.image_shape = image_shape
         self.conv = self.Conv(num_filters, filters_length)
         self.pool = self.MaxPool(pool_length)
-        height, width = (side - filters_length + 1 for side in image_shape)
-        pooled = (height // pool_length) * (width // pool_length) * num_filters
-        self.softmax = self.Softmax(pooled, classes)
-        self.classes = classes
+        pooled = (convolved[0] // pool_length) * (convolved[1] // pool_length) * num_filters
+        self.softmax = self.Softmax(pooled, self.classes)
+
+    def _scaled(self, owner, image):
+        """``image / 255 - 0.5``, with the image checked against image_shape."""
+        if type(image) is np.ndarray and image.dtype == _UINT8 and image.shape == self.image_shape:
+            return _UINT8_SCALED.take(image)
+        array = _real_array(owner, "image", image)
+        if array.shape != self.image_shape:
+            raise ValueError(f"{owner}: image must have shape {self.image_shape}, got "
+                             f"{array.shape}")
+        return array / 255 - 0.5
+
+    def _label(self, owner, label):
+        label = _checks.to_int(owner, "label", label)
+        if not 0 <= label < self.classes:
+            raise ValueError(f"{owner}: label must be in [0, {self.classes}), got {label}")
+        return label
+
+    def _forward(self, owner, image, label):
+        out = self.conv.forward(self._scaled(owner, image))
+        out = self.pool.forward(out)
+        out = self.softmax.forward(out)
+        return out, -np.log(out[label]), 1 if out.argmax() == label else 0
 
     def forward(self, image, label):
         """forward(image, label)
 
         Probabilities, cross-entropy loss and accuracy (1 or 0) for one image.
         """
-        out = self.conv.forward(image / 255 - 0.5)
-        out = self.pool.forward(out)
-        out = self.softmax.forward(out)
-        loss = -np.log(out[label])
-        return out, loss, 1 if np.argmax(out) == label else 0
+        owner = "NotebookCNN.forward"
+        return self._forward(owner, image, self._label(owner, label))
 
     def train_step(self, image, label, lr=0.005):
         """train_step(image, label, lr=0.005)
 
         One SGD step on one image; returns its (loss, accuracy) before the step.
         """
-        out, loss, acc = self.forward(image, label)
+        owner = "NotebookCNN.train_step"
+        label = self._label(owner, label)
+        lr = _learn_rate(owner, "lr", lr)
+        out, loss, acc = self._forward(owner, image, label)
         gradient = np.zeros(self.classes)
         gradient[label] = -1 / out[label]
         gradient = self.softmax.backprop(gradient, lr)

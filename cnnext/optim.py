@@ -8,14 +8,26 @@ created on the first step; ``state_dict()`` / ``load_state_dict()`` save and
 restore hyper-parameters and state.
 
 The update rules follow ``torch.optim.SGD`` and ``torch.optim.Adam``
-(weight decay is added to the gradient, "L2" style, in both).
+(weight decay is added to the gradient, "L2" style, in both).  Each step
+updates a parameter and its state in one compiled pass (``_kernels/_optim``),
+so parameters must be writeable C-contiguous float32/float64 arrays, as the
+layers make them.
 """
 
+import functools
 import math
 
 import numpy as np
 
+from ._kernels import _optim
+
 __all__ = ["SGD", "Adam", "Optimizer"]
+
+# dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
+_SGD_STEP = {np.dtype(np.float32): _optim.sgd_step["float"],
+             np.dtype(np.float64): _optim.sgd_step["double"]}
+_ADAM_STEP = {np.dtype(np.float32): _optim.adam_step["float"],
+              np.dtype(np.float64): _optim.adam_step["double"]}
 
 
 def _number(owner, name, value, minimum=0.0, below=None):
@@ -33,7 +45,7 @@ class Optimizer:
 
     Subclasses define ``slots`` (names of the arrays kept per parameter),
     ``counters`` (names of the ints kept per parameter), ``config()`` and
-    ``_update(param, grad, state, scratch)``.
+    ``_stepper(param, grad, state)``.
     """
 
     slots = ()
@@ -41,7 +53,6 @@ class Optimizer:
 
     def __init__(self):
         self.state = {}
-        self._scratch = {}
 
     def config(self):
         """The hyper-parameters, as constructor keyword arguments."""
@@ -63,32 +74,34 @@ class Optimizer:
         """Check ``params`` and ``grads`` once; return a callable applying one step to them.
 
         A training loop binds once per epoch and calls the result every step,
-        so per-step work is only the update arithmetic.
+        so per-step work is one kernel call per parameter.
         """
-        entries = []
+        steppers = []
         for name, param in params.items():
             grad = grads.get(name)
             if grad is None or grad.shape != param.shape or grad.dtype != param.dtype:
                 self._bad_gradient(name, param, grad)
+            if param.dtype not in _SGD_STEP:
+                raise TypeError(f"{type(self).__name__}.step: parameter {name!r} has dtype "
+                                f"{param.dtype}; only float32 and float64 are trained")
+            if not (param.flags.c_contiguous and param.flags.writeable
+                    and grad.flags.c_contiguous):
+                raise ValueError(f"{type(self).__name__}.step: parameter {name!r} and its "
+                                 f"gradient must be C-contiguous, the parameter writeable")
             state = self.state.get(name)
             if state is None or state["shape"] != param.shape or state["dtype"] != param.dtype:
                 state = self._new_state(name, param)
-            scratch = self._scratch.get(name)
-            if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
-                scratch = self._scratch[name] = np.empty_like(param)
-            entries.append((param, grad, state, scratch))
-        update = self._update
+            steppers.append(self._stepper(param.reshape(-1), grad.reshape(-1), state))
 
         def apply():
-            for param, grad, state, scratch in entries:
-                update(param, grad, state, scratch)
+            for stepper in steppers:
+                stepper()
 
         return apply
 
     def reset(self):
         """Forget all per-parameter state (the next step starts afresh)."""
         self.state = {}
-        self._scratch = {}
 
     def state_dict(self):
         """state_dict()
@@ -179,7 +192,9 @@ class Optimizer:
                          f"{grad.shape} and dtype {grad.dtype}, the parameter {param.shape} and "
                          f"{param.dtype}")
 
-    def _update(self, param, grad, state, scratch):
+    def _stepper(self, param, grad, state):
+        """A callable applying one step to the flat views ``param`` and ``grad``,
+        keeping ``state`` (the parameter's, in its shape) up to date."""
         raise NotImplementedError
 
 
@@ -224,20 +239,15 @@ class SGD(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, param, grad, state, scratch):
-        if self.weight_decay:
-            np.multiply(param, self.weight_decay, out=scratch)
-            grad = np.add(grad, scratch, out=scratch)
+    def _stepper(self, param, grad, state):
+        buffer = None
         if self.momentum:
-            buffer = state["momentum_buffer"]
-            if buffer is None:
-                buffer = state["momentum_buffer"] = grad.copy()
-            else:
-                np.multiply(buffer, self.momentum, out=buffer)
-                np.add(buffer, grad, out=buffer)
-            grad = np.add(grad, self.momentum * buffer, out=scratch) if self.nesterov else buffer
-        np.multiply(grad, self.lr, out=scratch)
-        np.subtract(param, scratch, out=param)
+            if state["momentum_buffer"] is None:
+                # torch starts the buffer at the first gradient: momentum * 0 + g.
+                state["momentum_buffer"] = np.zeros(state["shape"], param.dtype)
+            buffer = state["momentum_buffer"].reshape(-1)
+        return functools.partial(_SGD_STEP[param.dtype], param, grad, buffer, self.lr,
+                                 self.momentum, self.weight_decay, self.nesterov)
 
 
 class Adam(Optimizer):
@@ -281,25 +291,18 @@ class Adam(Optimizer):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, param, grad, state, scratch):
-        beta1, beta2 = self.betas
-        if self.weight_decay:
-            np.multiply(param, self.weight_decay, out=scratch)
-            grad = np.add(grad, scratch, out=scratch)
+    def _stepper(self, param, grad, state):
+        kernel = _ADAM_STEP[param.dtype]
         if state["exp_avg"] is None:
-            state["exp_avg"] = np.zeros_like(param)
-            state["exp_avg_sq"] = np.zeros_like(param)
-        state["step"] += 1
-        step = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        np.multiply(m, beta1, out=m)
-        m += (1 - beta1) * grad
-        np.multiply(v, beta2, out=v)
-        v += (1 - beta2) * grad * grad
-        step_size = self.lr / (1 - beta1**step)
-        np.sqrt(v, out=scratch)
-        np.divide(scratch, math.sqrt(1 - beta2**step), out=scratch)
-        np.add(scratch, self.eps, out=scratch)
-        np.divide(m, scratch, out=scratch)
-        np.multiply(scratch, step_size, out=scratch)
-        np.subtract(param, scratch, out=param)
+            state["exp_avg"] = np.zeros(state["shape"], param.dtype)
+            state["exp_avg_sq"] = np.zeros(state["shape"], param.dtype)
+        exp_avg, exp_avg_sq = state["exp_avg"].reshape(-1), state["exp_avg_sq"].reshape(-1)
+        beta1, beta2 = self.betas
+
+        def step():
+            state["step"] += 1
+            t = state["step"]
+            kernel(param, grad, exp_avg, exp_avg_sq, self.lr / (1 - beta1**t),
+                   math.sqrt(1 - beta2**t), beta1, beta2, self.eps, self.weight_decay)
+
+        return step

@@ -344,6 +344,9 @@ def function_specs():
     gy_pool = _fill(pooled, seed=5)
     _, idx = ref.max_pool2d(x, 2, return_indices=True)
     idx = idx.astype(np.int64)
+    features = _fill((3, 5), seed=12)
+    weights = _fill((4, 5), seed=13)
+    gy_linear = _fill((3, 4), seed=14)
     logits = _fill((4, 5), seed=6)
     labels = np.array([0, 4, 2, 1], np.int64)
     small = _fill((3, 5), seed=7)
@@ -357,6 +360,12 @@ def function_specs():
             ("gy", "x", "w"), pairs=pair_args, bools=("need_input_grad",),
             out=(((2, 3, 6, 7), np.float32), ((4, 3, 3, 2), np.float32),
                  ((4,), np.float32))),
+        "linear": FunctionSpec(dict(x=features, w=weights, b=b), ("x", "w", "b"),
+                               out=((3, 4), np.float32)),
+        "linear_backward": FunctionSpec(
+            dict(gy=gy_linear, x=features, w=weights, need_input_grad=True), ("gy", "x", "w"),
+            bools=("need_input_grad",),
+            out=(((3, 5), np.float32), ((4, 5), np.float32), ((4,), np.float32))),
         "max_pool2d": FunctionSpec(dict(x=x, kernel_size=2, stride=None, padding=0,
                                         return_indices=True),
                                    ("x",), pairs=pool_pairs, bools=("return_indices",),
@@ -1023,23 +1032,6 @@ ISAS = cnnext.show_config("dicts")["simd"]["supported"]
 # matching none of these fails the tests; an entry matching no failure any
 # more is reported as stale.
 KNOWN_ISSUES = [
-    (r"Dense|Conv|Softmax", r"^(in_features|out_features|num_filters|filters_length|"
-     r"input_len|nodes) = .*2\*\*(31|62|80)",
-     "parameter shapes are not checked before allocation: NumPy's unnamed 'array is too "
-     "big' / 'Maximum allowed dimension exceeded' (Dense: layers.base.check_weight_shape "
-     "is there to call)"),
-    (r"Dense", r"^seed = ",
-     "Dense passes seed to numpy.random.default_rng unchecked: NumPy's unnamed errors "
-     "(layers.base.random_generator is there to call)"),
-    (r"Conv|MaxPool|Softmax", r"a ragged list$",
-     "compat._float64 calls np.asarray unguarded: NumPy's unnamed 'inhomogeneous shape'"),
-    (r"Conv|Softmax", r"^learn_rate = ",
-     "compat backprop does not check learn_rate: NumPy's unnamed ufunc/broadcast errors"),
-    (r"Conv|Softmax", r"= (True|np\.bool_)$",
-     "compat._size takes True (and, with NumPy 1.x, np.bool_) as 1, then NumPy fails unnamed"),
-    (r"NotebookCNN", r"",
-     "NotebookCNN checks nothing itself: its delegates' errors name their own arguments "
-     "(filters_length=29 reads 'Softmax: input_len must be >= 1'), or NumPy's"),
 ]
 
 

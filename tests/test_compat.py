@@ -211,6 +211,13 @@ def test_inputs_are_not_modified():
     (lambda: compat.Softmax(1352, 10).forward(np.zeros((13, 13, 7))), ValueError,
      "must hold 1352 numbers"),
     (lambda: compat.Softmax(4, 3).backprop(np.zeros(3), 0.1), RuntimeError, "before forward"),
+    (lambda: compat.Conv(True, 3), TypeError, "Conv: num_filters must be an int, got bool"),
+    (lambda: compat.Softmax(2**62, 10), ValueError, r"Softmax: the weights \(input_len, nodes\)"),
+    (lambda: compat.Conv(2**40, 2**40), ValueError, r"Conv: the filters \(num_filters, "),
+    (lambda: compat.Conv(8, 3).forward([[1.0, 2.0], [1.0]]), TypeError,
+     "Conv.forward: input must be an array of real numbers"),
+    (lambda: compat.MaxPool(2).forward(np.zeros((4, 4, 2), complex)), TypeError,
+     "MaxPool.forward: input must hold real numbers"),
 ])
 def test_bad_input_raises_clear_errors(call, error, message):
     with pytest.raises(error, match=message):
@@ -228,3 +235,102 @@ def test_backprop_rejects_gradients_of_the_wrong_shape():
     softmax.forward(np.zeros(8))
     with pytest.raises(ValueError, match=r"d_L_d_out must have shape \(3,\)"):
         softmax.backprop(np.zeros(4), 0.1)
+
+
+def test_learn_rates_are_checked_before_anything_changes():
+    np.random.seed(3)  # noqa: NPY002
+    conv, softmax = compat.Conv(2, 3), compat.Softmax(8, 3)
+    conv.forward(np.ones((4, 4)))
+    softmax.forward(np.ones(8))
+    filters, weights = conv.filters.copy(), softmax.weights.copy()
+    for bad, error in [("0.1", TypeError), (None, TypeError), (np.ones(3), TypeError),
+                       (True, TypeError), (float("nan"), ValueError), (np.inf, ValueError)]:
+        with pytest.raises(error, match=r"Conv\.backprop: learn_rate must be"):
+            conv.backprop(np.ones((2, 2, 2)), bad)
+        with pytest.raises(error, match=r"Softmax\.backprop: learn_rate must be"):
+            softmax.backprop(np.array([0, 1.0, 0]), bad)
+    np.testing.assert_array_equal(conv.filters, filters)
+    np.testing.assert_array_equal(softmax.weights, weights)
+    conv.backprop(np.ones((2, 2, 2)), np.float32(0.5))  # any real scalar works
+    assert not np.array_equal(conv.filters, filters)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"num_filters": 0}, ValueError, "NotebookCNN: num_filters must be >= 1"),
+    ({"filters_length": 29}, ValueError,
+     r"NotebookCNN: image_shape \(28, 28\) convolved with filters_length=29 leaves"),
+    ({"pool_length": 1}, ValueError, "NotebookCNN: pool_length must be >= 2"),
+    ({"image_shape": (2, 2)}, ValueError, r"NotebookCNN: image_shape \(2, 2\) convolved"),
+    ({"image_shape": None}, TypeError, "NotebookCNN: image_shape must be a pair"),
+    ({"image_shape": (28, 2.5)}, TypeError, "NotebookCNN: image_shape must be an int"),
+    ({"classes": 0}, ValueError, "NotebookCNN: classes must be >= 1"),
+    ({"classes": 1.5}, TypeError, "NotebookCNN: classes must be an int"),
+])
+def test_notebook_cnn_names_its_own_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        compat.NotebookCNN(**kwargs)
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    ((10,), ValueError, r"NotebookCNN.train_step: label must be in \[0, 10\), got 10"),
+    ((-1,), ValueError, r"label must be in \[0, 10\), got -1"),
+    ((1.5,), TypeError, "NotebookCNN.train_step: label must be an int"),
+    ((3, "0.1"), TypeError, "NotebookCNN.train_step: lr must be a real number"),
+    ((3, float("inf")), ValueError, "NotebookCNN.train_step: lr must be finite"),
+])
+def test_train_step_checks_label_and_lr(args, error, message):
+    np.random.seed(0)  # noqa: NPY002
+    net = compat.NotebookCNN()
+    filters = net.conv.filters.copy()
+    with pytest.raises(error, match=message):
+        net.train_step(digits(1)[0][0], *args)
+    np.testing.assert_array_equal(net.conv.filters, filters)
+
+
+@pytest.mark.parametrize(("image", "error", "message"), [
+    (np.zeros((27, 28), np.uint8), ValueError, r"image must have shape \(28, 28\), got \(27, 28\)"),
+    (np.zeros((1, 28, 28)), ValueError, r"image must have shape \(28, 28\)"),
+    (np.zeros((28, 28)).astype(str), TypeError, "image must hold real numbers"),
+    (None, TypeError, "image must hold real numbers"),
+])
+def test_forward_checks_the_image(image, error, message):
+    np.random.seed(0)  # noqa: NPY002
+    with pytest.raises(error, match=f"NotebookCNN.forward: {message}"):
+        compat.NotebookCNN().forward(image, 3)
+
+
+def test_uint8_images_are_scaled_exactly_as_the_notebook_does():
+    images, labels = digits(3, start=40)
+    np.random.seed(1)  # noqa: NPY002
+    net = compat.NotebookCNN()
+    for image, label in zip(images, labels, strict=True):
+        scaled = image / 255 - 0.5
+        want = net.softmax.forward(net.pool.forward(net.conv.forward(scaled)))
+        for given in (image, image.astype(np.int64), image.tolist()):
+            np.testing.assert_array_equal(net.forward(given, label)[0], want)
+
+
+def test_parameters_assigned_in_another_layout_or_dtype_are_converted():
+    """The notebook's attributes can be replaced; training goes on with the same numbers."""
+    images, labels = digits(4, start=60)
+    nets = {}
+    for nb in MODULES:
+        np.random.seed(6)  # noqa: NPY002
+        nets[nb] = nb.NotebookCNN()
+        nets[nb].softmax.weights = np.ascontiguousarray(nets[nb].softmax.weights)
+        nets[nb].conv.filters = np.asfortranarray(nets[nb].conv.filters)
+    given = nets[compat].softmax.weights
+    steps = {nb: [net.train_step(image, label) for image, label in
+                  zip(images, labels, strict=True)] for nb, net in nets.items()}
+    np.testing.assert_allclose(steps[compat], steps[loops], rtol=0, atol=1e-12)
+    fast = nets[compat]
+    assert fast.softmax.weights is not given and fast.softmax.weights.flags.f_contiguous
+    assert fast.conv.filters.flags.c_contiguous
+    np.testing.assert_allclose(fast.softmax.weights, nets[loops].softmax.weights, atol=1e-12)
+    fast.softmax.biases = np.zeros(10, np.float32)  # float64 from the next call on
+    fast.train_step(images[0], labels[0])
+    assert fast.softmax.biases.dtype == np.float64 and np.any(fast.softmax.biases)
+    fast.softmax.biases = np.zeros(9)
+    with pytest.raises(ValueError, match=r"Softmax.forward: Softmax.biases must have shape "
+                                         r"\(10,\)"):
+        fast.softmax.forward(np.zeros(1352))

@@ -224,6 +224,10 @@ def test_wrong_dtypes_and_call_order_raise():
     (lambda: Dense(2, 2, dtype=np.dtype(">f4")), TypeError, "dtype must be 'float32' or"),
     (lambda: Dense(10, 2, init="zeros"), ValueError, "init must be one of"),
     (lambda: Dense(True, 2), TypeError, "in_features must be an int"),
+    (lambda: Dense(2**40, 2**40), ValueError, "Dense: the initial weights given by "
+                                              "out_features and in_features"),
+    (lambda: Dense(4, 2, seed=-1), ValueError, "Dense: seed must be None, an int >= 0"),
+    (lambda: Dense(4, 2, seed="x"), TypeError, "Dense: seed must be None, an int >= 0"),
     (lambda: MaxPool2D(2, padding=2), ValueError, "at most half the kernel"),
     (lambda: AvgPool2D((2, 2, 2)), ValueError, "kernel_size must be an int or a pair"),
     (lambda: MaxPool2D(np.array(2.0)), TypeError, "MaxPool2D: kernel_size must be an int"),

@@ -153,3 +153,42 @@ def test_bad_steps_and_states_raise():
     bad["state"] = {"w": {"exp_avg": np.ones(2), "exp_avg_sq": np.ones(2), "step": -1}}
     with pytest.raises(ValueError, match="must be an int >= 0"):
         optim.Adam().load_state_dict(bad)
+
+
+def numpy_sgd(p, g, buf, lr, momentum, weight_decay, nesterov):
+    """torch.optim.SGD's formulas as NumPy ufuncs, in the parameter's dtype."""
+    d = g + p * p.dtype.type(weight_decay) if weight_decay else g
+    if momentum:
+        buf[...] = buf * p.dtype.type(momentum) + d
+        d = d + p.dtype.type(momentum) * buf if nesterov else buf
+    return p - d * p.dtype.type(lr)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2]], ids=["plain", "nesterov_decay"])
+def test_large_parameters_take_the_same_steps_as_the_numpy_formulas(dtype, config):
+    """Every element of a parameter longer than any vector loop, head and tail."""
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal(10_007).astype(dtype)
+    grads = [rng.standard_normal(p.shape).astype(dtype) for _ in range(3)]
+    sgd = optim.SGD(**config[1])
+    ours, want, buf = p.copy(), p.copy(), np.zeros_like(p)
+    for g in grads:
+        sgd.step({"w": ours}, {"w": g})
+        want = numpy_sgd(want, g, buf, config[1]["lr"], config[1].get("momentum", 0),
+                         config[1].get("weight_decay", 0), config[1].get("nesterov", False))
+    np.testing.assert_allclose(ours, want, rtol=1e-6 if dtype == "float32" else 1e-15)
+
+
+def test_parameters_must_be_writeable_contiguous_floats():
+    sgd = optim.SGD(lr=0.1)
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    for param, grad in [(np.ones((4, 4))[:, ::2], np.ones((4, 2))), (frozen, np.ones(3)),
+                        (np.ones(3), np.ones(5)[::2])]:
+        with pytest.raises(ValueError, match=r"SGD.step: parameter 'w' and its gradient must "
+                                             r"be C-contiguous, the parameter writeable"):
+            sgd.step({"w": param}, {"w": grad})
+    with pytest.raises(TypeError, match="parameter 'w' has dtype float16"):
+        optim.Adam().step({"w": np.ones(3, np.float16)}, {"w": np.ones(3, np.float16)})
+    np.testing.assert_array_equal(frozen, 1)

@@ -4,13 +4,14 @@ Usage: python tools/dev_install.py VENV [--debug] [--no-openmp] [--baseline-only
 
 Several people (or agents) can build the same checkout at once without sharing
 ``build/``: the tree is mirrored into ``VENV/.cnnext-src`` (changed files only,
-mtimes kept, so Cython and setuptools rebuild only what changed) and installed
+so Cython and setuptools rebuild only what changed) and installed
 from there with the build switches of setup.py.  The build requirements of
 pyproject.toml are installed into VENV first (a Python 3.11 venv starts with
 a setuptools too old for the project's metadata).
 """
 
 import argparse
+import filecmp
 import os
 import shutil
 import subprocess
@@ -33,11 +34,12 @@ def mirror(src: Path, dst: Path) -> None:
                 continue
             s, d = Path(dirpath, name), dst / rel / name
             wanted.add(d)
-            st = s.stat()
-            if d.exists() and d.stat().st_size == st.st_size and d.stat().st_mtime == st.st_mtime:
+            if d.exists() and filecmp.cmp(s, d, shallow=False):
                 continue
+            # A fresh mtime: newer than the build outputs of the old copy, so
+            # Cython and build_py redo exactly what this file feeds.
             d.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(s, d)
+            shutil.copyfile(s, d)
     for dirpath, dirnames, filenames in os.walk(dst):
         dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info")]
         for name in filenames:
@@ -46,8 +48,12 @@ def mirror(src: Path, dst: Path) -> None:
                 p.unlink()
 
 
-def drop_stale_extensions(stage: Path) -> None:
-    """Delete built kernel modules whose .pyx is gone (setuptools would install them)."""
+def drop_stale_outputs(stage: Path) -> None:
+    """Delete the built Python files (copying them again is cheap, and build_py
+    trusts mtimes) and the kernel modules whose .pyx is gone (setuptools would
+    install them)."""
+    for built in stage.glob("build/lib*/**/*.py*"):
+        built.unlink()
     kernels = stage / "cnnext" / "_kernels"
     for built in stage.glob("build/lib*/cnnext/_kernels/*"):
         source = kernels / f"{built.name.split('.')[0]}.pyx"
@@ -68,7 +74,7 @@ def main() -> int:
         parser.error(f"{args.venv} is not a virtual environment (no {python})")
     stage = args.venv / ".cnnext-src"
     mirror(ROOT, stage)
-    drop_stale_extensions(stage)
+    drop_stale_outputs(stage)
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     pip = [str(python), "-m", "pip", "install", "-q"]
     if subprocess.call([*pip, *requires]) != 0:

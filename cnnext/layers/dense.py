@@ -1,14 +1,17 @@
-"""Dense: a fully connected layer, y = x W^T + b, on NumPy's BLAS."""
+"""Dense: a fully connected layer, y = x W^T + b, as ``F.linear``."""
 
 import numpy as np
 
+from .. import functional as F
 from .base import (
     Layer,
     boolean,
     check_init,
+    check_weight_shape,
     initial_weights,
     layer_dtype,
     positive_int,
+    random_generator,
     zero_parameter,
 )
 
@@ -49,10 +52,11 @@ class Dense(Layer):
         self.bias = boolean("Dense", "bias", bias)
         self.dtype = layer_dtype("Dense", dtype)
         self.init = check_init("Dense", init)
-        rng = np.random.default_rng(seed)
-        self.params["weight"] = initial_weights(
-            (self.out_features, self.in_features), self.init, self.in_features,
-            self.out_features, self.dtype, rng)
+        rng = random_generator("Dense", seed)
+        shape = (self.out_features, self.in_features)
+        check_weight_shape("Dense", "out_features and in_features", shape)
+        self.params["weight"] = initial_weights(shape, self.init, self.in_features,
+                                                self.out_features, self.dtype, rng)
         if self.bias:
             self.params["bias"] = zero_parameter((self.out_features,), self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -76,19 +80,13 @@ class Dense(Layer):
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)
-        y = np.matmul(x, self.params["weight"].T,
-                      out=self._output("y", (x.shape[0], self.out_features), x.dtype, reuse))
-        if self.bias:
-            np.add(y, self.params["bias"], out=y)
-        return y
+        out = self._output("y", (x.shape[0], self.out_features), x.dtype, reuse)
+        return F.linear(x, self.params["weight"], self.params.get("bias"), out=out)
 
     def _backward(self, gy, need_input_grad, reuse):
         x = self._cache[2]
-        # np.dot, not matmul: for a batch of one this outer product takes
-        # BLAS gemm, while matmul falls back to a loop several times slower.
-        np.dot(gy.T, x, out=self.grads["weight"])
-        if self.bias:
-            np.add.reduce(gy, axis=0, out=self.grads["bias"])
-        if not need_input_grad:
-            return None
-        return np.dot(gy, self.params["weight"], out=self._output("gx", x.shape, x.dtype, reuse))
+        gx = self._output("gx", x.shape, x.dtype, reuse) if need_input_grad else None
+        gx, _, _ = F.linear_backward(
+            gy, x, self.params["weight"], need_input_grad,
+            out=(gx, self.grads["weight"], self.grads.get("bias")))
+        return gx

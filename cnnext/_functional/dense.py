@@ -1,0 +1,227 @@
+"""Fully connected layers: validated wrappers of the ``_dense`` kernels.
+
+``linear`` is y = x w^T + b on (N, I) batches with PyTorch's weight layout
+(O, I); ``linear_backward`` its three gradients.  Each function checks its
+arguments, allocates (or checks) its outputs and runs the compiled kernels
+with the GIL released, on cnnext's own threads (never NumPy's BLAS pool).
+The hot path, valid C-contiguous arrays, costs about two microseconds per
+call, so that per-image training stays cheap.
+"""
+
+import math
+
+import numpy as np
+
+from .. import _dispatch
+from . import _checks
+
+_dense = _dispatch.load("_dense")
+
+# dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
+_KERNELS = {np.dtype(dtype): tuple(getattr(_dense, name)[ctype] for name in (
+                "linear_forward", "linear_backward_input", "linear_backward_params"))
+            for dtype, ctype in ((np.float32, "float"), (np.float64, "double"))}
+# Below this many output elements no allocation can overflow: skip check_nbytes.
+_SMALL = 2**31
+
+
+def _arrays(func, x, w):
+    """x (N, I) and w (O, I) as C-contiguous float arrays of one dtype, O and I >= 1
+    (copies only when the layout needs one)."""
+    if (type(x) is np.ndarray and type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2
+            and x.dtype in _checks.FLOAT_DTYPES and w.dtype == x.dtype
+            and x.shape[1] == w.shape[1] and w.shape[0] and w.shape[1]
+            and x.flags.c_contiguous and w.flags.c_contiguous):
+        return x, w
+    x = _checks.float_array(func, "x", x, 2, "(N, I)")
+    w = _checks.float_array(func, "w", w, 2, "(O, I)")
+    _checks.same_dtype(func, "x", x, w=w)
+    if w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"{func}: w must have at least one row and one column (O, I), got "
+                         f"shape {w.shape}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"{func}: x has {x.shape[1]} features (shape {x.shape}) but w takes "
+                         f"{w.shape[1]} (shape {w.shape}); w must be (O, I) with "
+                         f"I = x.shape[1]")
+    return _checks.contiguous(x), _checks.contiguous(w)
+
+
+def _vector(func, b, length, dtype):
+    """The bias b as a C-contiguous 1-D float array of ``length`` entries and ``dtype``."""
+    if (type(b) is np.ndarray and b.ndim == 1 and b.dtype == dtype and b.shape[0] == length
+            and b.flags.c_contiguous):
+        return b
+    b = _checks.float_array(func, "b", b, 1, "(O,)")
+    if b.dtype != dtype:
+        raise TypeError(f"{func}: b has dtype {b.dtype} but w has {dtype}; they must match")
+    if b.shape[0] != length:
+        raise ValueError(f"{func}: b must have shape ({length},) (one value per row of w), "
+                         f"got shape {b.shape}")
+    return _checks.contiguous(b)
+
+
+def _gradient(func, gy, x, w):
+    """gy (N, O), checked against x (N, I) and w (O, I), C-contiguous."""
+    shape = (x.shape[0], w.shape[0])
+    if (type(gy) is np.ndarray and gy.dtype == x.dtype and gy.shape == shape
+            and gy.flags.c_contiguous):
+        return gy
+    gy = _checks.float_array(func, "gy", gy, 2, "(N, O)")
+    _checks.same_dtype(func, "x", x, gy=gy)
+    if gy.shape != shape:
+        raise ValueError(f"{func}: gy must have the shape of linear's output {shape} (N, O), "
+                         f"got shape {gy.shape}")
+    return _checks.contiguous(gy)
+
+
+def _out_buffers(func, out, need_input_grad, gy, x, w):
+    """The (gx, gw, gb) buffers of an ``out=`` tuple, checked; None entries allocated."""
+    gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
+    if gx_out is not None and not need_input_grad:
+        raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
+    # Each given buffer must not overlap the inputs nor the buffers before it
+    # (a freshly allocated one cannot overlap anything).
+    inputs = (gy, x, w)
+    gx = None
+    if need_input_grad:
+        gx = _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, inputs)
+        if gx_out is not None:
+            inputs += (gx,)
+    gw = _checks.out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
+    if gw_out is not None:
+        inputs += (gw,)
+    gb = _checks.out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, inputs)
+    return gx, gw, gb
+
+
+def linear(x, w, b=None, *, out=None):
+    """linear(x, w, b=None, *, out=None)
+
+    Fully connected layer: ``y = x @ w.T + b``, as
+    ``torch.nn.functional.linear``.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, shape (N, I)
+        N examples of I features.  Any memory layout; never modified.
+    w : ndarray, shape (O, I), same dtype as x
+        Weights, one row per output; O, I >= 1.
+    b : ndarray, shape (O,), same dtype as x, optional
+        Bias added to each output.
+    out : ndarray, shape (N, O), optional
+        Writeable C-contiguous array of the dtype of x to store the result
+        in; it must not overlap the inputs.
+
+    Returns
+    -------
+    y : ndarray, shape (N, O)
+    """
+    func = "linear"
+    x, w = _arrays(func, x, w)
+    if b is not None:
+        b = _vector(func, b, w.shape[0], x.dtype)
+    shape = (x.shape[0], w.shape[0])
+    if shape[0] * shape[1] >= _SMALL:
+        _checks.check_nbytes(func, "the output", shape, x.dtype)
+    y = np.empty(shape, x.dtype) if out is None else _checks.out_array(
+        func, "out", out, shape, x.dtype, (x, w, b))
+    if shape[0]:
+        _KERNELS[x.dtype][0](x, w, b, y)
+    return y
+
+
+def linear_backward(gy, x, w, need_input_grad=True, *, out=None):
+    """linear_backward(gy, x, w, need_input_grad=True, *, out=None)
+
+    Gradients of ``sum(gy * linear(x, w, b))``.
+
+    Parameters
+    ----------
+    gy : ndarray of float32 or float64, shape (N, O)
+        Gradient of the loss with respect to the output of linear.
+    x : ndarray, shape (N, I), same dtype as gy
+        The input linear saw.
+    w : ndarray, shape (O, I), same dtype as gy
+        The weights linear used.
+    need_input_grad : bool
+        False skips the input gradient (for a first layer) and returns None
+        in its place.
+    out : tuple (gx, gw, gb), optional
+        Buffers for the results (writeable, C-contiguous, of the right shape
+        and dtype, not overlapping the inputs or each other); None entries
+        are allocated.  ``gx`` must be None when need_input_grad is False.
+
+    Returns
+    -------
+    gx : ndarray, shape (N, I), or None
+        ``gy @ w``.
+    gw : ndarray, shape (O, I)
+        ``gy.T @ x``, summed over the batch.
+    gb : ndarray, shape (O,)
+        Gradient with respect to the bias: gy summed over N.
+    """
+    func = "linear_backward"
+    x, w = _arrays(func, x, w)
+    gy = _gradient(func, gy, x, w)
+    if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
+        raise TypeError(f"{func}: need_input_grad must be a bool, "
+                        f"got {type(need_input_grad).__name__}")
+    if out is None:
+        gx = np.empty(x.shape, x.dtype) if need_input_grad else None
+        gw = np.empty(w.shape, x.dtype)
+        gb = np.empty(w.shape[0], x.dtype)
+    else:
+        gx, gw, gb = _out_buffers(func, out, need_input_grad, gy, x, w)
+    if x.shape[0] == 0:
+        gw.fill(0)
+        gb.fill(0)
+        return gx, gw, gb
+    _, backward_input, backward_params = _KERNELS[x.dtype]
+    if need_input_grad:
+        backward_input(gy, w, gx)
+    backward_params(gy, x, 1, False, gw, gb)
+    return gx, gw, gb
+
+
+def linear_backward_step(gy, x, w, b, lr):
+    """linear_backward_step(gy, x, w, b, lr)
+
+    The input gradient of a linear layer, then one gradient-descent step on
+    its parameters in place (private: ``cnnext.compat``'s softmax layer,
+    which updates its weights per image, as the notebook does)::
+
+        gx = gy @ w                (with w before the step)
+        w -= lr * gy.T @ x
+        b -= lr * gy.sum(axis=0)
+
+    ``gy``, ``x`` as for ``linear_backward``; ``w`` (O, I) and ``b`` (O,) (or
+    None) writeable C-contiguous arrays of their dtype that share no memory
+    with each other or ``x``; ``gy`` must not overlap them either (the caller
+    builds it); ``lr`` a finite float.
+
+    Returns
+    -------
+    gx : ndarray, shape (N, I)
+    """
+    func = "linear_backward_step"
+    for name, array in (("w", w), ("b", b)):
+        if array is not None and not (type(array) is np.ndarray and array.flags.c_contiguous
+                                      and array.flags.writeable):
+            raise ValueError(f"{func}: {name} must be a writeable C-contiguous ndarray: it is "
+                             f"updated in place")
+    x, w = _arrays(func, x, w)
+    gy = _gradient(func, gy, x, w)
+    if b is not None:
+        b = _vector(func, b, w.shape[0], x.dtype)
+        if np.shares_memory(b, w) or np.shares_memory(b, x):
+            raise ValueError(f"{func}: b overlaps w or x")
+    if np.shares_memory(w, x):
+        raise ValueError(f"{func}: w overlaps x")
+    if type(lr) is not float or not math.isfinite(lr):
+        raise ValueError(f"{func}: lr must be a finite float, got {lr!r}")
+    gx = np.empty(x.shape, x.dtype)
+    if x.shape[0]:
+        _, backward_input, backward_params = _KERNELS[x.dtype]
+        backward_input(gy, w, gx)
+        backward_params(gy, x, -lr, True, w, b)
+    return gx
