@@ -78,6 +78,19 @@ def load(family):
     )
 
 
+def built_variants(family):
+    """ISA level name -> module, for every build of ``family`` that this CPU runs
+    and that was built, highest first (tests run each one)."""
+    modules = {}
+    for name in supported_isas():
+        try:
+            modules[name] = importlib.import_module(
+                f"cnnext._kernels.{family}{ISA_LEVELS[name][0]}")
+        except ModuleNotFoundError:  # not built here (CNNEXT_BASELINE_ONLY=1, non-x86)
+            continue
+    return modules
+
+
 def loaded_isas():
     """Family -> ISA level name, for the families loaded so far."""
     return {family: name for family, (name, _) in _loaded.items()}

@@ -1,6 +1,5 @@
 """conv2d and conv2d_backward: results, memory handling, threads, ISA builds, PyTorch."""
 
-import importlib
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -325,20 +324,9 @@ def test_concurrent_calls_from_python_threads():
                 np.testing.assert_array_equal(got, want)
 
 
-def built_variants():
-    names = []
-    for name in _dispatch.supported_isas():
-        try:
-            importlib.import_module(f"cnnext._kernels._conv{_dispatch.ISA_LEVELS[name][0]}")
-        except ModuleNotFoundError:
-            continue
-        names.append(name)
-    return names
-
-
-@pytest.mark.parametrize("isa", built_variants())
+@pytest.mark.parametrize("isa", list(_dispatch.built_variants("_conv")))
 def test_every_instruction_set_build_against_reference(isa, monkeypatch):
-    module = importlib.import_module(f"cnnext._kernels._conv{_dispatch.ISA_LEVELS[isa][0]}")
+    module = _dispatch.built_variants("_conv")[isa]
     monkeypatch.setattr(conv_module, "_kernels", module)
     monkeypatch.setattr(conv_module, "_by_dtype", conv_module._specialised(module))
     monkeypatch.setattr(conv_module, "_plans", {})

@@ -1,6 +1,5 @@
 """linear / linear_backward: reference, layouts, out= buffers, threads, ISA builds, PyTorch."""
 
-import importlib
 
 import numpy as np
 import pytest
@@ -111,20 +110,9 @@ def test_the_kernels_release_the_gil(num_threads):
     assert_releases_the_gil(lambda: backward_params(gy, x, 1, False, gw, gb))
 
 
-def built_variants():
-    names = []
-    for name in _dispatch.supported_isas():
-        try:
-            importlib.import_module(f"cnnext._kernels._dense{_dispatch.ISA_LEVELS[name][0]}")
-        except ModuleNotFoundError:
-            continue
-        names.append(name)
-    return names
-
-
-@pytest.mark.parametrize("isa", built_variants())
+@pytest.mark.parametrize("isa", list(_dispatch.built_variants("_dense")))
 def test_every_instruction_set_build_against_reference(isa, monkeypatch):
-    module = importlib.import_module(f"cnnext._kernels._dense{_dispatch.ISA_LEVELS[isa][0]}")
+    module = _dispatch.built_variants("_dense")[isa]
     assert module.compiled_isa() == isa
     kernels = {np.dtype(dtype): tuple(getattr(module, name)[ctype] for name in (
                    "linear_forward", "linear_backward_input", "linear_backward_params"))

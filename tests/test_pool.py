@@ -1,6 +1,5 @@
 """max_pool2d / avg_pool2d and their gradients: results, ties and NaN, memory, threads, builds."""
 
-import importlib
 
 import numpy as np
 import pytest
@@ -257,20 +256,9 @@ def test_results_do_not_depend_on_the_thread_count(num_threads, dtype):
             np.testing.assert_array_equal(got, want)
 
 
-def built_pool_modules():
-    modules = {}
-    for name in _dispatch.supported_isas():
-        try:
-            modules[name] = importlib.import_module(
-                f"cnnext._kernels._pool{_dispatch.ISA_LEVELS[name][0]}")
-        except ModuleNotFoundError:  # a --baseline-only build
-            continue
-    return modules
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_instruction_set_build_gives_the_same_results(dtype):
-    modules = built_pool_modules()
+    modules = _dispatch.built_variants("_pool")
     assert "baseline" in modules
     x = random_array(10, (2, 3, 11, 37), dtype, "special")
     results = {}

@@ -163,3 +163,26 @@ def out_tuple(func, out, count):
     if not isinstance(out, tuple) or len(out) != count:
         raise TypeError(f"{func}: out must be a tuple of {count} arrays or None")
     return out
+
+
+def gradient_out_buffers(func, out, need_input_grad, gy, x, w):
+    """The (gx, gw, gb) buffers of a layer backward's ``out=`` tuple, checked
+    against x (gx), w (gw) and w's first axis (gb); None entries allocated.
+
+    Each given buffer must not overlap the inputs nor the buffers before it
+    (a freshly allocated one cannot overlap anything).
+    """
+    gx_out, gw_out, gb_out = out_tuple(func, out, 3)
+    if gx_out is not None and not need_input_grad:
+        raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
+    inputs = (gy, x, w)
+    gx = None
+    if need_input_grad:
+        gx = out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, inputs)
+        if gx_out is not None:
+            inputs += (gx,)
+    gw = out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
+    if gw_out is not None:
+        inputs += (gw,)
+    gb = out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, inputs)
+    return gx, gw, gb

@@ -229,7 +229,7 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
         gw = np.empty(w.shape, x.dtype)
         gb = np.empty(w.shape[0], x.dtype)
     else:
-        gx, gw, gb = _out_buffers(func, out, need_input_grad, gy, x, w)
+        gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if x.shape[0] == 0:
         gw.fill(0)
         gb.fill(0)
@@ -241,19 +241,4 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
                       _workspace(plan.backward_data_workspace, x.dtype))
     backward_filter(plan, gy, _checks.contiguous(x), gw, gb,
                     _workspace(plan.backward_filter_workspace, x.dtype))
-    return gx, gw, gb
-
-
-def _out_buffers(func, out, need_input_grad, gy, x, w):
-    """The (gx, gw, gb) buffers of an ``out=`` tuple, checked; None entries allocated."""
-    gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
-    if gx_out is not None and not need_input_grad:
-        raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
-    inputs = (gy, x, w)
-    gx = None
-    if need_input_grad:
-        gx = _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, inputs)
-        inputs = (*inputs, gx)
-    gw = _checks.out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
-    gb = _checks.out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, (*inputs, gw))
     return gx, gw, gb

@@ -74,26 +74,6 @@ def _gradient(func, gy, x, w):
     return _checks.contiguous(gy)
 
 
-def _out_buffers(func, out, need_input_grad, gy, x, w):
-    """The (gx, gw, gb) buffers of an ``out=`` tuple, checked; None entries allocated."""
-    gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
-    if gx_out is not None and not need_input_grad:
-        raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
-    # Each given buffer must not overlap the inputs nor the buffers before it
-    # (a freshly allocated one cannot overlap anything).
-    inputs = (gy, x, w)
-    gx = None
-    if need_input_grad:
-        gx = _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, inputs)
-        if gx_out is not None:
-            inputs += (gx,)
-    gw = _checks.out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
-    if gw_out is not None:
-        inputs += (gw,)
-    gb = _checks.out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, inputs)
-    return gx, gw, gb
-
-
 def linear(x, w, b=None, *, out=None):
     """linear(x, w, b=None, *, out=None)
 
@@ -171,7 +151,7 @@ def linear_backward(gy, x, w, need_input_grad=True, *, out=None):
         gw = np.empty(w.shape, x.dtype)
         gb = np.empty(w.shape[0], x.dtype)
     else:
-        gx, gw, gb = _out_buffers(func, out, need_input_grad, gy, x, w)
+        gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if x.shape[0] == 0:
         gw.fill(0)
         gb.fill(0)
