@@ -16,6 +16,8 @@ import operator
 
 import numpy as np
 
+from .._kernels._memory import ranges_overlap
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INTP_MAX = np.iinfo(np.intp).max
 # The largest kernel size, stride, padding or dilation ``pair`` accepts.  The
@@ -119,10 +121,11 @@ def contiguous(array):
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
-def _overlap(a, b):
-    """Whether two arrays share memory: the cheap bounds test first, the exact
-    (possibly costly) one only when the bounds overlap."""
-    return np.may_share_memory(a, b) and np.shares_memory(a, b)
+def overlap(a, b):
+    """Whether the ndarray ``a`` shares memory with the array ``b``: the cheap
+    bounds test first, the exact (possibly costly) one only when the bounds
+    overlap."""
+    return ranges_overlap(a, (b,)) and np.shares_memory(a, b)
 
 
 def out_array(func, name, out, shape, dtype, inputs=()):
@@ -137,7 +140,7 @@ def out_array(func, name, out, shape, dtype, inputs=()):
         return np.empty(shape, dtype=dtype)
     if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.c_contiguous and out.flags.writeable
-            and not any(array is not None and _overlap(out, array) for array in inputs)):
+            and not ranges_overlap(out, inputs)):
         return out
     shape = tuple(int(d) for d in shape)
     # A matrix cannot be returned as itself and written through a flat view.
@@ -151,7 +154,7 @@ def out_array(func, name, out, shape, dtype, inputs=()):
     if not out.flags.writeable:
         raise ValueError(f"{func}: {name} is read-only")
     for array in inputs:
-        if array is not None and _overlap(out, array):
+        if array is not None and overlap(out, array):
             raise ValueError(f"{func}: {name} overlaps an input array")
     return out
 

@@ -193,9 +193,9 @@ def linear_backward_step(gy, x, w, b, lr):
     gy = _gradient(func, gy, x, w)
     if b is not None:
         b = _vector(func, b, w.shape[0], x.dtype)
-        if np.shares_memory(b, w) or np.shares_memory(b, x):
+        if _checks.overlap(b, w) or _checks.overlap(b, x):
             raise ValueError(f"{func}: b overlaps w or x")
-    if np.shares_memory(w, x):
+    if _checks.overlap(w, x):
         raise ValueError(f"{func}: w overlaps x")
     if type(lr) is not float or not math.isfinite(lr):
         raise ValueError(f"{func}: lr must be a finite float, got {lr!r}")
