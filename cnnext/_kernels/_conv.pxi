@@ -877,7 +877,7 @@ cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
                 t0 = (item // k_tiles) * TRN_MR
                 k0 = (item % k_tiles) * TRN_NV * d.lanes
                 trn_tiles(origin, gyt + k0, kp, d, count, t0, t0 + TRN_MR, state + k0)
-    transpose(state, g.CRS, g.K, kp, gw)
+    transpose(state, g.CRS, g.K, kp, gw, g.CRS)
 
 
 cdef floating plane_sum(const floating* gy,     # IN  planes of P values

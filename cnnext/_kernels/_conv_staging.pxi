@@ -136,24 +136,26 @@ cdef void pack_columns_weights(const floating* w,     # IN  (K, CRS)
 cdef void pack_gy_transposed(const floating* gy,   # IN  (K, P) one image
                              const Geometry* g, Py_ssize_t kp,
                              floating* gyt) noexcept nogil:  # OUT (P, kp), zeros past K
-    cdef Py_ssize_t k, p
-    for p in range(g.P):
-        for k in range(g.K):
-            gyt[p * kp + k] = gy[k * g.P + p]
-        for k in range(g.K, kp):
-            gyt[p * kp + k] = 0
+    cdef Py_ssize_t p
+    transpose(gy, g.K, g.P, g.P, gyt, kp)
+    if kp > g.K:
+        for p in range(g.P):
+            memset(gyt + p * kp + g.K, 0, (kp - g.K) * sizeof(floating))
 
 
 cdef void transpose(const floating* src,   # IN  (rows, src_stride)
                     Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t src_stride,
-                    floating* dst) noexcept nogil:  # OUT (cols, rows): dst[j, i] = src[i, j]
-    """In 16 x 16 blocks, so both sides stream through cache lines."""
+                    floating* dst,         # OUT (cols, dst_stride): dst[j, i] = src[i, j]
+                    Py_ssize_t dst_stride) noexcept nogil:
+    """In 16 x 16 blocks whose source rows are each read in one run: rows
+    4 KiB apart share cache sets, so reading down a column would evict the
+    lines before their neighbours are read."""
     cdef Py_ssize_t i0, j0, i, j
-    for i0 in range(0, rows, 16):
-        for j0 in range(0, cols, 16):
-            for j in range(j0, min(j0 + 16, cols)):
-                for i in range(i0, min(i0 + 16, rows)):
-                    dst[j * rows + i] = src[i * src_stride + j]
+    for j0 in range(0, cols, 16):
+        for i0 in range(0, rows, 16):
+            for i in range(i0, min(i0 + 16, rows)):
+                for j in range(j0, min(j0 + 16, cols)):
+                    dst[j * dst_stride + i] = src[i * src_stride + j]
 
 
 cdef void col2im_channel(const floating* col,   # IN  (R*S, P) columns of one channel
