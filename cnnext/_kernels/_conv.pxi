@@ -383,11 +383,14 @@ cdef class Plan:
 
         # Input gradient.  With stride 1 it is the convolution of gy with the
         # flipped, transposed filters and padding d*(R-1) - p, when that is
-        # not negative and the C output channels fill blocks of FWD_MR rows;
-        # otherwise columns w^T gy scattered back (col2im).
+        # not negative, the C output channels fill blocks of FWD_MR rows and
+        # the padding adds few zero terms (that convolution has H*W outputs
+        # to col2im's Ho*Wo columns: 169 to 81 for lenet-2's 5x5 filters on
+        # 13x13 images); otherwise columns w^T gy scattered back (col2im).
         self.data_as_conv = (reformulate and g.sh == 1 and g.sw == 1
                              and g.ph <= g.dh * (R - 1) and g.pw <= g.dw * (S - 1)
-                             and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR)
+                             and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR
+                             and 2 * H * W <= 3 * g.P)
         if self.data_as_conv:
             self.t.g.N, self.t.g.C, self.t.g.H, self.t.g.W = N, K, g.Ho, g.Wo
             self.t.g.K, self.t.g.R, self.t.g.S = C, R, S
