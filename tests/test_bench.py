@@ -5,15 +5,18 @@ implementation executed once and checked against the float64 reference),
 and one tiny timed run checks that the reported figures are consistent.
 """
 
+import argparse
 import json
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from cnnext import _bench, layers, models
-from cnnext._bench import impl_cnnext, impl_torch, nets, report, suite
+from cnnext._bench import environment, impl_cnnext, impl_torch, machine, nets, report, suite
 from cnnext._bench.cases import CASES, DTYPES, QUICK, select
 from cnnext._bench.impls import IMPLEMENTATIONS, Bound, Implementation
 
@@ -215,6 +218,51 @@ def test_bad_options_are_one_clear_line(argv, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith(f"cnnext bench: error: {argv[0]}")
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--quick", "--smoke"], ["conv2d.*.mid", "train", "--threads", "1,all", "--repeats", "3"],
+    ["--impls", "cnnext,numpy", "--dtypes", "float64", "--json", "a b.json", "--png", "c.png"],
+    ["--list"]])
+def test_command_line_gives_back_the_options(argv):
+    parser = _bench.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(argv)
+    assert parser.parse_args(_bench.command_line(args)) == args
+
+
+def test_timing_runs_with_idle_threads_asleep(tmp_path):
+    """Without the variables, `cnnext bench` times in a child that has them; set ones are kept."""
+    path = tmp_path / "out.json"
+    env = {name: value for name, value in os.environ.items()
+           if name not in environment.QUIET_THREADS}
+    env["KMP_BLOCKTIME"] = "7"
+    process = subprocess.run(
+        [sys.executable, "-m", "cnnext", "bench", "conv2d.forward.notebook-b1", "--quick",
+         "--impls", "cnnext", "--dtypes", "float32", "--threads", "1", "--repeats", "1",
+         "--json", str(path)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False)
+    assert process.returncode == 0, process.stderr
+    document = json.loads(path.read_text())
+    assert document["settings"]["environment"] == {
+        **environment.QUIET_THREADS, "KMP_BLOCKTIME": "7"}
+    assert "idle threads: OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=7" in process.stdout
+    (row,) = document["results"]
+    assert row["status"] == "ok" and row["other_cores"] >= 0
+
+
+@pytest.mark.skipif(machine.cpu_seconds() is None, reason="needs /proc/stat (Linux)")
+def test_other_cores_sees_another_busy_process():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the interpreter has started
+        before, start = machine.cpu_seconds(), time.perf_counter()
+        time.sleep(1.0)
+        others = machine.other_cores(before, machine.cpu_seconds(), time.perf_counter() - start)
+    finally:
+        busy.kill()
+        busy.wait()
+    # At least most of a core (the spinning child, or load that displaced it), at most all.
+    assert 0.5 <= others <= os.cpu_count() * 1.05
 
 
 def test_case_selection():

@@ -15,14 +15,15 @@ impl_*          the implementations (cnnext, torch, numpy, notebook) behind one
 cases, nets     the named cases with their inputs, FLOP/byte counts and
                 float64 references; the networks of the training steps
 timing,         warm-up/repeats/median/spread and thread pinning; the
-roofline        measured SGEMM/DGEMM peak
+roofline,       measured SGEMM/DGEMM peak; the environment timing runs in
+environment     (idle threads of every library asleep)
 =============== ==============================================================
 """
 
 import argparse
 import sys
 
-from . import report, suite
+from . import environment, report, suite
 from .cases import CASES, DTYPES, QUICK, UnknownCaseError, select
 from .impls import IMPLEMENTATIONS
 from .timing import all_cores
@@ -98,6 +99,20 @@ def _list_cases():
         print(f"{name:<{width}}  {quick}  {case.description}")
 
 
+def command_line(args):
+    """command_line(args)
+
+    The options ``args`` (parsed by ``add_arguments``) as a command line again.
+    """
+    argv = ["--impls", args.impls, "--dtypes", args.dtypes]
+    argv += ["--quick"] * args.quick + ["--smoke"] * args.smoke + ["--list"] * args.list
+    for option in ("json", "png", "threads", "repeats"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option}", str(value)]
+    return [*argv, "--", *args.cases]
+
+
 def run(args):
     """run(args)
 
@@ -105,6 +120,9 @@ def run(args):
     table and write the requested files.  Returns the exit status: 0, 1 when an
     implementation did not match the reference (or cnnext could not run), 2 for
     a bad option or an unknown case name (one line on standard error).
+
+    Timing runs in a child process when the variables that put idle threads to
+    sleep (``environment.QUIET_THREADS``) are not all set yet.
     """
     if args.list:
         _list_cases()
@@ -124,6 +142,9 @@ def run(args):
         print(f"cnnext bench: error: {exc}", file=sys.stderr)
         return 2
 
+    if not args.smoke and environment.missing():
+        # The thread runtimes read their settings when they load: too late here.
+        return environment.rerun(command_line(args))
     settings = suite.Settings(**timing, smoke=args.smoke)
     doc = suite.run(cases, impls, dtypes, threads, settings)
     doc["settings"]["mode"] = "quick" if args.quick else "full"

@@ -51,6 +51,33 @@ def load_average():
         return None
 
 
+def cpu_seconds():
+    """(CPU seconds every process has used, CPU seconds this process has used), or None.
+
+    From /proc/stat (Linux only): user, nice, system, irq, softirq and steal
+    time, which includes what the hypervisor gave to other machines.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if fields[:1] != ["cpu"] or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    own = os.times()
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return busy, own.user + own.system
+
+
+def other_cores(before, after, seconds):
+    """How many cores other processes kept busy on average between two ``cpu_seconds()``."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    busy, own = after[0] - before[0], after[1] - before[1]
+    return max(busy - own, 0.0) / seconds
+
+
 def version(impl):
     try:
         return impl.version()

@@ -137,6 +137,12 @@ def format_report(doc):
         out.append(f"1-minute load average: {load['start']:.1f} at the start, "
                    f"{load['end']:.1f} at the end (the run itself adds 1 to 2; the rest is "
                    f"other processes sharing the {m['cores']} cores)")
+    if m["other_cores"] is not None:
+        out.append(f"other processes kept {m['other_cores']:.1f} of the {m['cores']} cores busy "
+                   "on average during the run")
+    out.append("idle threads: " + ", ".join(
+        f"{name}={value}" if value is not None else f"{name} not set"
+        for name, value in settings["environment"].items()))
     if settings["smoke"]:
         out.append("smoke mode: every implementation run once and checked, nothing timed")
     else:
@@ -155,9 +161,21 @@ def format_report(doc):
             for threads in settings["threads"]:
                 block = _block(doc, families, columns, dtype, threads)
                 if block:
-                    out += ["", f"{title}: {dtype}, {threads} thread(s)", *block]
+                    heading = f"{title}: {dtype}, {threads} thread(s)"
+                    others = _other_cores(doc, families, dtype, threads)
+                    if others is not None:
+                        heading += f"; other processes busy on {others:.1f} cores meanwhile"
+                    out += ["", heading, *block]
     out += ["", NOTES]
     return "\n".join(out)
+
+
+def _other_cores(doc, families, dtype, threads):
+    """The mean over a block's cases of the cores other processes kept busy while it was timed."""
+    values = {(row["case"], row["dtype"]): row["other_cores"] for row in doc["results"]
+              if row.get("other_cores") is not None and row["dtype"] == dtype
+              and row["threads"] == threads and row["case"].split(".")[0] in families}
+    return sum(values.values()) / len(values) if values else None
 
 
 def _blas_text(blas):

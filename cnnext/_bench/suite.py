@@ -5,7 +5,8 @@ then, for each thread count (every library pinned to it), each
 implementation that supports the case is bound, run once and checked, and
 timed only when it matches.  Everything ends up in one JSON-ready document:
 the machine, the measured GEMM roofline, the cases and one result row per
-(case, dtype, threads, implementation), with the derived rates and ratios.
+(case, dtype, threads, implementation), with the derived rates and ratios
+and how many cores other processes kept busy while the case was timed.
 """
 
 import io
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import _progress
-from . import machine, roofline
+from . import environment, machine, roofline
 from .cases import CASES
 from .impls import Unavailable
 from .timing import measure, pinned_threads
@@ -96,10 +97,12 @@ def run_group(impls, case, dtype, threads, inputs, reference, settings):
                for impl in impls if impl.supports(case, dtype)]
     timed = [(row, bound) for row, bound in checked if bound is not None]
     if not settings.smoke and timed:
+        before, start = machine.cpu_seconds(), time.perf_counter()
         timings = measure([bound.run for _, bound in timed], settings.repeats,
                           settings.budget_seconds, settings.min_repeat_seconds)
+        others = machine.other_cores(before, machine.cpu_seconds(), time.perf_counter() - start)
         for (row, bound), timing in zip(timed, timings, strict=True):
-            row.update(_timed_fields(timing, bound))
+            row.update(_timed_fields(timing, bound), other_cores=others)
     return [row for row, _ in checked]
 
 
@@ -120,11 +123,12 @@ def run(cases, impls, dtypes, threads, settings, progress=True):
         "schema": SCHEMA_VERSION,
         "machine": machine.describe(impls),
         "settings": {**asdict(settings), "threads": list(threads), "dtypes": list(dtypes),
-                     "tolerance": TOLERANCE},
+                     "tolerance": TOLERANCE, "environment": environment.describe()},
         "roofline": [],
         "cases": [],
         "results": [],
     }
+    before, start = machine.cpu_seconds(), time.perf_counter()
     if not settings.smoke:
         for n in threads:
             with pinned_threads(n):
@@ -150,6 +154,8 @@ def run(cases, impls, dtypes, threads, settings, progress=True):
                                                 settings)
             bar.update()
     doc["machine"]["load_average"]["end"] = machine.load_average()
+    doc["machine"]["other_cores"] = machine.other_cores(before, machine.cpu_seconds(),
+                                                        time.perf_counter() - start)
     doc["cases"] = [describe_case(case) for case in cases]
     derive(doc)
     return doc
