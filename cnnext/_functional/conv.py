@@ -115,6 +115,9 @@ def _finite(array):
 
 def _arrays(func, x, w):
     """x and w as float arrays of one dtype."""
+    if (type(x) is np.ndarray and type(w) is np.ndarray and x.ndim == 4 and w.ndim == 4
+            and x.dtype in _checks.FLOAT_DTYPES and w.dtype == x.dtype):
+        return x, w
     x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
     w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
     if w.dtype != x.dtype:

@@ -8,6 +8,8 @@ from .._kernels import _loss
 from . import _checks
 from .pooling import int64_within
 
+_INT64 = np.dtype(np.int64)
+
 
 def softmax(x, axis=-1):
     """softmax(x, axis=-1)
@@ -77,10 +79,14 @@ def softmax_cross_entropy(logits, labels):
     if labels.shape != (rows,):
         raise ValueError(f"{func}: labels must have shape ({rows},), one per row of logits, "
                          f"got {labels.shape}")
-    labels, bad = int64_within(labels, classes)
+    if labels.dtype == _INT64:  # checked by the kernel, in the pass that reads them
+        labels, bad = _checks.contiguous(labels), -1
+    else:
+        labels, bad = int64_within(labels, classes)
+    if bad < 0:
+        grad = np.empty((rows, classes), logits.dtype)
+        loss, bad = _loss.softmax_cross_entropy(_checks.contiguous(logits), labels, grad)
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")
-    logits = _checks.contiguous(logits)
-    grad = np.empty((rows, classes), logits.dtype)
-    return _loss.softmax_cross_entropy(logits, labels, grad), grad
+    return loss, grad

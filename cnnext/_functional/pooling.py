@@ -14,13 +14,30 @@ from . import _checks
 _pool = _dispatch.load("_pool")
 
 _INT64 = np.dtype(np.int64)
+# Below this many elements no (N, C, H, W) shape can overflow a byte count.
+_SMALL = 2**31
 _known_geometries = {}
 _MAX_KNOWN_GEOMETRIES = 256
 _MAX_KERNEL = 2**24
 
 
+def _specialised(name):
+    """dtype -> the compiled specialisations of the fused kernel ``name``
+    (calling one skips the fused-type dispatch)."""
+    kernel = getattr(_pool, name)
+    return {np.dtype(np.float32): kernel["float"], np.dtype(np.float64): kernel["double"]}
+
+
+_MAX_FORWARD = _specialised("max_pool2d_forward")
+_MAX_BACKWARD = _specialised("max_pool2d_backward")
+_ALL_MAXIMA_BACKWARD = _specialised("max_pool2d_backward_all_maxima")
+
+
 def _float_input(func, name, value):
     """A 4-D float32/float64 ndarray with non-empty planes."""
+    if (type(value) is np.ndarray and value.ndim == 4 and value.dtype in _checks.FLOAT_DTYPES
+            and value.shape[2] and value.shape[3]):
+        return value
     value = _checks.float_array(func, name, value, ndim=4, layout="(N, C, H, W)")
     if value.shape[2] == 0 or value.shape[3] == 0:
         raise ValueError(f"{func}: {name} must have non-empty (H, W) planes, got shape "
@@ -82,6 +99,12 @@ def int64_within(values, stop):
 def _x_shape(func, x_shape, gy):
     """``x_shape`` as a tuple of 4 ints matching gy's (N, C), planes non-empty,
     small enough to allocate."""
+    if type(x_shape) is tuple and len(x_shape) == 4:  # x.shape, usually: one quick pass
+        n, c, height, width = x_shape
+        if (type(n) is int and type(c) is int and type(height) is int and type(width) is int
+                and height > 0 and width > 0 and (n, c) == gy.shape[:2]
+                and n * c * height * width < _SMALL):
+            return x_shape
     if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
         raise ValueError(f"{func}: x_shape must be a 4-tuple (N, C, H, W), got {x_shape!r}")
     n, c, height, width = x_shape
@@ -140,7 +163,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     else:
         y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
         indices = None
-    _pool.max_pool2d_forward(_checks.contiguous(x), y, indices, kernel, stride, padding)
+    _MAX_FORWARD[x.dtype](_checks.contiguous(x), y, indices, kernel, stride, padding)
     return (y, indices) if return_indices else y
 
 
@@ -183,7 +206,7 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
     gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
-    _pool.max_pool2d_backward(_checks.contiguous(gy), idx, gx)
+    _MAX_BACKWARD[gy.dtype](_checks.contiguous(gy), idx, gx)
     return gx
 
 
@@ -218,7 +241,8 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
     x = _float_input(func, "x", x)
     gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     y = _checks.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
-    _checks.same_dtype(func, "x", x, gy=gy, y=y)
+    if gy.dtype != x.dtype or y.dtype != x.dtype:
+        _checks.same_dtype(func, "x", x, gy=gy, y=y)
     kernel, stride, _, out_shape = _geometry(func, x.shape, kernel_size, stride, 0)
     if stride[0] < kernel[0] or stride[1] < kernel[1]:
         raise ValueError(f"{func}: windows must not overlap: stride {stride} must be at least "
@@ -228,8 +252,8 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
             raise ValueError(f"{func}: {name} must have shape {out_shape} (the pooled shape of "
                              f"x {x.shape}), got {array.shape}")
     gx = _checks.out_array(func, "out", out, x.shape, x.dtype, (gy, x, y))
-    _pool.max_pool2d_backward_all_maxima(_checks.contiguous(gy), _checks.contiguous(x),
-                                         _checks.contiguous(y), gx, kernel, stride)
+    _ALL_MAXIMA_BACKWARD[x.dtype](_checks.contiguous(gy), _checks.contiguous(x),
+                                  _checks.contiguous(y), gx, kernel, stride)
     return gx
 
 

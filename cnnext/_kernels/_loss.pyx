@@ -103,25 +103,41 @@ def softmax(const floating[:, ::1] x,  # IN  (rows, classes), classes >= 1
                 softmax_row(&x[i, 0], classes, &out[i, 0])
 
 
+cdef inline Py_ssize_t first_label_outside(const int64_t* labels,  # IN  (count,)
+                                           Py_ssize_t count,
+                                           int64_t classes) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        if labels[i] < 0 or labels[i] >= classes:
+            return i
+    return -1
+
+
 def softmax_cross_entropy(const floating[:, ::1] logits,  # IN  (rows, classes), rows >= 1
-                          const int64_t[::1] labels,      # IN  (rows,) each in [0, classes)
+                          const int64_t[::1] labels,      # IN  (rows,)
                           floating[:, ::1] grad):         # OUT like logits
     """softmax_cross_entropy(logits, labels, grad)
 
-    Mean over the rows of -log softmax(logits[i])[labels[i]], returned as a
-    float; its gradient with respect to the logits goes into ``grad``.  The
-    caller checks the shapes and that every label is in [0, classes).
+    Mean over the rows of -log softmax(logits[i])[labels[i]] and its
+    gradient with respect to the logits, into ``grad``.  Returns (loss,
+    -1), or (None, i) without touching ``grad`` when labels[i] is the first
+    label outside [0, classes): the labels are checked here, in the pass
+    that reads them, and every other shape by the caller.
     """
-    cdef Py_ssize_t i, rows = logits.shape[0], classes = logits.shape[1]
+    cdef Py_ssize_t i, bad, rows = logits.shape[0], classes = logits.shape[1]
     cdef int n_threads = num_threads_for(rows * classes)
     cdef double scale = 1.0 / rows, total = 0
     cdef double* row_loss
+    with nogil:
+        bad = first_label_outside(&labels[0], rows, classes)
+    if bad >= 0:
+        return None, bad
     if n_threads == 1:
         with nogil:
             for i in range(rows):
                 total += cross_entropy_row(&logits[i, 0], classes, labels[i], scale,
                                            &grad[i, 0])
-        return total * scale
+        return total * scale, -1
     # TMP: threads compute the rows' losses, summed afterwards in row order
     # as above, so the result is the same on any number of threads.
     row_loss = <double*>malloc(rows * sizeof(double))
@@ -136,4 +152,4 @@ def softmax_cross_entropy(const floating[:, ::1] logits,  # IN  (rows, classes),
                 total += row_loss[i]
     finally:
         free(row_loss)
-    return total * scale
+    return total * scale, -1
