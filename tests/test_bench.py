@@ -223,7 +223,7 @@ def test_bad_options_are_one_clear_line(argv, capsys):
 @pytest.mark.parametrize("argv", [
     [], ["--quick", "--smoke"], ["conv2d.*.mid", "train", "--threads", "1,all", "--repeats", "3"],
     ["--impls", "cnnext,numpy", "--dtypes", "float64", "--json", "a b.json", "--png", "c.png"],
-    ["--list"]])
+    ["--keep-env", "--list"]])
 def test_command_line_gives_back_the_options(argv):
     parser = _bench.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(argv)
@@ -231,7 +231,8 @@ def test_command_line_gives_back_the_options(argv):
 
 
 def test_timing_runs_with_idle_threads_asleep(tmp_path):
-    """Without the variables, `cnnext bench` times in a child that has them; set ones are kept."""
+    """Without the variables, `cnnext bench` times in a child that has them (set ones are
+    kept), unless --keep-env."""
     path = tmp_path / "out.json"
     env = {name: value for name, value in os.environ.items()
            if name not in environment.QUIET_THREADS}
@@ -248,6 +249,14 @@ def test_timing_runs_with_idle_threads_asleep(tmp_path):
     assert "idle threads: OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=7" in process.stdout
     (row,) = document["results"]
     assert row["status"] == "ok" and row["other_cores"] >= 0
+
+    process = subprocess.run(
+        [sys.executable, "-m", "cnnext", "bench", "copy.pool-input", "--quick", "--keep-env",
+         "--impls", "numpy", "--threads", "1", "--repeats", "1", "--json", str(path)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False)
+    assert process.returncode == 0, process.stderr
+    assert json.loads(path.read_text())["settings"]["environment"] == {
+        "OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": "7", "OPENBLAS_THREAD_TIMEOUT": None}
 
 
 @pytest.mark.skipif(machine.cpu_seconds() is None, reason="needs /proc/stat (Linux)")

@@ -67,6 +67,10 @@ def add_arguments(parser):
     parser.add_argument("--repeats", type=int, metavar="N",
                         help=f"timed repeats per measurement (default: {FULL['repeats']}, "
                              f"{QUICK_TIMING['repeats']} with --quick)")
+    parser.add_argument("--keep-env", action="store_true",
+                        help="time in this environment as it is: without OMP_WAIT_POLICY, "
+                             "KMP_BLOCKTIME and OPENBLAS_THREAD_TIMEOUT, the libraries' idle "
+                             "threads spin as their defaults say (see benchmarks/README.md)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     return parser
 
@@ -105,7 +109,8 @@ def command_line(args):
     The options ``args`` (parsed by ``add_arguments``) as a command line again.
     """
     argv = ["--impls", args.impls, "--dtypes", args.dtypes]
-    argv += ["--quick"] * args.quick + ["--smoke"] * args.smoke + ["--list"] * args.list
+    for flag in ("quick", "smoke", "keep_env", "list"):
+        argv += [f"--{flag.replace('_', '-')}"] * getattr(args, flag)
     for option in ("json", "png", "threads", "repeats"):
         value = getattr(args, option)
         if value is not None:
@@ -122,7 +127,8 @@ def run(args):
     a bad option or an unknown case name (one line on standard error).
 
     Timing runs in a child process when the variables that put idle threads to
-    sleep (``environment.QUIET_THREADS``) are not all set yet.
+    sleep (``environment.QUIET_THREADS``) are not all set yet (unless
+    ``--keep-env``).
     """
     if args.list:
         _list_cases()
@@ -142,7 +148,7 @@ def run(args):
         print(f"cnnext bench: error: {exc}", file=sys.stderr)
         return 2
 
-    if not args.smoke and environment.missing():
+    if not (args.smoke or args.keep_env) and environment.missing():
         # The thread runtimes read their settings when they load: too late here.
         return environment.rerun(command_line(args))
     settings = suite.Settings(**timing, smoke=args.smoke)
