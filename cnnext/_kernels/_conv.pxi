@@ -22,13 +22,14 @@
 #   forward       Winograd F(2x2, 3x3) for 3x3 stride-1 layers with many
 #                 channels; otherwise direct: ``nn_tiles`` (output positions
 #                 as vector lanes, for few filters or long rows) or
-#                 ``kfwd_tiles`` (filters as lanes, for many filters on short
-#                 or strided rows; no im2col).
-#   input grad.   with stride 1, the forward algorithms applied to gy and the
-#                 flipped, transposed filters; otherwise columns w^T gy
-#                 (``nn_tiles``) scattered back (col2im).
-#   weight grad.  ``trn_tiles`` (filters as lanes) for many filters,
-#                 ``dot_tiles`` (vector partial sums over positions) for few;
+#                 ``kfwd_tiles`` (filters as lanes, for many filters, or about
+#                 one vector's worth, on short or strided rows; no im2col).
+#   input grad.   with stride 1 and little padding, the forward algorithms
+#                 applied to gy and the flipped, transposed filters; otherwise
+#                 columns w^T gy (``nn_tiles``) scattered back (col2im).
+#   weight grad.  ``trn_tiles`` (filters as lanes) for many filters or about
+#                 one vector's worth, ``dot_tiles`` (vector partial sums over
+#                 positions) for fewer;
 #                 the bias gradient rides along while gy is in cache.
 #
 # Windows.  The direct kernels see the input as, for each tap (c, r, s), a
@@ -167,7 +168,7 @@ cdef struct Backward:
     Py_ssize_t data_wave          # images whose columns are held at once
     # Weight gradient.
     FilterKernel filter
-    Py_ssize_t k_padded           # transposed: K rounded up to TRN_NV whole vectors
+    Py_ssize_t k_padded           # transposed: K rounded up to one or TRN_NV vectors
     Py_ssize_t block_images       # transposed: images per block
     Py_ssize_t chunk_images, chunks, wave_chunks  # dot: chunks, chunks staged at once
 
@@ -207,6 +208,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
     cdef Geometry* g = &d.g
     cdef Py_ssize_t L = VEC_BYTES // itemsize
     cdef Py_ssize_t per_row, k_padded, c_stride, r_stride, s_stride, c, r, s, i, j
+    cdef bint narrow
     cdef Py_ssize_t* tables
     g.Ho = (g.H + 2 * g.ph - g.dh * (g.R - 1) - 1) // g.sh + 1
     g.Wo = (g.W + 2 * g.pw - g.dw * (g.S - 1) - 1) // g.sw + 1
@@ -218,6 +220,10 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
     d.winograd = (allow_winograd and g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1
                   and g.dw == 1 and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
                   and 3 * k_padded <= 4 * g.K)
+    # Filters as lanes: tiles of one vector when that holds every filter.
+    narrow = not d.winograd and g.K <= L
+    if narrow:
+        k_padded = L
     d.by_filters = not d.winograd and 3 * k_padded <= 4 * g.K and not (
         g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L)
     # Only the rows and columns some window reaches; Winograd: whole 4x4
@@ -261,7 +267,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
         d.j_stride = 1
     d.x.ntaps = g.CRS
     if d.by_filters or d.winograd:
-        d.group = KFW_NV * L
+        d.group = L if narrow else KFW_NV * L
     else:
         d.group = FWD_MR
         d.x.nvectors = d.rows * ceil_div(d.row_len, L)
@@ -425,7 +431,7 @@ cdef class Plan:
         # (per image of a block its staged windows, gy^T and bias sums; then
         # the gw^T accumulators).  Few filters: vector partial sums over
         # fixed chunks of images (staged windows; per chunk gw and gb sums).
-        bw.k_padded = ceil_div(K, TRN_NV * L) * TRN_NV * L
+        bw.k_padded = L if K <= L else ceil_div(K, TRN_NV * L) * TRN_NV * L
         # (dot_tiles needs windows contiguous along rows, which layouts with
         # filters as lanes do not promise.)
         if 3 * bw.k_padded <= 4 * K or d.by_filters:
@@ -458,6 +464,13 @@ cdef class Plan:
         if self.d.winograd:
             return "winograd"
         return "filters" if self.d.by_filters else "positions"
+
+    @property
+    def filters_per_tile(self):
+        """Filters one register tile of the forward pass computes: one or a
+        few vectors' worth when the filters are the lanes (Winograd
+        included), else a few rows of the output."""
+        return self.d.group
 
     @property
     def data_kernel(self):
@@ -541,16 +554,18 @@ cdef void nn_items(const floating* a, const floating* init, Py_ssize_t rows,
                  out, out_image_stride, out_stride, start, min(start + sp.span, vectors))
 
 
-cdef void kfwd_items(const floating* packed, const Layout* d, const floating* origin,
-                     floating* y, Py_ssize_t positions, int threads) noexcept nogil:
-    """``kfwd_tiles`` over all positions and blocks, split into items over threads."""
+cdef void kfwd_items(const tile_width* width, const floating* packed, const Layout* d,
+                     const floating* origin, floating* y, Py_ssize_t positions,
+                     int threads) noexcept nogil:
+    """``kfwd_tiles`` of that width over all positions and blocks, split into
+    items over threads."""
     cdef const Geometry* g = &d.g
     cdef const floating* bias = packed + d.blocks * d.group * g.CRS
     cdef Split sp
     cdef Py_ssize_t item, blk, start
     if threads == 1:
         for blk in range(d.blocks):
-            kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
+            kfwd_tiles(width, packed + blk * d.group * g.CRS, bias + blk * d.group,
                        g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P, 0, positions)
         return
     sp = split_tiles(positions, KFW_MR, d.blocks, threads)
@@ -558,7 +573,7 @@ cdef void kfwd_items(const floating* packed, const Layout* d, const floating* or
         start = (item % sp.spans) * sp.span
         for blk in range((item // sp.spans) * sp.per_group,
                          min((item // sp.spans + 1) * sp.per_group, d.blocks)):
-            kfwd_tiles(packed + blk * d.group * g.CRS, bias + blk * d.group,
+            kfwd_tiles(width, packed + blk * d.group * g.CRS, bias + blk * d.group,
                        g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P,
                        start, min(start + sp.span, positions))
 
@@ -584,8 +599,12 @@ cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
         if d.source != SOURCE_INPUT:
             stage_images(origin, d, count, threads, staged)
             origin = staged
-        if d.by_filters:
-            kfwd_items(packed, d, origin, y + first * g.K * g.P, count * g.P, threads)
+        if d.by_filters and d.group == d.lanes:
+            kfwd_items(<const NarrowTile*>NULL, packed, d, origin, y + first * g.K * g.P,
+                       count * g.P, threads)
+        elif d.by_filters:
+            kfwd_items(<const WideTile*>NULL, packed, d, origin, y + first * g.K * g.P,
+                       count * g.P, threads)
         else:
             vectors = count * d.x.nvectors
             nn_items(packed, packed + d.blocks * FWD_MR * g.CRS, g.K, d.blocks, origin, &d.x,
@@ -839,7 +858,8 @@ cdef void pack_block(const floating* gy,      # IN  (count, K, P)
                              staged + n * d.staged_elems, gyt + n * gyt_elems, sums + n * g.K)
 
 
-cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
+cdef void filter_grad_transposed(const tile_width* width,
+                                 const floating* gy,   # IN  (N, K, P)
                                  const floating* x,    # IN  (N, C, H, W)
                                  const Layout* d, const Backward* bw,
                                  floating* gw,         # OUT (K, CRS)
@@ -853,7 +873,8 @@ cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
     cdef floating* sums = gyt + bw.block_images * g.P * bw.k_padded
     cdef floating* state = sums + bw.block_images * g.K
     cdef Py_ssize_t kp = bw.k_padded
-    cdef Py_ssize_t k_tiles = kp // (TRN_NV * d.lanes)
+    cdef Py_ssize_t vectors = 1 if tile_width is NarrowTile else TRN_NV
+    cdef Py_ssize_t k_tiles = kp // (vectors * d.lanes)
     cdef Py_ssize_t tiles = ceil_div(g.CRS, TRN_MR) * k_tiles
     cdef Py_ssize_t block, first, count, item, t0, k0, e, n
     cdef int threads
@@ -873,13 +894,13 @@ cdef void filter_grad_transposed(const floating* gy,   # IN  (N, K, P)
             origin = staged
         if threads == 1:
             for item in range(k_tiles):
-                k0 = item * TRN_NV * d.lanes
-                trn_tiles(origin, gyt + k0, kp, d, count, 0, g.CRS, state + k0)
+                k0 = item * vectors * d.lanes
+                trn_tiles(width, origin, gyt + k0, kp, d, count, 0, g.CRS, state + k0)
         else:
             for item in prange(tiles, num_threads=threads, schedule="dynamic"):
                 t0 = (item // k_tiles) * TRN_MR
-                k0 = (item % k_tiles) * TRN_NV * d.lanes
-                trn_tiles(origin, gyt + k0, kp, d, count, t0, t0 + TRN_MR, state + k0)
+                k0 = (item % k_tiles) * vectors * d.lanes
+                trn_tiles(width, origin, gyt + k0, kp, d, count, t0, t0 + TRN_MR, state + k0)
     transpose(state, g.CRS, g.K, kp, gw, g.CRS)
 
 
@@ -920,9 +941,12 @@ def conv2d_backward_filter(Plan plan,
     """
     cdef const Backward* bw = &plan.bw
     with nogil:
-        if bw.filter == FILTER_TRANSPOSED:
-            filter_grad_transposed(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.d, bw,
-                                   &gw[0, 0, 0, 0], &gb[0], &work[0])
+        if bw.filter == FILTER_TRANSPOSED and bw.k_padded == plan.d.lanes:
+            filter_grad_transposed(<const NarrowTile*>NULL, &gy[0, 0, 0, 0], &x[0, 0, 0, 0],
+                                   &plan.d, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
+        elif bw.filter == FILTER_TRANSPOSED:
+            filter_grad_transposed(<const WideTile*>NULL, &gy[0, 0, 0, 0], &x[0, 0, 0, 0],
+                                   &plan.d, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
         else:
             filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.d, bw,
                             &gw[0, 0, 0, 0], &gb[0], &work[0])

@@ -16,12 +16,30 @@
 #   dot_tiles  DOT_MR x DOT_NR sums over positions of gy[m] * window[t], as
 #              vector partial sums reduced once: the weight gradient when
 #              there are few filters (windows contiguous along rows).
-#   trn_tiles  TRN_MR x TRN_NV vectors: gw^T[tap m, k lanes] += x[tap m, p] *
+#   trn_tiles  TRN_MR x TRN_NV (or 1) vectors: gw^T[tap m, k lanes] += x[tap m, p] *
 #              gy^T[p, k lanes]: the weight gradient for many filters.
-#   kfwd_tiles KFW_MR positions x KFW_NV vectors of filters: y^T[p, k lanes] =
+#   kfwd_tiles KFW_MR positions x KFW_NV (or 1) vectors of filters: y^T[p, k lanes] =
 #              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
 #              pass (and input gradient) for many filters, no im2col needed;
 #              also Winograd's 16 GEMMs (positions = tiles, taps = channels).
+
+
+# trn_tiles and kfwd_tiles run TRN_NV or KFW_NV vectors of filters, or one
+# vector for layers with no more filters than lanes (lenet-2's 16 in
+# float32), where the wide tiles would leave most lanes idle.  The fused type
+# compiles each width as its own routine, so the loops over vectors keep
+# constant bounds; callers pass a NULL pointer of the width they want.
+cdef struct WideTile:
+    char unused
+
+
+cdef struct NarrowTile:
+    char unused
+
+
+ctypedef fused tile_width:
+    WideTile
+    NarrowTile
 
 
 cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) packed A
@@ -151,14 +169,16 @@ cdef void dot_tiles(const floating* gy,       # IN  gy of the first image at fil
                 out[m * CRS + t0 + t] = sums[m][t]
 
 
-cdef void trn_tiles(const floating* x,        # IN  windows of the first image
+cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
+                    const floating* x,        # IN  windows of the first image
                     const floating* gyt,      # IN  (images, P, kp) gy^T at lane k0
                     Py_ssize_t kp,            # K padded to whole tiles
                     const Layout* d,
                     Py_ssize_t images,
                     Py_ssize_t t_begin, Py_ssize_t t_end,
                     floating* state) noexcept nogil:  # IN/OUT (CRS, kp) gw^T at k0
-    """Taps t_begin..t_end-1, TRN_MR per tile, of TRN_NV vectors of filters."""
+    """Taps t_begin..t_end-1, TRN_MR per tile, of NV vectors of filters
+    (TRN_NV, or 1 for a NarrowTile)."""
     cdef vec acc[TRN_MR][TRN_NV]
     cdef vec bv[TRN_NV]
     cdef floating spill[TRN_MR][TRN_NV][MAX_LANES]
@@ -169,6 +189,9 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
     cdef Py_ssize_t m, v, n, i, j, tile, t0, valid
     cdef Py_ssize_t L = lanes(x)
     cdef Py_ssize_t CRS = d.g.CRS
+    cdef Py_ssize_t NV = TRN_NV
+    if tile_width is NarrowTile:
+        NV = 1
     for tile in range(ceil_div(t_end - t_begin, TRN_MR)):
         t0 = t_begin + tile * TRN_MR
         valid = min(CRS - t0, <Py_ssize_t>TRN_MR)
@@ -176,7 +199,7 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
         for m in range(TRN_MR):
             # Taps past CRS repeat the last one: computed, not stored.
             taps[m] = d.x.taps[min(t0 + m, CRS - 1)]
-            for v in range(TRN_NV):
+            for v in range(NV):
                 acc[m][v] = vload(row + min(m, valid - 1) * kp + v * L)
         for n in range(images):
             for i in range(d.rows):
@@ -184,37 +207,39 @@ cdef void trn_tiles(const floating* x,        # IN  windows of the first image
                     x_row[m] = x + n * d.x.image_stride + taps[m] + i * d.i_stride
                 gy_row = gyt + (n * d.g.P + i * d.row_len) * kp
                 for j in range(d.row_len):
-                    for v in range(TRN_NV):
+                    for v in range(NV):
                         bv[v] = vload(gy_row + v * L)
                     for m in range(TRN_MR):
-                        for v in range(TRN_NV):
+                        for v in range(NV):
                             acc[m][v] = vfma(x, acc[m][v], bv[v],
                                              vsplat(x_row[m][j * d.j_stride]))
                     gy_row += kp
         if valid == TRN_MR:
             for m in range(TRN_MR):
-                for v in range(TRN_NV):
+                for v in range(NV):
                     vstore(row + m * kp + v * L, acc[m][v])
         else:
             for m in range(TRN_MR):
-                for v in range(TRN_NV):
+                for v in range(NV):
                     vstore(&spill[m][v][0], acc[m][v])
             for m in range(valid):
-                for v in range(TRN_NV):
+                for v in range(NV):
                     memcpy(row + m * kp + v * L, &spill[m][v][0], L * sizeof(floating))
 
 
-cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed filters k0..
-                     const floating* bias,    # IN  (KFW_NV * L,) start values of filters k0..
+cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
+                     const floating* w,       # IN  (ntaps, NV * L) packed filters k0..
+                     const floating* bias,    # IN  (NV * L,) start values of filters k0..
                      Py_ssize_t filters,      # filters k0.. that exist
                      const floating* origin,  # IN  A operand of the first image
                      const Broadcast* op,
                      floating* out,           # OUT results of the first image at filter k0
                      Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     """Positions first..last-1 (numbered image after image), KFW_MR per tile,
-    times KFW_NV vectors of filters: the A values of each position are
-    broadcast, the filters are the lanes.  Results are stored as vectors when
-    filters are contiguous in the output, else transposed (NCHW)."""
+    times NV vectors of filters (KFW_NV, or 1 for a NarrowTile): the A values
+    of each position are broadcast, the filters are the lanes.  Results are
+    stored as vectors when filters are contiguous in the output, else
+    transposed (NCHW)."""
     cdef vec acc[KFW_MR][KFW_NV]
     cdef vec bv[KFW_NV]
     cdef floating spill[KFW_MR][KFW_NV * MAX_LANES]
@@ -227,7 +252,10 @@ cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed f
     cdef Py_ssize_t p = first - n * P
     cdef Py_ssize_t done = first
     cdef Py_ssize_t m, v, t, k, offset, valid
-    cdef bint vectors_out = op.out_filter == 1 and filters >= KFW_NV * L
+    cdef Py_ssize_t NV = KFW_NV
+    if tile_width is NarrowTile:
+        NV = 1
+    cdef bint vectors_out = op.out_filter == 1 and filters >= NV * L
     while done < last:
         valid = min(last - done, <Py_ssize_t>KFW_MR)
         for m in range(KFW_MR):
@@ -244,25 +272,25 @@ cdef void kfwd_tiles(const floating* w,       # IN  (ntaps, KFW_NV * L) packed f
                 yp[m] = yp[0]
         done += valid
         for m in range(KFW_MR):
-            for v in range(KFW_NV):
+            for v in range(NV):
                 acc[m][v] = vload(bias + v * L)
         wp = w
         for t in range(op.ntaps):
             offset = op.taps[t]
-            for v in range(KFW_NV):
+            for v in range(NV):
                 bv[v] = vload(wp + v * L)
             for m in range(KFW_MR):
-                for v in range(KFW_NV):
+                for v in range(NV):
                     acc[m][v] = vfma(w, acc[m][v], bv[v], vsplat(xp[m][offset]))
-            wp += KFW_NV * L
+            wp += NV * L
         if vectors_out and valid == KFW_MR:
             for m in range(KFW_MR):
-                for v in range(KFW_NV):
+                for v in range(NV):
                     vstore(yp[m] + v * L, acc[m][v])
         else:
             for m in range(KFW_MR):
-                for v in range(KFW_NV):
+                for v in range(NV):
                     vstore(&spill[m][v * L], acc[m][v])
             for m in range(valid):
-                for k in range(min(filters, KFW_NV * L)):
+                for k in range(min(filters, NV * L)):
                     yp[m][k * op.out_filter] = spill[m][k]

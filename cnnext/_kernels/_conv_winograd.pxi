@@ -216,7 +216,8 @@ cdef void winograd_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                 winograd_input(staged + n * d.staged_elems, d, v + n * d.vb.image_stride)
             for xi in range(16):
                 for blk in range(d.blocks):
-                    kfwd_tiles(packed + xi * xi_elems + blk * d.group * g.C, zeros,
+                    kfwd_tiles(<const WideTile*>NULL,
+                               packed + xi * xi_elems + blk * d.group * g.C, zeros,
                                g.K - blk * d.group, v + xi * tiles * g.C, &d.vb,
                                m + xi * tiles * kp + blk * d.group, 0, positions)
             for n in range(count):
@@ -232,7 +233,8 @@ cdef void winograd_pass(const floating* x,        # IN  (N, C, H, W) of layout d
             start = (item % sp.spans) * sp.span
             for blk in range((item // sp.spans) % sp.groups * sp.per_group,
                              min(((item // sp.spans) % sp.groups + 1) * sp.per_group, d.blocks)):
-                kfwd_tiles(packed + xi * xi_elems + blk * d.group * g.C, zeros,
+                kfwd_tiles(<const WideTile*>NULL,
+                           packed + xi * xi_elems + blk * d.group * g.C, zeros,
                            g.K - blk * d.group, v + xi * tiles * g.C, &d.vb,
                            m + xi * tiles * kp + blk * d.group,
                            start, min(start + sp.span, positions))
