@@ -14,6 +14,7 @@ so parameters must be writeable C-contiguous float32/float64 arrays, as the
 layers make them.
 """
 
+import copy
 import functools
 import math
 
@@ -28,6 +29,10 @@ _SGD_STEP = {np.dtype(np.float32): _optim.sgd_step["float"],
              np.dtype(np.float64): _optim.sgd_step["double"]}
 _ADAM_STEP = {np.dtype(np.float32): _optim.adam_step["float"],
               np.dtype(np.float64): _optim.adam_step["double"]}
+
+
+# State entries shared, not copied, by _state_copy: shapes, dtypes, step counts, None.
+_IMMUTABLE = (type(None), bool, int, float, np.dtype, np.integer, np.floating)
 
 
 def _number(owner, name, value, minimum=0.0, below=None):
@@ -98,6 +103,14 @@ class Optimizer:
                 stepper()
 
         return apply
+
+    def _state_copy(self):
+        """A copy of ``state`` that no later step changes (arrays copied,
+        immutable entries shared: quicker than copy.deepcopy)."""
+        return {name: {key: value.copy() if isinstance(value, np.ndarray)
+                       else value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+                       for key, value in entry.items()}
+                for name, entry in self.state.items()}
 
     def reset(self):
         """Forget all per-parameter state (the next step starts afresh)."""

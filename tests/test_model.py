@@ -166,6 +166,8 @@ def test_training_continues_with_the_models_optimizer(data):
     (dict(seed=-1), ValueError, r"Sequential\.fit: seed must be None, an int >= 0 .* got -1"),
     (dict(seed="x"), TypeError, r"Sequential\.fit: seed must be None, an int >= 0 .* got str"),
     (dict(seed=1.5), TypeError, r"Sequential\.fit: seed must be .* got float"),
+    # Without shuffling no generator is made, but the seed is still checked.
+    (dict(seed=-1, shuffle=False), ValueError, r"Sequential\.fit: seed must be None, an int"),
 ])
 def test_fit_rejects_bad_arguments_before_training(kwargs, error, message):
     model = small_cnn()

@@ -109,6 +109,22 @@ def test_state_dict_holds_copies():
     assert not np.any(sgd.state["w"]["momentum_buffer"] == 99)
 
 
+@pytest.mark.parametrize("optimizer", [optim.SGD(lr=0.1, momentum=0.5), optim.Adam(lr=0.1)])
+def test_state_copy_is_a_snapshot(optimizer):
+    # Sequential.fit restores it when a step leaves the weights non-finite.
+    params, grads = {"w": np.ones(3)}, {"w": np.full(3, 0.5)}
+    optimizer.step(params, grads)
+    snapshot = optimizer._state_copy()
+    want = {k: np.copy(v) if isinstance(v, np.ndarray) else v
+            for k, v in optimizer.state["w"].items()}
+    optimizer.step(params, grads)
+    assert snapshot["w"].keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_array_equal(snapshot["w"][key], value)
+    assert any(not np.array_equal(snapshot["w"][k], optimizer.state["w"][k]) for k in want
+               if isinstance(want[k], np.ndarray))
+
+
 @pytest.mark.parametrize(("build", "error", "message"), [
     (lambda: optim.SGD(lr=-0.1), ValueError, "lr must be a finite number >= 0"),
     (lambda: optim.SGD(lr=float("nan")), ValueError, "lr must be a finite number"),

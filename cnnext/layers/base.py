@@ -75,20 +75,26 @@ def boolean(owner, name, value):
     return bool(value)
 
 
-def random_generator(owner, seed):
-    """``seed`` (None, an int >= 0 or a numpy.random.Generator) as a Generator.
-
-    A Generator is used as is, so layers built from one share its stream.
-    """
+def check_seed(owner, seed):
+    """Refuse a ``seed`` that is not None, an int >= 0 or a numpy.random.Generator."""
     if seed is None or isinstance(seed, np.random.Generator):
-        return np.random.default_rng(seed)
+        return
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"{owner}: seed must be None, an int >= 0 or a numpy.random.Generator, "
                         f"got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"{owner}: seed must be None, an int >= 0 or a numpy.random.Generator, "
                          f"got {seed}")
-    return np.random.default_rng(int(seed))
+
+
+def random_generator(owner, seed):
+    """``seed`` (None, an int >= 0 or a numpy.random.Generator) as a Generator.
+
+    A Generator is used as is, so layers built from one share its stream.
+    """
+    check_seed(owner, seed)
+    return np.random.default_rng(seed if seed is None or isinstance(seed, np.random.Generator)
+                                 else int(seed))
 
 
 def check_weight_shape(owner, arguments, shape):
