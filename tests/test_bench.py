@@ -202,6 +202,29 @@ def test_timed_rows_are_consistent(tmp_path):
     assert report.format_seconds(conv["seconds"]) in report.format_report(document)
 
 
+def test_goals_are_judged_on_every_figure():
+    def row(case, threads, seconds, **figures):
+        return {"case": case, "threads": threads, "dtype": "float32", "impl": "cnnext",
+                "status": "ok", "seconds": seconds, **figures}
+
+    document = {"settings": {"threads": [1, 2]}, "results": [
+        row("conv2d.forward.notebook", 1, 4e-4, vs_torch=6.0),
+        row("conv2d.forward.notebook", 2, 2e-4, vs_torch=4.0),
+        {**row("conv2d.forward.notebook", 1, 1e-4, vs_torch=50.0), "dtype": "float64"},
+        row("conv2d.forward.mid", 1, 1e-3, vs_torch=1.2, peak_fraction=0.8),
+        row("conv2d.backward.deep", 1, 1e-3, vs_torch=0.9, peak_fraction=0.75),
+    ]}
+    assert report.goals(document) == [
+        "notebook forward vs torch >= 5x, 1 thread(s): 6.00x: met",
+        "notebook forward vs torch >= 5x, 2 thread(s): 4.00x: missed",
+        "mid/deep/mid-b1 (32+ input channels) vs torch >= 1x, 1 thread(s): 0.90x to 1.20x, "
+        "geometric mean 1.04x, 1 of 2 reach it: missed",
+        "mid/deep/mid-b1 share of the 1-thread SGEMM rate >= 70%: 75% to 80%, "
+        "geometric mean 77%, 2 of 2 reach it: met",
+        "batch 256, 2 threads vs 1 >= 1.7x: 2.00x: met",
+    ]
+
+
 def test_unknown_case_is_one_clear_line(capsys):
     assert _bench.main(["conv2d.forward.nosuchshape"]) == 2
     captured = capsys.readouterr()

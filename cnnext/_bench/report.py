@@ -10,6 +10,8 @@ not run say why ("not installed", "not available", "MISMATCH", "error");
 import json
 import math
 
+from .cases import CONV_OPS, CONV_SHAPES
+
 SECTIONS = (
     # title, families, columns after the case name
     ("convolution", ("conv2d",),
@@ -156,6 +158,10 @@ def format_report(doc):
     summary = headline(doc)
     if summary:
         out += ["", "cnnext's speed relative to torch:", *(f"  {line}" for line in summary)]
+    targets = goals(doc)
+    if targets:
+        out += ["", "issue 3's goals, float32 (cnnext; every figure must reach the goal):",
+                *(f"  {line}" for line in targets)]
     for title, families, columns in SECTIONS:
         for dtype in settings["dtypes"]:
             for threads in settings["threads"]:
@@ -257,3 +263,58 @@ def headline(doc):
                                  f"{format_ratio(mean)} (geometric mean of {len(ratios)}; "
                                  f"{format_ratio(min(ratios))} to {format_ratio(max(ratios))})")
     return lines
+
+
+# Issue 3's speed goals: the notebook layer against PyTorch, layers with 32+
+# input channels against PyTorch and the single-core SGEMM rate, and the
+# scaling from 1 to 2 threads at batch 256.
+WIDE = tuple(name for name, shape in CONV_SHAPES.items() if shape.c >= 32)
+BATCH_256 = (*(f"conv2d.{op}.{name}" for name, shape in CONV_SHAPES.items()
+                if shape.n == 256 for op in CONV_OPS), "train.notebook.b256")
+
+
+def _judged(label, values, goal, fmt):
+    """One goal's line: its figures (name -> value), and whether all of them reach ``goal``."""
+    if not values:
+        return None
+    low, high = min(values.values()), max(values.values())
+    met = sum(value >= goal for value in values.values())
+    if len(values) == 1:
+        figures = fmt(low)
+    else:
+        mean = math.exp(sum(map(math.log, values.values())) / len(values))
+        figures = (f"{fmt(low)} to {fmt(high)}, geometric mean {fmt(mean)}, "
+                   f"{met} of {len(values)} reach it")
+    verdict = "met" if met == len(values) else "missed"
+    return f"{label}: {figures}: {verdict}"
+
+
+def goals(doc):
+    """Issue 3's speed goals, float32, judged on the timed cnnext rows (one line each)."""
+    rows = {(row["case"], row["threads"]): row for row in doc["results"]
+            if row["impl"] == "cnnext" and row["status"] == "ok" and row["dtype"] == "float32"}
+    threads = doc["settings"]["threads"]
+
+    def figures(cases, n, key="vs_torch"):
+        return {case: rows[case, n][key] for case in cases
+                if (case, n) in rows and key in rows[case, n]}
+
+    wide = [f"conv2d.{op}.{name}" for name in WIDE for op in CONV_OPS]
+    against_torch = (("notebook forward", ["conv2d.forward.notebook"], 5.0),
+                     ("notebook forward+backward", ["conv2d.forward-backward.notebook"], 10.0),
+                     (f"{'/'.join(WIDE)} (32+ input channels)", wide, 1.0))
+    lines = [_judged(f"{label} vs torch >= {goal:g}x, {n} thread(s)", figures(cases, n), goal,
+                     format_ratio)
+             for label, cases, goal in against_torch for n in threads]
+    if 1 in threads:
+        lines.append(_judged(f"{'/'.join(WIDE)} share of the 1-thread SGEMM rate >= 70%",
+                             figures(wide, 1, "peak_fraction"), 0.7,
+                             lambda value: f"{100 * value:.0f}%"))
+    if 1 in threads and len(threads) > 1:
+        n = max(threads)
+        speedups = {case: rows[case, 1]["seconds"] / rows[case, n]["seconds"]
+                    for case in BATCH_256 if (case, 1) in rows and (case, n) in rows}
+        lines.append(_judged(f"batch 256, {n} threads vs 1 >= 1.7x", speedups, 1.7,
+                             format_ratio))
+    return [line for line in lines if line]
+
