@@ -200,11 +200,12 @@ cdef Py_ssize_t fill_vectors(Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t i_s
 
 
 cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
-                             bint allow_winograd) except NULL:
+                             bint allow_winograd, bint allow_panel) except NULL:
     """Fill the windows of ``d`` (geometry set) and return its tables, which
     the caller owns.  Many filters: kfwd_tiles over windows read in place or
     from padded copies.  Few: nn_tiles over windows in place, from padded
-    copies, or from im2col panels when rows are too short for the vectors."""
+    copies, or from im2col panels when rows are too short for the vectors
+    (unless ``allow_panel`` is false)."""
     cdef Geometry* g = &d.g
     cdef Py_ssize_t L = VEC_BYTES // itemsize
     cdef Py_ssize_t per_row, k_padded, c_stride, r_stride, s_stride, c, r, s, i, j
@@ -236,7 +237,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
         d.padded_w = (g.Wo - 1) * g.sw + (g.S - 1) * g.dw + 1
     d.panel_w = 0
     d.x.nvectors = 0
-    if d.winograd or d.by_filters or (
+    if not allow_panel or d.winograd or d.by_filters or (
             g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L):
         d.rows, d.row_len = g.Ho, g.Wo
         if g.ph == 0 and g.pw == 0 and not d.winograd:
@@ -356,17 +357,18 @@ cdef class Plan:
     cdef bint data_as_conv        # input gradient = a convolution of gy (stride 1)
     cdef Layout t                 # ... that convolution
     cdef Backward bw
-    cdef Py_ssize_t* tables[3]
+    cdef Layout f                 # the weight gradient's windows: d's, or in place
+    cdef Py_ssize_t* tables[4]
     cdef readonly tuple output_shape
     cdef readonly Py_ssize_t forward_workspace
     cdef readonly Py_ssize_t backward_data_workspace
     cdef readonly Py_ssize_t backward_filter_workspace
 
     def __cinit__(self):
-        self.tables[0] = self.tables[1] = self.tables[2] = NULL
+        self.tables[0] = self.tables[1] = self.tables[2] = self.tables[3] = NULL
 
     def __dealloc__(self):
-        for i in range(3):
+        for i in range(4):
             PyMem_Free(self.tables[i])
 
     def __init__(self, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -382,7 +384,7 @@ cdef class Plan:
         g.sh, g.sw = stride
         g.ph, g.pw = padding
         g.dh, g.dw = dilation
-        self.tables[0] = init_layout(d, itemsize, budget, reformulate)
+        self.tables[0] = init_layout(d, itemsize, budget, reformulate, True)
         self.output_shape = (N, K, g.Ho, g.Wo)
         L = d.lanes
         self.forward_workspace = forward_workspace(d)
@@ -403,7 +405,7 @@ cdef class Plan:
             self.t.g.sh = self.t.g.sw = 1
             self.t.g.ph, self.t.g.pw = g.dh * (R - 1) - g.ph, g.dw * (S - 1) - g.pw
             self.t.g.dh, self.t.g.dw = g.dh, g.dw
-            self.tables[1] = init_layout(&self.t, itemsize, budget, reformulate)
+            self.tables[1] = init_layout(&self.t, itemsize, budget, reformulate, True)
             self.backward_data_workspace = forward_workspace(&self.t)
         else:
             bw.gy_elems = K * L if g.P < L else 0
@@ -433,13 +435,18 @@ cdef class Plan:
         # fixed chunks of images (staged windows; per chunk gw and gb sums).
         bw.k_padded = L if K <= L else ceil_div(K, TRN_NV * L) * TRN_NV * L
         # (dot_tiles needs windows contiguous along rows, which layouts with
-        # filters as lanes do not promise.)
+        # filters as lanes do not promise.)  trn_tiles reads any windows: in
+        # place or padded rather than from an im2col panel, which would cost
+        # as much as the tiles (strided layers, short rows).
+        self.f = self.d
         if 3 * bw.k_padded <= 4 * K or d.by_filters:
             bw.filter = FILTER_TRANSPOSED
+            if d.source == SOURCE_PANEL:
+                self.tables[3] = init_layout(&self.f, itemsize, budget, False, False)
             bw.block_images = clamp(
-                BLOCK_BYTES // ((g.P * bw.k_padded + d.staged_elems) * itemsize), 1, batch)
+                BLOCK_BYTES // ((g.P * bw.k_padded + self.f.staged_elems) * itemsize), 1, batch)
             self.backward_filter_workspace = (
-                bw.block_images * (d.staged_elems + g.P * bw.k_padded + K)
+                bw.block_images * (self.f.staged_elems + g.P * bw.k_padded + K)
                 + g.CRS * bw.k_padded)
         else:
             bw.filter = FILTER_DOT
@@ -943,10 +950,10 @@ def conv2d_backward_filter(Plan plan,
     with nogil:
         if bw.filter == FILTER_TRANSPOSED and bw.k_padded == plan.d.lanes:
             filter_grad_transposed(<const NarrowTile*>NULL, &gy[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                   &plan.d, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
+                                   &plan.f, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
         elif bw.filter == FILTER_TRANSPOSED:
             filter_grad_transposed(<const WideTile*>NULL, &gy[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                   &plan.d, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
+                                   &plan.f, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
         else:
             filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.d, bw,
                             &gw[0, 0, 0, 0], &gb[0], &work[0])
