@@ -16,8 +16,9 @@ one rule for every library, which costs each threaded library the same
 wake-up (microseconds) per parallel call.  The runtimes read these variables
 when they load, before any code of the suite runs, so ``cnnext bench``
 re-runs itself in a child process with the variables set (``rerun``).  A
-variable already set is kept: ``OMP_WAIT_POLICY=ACTIVE cnnext bench`` times
-spinning runtimes, which suits a machine with nothing else running.
+variable already set is kept, and ``cnnext bench --keep-env`` times in the
+environment as it is: the runtimes' own spinning, which can shave the
+wake-ups on a machine with nothing else running.
 """
 
 import os

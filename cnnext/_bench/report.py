@@ -317,4 +317,3 @@ def goals(doc):
         lines.append(_judged(f"batch 256, {n} threads vs 1 >= 1.7x", speedups, 1.7,
                              format_ratio))
     return [line for line in lines if line]
-
