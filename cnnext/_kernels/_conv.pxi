@@ -209,7 +209,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
     cdef Geometry* g = &d.g
     cdef Py_ssize_t L = VEC_BYTES // itemsize
     cdef Py_ssize_t per_row, k_padded, c_stride, r_stride, s_stride, c, r, s, i, j
-    cdef bint narrow
+    cdef Py_ssize_t filter_vectors
     cdef Py_ssize_t* tables
     g.Ho = (g.H + 2 * g.ph - g.dh * (g.R - 1) - 1) // g.sh + 1
     g.Wo = (g.W + 2 * g.pw - g.dw * (g.S - 1) - 1) // g.sw + 1
@@ -221,10 +221,14 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
     d.winograd = (allow_winograd and g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1
                   and g.dw == 1 and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
                   and 3 * k_padded <= 4 * g.K)
-    # Filters as lanes: tiles of one vector when that holds every filter.
-    narrow = not d.winograd and g.K <= L
-    if narrow:
-        k_padded = L
+    # Filters as lanes: tiles of one vector, or half the widest, when that
+    # holds every filter.
+    filter_vectors = KFW_NV
+    if not d.winograd and g.K <= L:
+        filter_vectors = 1
+    elif not d.winograd and g.K <= KFW_NV // 2 * L:
+        filter_vectors = KFW_NV // 2
+    k_padded = ceil_div(g.K, filter_vectors * L) * filter_vectors * L
     d.by_filters = not d.winograd and 3 * k_padded <= 4 * g.K and not (
         g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L)
     # Only the rows and columns some window reaches; Winograd: whole 4x4
@@ -268,7 +272,7 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
         d.j_stride = 1
     d.x.ntaps = g.CRS
     if d.by_filters or d.winograd:
-        d.group = L if narrow else KFW_NV * L
+        d.group = filter_vectors * L
     else:
         d.group = FWD_MR
         d.x.nvectors = d.rows * ceil_div(d.row_len, L)
@@ -608,6 +612,9 @@ cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
             origin = staged
         if d.by_filters and d.group == d.lanes:
             kfwd_items(<const NarrowTile*>NULL, packed, d, origin, y + first * g.K * g.P,
+                       count * g.P, threads)
+        elif d.by_filters and d.group == KFW_NV // 2 * d.lanes:
+            kfwd_items(<const HalfTile*>NULL, packed, d, origin, y + first * g.K * g.P,
                        count * g.P, threads)
         elif d.by_filters:
             kfwd_items(<const WideTile*>NULL, packed, d, origin, y + first * g.K * g.P,

@@ -16,20 +16,24 @@
 #   dot_tiles  DOT_MR x DOT_NR sums over positions of gy[m] * window[t], as
 #              vector partial sums reduced once: the weight gradient when
 #              there are few filters (windows contiguous along rows).
-#   trn_tiles  TRN_MR x TRN_NV (or 1) vectors: gw^T[tap m, k lanes] += x[tap m, p] *
+#   trn_tiles  TRN_MR x TRN_NV (or fewer) vectors: gw^T[tap m, k lanes] += x[tap m, p] *
 #              gy^T[p, k lanes]: the weight gradient for many filters.
-#   kfwd_tiles KFW_MR positions x KFW_NV (or 1) vectors of filters: y^T[p, k lanes] =
+#   kfwd_tiles KFW_MR positions x KFW_NV (or fewer) vectors of filters: y^T[p, k lanes] =
 #              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
 #              pass (and input gradient) for many filters, no im2col needed;
 #              also Winograd's 16 GEMMs (positions = tiles, taps = channels).
 
 
-# trn_tiles and kfwd_tiles run TRN_NV or KFW_NV vectors of filters, or one
-# vector for layers with no more filters than lanes (lenet-2's 16 in
-# float32), where the wide tiles would leave most lanes idle.  The fused type
-# compiles each width as its own routine, so the loops over vectors keep
+# trn_tiles and kfwd_tiles run TRN_NV or KFW_NV vectors of filters, half as
+# many, or one vector, for layers with fewer filters (lenet-2's 16, strided's
+# 32 in float32), where the wide tiles would leave most lanes idle.  The fused
+# type compiles each width as its own routine, so the loops over vectors keep
 # constant bounds; callers pass a NULL pointer of the width they want.
 cdef struct WideTile:
+    char unused
+
+
+cdef struct HalfTile:
     char unused
 
 
@@ -39,6 +43,7 @@ cdef struct NarrowTile:
 
 ctypedef fused tile_width:
     WideTile
+    HalfTile
     NarrowTile
 
 
@@ -178,7 +183,7 @@ cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
                     Py_ssize_t t_begin, Py_ssize_t t_end,
                     floating* state) noexcept nogil:  # IN/OUT (CRS, kp) gw^T at k0
     """Taps t_begin..t_end-1, TRN_MR per tile, of NV vectors of filters
-    (TRN_NV, or 1 for a NarrowTile)."""
+    (TRN_NV, half as many for a HalfTile, 1 for a NarrowTile)."""
     cdef vec acc[TRN_MR][TRN_NV]
     cdef vec bv[TRN_NV]
     cdef floating spill[TRN_MR][TRN_NV][MAX_LANES]
@@ -190,7 +195,9 @@ cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
     cdef Py_ssize_t L = lanes(x)
     cdef Py_ssize_t CRS = d.g.CRS
     cdef Py_ssize_t NV = TRN_NV
-    if tile_width is NarrowTile:
+    if tile_width is HalfTile:
+        NV = TRN_NV // 2
+    elif tile_width is NarrowTile:
         NV = 1
     for tile in range(ceil_div(t_end - t_begin, TRN_MR)):
         t0 = t_begin + tile * TRN_MR
@@ -236,7 +243,8 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
                      floating* out,           # OUT results of the first image at filter k0
                      Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     """Positions first..last-1 (numbered image after image), KFW_MR per tile,
-    times NV vectors of filters (KFW_NV, or 1 for a NarrowTile): the A values
+    times NV vectors of filters (KFW_NV, half as many for a HalfTile, 1 for a
+    NarrowTile): the A values
     of each position are broadcast, the filters are the lanes.  Results are
     stored as vectors when filters are contiguous in the output, else
     transposed (NCHW)."""
@@ -253,7 +261,9 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
     cdef Py_ssize_t done = first
     cdef Py_ssize_t m, v, t, k, offset, valid
     cdef Py_ssize_t NV = KFW_NV
-    if tile_width is NarrowTile:
+    if tile_width is HalfTile:
+        NV = KFW_NV // 2
+    elif tile_width is NarrowTile:
         NV = 1
     cdef bint vectors_out = op.out_filter == 1 and filters >= NV * L
     while done < last:
