@@ -80,11 +80,45 @@ cdef inline bint replaces_max(floating value, floating best) noexcept nogil:
     return (value > best) | (value != value)
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* if_true where take is non-zero, else if_false, by masking the bits:
+       nothing for the compiler to turn into a branch. */
+    static inline float cnx_pick_f32(int take, float if_true, float if_false) {
+        uint32_t t, f, mask = (uint32_t)0 - (uint32_t)(take != 0);
+        memcpy(&t, &if_true, sizeof t);
+        memcpy(&f, &if_false, sizeof f);
+        t = (t & mask) | (f & ~mask);
+        memcpy(&if_true, &t, sizeof t);
+        return if_true;
+    }
+    static inline double cnx_pick_f64(int take, double if_true, double if_false) {
+        uint64_t t, f, mask = (uint64_t)0 - (uint64_t)(take != 0);
+        memcpy(&t, &if_true, sizeof t);
+        memcpy(&f, &if_false, sizeof f);
+        t = (t & mask) | (f & ~mask);
+        memcpy(&if_true, &t, sizeof t);
+        return if_true;
+    }
+    """
+    float cnx_pick_f32(int take, float if_true, float if_false) nogil
+    double cnx_pick_f64(int take, double if_true, double if_false) nogil
+
+
 cdef inline floating pick(bint condition, floating if_true, floating if_false) noexcept nogil:
-    # A select: both operands are loaded whatever the condition, which lets
-    # the compiler use a blend instead of a branch (a conditional load would
-    # stop vectorisation).
-    return if_true if condition else if_false
+    # A select that never becomes a branch.  Which operand wins is data
+    # dependent (the window maxima of real activations).  Written as a
+    # conditional, gcc compiled the loops' scalar iterations (the tails of
+    # short rows) to branches whose mispredictions nearly doubled the time of
+    # a pass over fresh data; a benchmark repeating one batch never saw them
+    # (the predictor had learnt it).  Both operands are loaded whatever the
+    # condition, so the loops still vectorise.
+    if floating is float:
+        return cnx_pick_f32(condition, if_true, if_false)
+    else:
+        return cnx_pick_f64(condition, if_true, if_false)
 
 
 cdef inline floating running_max(floating best, floating value) noexcept nogil:
