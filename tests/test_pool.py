@@ -457,6 +457,15 @@ def test_bad_input_is_rejected_with_a_clear_message(call, error, message):
         call()
 
 
+def test_bad_int64_indices_leave_the_out_buffer_untouched():
+    # int64 indices are checked by the scatter kernel, in a pass before it writes.
+    out = np.full(X.shape, 7, np.float32)
+    strided = np.stack([IDX, BAD_IDX], axis=-1)[..., 1]
+    with pytest.raises(ValueError, match=r"idx\(1, 2, 3, 0\) = 64 lies outside"):
+        F.max_pool2d_backward(GY + 1, strided, X.shape, out=out)
+    assert (out == 7).all()
+
+
 def test_sizes_may_be_numpy_ints_and_arrays():
     """0-d integer arrays count as ints and 1-D arrays of two as pairs, as NumPy ints do."""
     x = random_array(16, (2, 3, 9, 8), np.float32)

@@ -200,13 +200,17 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
                          f"match")
     shape = _x_shape(func, x_shape, gy)
     plane_size = shape[2] * shape[3]
-    idx, bad = int64_within(idx, plane_size)
+    if idx.dtype == _INT64:  # checked by the kernel, before it writes anything
+        idx, bad = _checks.contiguous(idx), -1
+    else:
+        idx, bad = int64_within(idx, plane_size)
+    if bad < 0:
+        gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
+        bad = _MAX_BACKWARD[gy.dtype](_checks.contiguous(gy), idx, gx)
     if bad >= 0:
         where = np.unravel_index(bad, idx.shape)
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
-    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
-    _MAX_BACKWARD[gy.dtype](_checks.contiguous(gy), idx, gx)
     return gx
 
 

@@ -503,29 +503,33 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] gy,       # IN  (N, C, Ho, Wo)
-                        const int64_t[:, :, :, ::1] indices,   # IN  (N, C, Ho, Wo), in [0, H*W)
+                        const int64_t[:, :, :, ::1] indices,   # IN  (N, C, Ho, Wo)
                         floating[:, :, :, ::1] gx):            # OUT (N, C, H, W)
     """max_pool2d_backward(gy, indices, gx)
 
     gx = 0, then gx[n, c].flat[indices[n, c, i, j]] += gy[n, c, i, j]: each
     output's gradient goes to the element its window picked (overlapping
-    windows add up).  The caller checks the shapes and that every index is
-    inside its plane.
+    windows add up).  Returns -1, or without writing anything the flat
+    position of the first index outside [0, H*W): the indices are checked
+    here, one pass before the scatter, and the shapes by the caller.
     """
-    cdef Py_ssize_t p, planes = gx.shape[0] * gx.shape[1]
+    cdef Py_ssize_t p, bad = -1, planes = gx.shape[0] * gx.shape[1]
     cdef Py_ssize_t plane_in = gx.shape[2] * gx.shape[3], plane_out = gy.shape[2] * gy.shape[3]
     cdef int n_threads = num_threads_for(planes * plane_in)
     if planes == 0:
-        return
+        return -1
     with nogil:
-        if n_threads == 1:
+        if plane_out > 0:
+            bad = first_outside(&indices[0, 0, 0, 0], planes * plane_out, plane_in)
+        if bad < 0 and n_threads == 1:
             for p in range(planes):
                 scatter_plane(&gy[0, 0, 0, 0] + p * plane_out, &indices[0, 0, 0, 0] + p * plane_out,
                               plane_out, &gx[0, 0, 0, 0] + p * plane_in, plane_in)
-        else:
+        elif bad < 0:
             for p in prange(planes, num_threads=n_threads, schedule="static"):
                 scatter_plane(&gy[0, 0, 0, 0] + p * plane_out, &indices[0, 0, 0, 0] + p * plane_out,
                               plane_out, &gx[0, 0, 0, 0] + p * plane_in, plane_in)
+    return bad
 
 
 def max_pool2d_backward_all_maxima(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
