@@ -147,15 +147,21 @@ cdef void transpose(const floating* src,   # IN  (rows, src_stride)
                     Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t src_stride,
                     floating* dst,         # OUT (cols, dst_stride): dst[j, i] = src[i, j]
                     Py_ssize_t dst_stride) noexcept nogil:
-    """In 16 x 16 blocks whose source rows are each read in one run: rows
-    4 KiB apart share cache sets, so reading down a column would evict the
-    lines before their neighbours are read."""
-    cdef Py_ssize_t i0, j0, i, j
-    for j0 in range(0, cols, 16):
-        for i0 in range(0, rows, 16):
-            for i in range(i0, min(i0 + 16, rows)):
-                for j in range(j0, min(j0 + 16, cols)):
-                    dst[j * dst_stride + i] = src[i * src_stride + j]
+    """Blocks of lanes x lanes (in registers with AVX-512), then the edges
+    one element at a time, every source row read in runs: rows 4 KiB apart
+    share cache sets, so reading down a column would evict the lines before
+    their neighbours are read."""
+    cdef Py_ssize_t L = lanes(src)
+    cdef Py_ssize_t full_rows = rows - rows % L
+    cdef Py_ssize_t full_cols = cols - cols % L
+    cdef Py_ssize_t row_block, col_block, i, j
+    for col_block in range(full_cols // L):
+        for row_block in range(full_rows // L):
+            vtranspose(src + (row_block * src_stride + col_block) * L, src_stride,
+                       dst + (col_block * dst_stride + row_block) * L, dst_stride)
+    for i in range(rows):
+        for j in range(full_cols if i < full_rows else 0, cols):
+            dst[j * dst_stride + i] = src[i * src_stride + j]
 
 
 cdef void col2im_channel(const floating* col,   # IN  (R*S, P) columns of one channel
