@@ -79,17 +79,14 @@ def _geometry(func, in_shape, kernel_size, stride, padding):
 
 
 def int64_within(values, stop):
-    """Integer array ``values`` as C-contiguous int64, and the flat position
-    of its first entry outside [0, stop), or -1 (then ``values`` comes back
-    unconverted, for the error message).
+    """Integer array ``values`` of a dtype other than int64 as C-contiguous
+    int64, and the flat position of its first entry outside [0, stop), or -1
+    (then ``values`` comes back unconverted, for the error message).
 
-    Shared with the loss: kernels index memory with these values unchecked.
-    Other dtypes are range-checked before the cast, which could wrap a
-    uint64 around.
+    Shared with the loss.  The range is checked before the cast, which could
+    wrap a uint64 around.  int64 values skip this: the kernels that read them
+    check them first, in one pass.
     """
-    if values.dtype == _INT64:
-        values = _checks.contiguous(values)
-        return values, _pool.first_index_outside(values.reshape(-1), stop)
     outside = ((values < 0) | (values >= stop)).reshape(-1)
     if outside.any():
         return values, int(np.argmax(outside))

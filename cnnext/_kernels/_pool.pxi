@@ -636,17 +636,3 @@ cdef inline Py_ssize_t first_outside(const int64_t* values,  # IN
         if values[i] < 0 or values[i] >= stop:
             return i
     return -1
-
-
-def first_index_outside(const int64_t[::1] values, int64_t stop):
-    """first_index_outside(values, stop)
-
-    Position of the first entry of ``values`` outside [0, stop), or -1.
-    Callers check indices (and labels) with it before a kernel that trusts
-    them runs.
-    """
-    cdef Py_ssize_t position = -1
-    if values.shape[0] > 0:
-        with nogil:
-            position = first_outside(&values[0], values.shape[0], stop)
-    return position
