@@ -16,6 +16,10 @@ every library pinned to ``--threads``:
 2. The median time of 5 calls of each implementation right after 3 calls of
    another one, and the same after a 0.3 s pause, pairs alternated so that
    outside load drifts over both alike.
+3. Each implementation alone, back to back: median time per call on 1 thread
+   and on ``--threads``, and the speed-up.  Spinning idle threads pay off here
+   when a core is free for each of them; sleeping ones pay a wake-up per
+   parallel region.
 """
 
 import argparse
@@ -114,6 +118,16 @@ def main(argv):
                 print(f"  {target:>7} right after {previous:<7} "
                       f"{1e3 * statistics.median(fresh):8.3f}   after a {args.pause} s pause "
                       f"{1e3 * statistics.median(rested):8.3f}", flush=True)
+    print(f"\neach alone, median time per call over {args.rounds} rounds (ms)")
+    for name in NAMES:
+        medians = []
+        for n in (1, args.threads):
+            with pinned_threads(n):
+                per_call(bound[name])  # wakes the threads up
+                medians.append(statistics.median(per_call(bound[name])
+                                                 for _ in range(args.rounds)))
+        print(f"  {name:>7} 1 thread {1e3 * medians[0]:8.3f}   {args.threads} threads "
+              f"{1e3 * medians[1]:8.3f}   speed-up {medians[0] / medians[1]:.2f}x", flush=True)
     return 0
 
 
