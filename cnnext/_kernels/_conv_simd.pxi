@@ -55,6 +55,10 @@ cdef extern from *:
     { cnx_vec v; v.f = _mm512_maskz_loadu_ps(CNX_MASK32(n), p); return v; }
     static inline cnx_vec cnx_load_part_f64(const double *p, Py_ssize_t n)
     { cnx_vec v; v.d = _mm512_maskz_loadu_pd(CNX_MASK64(n), p); return v; }
+    static inline cnx_vec cnx_load_range_f32(const float *p, Py_ssize_t lo, Py_ssize_t hi)
+    { cnx_vec v; v.f = _mm512_maskz_loadu_ps(CNX_MASK32(hi) & ~CNX_MASK32(lo), p); return v; }
+    static inline cnx_vec cnx_load_range_f64(const double *p, Py_ssize_t lo, Py_ssize_t hi)
+    { cnx_vec v; v.d = _mm512_maskz_loadu_pd(CNX_MASK64(hi) & ~CNX_MASK64(lo), p); return v; }
     static inline void cnx_store_f32(float *p, cnx_vec v) { _mm512_storeu_ps(p, v.f); }
     static inline void cnx_store_f64(double *p, cnx_vec v) { _mm512_storeu_pd(p, v.d); }
     static inline void cnx_store_part_f32(float *p, cnx_vec v, Py_ssize_t n)
@@ -172,6 +176,18 @@ cdef extern from *:
     { cnx_vec v; v.f = _mm256_maskload_ps(p, cnx_mask32(n)); return v; }
     static inline cnx_vec cnx_load_part_f64(const double *p, Py_ssize_t n)
     { cnx_vec v; v.d = _mm256_maskload_pd(p, cnx_mask64(n)); return v; }
+    static inline cnx_vec cnx_load_range_f32(const float *p, Py_ssize_t lo, Py_ssize_t hi)
+    {
+        cnx_vec v;
+        v.f = _mm256_maskload_ps(p, _mm256_andnot_si256(cnx_mask32(lo), cnx_mask32(hi)));
+        return v;
+    }
+    static inline cnx_vec cnx_load_range_f64(const double *p, Py_ssize_t lo, Py_ssize_t hi)
+    {
+        cnx_vec v;
+        v.d = _mm256_maskload_pd(p, _mm256_andnot_si256(cnx_mask64(lo), cnx_mask64(hi)));
+        return v;
+    }
     static inline void cnx_store_f32(float *p, cnx_vec v) { _mm256_storeu_ps(p, v.f); }
     static inline void cnx_store_f64(double *p, cnx_vec v) { _mm256_storeu_pd(p, v.d); }
     static inline void cnx_store_part_f32(float *p, cnx_vec v, Py_ssize_t n)
@@ -313,6 +329,18 @@ cdef extern from *:
     { cnx_vec v = cnx_zero(); memcpy(&v, p, (size_t)n * sizeof(float)); return v; }
     static inline cnx_vec cnx_load_part_f64(const double *p, Py_ssize_t n)
     { cnx_vec v = cnx_zero(); memcpy(&v, p, (size_t)n * sizeof(double)); return v; }
+    static inline cnx_vec cnx_load_range_f32(const float *p, Py_ssize_t lo, Py_ssize_t hi)
+    {
+        cnx_vec v = cnx_zero();
+        memcpy((float *)&v + lo, p + lo, (size_t)(hi - lo) * sizeof(float));
+        return v;
+    }
+    static inline cnx_vec cnx_load_range_f64(const double *p, Py_ssize_t lo, Py_ssize_t hi)
+    {
+        cnx_vec v = cnx_zero();
+        memcpy((double *)&v + lo, p + lo, (size_t)(hi - lo) * sizeof(double));
+        return v;
+    }
     static inline void cnx_store_part_f32(float *p, cnx_vec v, Py_ssize_t n)
     { memcpy(p, &v, (size_t)n * sizeof(float)); }
     static inline void cnx_store_part_f64(double *p, cnx_vec v, Py_ssize_t n)
@@ -339,6 +367,8 @@ cdef extern from *:
     vec cnx_load_f64(const double*) noexcept nogil
     vec cnx_load_part_f32(const float*, Py_ssize_t) noexcept nogil
     vec cnx_load_part_f64(const double*, Py_ssize_t) noexcept nogil
+    vec cnx_load_range_f32(const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+    vec cnx_load_range_f64(const double*, Py_ssize_t, Py_ssize_t) noexcept nogil
     void cnx_store_f32(float*, vec) noexcept nogil
     void cnx_store_f64(double*, vec) noexcept nogil
     void cnx_store_part_f32(float*, vec, Py_ssize_t) noexcept nogil
@@ -380,6 +410,15 @@ cdef inline vec vload_part(const floating* p, Py_ssize_t n) noexcept nogil:
         return cnx_load_part_f32(p, n)
     else:
         return cnx_load_part_f64(p, n)
+
+
+cdef inline vec vload_range(const floating* p, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Elements lo..hi-1 (0 <= lo < hi <= lanes) at p in their lanes, zeros in
+    the others; reads nothing outside p + lo .. p + hi."""
+    if floating is float:
+        return cnx_load_range_f32(p, lo, hi)
+    else:
+        return cnx_load_range_f64(p, lo, hi)
 
 
 cdef inline void vstore(floating* p, vec v) noexcept nogil:
