@@ -9,7 +9,7 @@ restore hyper-parameters and state.
 
 The update rules follow ``torch.optim.SGD`` and ``torch.optim.Adam``
 (weight decay is added to the gradient, "L2" style, in both).  Each step
-updates a parameter and its state in one compiled pass (``_kernels/_optim``),
+updates a parameter and its state in one compiled pass (``_kernels/_optim.pxi``),
 so parameters must be writeable C-contiguous float32/float64 arrays, as the
 layers make them.
 """
@@ -20,9 +20,11 @@ import math
 
 import numpy as np
 
-from ._kernels import _optim
+from . import _dispatch
 
 __all__ = ["SGD", "Adam", "Optimizer"]
+
+_optim = _dispatch.load("_optim")
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
 _SGD_STEP = {np.dtype(np.float32): _optim.sgd_step["float"],

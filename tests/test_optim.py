@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnext import optim
+from cnnext import _dispatch, optim
 
 
 def run(optimizer, params, grad_sequence):
@@ -194,6 +194,35 @@ def test_large_parameters_take_the_same_steps_as_the_numpy_formulas(dtype, confi
         want = numpy_sgd(want, g, buf, config[1]["lr"], config[1].get("momentum", 0),
                          config[1].get("weight_decay", 0), config[1].get("nesterov", False))
     np.testing.assert_allclose(ours, want, rtol=1e-6 if dtype == "float32" else 1e-15)
+
+
+@pytest.mark.parametrize("isa", list(_dispatch.built_variants("_optim")))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_instruction_set_build_rounds_each_operation(isa, dtype, monkeypatch):
+    """No build fuses a multiply-add: SGD gives NumPy's bits, Adam the baseline build's."""
+    module = _dispatch.built_variants("_optim")[isa]
+    assert module.compiled_isa() == isa
+    baseline = _dispatch.built_variants("_optim")["baseline"]
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal(1_003).astype(dtype)
+    grads = [rng.standard_normal(p.shape).astype(dtype) for _ in range(3)]
+    ctype = "float" if dtype == "float32" else "double"
+    for name, config in CONFIGS:
+        results = []
+        for kernels in (module, baseline):
+            monkeypatch.setattr(optim, "_SGD_STEP", {np.dtype(dtype): kernels.sgd_step[ctype]})
+            monkeypatch.setattr(optim, "_ADAM_STEP", {np.dtype(dtype): kernels.adam_step[ctype]})
+            opt, ours = getattr(optim, name)(**config), p.copy()
+            for g in grads:
+                opt.step({"w": ours}, {"w": g})
+            results.append(ours)
+        np.testing.assert_array_equal(results[0], results[1])
+        if name == "SGD":
+            want, buf = p.copy(), np.zeros_like(p)
+            for g in grads:
+                want = numpy_sgd(want, g, buf, config["lr"], config.get("momentum", 0),
+                                 config.get("weight_decay", 0), config.get("nesterov", False))
+            np.testing.assert_array_equal(results[0], want)
 
 
 def test_parameters_must_be_writeable_contiguous_floats():

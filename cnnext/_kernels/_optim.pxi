@@ -1,21 +1,38 @@
 # Optimiser update kernels: one pass over a parameter and its state per step.
+# The shared source of the _optim_baseline, _optim_x86_64_v3 and
+# _optim_x86_64_v4 modules, which setup.py compiles with their instruction-set
+# flags (at batch 1 the update of a dense layer's weights is a good part of a
+# training step, and it runs two to four times the baseline's vector width).
 #
 # Layers: cnnext.optim checks the parameters, gradients and state arrays once
 # per epoch (``Optimizer._bind``: same size and dtype, C-contiguous, the
 # updated ones writeable) and hands each step's arrays, flat, to the def
 # functions here, which release the GIL and update in place, element by
 # element.  The update rules are torch.optim's, one rounding per operation,
-# in the parameter's dtype (this module is built with baseline flags only, so
-# on x86-64 no multiply-add is fused: the results are those of the same
-# formulas written as NumPy ufuncs).  A pass over a parameter takes a fraction
-# of a microsecond for the small layers of per-image training, where NumPy
-# took several ufunc calls and temporaries per parameter.
+# in the parameter's dtype: no multiply-add is fused in any build (the pragma
+# below), so every build gives the results of the same formulas written as
+# NumPy ufuncs.  A pass over a parameter takes a fraction of a microsecond for
+# the small layers of per-image training, where NumPy took several ufunc
+# calls and temporaries per parameter.
 #
 # The loops are inline helpers whose options are constants at every call
 # site, so gcc drops the untaken branches and vectorises each variant.
 
+cdef extern from *:
+    """
+    /* One rounding per operation: a fused multiply-add (which the x86-64-v3
+       and v4 flags allow gcc to form) would round once. */
+    #if defined(__clang__)
+    #pragma clang fp contract(off)
+    #elif defined(__GNUC__)
+    #pragma GCC optimize("fp-contract=off")
+    #endif
+    """
+
 from cython cimport floating
 from libc.math cimport sqrt
+
+include "_compiled_isa.pxi"
 
 
 cdef inline void sgd_loop(floating* param,          # IN/OUT (n,)

@@ -1,0 +1,2 @@
+# The baseline build of the optimiser update kernels (flags in setup.py, ISA_FLAGS).
+include "_optim.pxi"

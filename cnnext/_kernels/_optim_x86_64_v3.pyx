@@ -1,0 +1,2 @@
+# The x86-64-v3 build of the optimiser update kernels (flags in setup.py, ISA_FLAGS).
+include "_optim.pxi"
