@@ -889,7 +889,8 @@ cdef void filter_grad_transposed(const tile_width* width,
     cdef Py_ssize_t kp = bw.k_padded
     cdef Py_ssize_t vectors = 1 if tile_width is NarrowTile else TRN_NV
     cdef Py_ssize_t k_tiles = kp // (vectors * d.lanes)
-    cdef Py_ssize_t tiles = ceil_div(g.CRS, TRN_MR) * k_tiles
+    cdef Py_ssize_t rows = trn_rows(gy)
+    cdef Py_ssize_t tiles = ceil_div(g.CRS, rows) * k_tiles
     cdef Py_ssize_t block, first, count, item, t0, k0, e, n
     cdef int threads
     cdef const floating* origin
@@ -912,9 +913,9 @@ cdef void filter_grad_transposed(const tile_width* width,
                 trn_tiles(width, origin, gyt + k0, kp, d, count, 0, g.CRS, state + k0)
         else:
             for item in prange(tiles, num_threads=threads, schedule="dynamic"):
-                t0 = (item // k_tiles) * TRN_MR
+                t0 = (item // k_tiles) * rows
                 k0 = (item % k_tiles) * vectors * d.lanes
-                trn_tiles(width, origin, gyt + k0, kp, d, count, t0, t0 + TRN_MR, state + k0)
+                trn_tiles(width, origin, gyt + k0, kp, d, count, t0, t0 + rows, state + k0)
     transpose(state, g.CRS, g.K, kp, gw, g.CRS)
 
 

@@ -16,7 +16,7 @@
 #   dot_tiles  DOT_MR x DOT_NR sums over positions of gy[m] * window[t], as
 #              vector partial sums reduced once: the weight gradient when
 #              there are few filters (windows contiguous along rows).
-#   trn_tiles  TRN_MR x TRN_NV (or fewer) vectors: gw^T[tap m, k lanes] += x[tap m, p] *
+#   trn_tiles  trn_rows taps x TRN_NV (or fewer) vectors: gw^T[tap m, k lanes] += x[tap m, p] *
 #              gy^T[p, k lanes]: the weight gradient for many filters.
 #   kfwd_tiles KFW_MR positions x KFW_NV (or fewer) vectors of filters: y^T[p, k lanes] =
 #              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
@@ -182,7 +182,7 @@ cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
                     Py_ssize_t images,
                     Py_ssize_t t_begin, Py_ssize_t t_end,
                     floating* state) noexcept nogil:  # IN/OUT (CRS, kp) gw^T at k0
-    """Taps t_begin..t_end-1, TRN_MR per tile, of NV vectors of filters
+    """Taps t_begin..t_end-1, MR = trn_rows per tile, of NV vectors of filters
     (TRN_NV, half as many for a HalfTile, 1 for a NarrowTile)."""
     cdef vec acc[TRN_MR][TRN_NV]
     cdef vec bv[TRN_NV]
@@ -194,39 +194,40 @@ cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
     cdef Py_ssize_t m, v, n, i, j, tile, t0, valid
     cdef Py_ssize_t L = lanes(x)
     cdef Py_ssize_t CRS = d.g.CRS
+    cdef Py_ssize_t MR = trn_rows(x)
     cdef Py_ssize_t NV = TRN_NV
     if tile_width is HalfTile:
         NV = TRN_NV // 2
     elif tile_width is NarrowTile:
         NV = 1
-    for tile in range(ceil_div(t_end - t_begin, TRN_MR)):
-        t0 = t_begin + tile * TRN_MR
-        valid = min(CRS - t0, <Py_ssize_t>TRN_MR)
+    for tile in range(ceil_div(t_end - t_begin, MR)):
+        t0 = t_begin + tile * MR
+        valid = min(CRS - t0, MR)
         row = state + t0 * kp
-        for m in range(TRN_MR):
+        for m in range(MR):
             # Taps past CRS repeat the last one: computed, not stored.
             taps[m] = d.x.taps[min(t0 + m, CRS - 1)]
             for v in range(NV):
                 acc[m][v] = vload(row + min(m, valid - 1) * kp + v * L)
         for n in range(images):
             for i in range(d.rows):
-                for m in range(TRN_MR):
+                for m in range(MR):
                     x_row[m] = x + n * d.x.image_stride + taps[m] + i * d.i_stride
                 gy_row = gyt + (n * d.g.P + i * d.row_len) * kp
                 for j in range(d.row_len):
                     for v in range(NV):
                         bv[v] = vload(gy_row + v * L)
-                    for m in range(TRN_MR):
+                    for m in range(MR):
                         for v in range(NV):
                             acc[m][v] = vfma(x, acc[m][v], bv[v],
                                              vsplat(x_row[m][j * d.j_stride]))
                     gy_row += kp
-        if valid == TRN_MR:
-            for m in range(TRN_MR):
+        if valid == MR:
+            for m in range(MR):
                 for v in range(NV):
                     vstore(row + m * kp + v * L, acc[m][v])
         else:
-            for m in range(TRN_MR):
+            for m in range(MR):
                 for v in range(NV):
                     vstore(&spill[m][v][0], acc[m][v])
             for m in range(valid):
