@@ -184,8 +184,8 @@ class Sequential:
 
     def _run_backward(self, gy):
         layers = self.layers
-        for layer in layers[:0:-1]:
-            gy = layer._backward(gy, True, True)
+        for i in range(len(layers) - 1, 0, -1):
+            gy = layers[i]._backward(gy, True, True)
         layers[0]._backward(gy, False, True)
 
     # ------------------------------------------------------------ data checks
@@ -388,7 +388,8 @@ class Sequential:
         total_loss, counted, skipped = 0.0, 0, 0
         try:
             for step, (start, xb) in enumerate(self._batches(X, scale, batch_size, order)):
-                stop = start + len(xb)
+                size = len(xb)
+                stop = start + size
                 yb = labels[start:stop]
                 logits = run_forward(xb)
                 loss, glogits = loss_fn(logits, yb)
@@ -400,10 +401,10 @@ class Sequential:
                 else:
                     run_backward(glogits)
                     optimizer_step()
-                    total_loss += loss * len(xb)
-                    counted += len(xb)
+                    total_loss += loss * size
+                    counted += size
                 if progress:
-                    bar.update(len(xb))
+                    bar.update(size)
                     if bar.enabled and step % 64 == 0 and counted:
                         bar.set_postfix(loss=total_loss / counted)
         except BaseException:

@@ -10,6 +10,12 @@ import numpy as np
 from .._kernels import _activation
 from . import _checks
 
+# dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
+_RELU = {np.dtype(np.float32): _activation.relu["float"],
+         np.dtype(np.float64): _activation.relu["double"]}
+_RELU_BACKWARD = {np.dtype(np.float32): _activation.relu_backward["float"],
+                  np.dtype(np.float64): _activation.relu_backward["double"]}
+
 
 def _flat(array):
     """A flat C-contiguous view of ``array`` (a copy only when not contiguous)."""
@@ -49,14 +55,14 @@ def relu(x, *, inplace=False, out=None):
             raise ValueError(f"{func}: x is read-only, so it cannot be modified in place")
         if x.flags.c_contiguous:
             flat = x.reshape(-1)
-            _activation.relu(flat, flat)
+            _RELU[flat.dtype](flat, flat)
         else:
             result = relu(x)
             x[...] = result
         return given  # the caller's object even when x is a view of a subclass
     y = np.empty(x.shape, x.dtype) if out is None else _checks.out_array(
         func, "out", out, x.shape, x.dtype, (x,))
-    _activation.relu(_flat(x), y.reshape(-1))
+    _RELU[x.dtype](_flat(x), y.reshape(-1))
     return y
 
 
@@ -89,5 +95,5 @@ def relu_backward(gy, x, *, out=None):
     _checks.same_dtype(func, "gy", gy, x=x)
     gx = np.empty(gy.shape, gy.dtype) if out is None else _checks.out_array(
         func, "out", out, gy.shape, gy.dtype, (gy, x))
-    _activation.relu_backward(_flat(gy), _flat(x), gx.reshape(-1))
+    _RELU_BACKWARD[gy.dtype](_flat(gy), _flat(x), gx.reshape(-1))
     return gx

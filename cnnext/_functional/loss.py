@@ -9,6 +9,11 @@ from . import _checks
 from .pooling import int64_within
 
 _INT64 = np.dtype(np.int64)
+# dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
+_SOFTMAX = {np.dtype(np.float32): _loss.softmax["float"],
+            np.dtype(np.float64): _loss.softmax["double"]}
+_CROSS_ENTROPY = {np.dtype(np.float32): _loss.softmax_cross_entropy["float"],
+                  np.dtype(np.float64): _loss.softmax_cross_entropy["double"]}
 
 
 def softmax(x, axis=-1):
@@ -41,7 +46,7 @@ def softmax(x, axis=-1):
         math.prod(x.shape[:-1]), x.shape[-1])
     out = np.empty(rows.shape, x.dtype)
     if out.size:
-        _loss.softmax(rows, out)
+        _SOFTMAX[x.dtype](rows, out)
     return out.reshape(x.shape)
 
 
@@ -67,7 +72,7 @@ def softmax_cross_entropy(logits, labels):
         Gradient of ``loss``: (softmax(logits) - onehot(labels)) / N.
     """
     func = "softmax_cross_entropy"
-    logits = _checks.float_array(func, "logits", logits, ndim=2, layout="(N, K)")
+    logits = _checks.float_array(func, "logits", logits, 2, "(N, K)")
     rows, classes = logits.shape
     if rows == 0 or classes == 0:
         raise ValueError(f"{func}: logits must have at least one row and one class, got shape "
@@ -85,7 +90,7 @@ def softmax_cross_entropy(logits, labels):
         labels, bad = int64_within(labels, classes)
     if bad < 0:
         grad = np.empty((rows, classes), logits.dtype)
-        loss, bad = _loss.softmax_cross_entropy(_checks.contiguous(logits), labels, grad)
+        loss, bad = _CROSS_ENTROPY[logits.dtype](_checks.contiguous(logits), labels, grad)
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")

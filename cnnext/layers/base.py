@@ -159,6 +159,8 @@ class Layer:
     """
 
     dtype = None
+    # (input shape, output shape) of the last batch shape seen.
+    _shape_memo = None
 
     def __init__(self):
         self.params = {}
@@ -234,7 +236,7 @@ class Layer:
 
     def _batch_output_shape(self, x_shape):
         """(N, *output_shape(x_shape[1:])), remembered for the last input shape seen."""
-        memo = getattr(self, "_shape_memo", None)
+        memo = self._shape_memo
         if memo is None or memo[0] != x_shape:
             memo = self._shape_memo = (x_shape, (x_shape[0], *self.output_shape(x_shape[1:])))
         return memo[1]
