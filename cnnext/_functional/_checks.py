@@ -137,7 +137,7 @@ def out_array(func, name, out, shape, dtype, inputs=()):
     validated inputs must go through ``check_nbytes`` first.
     """
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return np.empty(shape, dtype)
     if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.c_contiguous and out.flags.writeable
             and not ranges_overlap(out, inputs)):
@@ -185,7 +185,8 @@ def gradient_out_buffers(func, out, need_input_grad, gy, x, w):
         if gx_out is not None:
             inputs += (gx,)
     gw = out_array(func, "out[1] (gw)", gw_out, w.shape, x.dtype, inputs)
+    if gb_out is None:
+        return gx, gw, np.empty(w.shape[0], x.dtype)
     if gw_out is not None:
         inputs += (gw,)
-    gb = out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, inputs)
-    return gx, gw, gb
+    return gx, gw, out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, inputs)

@@ -153,7 +153,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     func = "max_pool2d"
     x = _float_input(func, "x", x)
     kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
-    if return_indices:
+    if return_indices and out is None:
+        y, indices = np.empty(out_shape, x.dtype), np.empty(out_shape, _INT64)
+    elif return_indices:
         y_out, indices_out = _checks.out_tuple(func, out, 2)
         y = _checks.out_array(func, "out[0]", y_out, out_shape, x.dtype, (x,))
         indices = _checks.out_array(func, "out[1]", indices_out, out_shape, _INT64, (x, y))
