@@ -253,12 +253,12 @@ def test_command_line_gives_back_the_options(argv):
     assert parser.parse_args(_bench.command_line(args)) == args
 
 
-def test_timing_runs_with_idle_threads_asleep(tmp_path):
+def test_timing_runs_with_idle_threads_spinning_briefly(tmp_path):
     """Without the variables, `cnnext bench` times in a child that has them (set ones are
     kept), unless --keep-env."""
     path = tmp_path / "out.json"
     env = {name: value for name, value in os.environ.items()
-           if name not in environment.QUIET_THREADS}
+           if name not in environment.describe()}
     env["KMP_BLOCKTIME"] = "7"
     process = subprocess.run(
         [sys.executable, "-m", "cnnext", "bench", "conv2d.forward.notebook-b1", "--quick",
@@ -268,8 +268,9 @@ def test_timing_runs_with_idle_threads_asleep(tmp_path):
     assert process.returncode == 0, process.stderr
     document = json.loads(path.read_text())
     assert document["settings"]["environment"] == {
-        **environment.QUIET_THREADS, "KMP_BLOCKTIME": "7"}
-    assert "idle threads: OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=7" in process.stdout
+        "OMP_WAIT_POLICY": None, **environment.QUIET_THREADS, "KMP_BLOCKTIME": "7"}
+    assert ("idle threads: OMP_WAIT_POLICY not set, GOMP_SPINCOUNT=1000, KMP_BLOCKTIME=7"
+            in process.stdout)
     (row,) = document["results"]
     assert row["status"] == "ok" and row["other_cores"] >= 0
 
@@ -279,7 +280,16 @@ def test_timing_runs_with_idle_threads_asleep(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False)
     assert process.returncode == 0, process.stderr
     assert json.loads(path.read_text())["settings"]["environment"] == {
-        "OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": "7", "OPENBLAS_THREAD_TIMEOUT": None}
+        "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": "7",
+        "OPENBLAS_THREAD_TIMEOUT": None}
+
+
+def test_a_wait_policy_of_the_users_stands_for_the_openmp_variables(monkeypatch):
+    for name in environment.describe():
+        monkeypatch.delenv(name, raising=False)
+    assert environment.missing() == environment.QUIET_THREADS
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert environment.missing() == {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 @pytest.mark.skipif(machine.cpu_seconds() is None, reason="needs /proc/stat (Linux)")

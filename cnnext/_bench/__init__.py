@@ -16,7 +16,7 @@ cases, nets     the named cases with their inputs, FLOP/byte counts and
                 float64 references; the networks of the training steps
 timing,         warm-up/repeats/median/spread and thread pinning; the
 roofline,       measured SGEMM/DGEMM peak; the environment timing runs in
-environment     (idle threads of every library asleep)
+environment     (idle threads of every library spin briefly, then sleep)
 =============== ==============================================================
 """
 
@@ -68,9 +68,10 @@ def add_arguments(parser):
                         help=f"timed repeats per measurement (default: {FULL['repeats']}, "
                              f"{QUICK_TIMING['repeats']} with --quick)")
     parser.add_argument("--keep-env", action="store_true",
-                        help="time in this environment as it is: without OMP_WAIT_POLICY, "
+                        help="time in this environment as it is: without GOMP_SPINCOUNT, "
                              "KMP_BLOCKTIME and OPENBLAS_THREAD_TIMEOUT, the libraries' idle "
-                             "threads spin as their defaults say (see benchmarks/README.md)")
+                             "threads spin as long as their defaults say (see "
+                             "benchmarks/README.md)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     return parser
 
@@ -126,8 +127,8 @@ def run(args):
     implementation did not match the reference (or cnnext could not run), 2 for
     a bad option or an unknown case name (one line on standard error).
 
-    Timing runs in a child process when the variables that put idle threads to
-    sleep (``environment.QUIET_THREADS``) are not all set yet (unless
+    Timing runs in a child process when the variables that bound the spinning
+    of idle threads (``environment.QUIET_THREADS``) are not all set yet (unless
     ``--keep-env``).
     """
     if args.list:
