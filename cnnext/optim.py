@@ -27,10 +27,8 @@ __all__ = ["SGD", "Adam", "Optimizer"]
 _optim = _dispatch.load("_optim")
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
-_SGD_STEP = {np.dtype(np.float32): _optim.sgd_step["float"],
-             np.dtype(np.float64): _optim.sgd_step["double"]}
-_ADAM_STEP = {np.dtype(np.float32): _optim.adam_step["float"],
-              np.dtype(np.float64): _optim.adam_step["double"]}
+_SGD_STEP = _dispatch.by_dtype(_optim.sgd_step)
+_ADAM_STEP = _dispatch.by_dtype(_optim.adam_step)
 
 
 # State entries shared, not copied, by _state_copy: shapes, dtypes, step counts, None.

@@ -114,10 +114,7 @@ def test_the_kernels_release_the_gil(num_threads):
 def test_every_instruction_set_build_against_reference(isa, monkeypatch):
     module = _dispatch.built_variants("_dense")[isa]
     assert module.compiled_isa() == isa
-    kernels = {np.dtype(dtype): tuple(getattr(module, name)[ctype] for name in (
-                   "linear_forward", "linear_backward_input", "linear_backward_params"))
-               for dtype, ctype in ((np.float32, "float"), (np.float64, "double"))}
-    monkeypatch.setattr(dense_module, "_KERNELS", kernels)
+    monkeypatch.setattr(dense_module, "_KERNELS", dense_module._specialised(module))
     for dtype in DTYPES:
         # Every tile and tail: 1 to 9 examples, 1 to 9 outputs, rows of 1 to 70.
         for examples, n_out, n_in in ((1, 1, 1), (2, 3, 5), (5, 9, 17), (9, 5, 70),

@@ -206,12 +206,11 @@ def test_every_instruction_set_build_rounds_each_operation(isa, dtype, monkeypat
     rng = np.random.default_rng(3)
     p = rng.standard_normal(1_003).astype(dtype)
     grads = [rng.standard_normal(p.shape).astype(dtype) for _ in range(3)]
-    ctype = "float" if dtype == "float32" else "double"
     for name, config in CONFIGS:
         results = []
         for kernels in (module, baseline):
-            monkeypatch.setattr(optim, "_SGD_STEP", {np.dtype(dtype): kernels.sgd_step[ctype]})
-            monkeypatch.setattr(optim, "_ADAM_STEP", {np.dtype(dtype): kernels.adam_step[ctype]})
+            monkeypatch.setattr(optim, "_SGD_STEP", _dispatch.by_dtype(kernels.sgd_step))
+            monkeypatch.setattr(optim, "_ADAM_STEP", _dispatch.by_dtype(kernels.adam_step))
             opt, ours = getattr(optim, name)(**config), p.copy()
             for g in grads:
                 opt.step({"w": ours}, {"w": g})

@@ -175,6 +175,9 @@ def gradient_out_buffers(func, out, need_input_grad, gy, x, w):
     Each given buffer must not overlap the inputs nor the buffers before it
     (a freshly allocated one cannot overlap anything).
     """
+    if out is None:
+        return (np.empty(x.shape, x.dtype) if need_input_grad else None,
+                np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype))
     gx_out, gw_out, gb_out = out_tuple(func, out, 3)
     if gx_out is not None and not need_input_grad:
         raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")

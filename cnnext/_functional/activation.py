@@ -7,14 +7,13 @@ microsecond.
 
 import numpy as np
 
+from .. import _dispatch
 from .._kernels import _activation
 from . import _checks
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
-_RELU = {np.dtype(np.float32): _activation.relu["float"],
-         np.dtype(np.float64): _activation.relu["double"]}
-_RELU_BACKWARD = {np.dtype(np.float32): _activation.relu_backward["float"],
-                  np.dtype(np.float64): _activation.relu_backward["double"]}
+_RELU = _dispatch.by_dtype(_activation.relu)
+_RELU_BACKWARD = _dispatch.by_dtype(_activation.relu_backward)
 
 
 def _flat(array):

@@ -26,11 +26,9 @@ _kernels = _dispatch.load("_conv")
 
 
 def _specialised(kernels):
-    """dtype -> (forward, backward data, backward filter) of one kernel module:
-    the compiled specialisations, which skip the fused-type dispatch."""
-    return {np.dtype(dtype): tuple(getattr(kernels, name)[ctype] for name in (
-                "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"))
-            for dtype, ctype in ((np.float32, "float"), (np.float64, "double"))}
+    """dtype -> (forward, backward data, backward filter) of one kernel module."""
+    return _dispatch.specialisations(
+        kernels, ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"))
 
 
 _by_dtype = _specialised(_kernels)
@@ -227,12 +225,7 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     if need_input_grad and plan.data_kernel != "col2im" and not (
             _finite(w) and (plan.data_kernel != "winograd" or _finite(gy))):
         plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
-    if out is None:
-        gx = np.empty(x.shape, x.dtype) if need_input_grad else None
-        gw = np.empty(w.shape, x.dtype)
-        gb = np.empty(w.shape[0], x.dtype)
-    else:
-        gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+    gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if x.shape[0] == 0:
         gw.fill(0)
         gb.fill(0)

@@ -17,10 +17,14 @@ from . import _checks
 
 _dense = _dispatch.load("_dense")
 
-# dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
-_KERNELS = {np.dtype(dtype): tuple(getattr(_dense, name)[ctype] for name in (
-                "linear_forward", "linear_backward_input", "linear_backward_params"))
-            for dtype, ctype in ((np.float32, "float"), (np.float64, "double"))}
+
+def _specialised(kernels):
+    """dtype -> (forward, backward input, backward params) of one kernel module."""
+    return _dispatch.specialisations(
+        kernels, ("linear_forward", "linear_backward_input", "linear_backward_params"))
+
+
+_KERNELS = _specialised(_dense)
 # Below this many output elements no allocation can overflow: skip check_nbytes.
 _SMALL = 2**31
 
@@ -146,12 +150,7 @@ def linear_backward(gy, x, w, need_input_grad=True, *, out=None):
     if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
         raise TypeError(f"{func}: need_input_grad must be a bool, "
                         f"got {type(need_input_grad).__name__}")
-    if out is None:
-        gx = np.empty(x.shape, x.dtype) if need_input_grad else None
-        gw = np.empty(w.shape, x.dtype)
-        gb = np.empty(w.shape[0], x.dtype)
-    else:
-        gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+    gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if x.shape[0] == 0:
         gw.fill(0)
         gb.fill(0)

@@ -4,16 +4,15 @@ import math
 
 import numpy as np
 
+from .. import _dispatch
 from .._kernels import _loss
 from . import _checks
 from .pooling import int64_within
 
 _INT64 = np.dtype(np.int64)
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
-_SOFTMAX = {np.dtype(np.float32): _loss.softmax["float"],
-            np.dtype(np.float64): _loss.softmax["double"]}
-_CROSS_ENTROPY = {np.dtype(np.float32): _loss.softmax_cross_entropy["float"],
-                  np.dtype(np.float64): _loss.softmax_cross_entropy["double"]}
+_SOFTMAX = _dispatch.by_dtype(_loss.softmax)
+_CROSS_ENTROPY = _dispatch.by_dtype(_loss.softmax_cross_entropy)
 
 
 def softmax(x, axis=-1):

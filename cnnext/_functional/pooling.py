@@ -21,16 +21,9 @@ _MAX_KNOWN_GEOMETRIES = 256
 _MAX_KERNEL = 2**24
 
 
-def _specialised(name):
-    """dtype -> the compiled specialisations of the fused kernel ``name``
-    (calling one skips the fused-type dispatch)."""
-    kernel = getattr(_pool, name)
-    return {np.dtype(np.float32): kernel["float"], np.dtype(np.float64): kernel["double"]}
-
-
-_MAX_FORWARD = _specialised("max_pool2d_forward")
-_MAX_BACKWARD = _specialised("max_pool2d_backward")
-_ALL_MAXIMA_BACKWARD = _specialised("max_pool2d_backward_all_maxima")
+_MAX_FORWARD = _dispatch.by_dtype(_pool.max_pool2d_forward)
+_MAX_BACKWARD = _dispatch.by_dtype(_pool.max_pool2d_backward)
+_ALL_MAXIMA_BACKWARD = _dispatch.by_dtype(_pool.max_pool2d_backward_all_maxima)
 
 
 def _float_input(func, name, value):
