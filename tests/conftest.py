@@ -1,7 +1,10 @@
 """Shared pytest configuration: hypothesis profiles, the installed-package guard, torch.
 
 There is no tests/__init__.py: pytest puts only tests/ on sys.path, so
-``import cnnext`` finds the installed package, never the checkout.
+``import cnnext`` finds the installed package, never the checkout.  Child
+interpreters started with ``-c`` or ``-m`` get ``-P`` for the same reason:
+without it they put the current directory first on sys.path, and from the
+checkout's root that is the uncompiled source tree.
 """
 
 import os

@@ -26,7 +26,7 @@ def quick_smoke(tmp_path_factory):
     """``cnnext bench --quick --smoke --json PATH``, run as a user would: (process, document)."""
     path = tmp_path_factory.mktemp("bench") / "quick.json"
     process = subprocess.run(
-        [sys.executable, "-m", "cnnext", "bench", "--quick", "--smoke", "--json", str(path)],
+        [sys.executable, "-P", "-m", "cnnext", "bench", "--quick", "--smoke", "--json", str(path)],
         capture_output=True, text=True, cwd=path.parent, timeout=600, check=False)
     document = json.loads(path.read_text()) if path.exists() else None
     return process, document
@@ -261,7 +261,7 @@ def test_timing_runs_with_idle_threads_spinning_briefly(tmp_path):
            if name not in environment.describe()}
     env["KMP_BLOCKTIME"] = "7"
     process = subprocess.run(
-        [sys.executable, "-m", "cnnext", "bench", "conv2d.forward.notebook-b1", "--quick",
+        [sys.executable, "-P", "-m", "cnnext", "bench", "conv2d.forward.notebook-b1", "--quick",
          "--impls", "cnnext", "--dtypes", "float32", "--threads", "1", "--repeats", "1",
          "--json", str(path)],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False)
@@ -275,7 +275,7 @@ def test_timing_runs_with_idle_threads_spinning_briefly(tmp_path):
     assert row["status"] == "ok" and row["other_cores"] >= 0
 
     process = subprocess.run(
-        [sys.executable, "-m", "cnnext", "bench", "copy.pool-input", "--quick", "--keep-env",
+        [sys.executable, "-P", "-m", "cnnext", "bench", "copy.pool-input", "--quick", "--keep-env",
          "--impls", "numpy", "--threads", "1", "--repeats", "1", "--json", str(path)],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False)
     assert process.returncode == 0, process.stderr
@@ -294,7 +294,7 @@ def test_a_wait_policy_of_the_users_stands_for_the_openmp_variables(monkeypatch)
 
 @pytest.mark.skipif(machine.cpu_seconds() is None, reason="needs /proc/stat (Linux)")
 def test_other_cores_sees_another_busy_process():
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy = subprocess.Popen([sys.executable, "-P", "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # the interpreter has started
         before, start = machine.cpu_seconds(), time.perf_counter()

@@ -66,8 +66,9 @@ def test_entry_point_trains_on_the_sample_to_the_stated_accuracy(tmp_path):
 
 def test_python_dash_m_trains_and_saves_a_model_that_reloads(tmp_path):
     saved = tmp_path / "model.npz"
-    result = run([sys.executable, "-m", "cnnext", "train", "--dataset", "sample", "--epochs", "1",
-                  "--limit", "1000", "--seed", "3", "--threads", "1", "--save", str(saved)],
+    result = run([sys.executable, "-P", "-m", "cnnext", "train", "--dataset", "sample",
+                  "--epochs", "1", "--limit", "1000", "--seed", "3", "--threads", "1",
+                  "--save", str(saved)],
                  tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"saved: {saved}" in result.stdout
@@ -78,7 +79,7 @@ def test_python_dash_m_trains_and_saves_a_model_that_reloads(tmp_path):
 
 
 def test_python_dash_m_usage_error_exits_2(tmp_path):
-    result = run([sys.executable, "-m", "cnnext", "train", "--epochs", "0"], tmp_path)
+    result = run([sys.executable, "-P", "-m", "cnnext", "train", "--epochs", "0"], tmp_path)
     assert result.returncode == 2
     assert "python -m cnnext train: error: argument --epochs: expected an integer >= 1, got 0" \
         in result.stderr

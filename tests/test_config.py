@@ -17,7 +17,7 @@ from cnnext import _config, _dispatch
 def run_python(code, **env):
     """Run ``code`` in a fresh interpreter with extra environment variables; return stdout."""
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-P", "-c", textwrap.dedent(code)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

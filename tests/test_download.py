@@ -145,7 +145,8 @@ def test_killed_download_leaves_no_file_under_the_final_name(server, tmp_path):
         "import sys; from cnnext.datasets._download import download; "
         "download([sys.argv[1]], sys.argv[2], sys.argv[3], progress=False, timeout=60)"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, server.url("/f.gz"), str(dest), GOOD_SHA])
+    child = subprocess.Popen(
+        [sys.executable, "-P", "-c", code, server.url("/f.gz"), str(dest), GOOD_SHA])
     try:
         # Killed mid-transfer: half the file sent, the temporary file open.
         assert server.stalled.wait(60)

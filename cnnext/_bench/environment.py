@@ -61,5 +61,7 @@ def rerun(argv):
     Run ``python -m cnnext._bench argv`` in a child process whose environment
     adds the ``missing()`` variables; return its exit status.
     """
-    command = [sys.executable, "-m", "cnnext._bench", *argv]
+    # -P: run from a checkout's root, the child would otherwise import the
+    # uncompiled source tree instead of the package the parent runs.
+    command = [sys.executable, "-P", "-m", "cnnext._bench", *argv]
     return subprocess.run(command, env={**os.environ, **missing()}, check=False).returncode
