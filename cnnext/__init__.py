@@ -4,7 +4,7 @@ Convolution and pooling kernels are typed Cython; layers, models and
 optimisers are plain Python on top of ``cnnext.functional``.
 """
 
-from . import compat, layers, losses, models, optim
+from . import compat, datasets, functional, history, layers, losses, models, optim
 from ._checkpoint import CheckpointError
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
@@ -15,7 +15,10 @@ __all__ = [
     "Sequential",
     "__version__",
     "compat",
+    "datasets",
+    "functional",
     "get_num_threads",
+    "history",
     "layers",
     "load_model",
     "losses",

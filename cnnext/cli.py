@@ -8,15 +8,23 @@ under ``--debug``), 130 when interrupted.
 import argparse
 import itertools
 import math
+import os
 import sys
 import time
 
 import numpy as np
 
-from . import datasets, get_num_threads, models, optim, set_num_threads, show_config
+from . import __version__, datasets, get_num_threads, models, optim, set_num_threads, show_config
 from .datasets import _home, _mnist, _sample
 
 DATASET_CHOICES = ("mnist", "fashion-mnist", "sample")
+# Each optimiser's own default learning rate: the notebook's for SGD, Adam's usual one.
+DEFAULT_LR = {"sgd": 0.005, "adam": 0.001}
+# What --model names, in words a newcomer can follow.
+MODEL_WORDS = {
+    "seed": "seed network (the notebook's Conv 8x3x3 -> MaxPool 2 -> Dense 10)",
+    "lenet5": "LeNet-5",
+}
 
 
 def main(argv=None, prog="cnnext"):
@@ -63,6 +71,7 @@ def build_parser(prog):
         prog=prog, parents=[debug_option()],
         description="cnnext: small, fast convolutional networks on NumPy.",
     )
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     parser.set_defaults(prog=prog)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -70,8 +79,8 @@ def build_parser(prog):
         "train", parents=[debug_option()],
         help="train a network on MNIST, Fashion-MNIST or the sample",
         description="Train a network and report its speed and test accuracy. The defaults "
-        "reproduce the notebook cnnext grew from: its network, per-image SGD, lr 0.005, "
-        "3 epochs.",
+        "reproduce the notebook cnnext grew from (a NumPy 'CNN from scratch' on MNIST): "
+        "its network, called the seed network here, per-image SGD, lr 0.005, 3 epochs.",
     )
     train.add_argument("--dataset", choices=DATASET_CHOICES,
                        help="default: MNIST when it is cached or can be downloaded, "
@@ -82,18 +91,22 @@ def build_parser(prog):
     train.add_argument("--epochs", type=positive_int, default=3, help="default: 3")
     train.add_argument("--batch-size", type=positive_int, default=1,
                        help="default: 1 (per-image SGD, as the notebook)")
-    train.add_argument("--lr", type=positive_float, default=0.005,
-                       help="learning rate (default: 0.005)")
+    train.add_argument("--lr", type=positive_float,
+                       help="learning rate (default: 0.005 for sgd, as the notebook; 0.001 "
+                       "for adam)")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                        help="default: sgd")
     train.add_argument("--threads", type=positive_int,
-                       help="threads for the kernels (default: cnnext's default)")
+                       help="threads for the kernels (default: one per core)")
     train.add_argument("--seed", type=seed_int,
                        help="seed of the initial weights and the shuffling (default: drawn "
                        "at random and printed)")
     train.add_argument("--save", metavar="PATH", help="save the trained model to PATH (.npz)")
     train.add_argument("--limit", type=positive_int, metavar="N",
                        help="train on the first N training images only")
+    train.add_argument("--plot", metavar="PATH",
+                       help="draw the training curves (loss and accuracy per epoch) to PATH "
+                       "(.png, .svg or .pdf; needs matplotlib)")
     train.set_defaults(handler=run_train)
 
     bench = commands.add_parser(
@@ -142,7 +155,12 @@ positive_float.__name__ = "positive number"
 
 
 def run_train(args, rest):
+    if args.plot is not None:
+        check_plotting()
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
     if args.threads is not None:
+        warn_if_oversubscribed(args.threads)
         set_num_threads(args.threads)
     (x_train, y_train), (x_test, y_test), source = load_data(args.dataset)
     if args.limit is not None:
@@ -150,22 +168,51 @@ def run_train(args, rest):
     print(f"data: {source}: {len(x_train):,} training and {len(x_test):,} test images")
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     model, optimizer = build_model(args, seed)
-    print(f"training: {args.model} network, {plural(args.epochs, 'epoch')}, batch size "
+    print(f"training: {MODEL_WORDS[args.model]}, {plural(args.epochs, 'epoch')}, batch size "
           f"{args.batch_size}, {args.optimizer} lr {args.lr:g}, "
           f"{plural(get_num_threads(), 'thread')}, seed {seed}")
     # fit's progress bar (on stderr) ends each epoch with its loss, accuracy and
     # images per second: live on a terminal, one line per epoch in a log.
     sys.stdout.flush()
     start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              optimizer=optimizer, seed=seed, progress=True)
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        optimizer=optimizer, seed=seed, progress=True)
     test_loss, test_accuracy = model.evaluate(x_test, y_test)
     print(f"test accuracy: {test_accuracy:.2%} (loss {test_loss:.4f}, {len(x_test):,} images)")
     print(f"total time: {time.perf_counter() - start:.1f} s")
     if args.save is not None:
         model.save(args.save)
         print(f"saved: {args.save}")
+    if args.plot is not None:
+        history.plot(args.plot, title=f"{MODEL_WORDS[args.model]} on {source.split(' (')[0]}")
+        print(f"training curves: {args.plot}")
     return 0
+
+
+def check_plotting():
+    """Refuse --plot before training rather than after it, when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib, which is not installed "
+                           "(pip install matplotlib)") from None
+
+
+def available_cores():
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def warn_if_oversubscribed(threads):
+    """One line on stderr when asked for more threads than cores (it slows the kernels)."""
+    cores = available_cores()
+    if threads > cores:
+        print(f"warning: --threads {threads} is more than the {plural(cores, 'core')} this "
+              f"process can use; the extra threads wait for a core and slow training down",
+              file=sys.stderr)
 
 
 def load_data(name):

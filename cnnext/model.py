@@ -22,6 +22,7 @@ import numpy as np
 from . import _checkpoint, losses, optim
 from ._functional import _checks
 from ._progress import ProgressBar
+from .history import History
 from .layers.base import DTYPES, Layer, check_seed, random_generator
 
 __all__ = ["Sequential", "load_model"]
@@ -130,6 +131,8 @@ class Sequential:
         shapes are left out.
         """
         input_shape = self.input_shape if input_shape is None else tuple(input_shape)
+        if input_shape is None:  # a first layer taking flat examples fixes their shape
+            input_shape = _flat_input_shape(self.layers[0])
         shapes = self._shapes("Sequential.summary", input_shape)[1:] if input_shape else None
         rows = [("#", "layer", "output shape", "parameters")]
         for i, layer in enumerate(self.layers):
@@ -137,7 +140,8 @@ class Sequential:
             rows.append((str(i), repr(layer), shape, f"{layer.num_parameters():,}"))
         widths = [max(len(row[k]) for row in rows) for k in range(4)]
         rule = "-" * (sum(widths) + 6)
-        lines = [f"Sequential, {self.dtype.name}, input {input_shape or '?'}", rule]
+        unknown = "? (pass input_shape=..., e.g. (1, 28, 28), or fit once to see the shapes)"
+        lines = [f"Sequential, {self.dtype.name}, input {input_shape or unknown}", rule]
         for n, row in enumerate(rows):
             lines.append(f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}"
                          f"  {row[3]:>{widths[3]}}")
@@ -291,11 +295,12 @@ class Sequential:
 
         Returns
         -------
-        history : dict of lists, one entry per epoch
+        history : cnnext.history.History
+            A dict of lists, one entry per epoch, of Python floats:
             "loss" and "accuracy" (running means over the epoch's batches,
             as the notebook prints them), "val_loss" and "val_accuracy"
             with validation data, "seconds", and with on_nan="skip"
-            "skipped_steps".
+            "skipped_steps" (ints).  ``history.plot()`` draws the curves.
 
         If an exception interrupts training, the model stays usable: its
         weights are finite (restored to the start of the epoch if a step
@@ -347,7 +352,7 @@ class Sequential:
         self.optimizer, self.loss = optimizer, loss_fn
         if self.input_shape is None:
             self.input_shape = tuple(X.shape[1:])
-        history = {"loss": [], "accuracy": [], "seconds": []}
+        history = History(["loss", "accuracy", "seconds"])
         if validation is not None:
             history.update(val_loss=[], val_accuracy=[])
         if on_nan == "skip":
@@ -363,8 +368,7 @@ class Sequential:
             except BaseException:
                 self._restore_if_not_finite(snapshot)
                 raise
-            for key, value in logs.items():
-                history[key].append(value)
+            history.append(logs)
             if any([callback(self, epoch, logs) is True for callback in callbacks]):
                 break
         return history
@@ -498,6 +502,12 @@ class Sequential:
         at ``path`` intact.  Read it back with ``cnnext.load_model``.
         """
         _checkpoint.save(self, path)
+
+
+def _flat_input_shape(layer):
+    """(in_features,) when ``layer`` takes flat examples of a fixed size (Dense), else None."""
+    features = getattr(layer, "in_features", None)
+    return (features,) if isinstance(features, int) else None
 
 
 def _non_finite_loss(loss, epoch, step, start, stop):

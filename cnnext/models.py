@@ -63,3 +63,8 @@ def lenet5(dtype="float32", seed=None):
         ReLU(),
         Dense(84, 10, dtype=dtype, seed=rng),
     ], input_shape=(1, 28, 28))
+
+
+def __dir__():
+    # Tab completion and dir() show the public names, not what the module imports.
+    return [*__all__, "__doc__", "__name__"]

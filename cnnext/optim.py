@@ -24,6 +24,11 @@ from . import _dispatch
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
+
+def __dir__():
+    # The module's public names are its optimisers, not the modules it imports.
+    return [*__all__, "__doc__", "__name__"]
+
 _optim = _dispatch.load("_optim")
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).

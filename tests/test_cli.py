@@ -55,7 +55,8 @@ def test_entry_point_trains_on_the_sample_to_the_stated_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "data: the MNIST sample bundled with cnnext: 4,000 training and 1,000 test images" in out
-    assert "training: seed network, 1 epoch, batch size 1, sgd lr 0.005, 1 thread, seed 1" in out
+    assert ("training: seed network (the notebook's Conv 8x3x3 -> MaxPool 2 -> Dense 10), 1 epoch, "
+            "batch size 1, sgd lr 0.005, 1 thread, seed 1") in out
     assert printed_accuracy(out) >= SAMPLE_ACCURACY
     assert re.search(r"^total time: \d+\.\d s$", out, re.MULTILINE)
     # Not a terminal: fit's progress bar prints one summary line per epoch.
@@ -137,8 +138,8 @@ def test_threads_and_optimizer_options_are_used(capsys, num_threads):
                      "--threads", "1", "--optimizer", "adam", "--lr", "0.001",
                      "--batch-size", "8", "--seed", "5"]) == 0
     captured = capsys.readouterr()
-    assert "training: seed network, 2 epochs, batch size 8, adam lr 0.001, 1 thread, seed 5" \
-        in captured.out
+    assert ("training: seed network (the notebook's Conv 8x3x3 -> MaxPool 2 -> Dense 10), "
+            "2 epochs, batch size 8, adam lr 0.001, 1 thread, seed 5") in captured.out
     assert cnnext.get_num_threads() == 1
     assert [line[:9] for line in captured.err.splitlines()] == ["epoch 1/2", "epoch 2/2"]
 

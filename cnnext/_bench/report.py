@@ -160,7 +160,9 @@ def format_report(doc):
         out += ["", "cnnext's speed relative to torch:", *(f"  {line}" for line in summary)]
     targets = goals(doc)
     if targets:
-        out += ["", "issue 3's goals, float32 (cnnext; every figure must reach the goal):",
+        out += ["", "speed goals of the convolution kernels, float32 (every cnnext figure "
+                "must reach its goal; notebook: the seed notebook's layer, 8 filters 3x3 on "
+                "28x28 images):",
                 *(f"  {line}" for line in targets)]
     for title, families, columns in SECTIONS:
         for dtype in settings["dtypes"]:
@@ -265,7 +267,7 @@ def headline(doc):
     return lines
 
 
-# Issue 3's speed goals: the notebook layer against PyTorch, layers with 32+
+# The convolution speed goals: the notebook layer against PyTorch, layers with 32+
 # input channels against PyTorch and the single-core SGEMM rate, and the
 # scaling from 1 to 2 threads at batch 256.
 WIDE = tuple(name for name, shape in CONV_SHAPES.items() if shape.c >= 32)
@@ -290,7 +292,8 @@ def _judged(label, values, goal, fmt):
 
 
 def goals(doc):
-    """Issue 3's speed goals, float32, judged on the timed cnnext rows (one line each)."""
+    """The convolution kernels' speed goals, float32, judged on the timed cnnext rows (one line
+    each)."""
     rows = {(row["case"], row["threads"]): row for row in doc["results"]
             if row["impl"] == "cnnext" and row["status"] == "ok" and row["dtype"] == "float32"}
     threads = doc["settings"]["threads"]

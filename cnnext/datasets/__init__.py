@@ -101,3 +101,8 @@ def load_fashion_mnist(data_home=None, *, download=True, progress=True):
         As for ``load_mnist``.
     """
     return load_dataset(FASHION_MNIST, data_home, download=download, progress=progress)
+
+
+def __dir__():
+    # Tab completion and dir() show the public names, not what the module imports.
+    return [*__all__, "__doc__", "__name__"]

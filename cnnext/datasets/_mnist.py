@@ -38,6 +38,7 @@ class Dataset:
     mirrors: tuple  # base URLs, tried in order
     files: dict  # role (see ROLES) -> DataFile
     system_dirs: tuple = ()
+    offline_hint: str = ""  # another way to get going without network
 
     def directory(self, data_home=None):
         return get_data_home(data_home) / self.key
@@ -51,6 +52,8 @@ MNIST = Dataset(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
+    offline_hint=(" To train offline right away, cnnext.datasets.load_sample() returns 5,000 "
+                  "real MNIST images bundled with cnnext (4,000 to train, 1,000 to test)."),
     files={
         "train_images": DataFile(
             "train-images-idx3-ubyte.gz",
@@ -89,6 +92,8 @@ FASHION_MNIST = Dataset(
             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", "content"),
     },
     system_dirs=("/usr/share/datasets/fashion-mnist",),
+    offline_hint=(" On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs "
+                  "them in /usr/share/datasets/fashion-mnist, where cnnext finds them."),
 )
 
 DATASETS = {dataset.key: dataset for dataset in (MNIST, FASHION_MNIST)}
@@ -139,6 +144,7 @@ def _fetch(dataset, datafile, data_home, download, progress):
         f"To use {dataset.title} without network, put its four files "
         f"({', '.join(f.name for f in dataset.files.values())}) in {directory}, "
         f"or set {ENV_VAR} to a directory whose {dataset.key}/ subdirectory holds them."
+        f"{dataset.offline_hint}"
     )
     if not download:
         raise FileNotFoundError(

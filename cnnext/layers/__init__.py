@@ -24,3 +24,8 @@ __all__ = ["AvgPool2D", "Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "ReL
 
 # The classes a checkpoint may name; nothing else is ever constructed from a file.
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, ReLU, Flatten, Dense)}
+
+
+def __dir__():
+    # Tab completion and dir() show the public names, not what the module imports.
+    return [*__all__, "__doc__", "__name__"]
