@@ -85,3 +85,19 @@ class TrainCompat(_Case):
 
     def time_compat_steps(self, case, dtype):
         self.bound.run()
+
+
+_PREDICT = [name for name, case in CASES.items() if case.family == "predict"]
+
+
+class Predict(_Case):
+    """``Sequential.predict`` of one batch (1 or 64 images)."""
+
+    params = (_PREDICT, list(DTYPES))
+    param_names = ("case", "dtype")
+
+    def case_name(self, case, dtype):
+        return case
+
+    def time_predict(self, case, dtype):
+        self.bound.run()

@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 
 from cnnext import _bench, layers, models
-from cnnext._bench import environment, impl_cnnext, impl_torch, machine, nets, report, suite
+from cnnext._bench import (
+    environment,
+    impl_cnnext,
+    impl_onnxruntime,
+    impl_torch,
+    machine,
+    nets,
+    report,
+    suite,
+)
 from cnnext._bench.cases import CASES, DTYPES, QUICK, select
 from cnnext._bench.impls import IMPLEMENTATIONS, Bound, Implementation
 
@@ -55,7 +64,12 @@ def test_quick_smoke_covers_every_case_dtype_and_implementation(quick_smoke):
 def test_quick_smoke_verifies_every_implementation(quick_smoke):
     _, document = quick_smoke
     for row in document["results"]:
-        if row["impl"] == "torch" and row["status"] == "not installed":
+        if row["impl"] in ("torch", "onnxruntime") and row["status"] == "not installed":
+            continue
+        if row["impl"] == "onnxruntime" and row["dtype"] == "float64":
+            # onnxruntime's CPU provider has no float64 convolution.
+            assert row["status"] == "not available", row
+            assert "Conv" in row["detail"]
             continue
         assert row["status"] == "verified", row
         assert row["max_error"] <= suite.TOLERANCE[row["dtype"]]
@@ -173,6 +187,68 @@ def test_torch_column_reads_not_installed_when_torch_is_missing(monkeypatch):
     line = next(line for line in report.format_report(document).splitlines()
                 if line.startswith("forward.notebook-b1"))
     assert "not installed" in line
+
+
+def test_onnxruntime_column_reads_not_installed_when_it_is_missing(monkeypatch):
+    monkeypatch.setattr(impl_onnxruntime.importlib.util, "find_spec", lambda name: None)
+    document = _run(["predict.notebook.b1"], [impl_onnxruntime.OnnxRuntime()], smoke=True)
+    (row,) = document["results"]
+    assert row["status"] == "not installed"
+    assert "pip install onnxruntime" in row["detail"]
+    assert document["machine"]["implementations"]["onnxruntime"] == "not installed"
+    line = next(line for line in report.format_report(document).splitlines()
+                if line.startswith("predict.notebook.b1"))
+    assert "not installed" in line
+
+
+def test_onnxruntime_runs_only_inference_cases():
+    impl = impl_onnxruntime.OnnxRuntime()
+    assert [name for name, case in CASES.items() if impl.supports(case, "float32")] == [
+        name for name in CASES if name.startswith("predict.")]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnxruntime_sessions_are_pinned_sequential_and_optimised(threads, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(environment, "missing", lambda: {})
+    options = impl_onnxruntime.session_options(ort, threads)
+    assert options.intra_op_num_threads == options.inter_op_num_threads == threads
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Bounded spinning, as for every library the suite times.
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    monkeypatch.setattr(environment, "missing", lambda: {"GOMP_SPINCOUNT": "1000"})
+    options = impl_onnxruntime.session_options(ort, threads)
+    with pytest.raises(Exception, match="does not have configuration"):
+        options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_predict_rows_compare_cnnext_with_onnxruntime_and_torch(torch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    impls = [IMPLEMENTATIONS[name] for name in ("cnnext", "torch", "onnxruntime")]
+    document = _run(["predict.lenet5.b1"], impls)
+    rows = {row["impl"]: row for row in document["results"]}
+    assert all(row["status"] == "ok" for row in rows.values()), rows
+    cnnext = rows["cnnext"]
+    for peer in ("torch", "onnxruntime"):
+        assert cnnext[f"vs_{peer}"] == pytest.approx(rows[peer]["seconds"] / cnnext["seconds"])
+    assert cnnext["gflops"] == pytest.approx(
+        CASES["predict.lenet5.b1"].flops() / cnnext["seconds"] / 1e9)
+    text = report.format_report(document)
+    assert "cnnext's speed relative to onnxruntime:" in text
+    assert "inference (predict" in text
+
+
+def test_predict_reference_is_the_softmax_of_the_forward_pass():
+    case = CASES["predict.lenet5.b64"]
+    inputs = case.make_inputs("float64")
+    probs = case.reference(inputs)["probs"]
+    assert probs.shape == (64, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-12)
+    model = models.lenet5(dtype="float64")
+    impl_cnnext.load_params(model.layers, inputs["params"])
+    np.testing.assert_allclose(model.predict(inputs["images"]), probs, rtol=1e-10, atol=1e-15)
 
 
 def test_timed_rows_are_consistent(tmp_path):

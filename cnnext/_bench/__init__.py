@@ -1,4 +1,4 @@
-"""``cnnext bench``: cnnext side by side with PyTorch, NumPy and the notebook's loops.
+"""``cnnext bench``: cnnext beside PyTorch, ONNX Runtime, NumPy and the notebook's loops.
 
 Shipped with the package so an installed wheel can measure itself.  The
 command line (``cnnext bench`` in ``cnnext.cli``, or ``python -m
@@ -10,8 +10,8 @@ Layers of this package, each calling only the ones below it:
 __init__        command line: arguments, case selection, output files, exit code
 suite           verify each implementation against the reference, then time it
 report          text table, JSON, PNG chart
-impl_*          the implementations (cnnext, torch, numpy, notebook) behind one
-                protocol (impls.py)
+impl_*          the implementations (cnnext, torch, onnxruntime, numpy, notebook)
+                behind one protocol (impls.py)
 cases, nets     the named cases with their inputs, FLOP/byte counts and
                 float64 references; the networks of the training steps
 timing,         warm-up/repeats/median/spread and thread pinning; the

@@ -1,14 +1,14 @@
 """The named benchmark cases: what is computed, on which shapes, and how much work it is.
 
 Case names read ``<family>.<op>.<shape>``: ``conv2d.forward.notebook``,
-``max_pool2d.backward.3x3s2``, ``train.lenet5.b64``.  Every case runs in
+``max_pool2d.backward.3x3s2``, ``train.lenet5.b64``, ``predict.lenet5.b1``.  Every case runs in
 float32 and float64 unless it says otherwise.  A case makes its inputs from a
 fixed seed and computes its float64 reference outputs with
 ``cnnext._reference``, against which every implementation is checked before
 it is timed.
 
-Work is counted as FLOPs (2 per multiply-add) for convolutions and training
-steps, and as bytes read plus written for pooling and the copy yardstick,
+Work is counted as FLOPs (2 per multiply-add) for convolutions, training
+steps and inference, and as bytes read plus written for pooling and the copy yardstick,
 which are memory-bound.
 """
 
@@ -251,6 +251,34 @@ class TrainCase(Case):
                                inputs["labels"][: self.batch], inputs["lr"])
 
 
+class PredictCase(Case):
+    """Inference of a whole network: class probabilities for a batch of ``batch`` images."""
+
+    family = "predict"
+    op = "predict"
+
+    def __init__(self, network_name, batch):
+        self.network = nets.NETWORKS[network_name]
+        self.batch = batch
+        self.images = batch
+        self.name = f"predict.{network_name}.b{batch}"
+        self.description = (f"probs = model.predict(x): softmax of the {network_name} network "
+                            f"({len(self.network.layers)} layers) on {batch} image(s)")
+
+    def flops(self):
+        return self.batch * nets.inference_flops_per_image(self.network)
+
+    def make_inputs(self, dtype):
+        rng = _rng(self.name, dtype)
+        images = rng.uniform(-0.5, 0.5, (self.batch, *self.network.input_shape)).astype(dtype)
+        return {"images": images, "params": nets.init_params(self.network, rng)}
+
+    def reference(self, inputs):
+        logits = nets.forward(_reference, self.network, inputs["params"],
+                              inputs["images"].astype(np.float64))
+        return {"probs": _reference.softmax(logits)}
+
+
 # A parameter change is compared relative to at least this fraction of the
 # largest initial weight: w - lr * g rounds to the precision of w, so a tiny
 # step cannot be checked more finely than that.
@@ -285,13 +313,16 @@ def _all_cases():
     cases.append(CopyCase())
     cases += [TrainCase("notebook", batch) for batch in (1, 64, 256)]
     cases.append(TrainCase("lenet5", 64))
+    cases += [PredictCase(network, batch) for network in ("notebook", "lenet5")
+              for batch in (1, 64)]
     return {case.name: case for case in cases}
 
 
 CASES = _all_cases()
 
 # The --quick suite: every family (each conv op, each pooling op, the copy,
-# training at batch 1 and 64 of both networks) on the shapes that matter most.
+# training at batch 1 and 64 of both networks, inference of both at batch 1
+# and 64) on the shapes that matter most.
 QUICK = (
     "conv2d.forward.notebook", "conv2d.forward.mid", "conv2d.backward.mid",
     "conv2d.backward-weights.notebook", "conv2d.forward-backward.notebook",
@@ -299,6 +330,7 @@ QUICK = (
     "max_pool2d.forward.2x2", "max_pool2d.backward.2x2",
     "avg_pool2d.forward.2x2", "avg_pool2d.backward.2x2", "copy.pool-input",
     "train.notebook.b1", "train.notebook.b64", "train.lenet5.b64",
+    "predict.notebook.b1", "predict.notebook.b64", "predict.lenet5.b1", "predict.lenet5.b64",
 )
 
 

@@ -50,6 +50,15 @@ def missing():
     return {name: value for name, value in QUIET_THREADS.items() if name not in chosen}
 
 
+def spinning_bounded():
+    """Whether this process times with bounded spinning (every ``QUIET_THREADS`` variable set).
+
+    Runtimes that take their spinning from an API rather than the environment
+    (onnxruntime's thread pool) follow the same rule: no spinning when bounded.
+    """
+    return not missing()
+
+
 def describe():
     """The values in effect here, for the report (None: not set, the runtime's default)."""
     return {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", *QUIET_THREADS)}

@@ -1,4 +1,5 @@
-"""cnnext as its users call it: ``cnnext.functional``, ``Sequential.fit`` and ``cnnext.compat``."""
+"""cnnext as its users call it: ``cnnext.functional``, ``Sequential.fit`` and
+``Sequential.predict``, ``cnnext.compat``."""
 
 import numpy as np
 
@@ -6,6 +7,13 @@ from . import nets
 from .cases import train_checks
 from .impl_notebook import NotebookTrain
 from .impls import Bound, Implementation, functional_bound, import_optional
+
+
+def load_params(layers, params):
+    """Copy the canonical parameters (one dict per layer) into cnnext layers."""
+    for layer, p in zip(layers, params, strict=True):
+        for name, value in p.items():
+            layer.params[name][...] = value
 
 
 def build_layers(layers_module, network, dtype):
@@ -45,9 +53,7 @@ class FitTrain(Bound):
         self.calls_per_run = case.steps
 
     def load(self, params):
-        for layer, p in zip(self.layers, params, strict=True):
-            for name, value in p.items():
-                layer.params[name][...] = value
+        load_params(self.layers, params)
 
     def fit(self, count):
         return self.model.fit(self.inputs["images"][:count], self.inputs["labels"][:count],
@@ -66,6 +72,23 @@ class FitTrain(Bound):
                             self.dtype)
 
 
+class Predict(Bound):
+    """``Sequential.predict`` of the whole batch, in one call."""
+
+    def __init__(self, case, dtype, inputs, reference):
+        model = import_optional("cnnext.model")
+        layers = build_layers(import_optional("cnnext.layers"), case.network, dtype)
+        load_params(layers, inputs["params"])
+        self.model = model.Sequential(layers)
+        self.images, self.batch, self.reference = inputs["images"], case.batch, reference
+
+    def run(self):
+        return self.model.predict(self.images, batch_size=self.batch)
+
+    def check(self):
+        return [("probs", self.run(), self.reference["probs"], None)]
+
+
 class Cnnext(Implementation):
     name = "cnnext"
 
@@ -80,6 +103,8 @@ class Cnnext(Implementation):
     def bind(self, case, dtype, inputs, reference):
         if case.family == "train":
             return FitTrain(case, dtype, inputs, reference)
+        if case.family == "predict":
+            return Predict(case, dtype, inputs, reference)
         return functional_bound(import_optional("cnnext.functional"), case, inputs, reference)
 
 

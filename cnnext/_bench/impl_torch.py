@@ -5,7 +5,8 @@ the ATen backward operators directly (``convolution_backward``,
 ``max_pool2d_with_indices_backward``, ``avg_pool2d_backward``), which is what
 autograd runs, without building a graph; forward+backward goes through
 autograd as a training step would.  Training uses ``torch.nn`` and
-``torch.optim.SGD``.  Threads are pinned by the harness with
+``torch.optim.SGD``; inference calls the ``torch.nn`` model and a softmax
+under ``torch.inference_mode()``.  Threads are pinned by the harness with
 ``torch.set_num_threads``.
 """
 
@@ -35,10 +36,7 @@ class TorchTrain(Bound):
         self.load(inputs["params"])
 
     def load(self, params):
-        with self.torch.no_grad():
-            for module, p in zip(self.model, params, strict=True):
-                for name, value in p.items():
-                    getattr(module, name).copy_(self.torch.from_numpy(value))
+        load_params(self.torch, self.model, params)
 
     def step(self, x, labels):
         self.optimizer.zero_grad(set_to_none=True)
@@ -57,6 +55,21 @@ class TorchTrain(Bound):
         params = [{name: getattr(module, name).detach().numpy() for name in p}
                   for module, p in zip(self.model, self.inputs["params"], strict=True)]
         return train_checks(self.reference, loss, self.inputs["params"], params, self.dtype)
+
+
+def load_params(torch, model, params):
+    """Copy the canonical parameters (one dict per layer) into the modules of ``model``."""
+    with torch.no_grad():
+        for module, p in zip(model, params, strict=True):
+            for name, value in p.items():
+                getattr(module, name).copy_(torch.from_numpy(value))
+
+
+def predict_model(torch, case, dtype, params):
+    """The ``torch.nn`` network of a predict case with its weights, in eval mode."""
+    model = build_model(torch, case.network).to(getattr(torch, dtype))
+    load_params(torch, model, params)
+    return model.eval()
 
 
 def build_model(torch, network):
@@ -102,6 +115,8 @@ class Torch(Implementation):
         torch = self.torch()
         if case.family == "train":
             return TorchTrain(torch, case, dtype, inputs, reference)
+        if case.family == "predict":
+            return _predict(torch, case, dtype, inputs, reference)
         if case.family == "conv2d":
             return _conv(torch, case, inputs, reference)
         return _pool(torch, case, inputs, reference)
@@ -135,6 +150,17 @@ def _conv(torch, case, inputs, reference):
     names = ("y", "gx", "gw", "gb")
     return CallBound(forward_backward, lambda r: _numpy(dict(zip(names, r, strict=True))),
                      reference)
+
+
+def _predict(torch, case, dtype, inputs, reference):
+    model = predict_model(torch, case, dtype, inputs["params"])
+    x = torch.from_numpy(inputs["images"])
+
+    def predict():
+        with torch.inference_mode():
+            return torch.softmax(model(x), dim=1)
+
+    return CallBound(predict, lambda probs: {"probs": probs.numpy()}, reference)
 
 
 def _pool(torch, case, inputs, reference):

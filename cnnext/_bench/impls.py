@@ -1,7 +1,7 @@
 """What every implementation provides to the harness, and the registry of them.
 
-An implementation (cnnext, PyTorch, the NumPy baseline, the notebook's
-loops) says which cases it ``supports`` and ``bind``s a case's inputs into a
+An implementation (cnnext, PyTorch, ONNX Runtime, the NumPy baseline, the
+notebook's loops) says which cases it ``supports`` and ``bind``s a case's inputs into a
 ``Bound``: ``check()`` runs it once and pairs each output with the float64
 reference it must match, ``run()`` is what gets timed.  Anything that keeps
 an implementation from running here (a library not installed, a kernel not
@@ -120,10 +120,11 @@ def import_optional(module, status="not available"):
 
 def _registry():
     # Imported here: the adapters import the base classes above.
-    from . import impl_cnnext, impl_notebook, impl_numpy, impl_torch
+    from . import impl_cnnext, impl_notebook, impl_numpy, impl_onnxruntime, impl_torch
 
     impls = [impl_cnnext.Cnnext(), impl_cnnext.Compat(), impl_torch.Torch(),
-             impl_numpy.NumpyBaseline(), impl_notebook.Notebook()]
+             impl_onnxruntime.OnnxRuntime(), impl_numpy.NumpyBaseline(),
+             impl_notebook.Notebook()]
     return {impl.name: impl for impl in impls}
 
 

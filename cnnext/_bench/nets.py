@@ -1,4 +1,4 @@
-"""The networks whose training steps are benchmarked, described once for every implementation.
+"""The benchmarked networks (training and inference), described once for every implementation.
 
 A network is a list of small layer records (``Conv``, ``MaxPool``, ``AvgPool``,
 ``ReLU``, ``Flatten``, ``Dense``).  Each implementation builds its own model
@@ -6,7 +6,8 @@ from the list (cnnext layers, ``torch.nn``), so all of them train exactly the
 same architecture from the same starting weights.  ``sgd_step`` runs one step
 of plain SGD on any module with the signatures of ``cnnext.functional``: with
 ``cnnext._reference`` it is the float64 oracle of a training step, with
-``cnnext._bench.numpy_baseline`` it is the NumPy baseline.
+``cnnext._bench.numpy_baseline`` it is the NumPy baseline; ``forward`` is the
+inference pass alone (the oracle of ``predict``, with a softmax after it).
 
 Parameters are kept in one canonical layout, a list with one dict per layer
 (empty for layers without parameters): convolution ``weight`` (K, C, R, S)
@@ -119,6 +120,17 @@ def training_flops_per_image(network):
     return flops
 
 
+def inference_flops_per_image(network):
+    """Multiply-add FLOPs (2 per MAC) of one image's forward pass (see above)."""
+    flops = 0
+    for layer, out_shape in zip(network.layers, shapes(network), strict=True):
+        if isinstance(layer, Conv):
+            flops += 2 * int(np.prod(out_shape)) * layer.in_channels * layer.kernel_size ** 2
+        elif isinstance(layer, Dense):
+            flops += 2 * layer.in_features * layer.out_features
+    return flops
+
+
 def init_params(network, rng):
     """Canonical float64 parameters, He-scaled normal weights and small biases."""
     params = []
@@ -138,6 +150,27 @@ def init_params(network, rng):
             entry = {}
         params.append(entry)
     return params
+
+
+def forward(ops, network, params, x):
+    """The logits of ``network`` on the batch ``x`` (``ops`` as in ``sgd_step``)."""
+    out = x
+    for layer, p in zip(network.layers, params, strict=True):
+        if isinstance(layer, Conv):
+            out = ops.conv2d(out, p["weight"], p.get("bias"), layer.stride, layer.padding)
+        elif isinstance(layer, MaxPool):
+            out = ops.max_pool2d(out, layer.kernel_size)
+        elif isinstance(layer, AvgPool):
+            out = ops.avg_pool2d(out, layer.kernel_size)
+        elif isinstance(layer, ReLU):
+            out = ops.relu(out)
+        elif isinstance(layer, Flatten):
+            out = out.reshape(out.shape[0], -1)
+        elif isinstance(layer, Dense):
+            out = out @ p["weight"].T
+            if "bias" in p:
+                out = out + p["bias"]
+    return out
 
 
 def sgd_step(ops, network, params, x, labels, lr):

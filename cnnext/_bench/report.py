@@ -22,8 +22,12 @@ SECTIONS = (
     ("training step (time per step; per image = step / batch)", ("train",),
      ("cnnext", "per image", "GFLOP/s", "torch", "numpy", "notebook",
       "vs torch", "vs numpy", "vs notebook")),
+    ("inference (predict: time per call; per image = call / batch)", ("predict",),
+     ("cnnext", "per image", "GFLOP/s", "torch", "onnxruntime", "vs torch", "vs onnxruntime")),
 )
-OTHERS = ("torch", "numpy", "notebook")
+OTHERS = ("torch", "onnxruntime", "numpy", "notebook")
+# Peers of the headline's geometric means, where a section has their timings.
+PEERS = ("torch", "onnxruntime")
 STATUS_CELLS = {"not installed": "not installed", "not available": "n/a",
                 "mismatch": "MISMATCH", "error": "error", "verified": "verified"}
 
@@ -155,9 +159,10 @@ def format_report(doc):
             name = "SGEMM" if r["dtype"] == "float32" else "DGEMM"
             out.append(f"roofline: {name} {r['gflops']:.1f} GFLOP/s on {r['threads']} "
                        f"thread(s) (np.matmul, n={r['n']})")
-    summary = headline(doc)
-    if summary:
-        out += ["", "cnnext's speed relative to torch:", *(f"  {line}" for line in summary)]
+    for peer in PEERS:
+        summary = headline(doc, peer)
+        if summary:
+            out += ["", f"cnnext's speed relative to {peer}:", *(f"  {line}" for line in summary)]
     targets = goals(doc)
     if targets:
         out += ["", "speed goals of the convolution kernels, float32 (every cnnext figure "
@@ -249,14 +254,14 @@ def write_png(doc, path):
     return None
 
 
-def headline(doc):
-    """Geometric-mean speed-up of cnnext over torch per section, dtype and thread count."""
+def headline(doc, peer="torch"):
+    """Geometric-mean speed-up of cnnext over ``peer`` per section, dtype and thread count."""
     lines = []
     for title, families, _ in SECTIONS:
         for dtype in doc["settings"]["dtypes"]:
             for threads in doc["settings"]["threads"]:
-                ratios = [row["vs_torch"] for row in doc["results"]
-                          if row["impl"].startswith("cnnext") and "vs_torch" in row
+                ratios = [row[f"vs_{peer}"] for row in doc["results"]
+                          if row["impl"].startswith("cnnext") and f"vs_{peer}" in row
                           and row["dtype"] == dtype and row["threads"] == threads
                           and row["case"].split(".")[0] in families]
                 if ratios:

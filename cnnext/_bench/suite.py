@@ -29,8 +29,8 @@ SCHEMA_VERSION = 1
 TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 
 # Implementations whose failure to run is a failure of the suite: the
-# library being benchmarked.  The others (torch, the notebook's loops) may
-# be missing and are reported as such.
+# library being benchmarked.  The others (torch, onnxruntime, the notebook's
+# loops) may be missing and are reported as such.
 SUBJECTS = ("cnnext", "cnnext.compat")
 
 
@@ -188,7 +188,7 @@ def derive(doc):
             copy = timed.get(("copy.pool-input", row["dtype"], row["threads"], "numpy"))
             if copy is not None:
                 row["copy_multiple"] = seconds / copy
-        for other in ("torch", "numpy", "notebook"):
+        for other in ("torch", "onnxruntime", "numpy", "notebook"):
             if (*key, other) in timed:
                 row[f"vs_{other}"] = timed[(*key, other)] / seconds
 
