@@ -70,8 +70,9 @@ def add_arguments(parser):
     parser.add_argument("--keep-env", action="store_true",
                         help="time in this environment as it is: without GOMP_SPINCOUNT, "
                              "KMP_BLOCKTIME and OPENBLAS_THREAD_TIMEOUT, the libraries' idle "
-                             "threads spin as long as their defaults say (see "
-                             "benchmarks/README.md)")
+                             "threads spin as long as their defaults say; without "
+                             "MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_, glibc returns "
+                             "freed memory to the system (see benchmarks/README.md)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     return parser
 
@@ -128,8 +129,8 @@ def run(args):
     a bad option or an unknown case name (one line on standard error).
 
     Timing runs in a child process when the variables that bound the spinning
-    of idle threads (``environment.QUIET_THREADS``) are not all set yet (unless
-    ``--keep-env``).
+    of idle threads and keep freed memory for reuse (``environment.wanted()``)
+    are not all set yet (unless ``--keep-env``).
     """
     if args.list:
         _list_cases()

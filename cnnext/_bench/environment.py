@@ -24,9 +24,21 @@ these variables when they load, before any code of the suite runs, so
 (``rerun``).  A variable already set is kept (an ``OMP_WAIT_POLICY`` of the
 user's stands for both OpenMP variables), and ``cnnext bench --keep-env``
 times in the environment as it is.
+
+The same child keeps glibc's malloc from handing freed memory back to the
+system after every call (``KEEP_FREED_MEMORY``).  By default glibc returns
+the top of its heap once more than a threshold is free there, and serves
+large blocks with fresh mmaps; then every call whose temporaries end on top
+of the heap faults all their pages in again (PyTorch's forward-backward of
+the notebook layer: about 9,900 page faults, 39 MB, per call, doubling its
+time, or not, depending on where the last long-lived small object landed).
+A careful user of PyTorch on the CPU avoids that with the allocator its
+tuning guide recommends (jemalloc or tcmalloc: freed memory is reused); on
+glibc the same comes from two variables, for every library alike.
 """
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -41,13 +53,33 @@ QUIET_THREADS = {
 # The OpenMP variables a user's OMP_WAIT_POLICY overrides in their runtimes.
 OPENMP_WAITING = ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
+KEEP_FREED_MEMORY = {
+    # Blocks below 32 MB (glibc's largest threshold) come from the heap, not from
+    # mmaps of their own that would be unmapped when freed ...
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    # ... and the heap keeps up to 1 GB free at its top instead of shrinking.
+    # (Either alone is worse: setting one turns glibc's adaptive thresholds off.)
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+}
+
+
+def _glibc():
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def wanted():
+    """The variables the suite times with: QUIET_THREADS, and KEEP_FREED_MEMORY on glibc."""
+    return {**QUIET_THREADS, **(KEEP_FREED_MEMORY if _glibc() else {})}
+
 
 def missing():
-    """The variables of ``QUIET_THREADS`` to add to this process's environment (a dict)."""
+    """The variables of ``wanted()`` to add to this process's environment (a dict)."""
     chosen = set(os.environ)
     if "OMP_WAIT_POLICY" in chosen:
         chosen.update(OPENMP_WAITING)
-    return {name: value for name, value in QUIET_THREADS.items() if name not in chosen}
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        chosen.update(KEEP_FREED_MEMORY)  # the user tunes malloc their own way
+    return {name: value for name, value in wanted().items() if name not in chosen}
 
 
 def spinning_bounded():
@@ -62,6 +94,12 @@ def spinning_bounded():
 def describe():
     """The values in effect here, for the report (None: not set, the runtime's default)."""
     return {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", *QUIET_THREADS)}
+
+
+def describe_allocator():
+    """The malloc settings in effect here (None: not set), and GLIBC_TUNABLES when set."""
+    names = (*KEEP_FREED_MEMORY, *(("GLIBC_TUNABLES",) if "GLIBC_TUNABLES" in os.environ else ()))
+    return {name: os.environ.get(name) for name in names}
 
 
 def rerun(argv):

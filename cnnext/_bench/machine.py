@@ -11,15 +11,11 @@ from .impls import Unavailable
 from .timing import all_cores
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu():
+    """``cnnext._cpuinfo.identify()`` plus ``kind``, the title its tables are kept under."""
+    from .. import _cpuinfo
+
+    return {**_cpuinfo.identify(), "kind": _cpuinfo.kind()}
 
 
 def blas():
@@ -93,7 +89,8 @@ def describe(impls):
     """
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
+        "cpu": cpu()["name"],
+        "cpu_info": cpu(),
         "cores": all_cores(),
         "load_average": {"start": load_average()},
         "platform": platform.platform(),

@@ -134,7 +134,8 @@ def format_report(doc):
     m = doc["machine"]
     settings = doc["settings"]
     out = [f"cnnext bench  {m['date']}",
-           f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}",
+           f"cpu: {m['cpu']}, {m['cores']} cores",
+           f"machine: {m['platform']}",
            f"python {m['python']}, numpy {m['numpy']}, "
            + ", ".join(f"{k} {v}" for k, v in m["implementations"].items() if k != "numpy"),
            f"BLAS: {_blas_text(m['blas'])}"]
@@ -146,15 +147,19 @@ def format_report(doc):
     if m["other_cores"] is not None:
         out.append(f"other processes kept {m['other_cores']:.1f} of the {m['cores']} cores busy "
                    "on average during the run")
-    out.append("idle threads: " + ", ".join(
-        f"{name}={value}" if value is not None else f"{name} not set"
-        for name, value in settings["environment"].items()))
+    out.append("idle threads: " + _settings_text(settings["environment"]))
+    if settings.get("allocator"):
+        out.append("freed memory kept by malloc: " + _settings_text(settings["allocator"]))
     if settings["smoke"]:
         out.append("smoke mode: every implementation run once and checked, nothing timed")
     else:
         out.append(f"up to {settings['repeats']} repeats per timing "
                    f"(at least {settings['min_repeat_seconds'] * 1e3:.0f} ms each), threads "
                    "pinned for cnnext, torch and BLAS")
+        clocks = settings.get("clocks", {})
+        if clocks:
+            out.append("clock: " + ", ".join(f"{clock} at {n} thread(s)"
+                                             for n, clock in clocks.items()))
         for r in doc["roofline"]:
             name = "SGEMM" if r["dtype"] == "float32" else "DGEMM"
             out.append(f"roofline: {name} {r['gflops']:.1f} GFLOP/s on {r['threads']} "
@@ -169,6 +174,7 @@ def format_report(doc):
                 "must reach its goal; notebook: the seed notebook's layer, 8 filters 3x3 on "
                 "28x28 images):",
                 *(f"  {line}" for line in targets)]
+    out += _warnings(doc)
     for title, families, columns in SECTIONS:
         for dtype in settings["dtypes"]:
             for threads in settings["threads"]:
@@ -181,6 +187,40 @@ def format_report(doc):
                     out += ["", heading, *block]
     out += ["", NOTES]
     return "\n".join(out)
+
+
+def _settings_text(values):
+    return ", ".join(f"{name}={value}" if value is not None else f"{name} not set"
+                     for name, value in values.items())
+
+
+# A call faulting in this many pages (4 KiB) is spending a noticeable share of its
+# time on fresh memory; a 1-thread call whose process used this share of its
+# CPU time on other threads was not timed whole by the thread's clock.
+FAULTS_NOTED = 256
+HELPER_CPU_NOTED = 0.05
+
+
+def _warnings(doc):
+    """Lines naming timings the clock or fresh memory may have distorted (none: nothing)."""
+    faulting, helped = [], []
+    for row in doc["results"]:
+        if row["status"] != "ok":
+            continue
+        name = f"{row['case']} {row['dtype']} {row['threads']}t {row['impl']}"
+        if row.get("faults_per_call", 0) >= FAULTS_NOTED:
+            faulting.append(f"{name} ({row['faults_per_call']:.0f})")
+        if row["threads"] == 1 and row.get("helper_cpu_seconds", 0) >= (
+                HELPER_CPU_NOTED * row["seconds"]):
+            helped.append(f"{name} ({100 * row['helper_cpu_seconds'] / row['seconds']:.0f}%)")
+    lines = []
+    if faulting:
+        lines += ["", f"page faults per call >= {FAULTS_NOTED} (fresh memory every call):",
+                  *(f"  {line}" for line in faulting)]
+    if helped:
+        lines += ["", "1-thread timings where other threads of the process used CPU "
+                  "(not counted by the thread clock):", *(f"  {line}" for line in helped)]
+    return lines
 
 
 def _other_cores(doc, families, dtype, threads):
@@ -273,9 +313,11 @@ def headline(doc, peer="torch"):
 
 
 # The convolution speed goals: the notebook layer against PyTorch, layers with 32+
-# input channels against PyTorch and the single-core SGEMM rate, and the
+# input channels against PyTorch and the single-core SGEMM rate, the
+# small-channel layers cifar-1 and lenet-2 against PyTorch, and the
 # scaling from 1 to 2 threads at batch 256.
 WIDE = tuple(name for name, shape in CONV_SHAPES.items() if shape.c >= 32)
+NARROW = ("cifar-1", "lenet-2")
 BATCH_256 = (*(f"conv2d.{op}.{name}" for name, shape in CONV_SHAPES.items()
                 if shape.n == 256 for op in CONV_OPS), "train.notebook.b256")
 
@@ -308,15 +350,17 @@ def goals(doc):
                 if (case, n) in rows and key in rows[case, n]}
 
     wide = [f"conv2d.{op}.{name}" for name in WIDE for op in CONV_OPS]
+    narrow = [f"conv2d.{op}.{name}" for name in NARROW for op in CONV_OPS]
     against_torch = (("notebook forward", ["conv2d.forward.notebook"], 5.0),
                      ("notebook forward+backward", ["conv2d.forward-backward.notebook"], 10.0),
-                     (f"{'/'.join(WIDE)} (32+ input channels)", wide, 1.0))
+                     (f"{'/'.join(WIDE)} (32+ input channels)", wide, 1.0),
+                     ("/".join(NARROW), narrow, 1.0))
     lines = [_judged(f"{label} vs torch >= {goal:g}x, {n} thread(s)", figures(cases, n), goal,
                      format_ratio)
              for label, cases, goal in against_torch for n in threads]
     if 1 in threads:
-        lines.append(_judged(f"{'/'.join(WIDE)} share of the 1-thread SGEMM rate >= 70%",
-                             figures(wide, 1, "peak_fraction"), 0.7,
+        lines.append(_judged(f"{'/'.join(WIDE)} share of the 1-thread SGEMM rate >= 80%",
+                             figures(wide, 1, "peak_fraction"), 0.8,
                              lambda value: f"{100 * value:.0f}%"))
     if 1 in threads and len(threads) > 1:
         n = max(threads)

@@ -19,9 +19,9 @@ from .. import _progress
 from . import environment, machine, roofline
 from .cases import CASES
 from .impls import Unavailable
-from .timing import measure, pinned_threads
+from .timing import clock_for, measure, pinned_threads
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Largest error allowed, relative to the largest reference value (or to the
 # scale a check names): loose enough for float32 accumulation order over
@@ -99,7 +99,8 @@ def run_group(impls, case, dtype, threads, inputs, reference, settings):
     if not settings.smoke and timed:
         before, start = machine.cpu_seconds(), time.perf_counter()
         timings = measure([bound.run for _, bound in timed], settings.repeats,
-                          settings.budget_seconds, settings.min_repeat_seconds)
+                          settings.budget_seconds, settings.min_repeat_seconds,
+                          clock=clock_for(threads)[1])
         others = machine.other_cores(before, machine.cpu_seconds(), time.perf_counter() - start)
         for (row, bound), timing in zip(timed, timings, strict=True):
             row.update(_timed_fields(timing, bound), other_cores=others)
@@ -114,7 +115,9 @@ def _timed_fields(timing, bound):
     return {"status": "ok", "seconds": timing.median / scale, "q1": q1 / scale,
             "q3": q3 / scale, "spread": timing.spread,
             "samples": [sample / scale for sample in timing.samples], "loops": timing.loops,
-            "calls_per_run": scale, "extrapolated": scale < 1}
+            "calls_per_run": scale, "extrapolated": scale < 1,
+            "faults_per_call": timing.faults_per_call / scale,
+            "helper_cpu_seconds": timing.helper_cpu_per_call / scale}
 
 
 def run(cases, impls, dtypes, threads, settings, progress=True):
@@ -123,7 +126,9 @@ def run(cases, impls, dtypes, threads, settings, progress=True):
         "schema": SCHEMA_VERSION,
         "machine": machine.describe(impls),
         "settings": {**asdict(settings), "threads": list(threads), "dtypes": list(dtypes),
-                     "tolerance": TOLERANCE, "environment": environment.describe()},
+                     "tolerance": TOLERANCE, "environment": environment.describe(),
+                     "allocator": environment.describe_allocator(),
+                     "clocks": {str(n): clock_for(n)[0] for n in threads}},
         "roofline": [],
         "cases": [],
         "results": [],
@@ -134,7 +139,8 @@ def run(cases, impls, dtypes, threads, settings, progress=True):
             with pinned_threads(n):
                 for dtype in dtypes:
                     rate, size = roofline.gemm_rate(dtype, settings.repeats,
-                                                    settings.budget_seconds, settings.gemm_sizes)
+                                                    settings.budget_seconds, settings.gemm_sizes,
+                                                    threads=n)
                     doc["roofline"].append({"threads": n, "dtype": dtype, "gflops": rate,
                                             "n": size})
 
