@@ -49,16 +49,10 @@ def mirror(src: Path, dst: Path) -> None:
 
 
 def drop_stale_outputs(stage: Path) -> None:
-    """Delete the built Python files (copying them again is cheap, and build_py
-    trusts mtimes) and the kernel modules whose .pyx is gone (setuptools would
-    install them)."""
+    """Delete the built Python files: copying them again is cheap, and build_py
+    trusts mtimes.  (setup.py itself drops kernel modules it no longer builds.)"""
     for built in stage.glob("build/lib*/**/*.py*"):
         built.unlink()
-    kernels = stage / "cnnext" / "_kernels"
-    for built in stage.glob("build/lib*/cnnext/_kernels/*"):
-        source = kernels / f"{built.name.split('.')[0]}.pyx"
-        if built.suffix in {".so", ".pyd"} and not source.exists():
-            built.unlink()
 
 
 def main() -> int:

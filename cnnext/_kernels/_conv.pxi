@@ -15,8 +15,8 @@
 # 3. Staging copies (_conv_staging.pxi): padded images, im2col panels,
 #    packed weights, gy transposed, col2im; Winograd's transforms
 #    (_conv_winograd.pxi).
-# 4. Register-tile microkernels (_conv_tiles.pxi) over the vector layer of
-#    _conv_simd.pxi (one per instruction set).
+# 4. Register-tile microkernels (_conv_tiles.pxi) over the vector layer
+#    (simd.h through simd.pxd: one implementation per instruction set).
 #
 # Algorithms, chosen per shape by the Plan:
 #   forward       Winograd F(2x2, 3x3) for 3x3 stride-1 layers with many
@@ -56,8 +56,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from ._openmp_helpers cimport effective_num_threads
+from .simd cimport *  # noqa: F403
 
-include "_conv_simd.pxi"
 include "_conv_tiles.pxi"
 include "_conv_staging.pxi"
 include "_conv_winograd.pxi"

@@ -1,7 +1,7 @@
 # Register-tile microkernels of the convolution kernels (included by _conv.pxi).
 #
 # Each keeps a fixed-size tile of accumulators in vector registers (sizes
-# from _conv_simd.pxi) for a whole reduction, so every load feeds several
+# from simd.h) for a whole reduction, so every load feeds several
 # multiply-adds, and runs a sequence of tiles.  gcc keeps a tile in registers
 # only when every access to it has compile-time indices after complete
 # unrolling, and it unrolls (code-growing) loops completely only inside

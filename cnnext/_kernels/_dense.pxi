@@ -14,8 +14,8 @@
 # 2. The def functions at the end release the GIL and split the work over
 #    OpenMP threads when it is large enough to pay for waking them: by groups
 #    of examples (y, gx) or by blocks of columns (gw).
-# 3. Two register tiles on the vector layer of the convolution kernels
-#    (_conv_simd.pxi: one register type per instruction set):
+# 3. Two register tiles on the vector layer shared with the convolution
+#    kernels (simd.h through simd.pxd: one register type per instruction set):
 #      dot tiles   DOT_ROWS examples x DOT_OUTS outputs, each a dot product
 #                  along I kept as a vector of partial sums, reduced once:
 #                  the forward pass;
@@ -40,14 +40,16 @@ from cython.parallel cimport prange
 
 from ._openmp_helpers cimport effective_num_threads
 
+from .simd cimport *  # noqa: F403
+
 include "_compiled_isa.pxi"
-include "_conv_simd.pxi"
 
 cdef extern from *:
     """
+    #include "isa.h"
     /* Tile sizes: accumulators plus loaded operands fit the vector registers
        (32 with AVX-512 and on arm64, 16 otherwise). */
-    #if defined(__AVX512F__) || defined(__aarch64__)
+    #if CNX_VEC_REGISTERS >= 32
     #define CNX_DENSE_DOT_ROWS 4
     #define CNX_DENSE_AXPY_ROWS 4
     #else

@@ -1,2 +1,0 @@
-# The x86-64-v3 build of the dense-layer kernels (flags in setup.py, ISA_FLAGS).
-include "_dense.pxi"
