@@ -12,7 +12,8 @@ from ._version import __version__
 
 get_num_threads = _openmp_helpers.get_num_threads
 set_num_threads = _openmp_helpers.set_num_threads
-
+# OMP_NUM_THREADS is checked once, at import (the kernels check every call).
+_openmp_helpers.check_environment()
 
 
 def kernel_families():

@@ -7,7 +7,25 @@ Semantics (as in scikit-learn's ``_openmp_helpers``):
   ``omp_get_max_threads()``, which honours ``OMP_NUM_THREADS`` and
   ``threadpoolctl.threadpool_limits(user_api="openmp")``;
 * a build without OpenMP always runs on one thread.
+
+Every count goes through one range check, whatever its source: 1 to
+``MAX_THREADS``.  ``set_num_threads`` refuses a count outside it; a count
+OpenMP reports outside it (``OMP_NUM_THREADS=100000``, a value that
+overflowed OpenMP's int, threadpoolctl asked for a million) is replaced by
+the processor count, with a RuntimeWarning at import for the environment
+variable.  Asked for 100,000 threads, libgomp's ``alloca`` of its per-thread
+start data overflows the calling thread's stack: a segfault, not an error.
+
+A worker stack size (``OMP_STACKSIZE``, else ``GOMP_STACKSIZE``, parsed as
+the OpenMP runtime parses them) of the machine's memory or more cannot be
+mapped, and the runtime exits the process when it fails to start a thread:
+then the kernels run on the calling thread only (no worker is started),
+with a RuntimeWarning at import.
 """
+
+import os
+import re
+import warnings
 
 cdef extern from *:
     """
@@ -25,16 +43,30 @@ cdef extern from *:
     int omp_get_max_threads() noexcept nogil
     int omp_get_num_procs() noexcept nogil
 
+# The most threads any source may ask for: enough for any machine, few
+# enough that a typo cannot ask the OpenMP runtime for millions.
+cdef enum:
+    _MAX_THREADS = 4096
+MAX_THREADS = _MAX_THREADS
+
 # 0 means "follow omp_get_max_threads()".
 cdef int _requested_threads = 0
+# Used instead of an out-of-range count from OpenMP.
+cdef int _fallback_threads = max(1, min(omp_get_num_procs(), _MAX_THREADS))
+# 1 when no worker thread can be started (see the module docstring).
+cdef int _calling_thread_only = 0
 
 
 cdef int effective_num_threads() noexcept nogil:
-    if CNNEXT_OPENMP_VERSION == 0:
+    cdef int n
+    if CNNEXT_OPENMP_VERSION == 0 or _calling_thread_only:
         return 1
     if _requested_threads > 0:
         return _requested_threads
-    return omp_get_max_threads()
+    n = omp_get_max_threads()
+    if n < 1 or n > _MAX_THREADS:
+        return _fallback_threads
+    return n
 
 
 def openmp_version():
@@ -83,7 +115,80 @@ def set_num_threads(n):
     count = n.__index__()
     if count < 1:
         raise ValueError(f"set_num_threads: n must be >= 1 (or None for the default), got {count}")
-    # Bound it so a typo cannot ask the OpenMP runtime for millions of threads.
-    if count > 4096:
-        raise ValueError(f"set_num_threads: n must be <= 4096, got {count}")
+    if count > _MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be <= {_MAX_THREADS}, got {count}")
     _requested_threads = count
+
+
+_STACKSIZE = re.compile(r"\s*([+-]?)([0-9]+)\s*(?:([bkmgBKMG])\s*)?")
+_SHIFTS = {"b": 0, "k": 10, "m": 20, "g": 30}
+
+
+def parse_stacksize(text):
+    """parse_stacksize(text)
+
+    Bytes of a worker stack size setting as libgomp reads it (a number with an
+    optional B, K (the default), M or G suffix; ``strtoul``'s wrap-around of a
+    minus sign included), or None for a value the runtime ignores.
+    """
+    match = _STACKSIZE.fullmatch(text)
+    if match is None:
+        return None
+    sign, digits, suffix = match.groups()
+    value = int(digits)
+    if value >= 2**64:
+        return None
+    if sign == "-":
+        value = (2**64 - value) % 2**64
+    value <<= _SHIFTS[(suffix or "k").lower()]
+    return value if value < 2**64 else None
+
+
+def _memory_bytes():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_environment(environ=os.environ):
+    """check_environment(environ=os.environ)
+
+    Check what the OpenMP runtime took from the environment, once, at import:
+
+    * a default thread count (``OMP_NUM_THREADS``) outside 1..MAX_THREADS:
+      the kernels use the processor count instead;
+    * a worker stack size (``OMP_STACKSIZE``/``GOMP_STACKSIZE``) of the
+      machine's memory or more: the kernels start no worker thread.
+
+    Each warns (RuntimeWarning) saying what was found and what is done.
+    Returns the warnings' texts (a list, empty when all is well).
+    """
+    global _calling_thread_only
+    messages = []
+    if CNNEXT_OPENMP_VERSION == 0:
+        return messages
+    n = omp_get_max_threads()
+    if not 1 <= n <= _MAX_THREADS:
+        setting = environ.get("OMP_NUM_THREADS")
+        source = "OpenMP's default" if setting is None else f"OMP_NUM_THREADS={setting!r}"
+        messages.append(
+            f"{source} asks for {n} threads, outside the 1..{_MAX_THREADS} that "
+            f"cnnext.set_num_threads accepts; cnnext's kernels use {_fallback_threads} "
+            f"(the processor count) instead")
+    for name in ("OMP_STACKSIZE", "GOMP_STACKSIZE"):
+        size = None if name not in environ else parse_stacksize(environ[name])
+        if size is None:
+            continue  # unset, or ignored by the runtime: the next one counts
+        memory = _memory_bytes()
+        if memory is not None and size >= memory:
+            _calling_thread_only = 1
+            messages.append(
+                f"{name}={environ[name]!r} asks for {size} bytes of stack per OpenMP thread, "
+                f"more than this machine's {memory} bytes of memory: no thread could start, "
+                f"and the OpenMP runtime would end the process; cnnext's kernels run on the "
+                f"calling thread only")
+        break
+    for message in messages:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return messages
