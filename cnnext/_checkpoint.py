@@ -25,6 +25,7 @@ layers' own argument checks, and layer constructors may not allocate more
 parameters than the file holds.  Any failure is a ``CheckpointError``.
 """
 
+import errno
 import io
 import json
 import math
@@ -37,8 +38,8 @@ import zlib
 
 import numpy as np
 
+from . import _files, losses, optim
 from . import layers as _layers
-from . import losses, optim
 from . import model as _model
 from ._version import __version__
 from .layers import base as _layer_base
@@ -59,10 +60,17 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------- save
-def save(model, path):
-    """Write ``model`` to ``path`` atomically (see the module docstring)."""
-    path = os.fspath(path)
+def save(model, path, owner="Sequential.save"):
+    """Write ``model`` to ``path`` atomically (see the module docstring).
+
+    What is written is read back by ``load`` before it replaces ``path``:
+    a file ``load_model`` would refuse never replaces one it accepts.
+    Non-finite parameters or optimiser state (a diverged model) are refused
+    up front, naming the parameter, and nothing is written.
+    """
+    path = _path(owner, path)
     params = model.parameters()
+    _check_finite(owner, params, model.optimizer)
     arrays = {f"params/{name}": array for name, array in params.items()}
     meta = {
         "format": FORMAT,
@@ -87,32 +95,126 @@ def save(model, path):
             arrays.update({f"optimizer/{name}/{k}": v for k, v in slots.items()})
         meta["optimizer"] = {"type": state_dict["type"], "config": state_dict["config"],
                              "state": state}
-    text = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
+    try:
+        text = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{owner}: the model's configuration cannot be stored ({exc}); "
+                         f"nothing was written to {path}") from None
     members = {META_MEMBER[:-4]: np.frombuffer(text, dtype=np.uint8), **arrays}
-    _write_atomically(path, members)
+    write_atomically(path, lambda file: np.savez(file, **members), verify=_verify(owner, path),
+                     owner=owner)
 
 
 def _describe(array):
     return {"shape": list(array.shape), "dtype": array.dtype.name}
 
 
-def _write_atomically(path, members):
+def _path(owner, path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{owner}: path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _check_finite(owner, params, optimizer):
+    """Refuse to save what ``load`` refuses: NaN or infinity in a parameter or its state."""
+    for name, array in params.items():
+        if not np.isfinite(array).all():
+            raise ValueError(f"{owner}: parameter {name!r} holds NaN or infinite values (the "
+                             f"model diverged); a checkpoint of it could not be loaded, so "
+                             f"nothing was written. Save before the divergence, or train with "
+                             f"fit(on_nan='raise'), which keeps the last finite weights")
+    if optimizer is None:
+        return
+    for name, entry in optimizer.state.items():
+        for slot, value in entry.items():
+            if isinstance(value, np.ndarray) and not np.isfinite(value).all():
+                raise ValueError(f"{owner}: the optimiser's {slot!r} of parameter {name!r} "
+                                 f"holds NaN or infinite values; a checkpoint of it could not "
+                                 f"be loaded, so nothing was written")
+
+
+def _verify(owner, path):
+    def verify(temporary):
+        try:
+            load(temporary)
+        except CheckpointError as exc:
+            reason = str(exc).removeprefix(f"{temporary}: ")
+            raise ValueError(f"{owner}: this model cannot be stored in a checkpoint that "
+                             f"load_model accepts ({reason}); {path} was left as it was") from None
+    return verify
+
+
+def check_destination(owner, path, what="path"):
+    """check_destination(owner, path, what="path")
+
+    Refuse, before any work is done, a destination ``write_atomically``
+    could not write: its directory missing or not writable, or ``path`` a
+    directory.  The check creates and removes a temporary file beside
+    ``path``, so permissions, read-only file systems and full quotas on
+    creation all show up now, in an error naming the user's path.
+
+    Returns
+    -------
+    str
+        ``path`` as a str (``os.fspath``).
+    """
+    path = _path(owner, path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{owner}: {what} is a directory", path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(errno.ENOTDIR, f"{owner}: {directory} is not a directory",
+                                 path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"{owner}: the directory of {what} does not exist "
+                                f"({directory})", path)
+    fd, temporary = _temporary(owner, path)
+    os.close(fd)
+    os.unlink(temporary)
+    return path
+
+
+def _temporary(owner, path):
+    """A new temporary file beside ``path``: (fd, its path); an error names ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(
         directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never write through someone else's file; mode 0o666 lets the
-    # umask decide the final permissions, as for any new file.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
+    try:
+        # O_EXCL: never write through someone else's file; mode 0o666 lets the
+        # umask decide the final permissions, as for any new file.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"{owner}: cannot write beside {path} ({exc.strerror})",
+                        path) from None
+    return fd, temporary
+
+
+def write_atomically(path, write, verify=None, owner="Sequential.save"):
+    """write_atomically(path, write, verify=None, owner="Sequential.save")
+
+    ``write(file)`` into a temporary file beside ``path``, flushed to disk,
+    checked by ``verify(temporary path)`` when given, then renamed over
+    ``path`` (and the rename made durable): a reader of ``path`` sees the
+    old file or the whole new one, never a part, and an error leaves the old
+    file in place and no temporary file behind.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = _temporary(owner, path)
     try:
         with os.fdopen(fd, "wb") as file:
-            np.savez(file, **members)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
+        if verify is not None:
+            verify(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(exc, OSError) and exc.filename == temporary:
+            raise type(exc)(exc.errno, f"{owner}: cannot write {path} ({exc.strerror})",
+                            path) from None
         raise
     _fsync_directory(directory)
 
@@ -135,7 +237,16 @@ def _fsync_directory(directory):
 def load(path):
     """Rebuild the model stored at ``path``; CheckpointError if anything is off."""
     path = os.fspath(path)
-    with open(path, "rb") as file:
+    # A device or FIFO is refused unread; the archive is read through a view
+    # whose length is fixed now, so every read below is bounded by it.
+    raw = _files.open_regular(path, CheckpointError)
+    try:
+        view = _files.BoundedFile(raw)
+    except OSError as exc:  # a /proc file whose end cannot be sought
+        raw.close()
+        raise CheckpointError(f"{path}: not a cnnext checkpoint (its end cannot be found: "
+                              f"{exc.strerror or exc})") from None
+    with view as file:
         try:
             archive = zipfile.ZipFile(file)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError,
@@ -144,7 +255,7 @@ def load(path):
                                   f"archive: {exc})") from None
         with archive:
             try:
-                return _Reader(path, archive, os.fstat(file.fileno()).st_size).model()
+                return _Reader(path, archive, file.length).model()
             # UnicodeDecodeError: a member's local header flags its name UTF-8 but it is not.
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
                     NotImplementedError, UnicodeDecodeError) as exc:

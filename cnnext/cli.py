@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import __version__, datasets, get_num_threads, models, optim, set_num_threads, show_config
+from ._checkpoint import check_destination
 from .datasets import _home, _mnist, _sample
 
 DATASET_CHOICES = ("mnist", "fashion-mnist", "sample")
@@ -162,6 +163,11 @@ def run_train(args, rest):
     if args.threads is not None:
         warn_if_oversubscribed(args.threads)
         set_num_threads(args.threads)
+    # Where results go is checked before the data is loaded and the model
+    # trained: a destination that cannot be written fails now, not after.
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        if path is not None:
+            check_destination(option, path)
     (x_train, y_train), (x_test, y_test), source = load_data(args.dataset)
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]

@@ -163,6 +163,29 @@ def test_runtime_error_is_one_line_exit_1(tmp_path, capsys):
     assert err[-1].startswith("cnnext train: error: ") and str(target.parent) in err[-1]
 
 
+@pytest.mark.parametrize("where", ["a missing directory", "a directory", "a file as directory"])
+def test_save_destination_is_checked_before_training(tmp_path, capsys, monkeypatch, where):
+    """A --save that cannot be written fails before the data is loaded or anything
+    trained, and the message names the user's path (not a temporary file)."""
+    (tmp_path / "file").write_text("")
+    target = {"a missing directory": tmp_path / "missing-dir" / "model.npz",
+              "a directory": tmp_path,
+              "a file as directory": tmp_path / "file" / "model.npz"}[where]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(cnnext.Sequential, "fit", no_training)
+    monkeypatch.setattr(cli, "load_data", no_training)
+    code = cli.main(["train", "--dataset", "sample", "--save", str(target)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "training" not in captured.out
+    assert captured.err.startswith("cnnext train: error: ") and str(target) in captured.err
+    assert ".tmp" not in captured.err
+    assert os.listdir(tmp_path) == ["file"]
+
+
 def test_interrupt_exits_130_in_one_line(monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -95,10 +95,10 @@ def test_gzip_bomb_is_refused_without_inflating_it():
         parse_idx(bomb, "bomb.gz", max_bytes=1_000_000)
 
 
-def test_file_over_the_cap_on_disk_is_not_read(tmp_path):
+def test_file_over_the_cap_on_disk_is_not_read_past_it(tmp_path):
     path = tmp_path / "big"
     path.write_bytes(header(0x08, 100) + bytes(100))
-    with pytest.raises(DataFileError, match=f"{path}: file is 108 bytes, over the limit of 50"):
+    with pytest.raises(DataFileError, match=f"{path}: holds more than 50 bytes, over the limit"):
         read_idx(path, max_bytes=50)
 
 

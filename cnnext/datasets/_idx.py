@@ -10,15 +10,12 @@ memory is allocated, so a corrupt, truncated, foreign or hostile file (a gzip
 bomb, a header declaring terabytes) raises ``DataFileError`` naming the file.
 """
 
-import gzip
-import io
 import math
 import os
-import zlib
-from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from .._functional._checks import to_int
 
 # Type byte -> big-endian NumPy dtype, as defined by the IDX format.
@@ -33,6 +30,8 @@ IDX_DTYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 # The largest file of either dataset decompresses to 47 MB.
 DEFAULT_MAX_BYTES = 1 << 28
+# NumPy's limit on the number of dimensions (32 before NumPy 2).
+MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
 
 
 class DataFileError(ValueError):
@@ -46,34 +45,27 @@ def check_max_bytes(func, max_bytes):
     return max_bytes
 
 
-def read_file_capped(path, max_bytes, what="file"):
-    """The bytes of ``path``, refusing a file over ``max_bytes`` before reading it."""
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise DataFileError(f"{path}: {what} is {size} bytes, over the limit of {max_bytes}")
-    return path.read_bytes()
+def read_file_capped(path, max_bytes):
+    """The bytes of the regular file ``path``, refusing more than ``max_bytes``.
+
+    The bound is on the bytes actually read (see ``cnnext._files``): devices,
+    FIFOs and sockets are refused unread, and a file reporting a small size
+    that holds more (``/proc``) stops being read one byte past the limit.
+    """
+    return _files.read_regular_capped(path, max_bytes, DataFileError)
 
 
 def decompress_capped(data, name, max_bytes):
     """``data`` gunzipped when it starts with the gzip magic, else unchanged.
 
-    Decompresses at most ``max_bytes + 1`` bytes, so a gzip bomb is refused
-    without being inflated.  Reading to the end checks the CRC and length in
-    the gzip trailer.
+    Decompresses at most ``max_bytes + 1`` bytes, a chunk at a time, so a
+    gzip bomb is refused without being inflated and a huge ``max_bytes``
+    allocates nothing up front.  Reading to the end checks the CRC and length
+    in the gzip trailer.
     """
     if not data.startswith(GZIP_MAGIC):
         return data
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            content = stream.read(max_bytes + 1)
-            if len(content) > max_bytes:
-                raise DataFileError(
-                    f"{name}: decompresses to more than {max_bytes} bytes, over the limit"
-                )
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataFileError(f"{name}: corrupt or truncated gzip data ({exc})") from None
-    return content
+    return _files.gunzip_capped(data, max_bytes, name, DataFileError)
 
 
 def parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES):
@@ -114,6 +106,9 @@ def parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES):
         )
     if ndim == 0:
         raise DataFileError(f"{name}: IDX header declares 0 dimensions")
+    if ndim > MAX_NDIM:
+        raise DataFileError(f"{name}: IDX header declares {ndim} dimensions; NumPy arrays have "
+                            f"at most {MAX_NDIM}")
     header_size = 4 + 4 * ndim
     if len(content) < header_size:
         raise DataFileError(
