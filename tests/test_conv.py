@@ -15,6 +15,7 @@ from cnnext import _dispatch
 from cnnext import _reference as reference
 from cnnext import functional as F
 from cnnext._functional import conv as conv_module
+from cnnext._functional import conv_taps
 
 DTYPES = [np.float32, np.float64]
 
@@ -361,6 +362,10 @@ TORCH_CASES = [
     (2, 1, 28, 28, 8, 3, 3, 1, 0, 1),
     (2, 3, 15, 17, 6, 3, 2, (2, 1), (1, 0), (1, 2)),
     (1, 8, 8, 8, 16, 3, 3, 1, 1, 1),
+    # Windows reaching far past the image: computed tap by tap, as torch answers at once.
+    (2, 3, 4, 5, 4, 3, 3, 1, 2**20, 2**20),
+    (2, 3, 4, 5, 4, 3, 3, 1, 2**40, 2**40),
+    (1, 2, 5, 4, 3, 3, 2, (2**19, 1), (2**20, 1), (1, 3)),
 ]
 
 
@@ -381,6 +386,24 @@ def test_against_torch(case, dtype, torch):
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=rtol, atol=atol)
     for got, want in zip(grads, (tx.grad, tw.grad, tb.grad), strict=True):
         np.testing.assert_allclose(got, want.numpy(), rtol=rtol, atol=atol)
+
+
+def test_only_geometries_whose_padded_copy_is_mostly_padding_go_tap_by_tap():
+    x = np.zeros((2, 3, 4, 5), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    for geometry in [(1, 2**20, 2**20), (3, 2**61, 2**61), ((2**19, 1), (2**20, 1), 1)]:
+        plan = conv_module._plan("test", x, w, *geometry)
+        stride, padding, dilation = (reference.pair(v) for v in geometry)
+        assert type(plan) is conv_taps.TapPlan
+        assert plan.output_shape == (2, 4, *(
+            reference.output_size(size, 3, stride[i], padding[i], dilation[i])
+            for i, size in enumerate((4, 5))))
+    # Ordinary and large real images keep the compiled kernels.
+    for shape, geometry in [((2, 3, 4, 5), (1, 1, 1)), ((1, 1, 28, 28), (1, 0, 1)),
+                            ((1, 1, 1500, 1500), (1, 200, 2))]:
+        x = np.zeros(shape, np.float32)
+        w = np.zeros((4, shape[1], 3, 3), np.float32)
+        assert type(conv_module._plan("test", x, w, *geometry)) is not conv_taps.TapPlan
 
 
 def test_gil_is_released_during_the_kernels():

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from .. import _dispatch
-from . import _checks
+from . import _checks, conv_taps
 
 _kernels = _dispatch.load("_conv")
 
@@ -97,7 +97,8 @@ def _plan(func, x, w, stride, padding, dilation, reformulate=True):
         plan = _plans.get(key)
         if plan is not None:
             return plan
-    plan = _kernels.Plan(*_plan_args(func, x, w, stride, padding, dilation), reformulate)
+    plan = conv_taps.plan(func, x, w, stride, padding, dilation) or _kernels.Plan(
+        *_plan_args(func, x, w, stride, padding, dilation), reformulate)
     if plain:
         if len(_plans) >= _PLAN_CACHE_SIZE:
             _plans.clear()
@@ -169,6 +170,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
         y = np.empty(plan.output_shape, x.dtype)
     else:
         y = _checks.out_array(func, "out", out, plan.output_shape, x.dtype, inputs=(x, w, b))
+    if type(plan) is conv_taps.TapPlan:
+        return conv_taps.conv2d(plan, x, w, b, y)
     if x.shape[0]:
         forward = _by_dtype[x.dtype][0]
         forward(plan, _checks.contiguous(x), _checks.contiguous(w),
@@ -226,6 +229,8 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
             _finite(w) and (plan.data_kernel != "winograd" or _finite(gy))):
         plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
     gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+    if type(plan) is conv_taps.TapPlan:
+        return conv_taps.conv2d_backward(plan, gy, x, w, gx, gw, gb)
     if x.shape[0] == 0:
         gw.fill(0)
         gb.fill(0)
