@@ -32,6 +32,7 @@ import operator
 import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -48,10 +49,10 @@ from cnnext import functional as F
 from cnnext._bench import notebook_loops
 
 try:
-    from reliability_testing import run_json_lines, same_values, scaled, subprocess_env
+    from reliability_testing import SANITIZED, run_json_lines, same_values, scaled, subprocess_env
 except ImportError:  # run as a script from another directory
     sys.path.insert(0, str(Path(__file__).parent))
-    from reliability_testing import run_json_lines, same_values, scaled, subprocess_env
+    from reliability_testing import SANITIZED, run_json_lines, same_values, scaled, subprocess_env
 
 REFUSALS = (ValueError, TypeError, MemoryError)
 
@@ -65,6 +66,8 @@ class Case(NamedTuple):
     inputs: tuple = ()  # arrays the call must leave unmodified
     documented: tuple = ()  # other exception types the target documents
     owners: tuple = ()  # other names an error may start with (a delegate's)
+    raises: tuple = ()  # when given, the call must raise one of these (nothing else will do)
+    computes: bool = False  # the call must return: valid input, no refusal (MemoryError) allowed
 
 
 # --------------------------------------------------------------- array spoilers
@@ -953,9 +956,201 @@ def _system_copy(loader):
     raise FileNotFoundError("no system copy: a loader that computes is wrong")
 
 
+# ------------------------------------------------------------ huge geometry
+def _loop_conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
+    """conv2d from its definition, an output position and tap at a time, in float64
+    and Python integers: the oracle of tiny outputs of any geometry (the
+    reference pads the input for real, which a padding of 2**40 does not allow)."""
+    (sh, sw), (ph, pw), (dh, dw) = (ref.pair(v) for v in (stride, padding, dilation))
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    (n, c, h, wd), (k, _, kr, ks) = x.shape, w.shape
+    ho, wo = (h + 2 * ph - dh * (kr - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (ks - 1) - 1) // sw + 1
+    y = np.zeros((n, k, ho, wo))
+    for i, j, r, s in itertools.product(range(ho), range(wo), range(kr), range(ks)):
+        row, col = i * sh + r * dh - ph, j * sw + s * dw - pw
+        pixels = x[:, :, row, col] if 0 <= row < h and 0 <= col < wd else np.zeros((n, c))
+        y[:, :, i, j] += pixels @ w[:, :, r, s].T
+    return y if b is None else y + np.asarray(b, np.float64)[None, :, None, None]
+
+
+def _loop_conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1):
+    """(gx, gw, gb) of ``_loop_conv2d``, from the same definition."""
+    (sh, sw), (ph, pw), (dh, dw) = (ref.pair(v) for v in (stride, padding, dilation))
+    gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
+    (n, c, h, wd), (_, _, kr, ks), (_, _, ho, wo) = x.shape, w.shape, gy.shape
+    gx, gw = np.zeros_like(x), np.zeros_like(w)
+    for i, j, r, s in itertools.product(range(ho), range(wo), range(kr), range(ks)):
+        row, col = i * sh + r * dh - ph, j * sw + s * dw - pw
+        inside = 0 <= row < h and 0 <= col < wd
+        pixels = x[:, :, row, col] if inside else np.zeros((n, c))
+        gw[:, :, r, s] += gy[:, :, i, j].T @ pixels
+        if inside:
+            gx[:, :, row, col] += gy[:, :, i, j] @ w[:, :, r, s]
+    return gx, gw, gy.sum(axis=(0, 2, 3))
+
+
+HUGE_GEOMETRIES = [
+    ("padding and dilation 2**20", dict(padding=2**20, dilation=2**20)),
+    ("padding and dilation 2**40", dict(padding=2**40, dilation=2**40)),
+    ("stride 3, padding and dilation 2**61", dict(stride=3, padding=2**61, dilation=2**61)),
+    ("padding 2**20 with stride 2**19", dict(stride=(2**19, 1), padding=(2**20, 1))),
+    ("padding (2**20, 1), dilation (2**20, 1)", dict(padding=(2**20, 1), dilation=(2**20, 1))),
+    ("padding 1100 and dilation 1100", dict(stride=(1, 2), padding=1100, dilation=1100)),
+]
+
+
+def huge_geometry_cases():
+    """Valid geometries whose windows reach far past a small image: a few outputs, each
+    computed at once (PyTorch's answer), never a padded copy of terabytes."""
+    x, w, b = _fill((2, 3, 4, 5), seed=21), _fill((4, 3, 3, 3), seed=22), _fill((4,), seed=23)
+    poisoned_w = with_value(with_value(w, np.inf, 0), np.nan, 40)
+    poisoned_x = with_value(x, -np.inf, 7)
+    for label, geometry in HUGE_GEOMETRIES:
+        y = _loop_conv2d(x, w, b, **geometry)
+        gy = _fill(y.shape, seed=24)
+        for what, xv, wv in (("", x, w), (", NaN and inf in w", x, poisoned_w),
+                             (", -inf in x", poisoned_x, w)):
+            yield Case("conv2d", label + what, functools.partial(F.conv2d, xv, wv, b, **geometry),
+                       (), functools.partial(_loop_conv2d, xv, wv, b, **geometry), (xv, wv, b),
+                       computes=True)
+        yield Case("conv2d_backward", label,
+                   functools.partial(F.conv2d_backward, gy, x, w, **geometry), (),
+                   functools.partial(_loop_conv2d_backward, gy, x, w, **geometry), (gy, x, w),
+                   computes=True)
+        yield Case("conv2d_backward", label + ", NaN in gy",
+                   functools.partial(F.conv2d_backward, with_value(gy, np.nan, 3), x, w,
+                                     **geometry), (),
+                   functools.partial(_loop_conv2d_backward, with_value(gy, np.nan, 3), x, w,
+                                     **geometry), (gy, x, w), computes=True)
+        layer = functools.partial(layers.Conv2D, 3, 4, 3, seed=5, **geometry)
+        yield Case("Conv2D.forward", label, lambda layer=layer: layer().forward(x), (),
+                   lambda layer=layer, g=geometry: _loop_conv2d(
+                       x, layer().params["weight"], layer().params["bias"], **g), (x,),
+                   computes=True)
+
+
+# ------------------------------------------------------------- special files
+def _special_files(directory):
+    """(label, path) of files whose reported size bounds nothing: devices, a FIFO with no
+    writer (opening it for reading would block), a socket, /proc files."""
+    directory = Path(directory)
+    found = [(label, Path(path)) for label, path in (
+        ("/dev/zero (never ends)", "/dev/zero"), ("/dev/urandom", "/dev/urandom"),
+        ("/dev/null", "/dev/null"), ("/proc/self/status (size 0, holds more)",
+                                     "/proc/self/status"),
+        ("/proc/self/environ", "/proc/self/environ")) if os.path.exists(path)]
+    if hasattr(os, "mkfifo"):
+        fifo = directory / "fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        found.append(("a FIFO without a writer", fifo))
+    if hasattr(socket, "AF_UNIX"):
+        path = directory / "socket"
+        if not path.exists():
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(str(path))  # left open: the socket file lives while the process does
+            _KEEP.append(listener)
+        found.append(("a Unix socket", path))
+    return found
+
+
+_KEEP = []
+
+
+def _idx_file(path, shape=(3,), data=None, compress=False):
+    import gzip
+
+    payload = bytes(range(int(np.prod(shape)))) if data is None else data
+    content = bytes([0, 0, 0x08, len(shape)]) + b"".join(
+        int(d).to_bytes(4, "big") for d in shape) + payload
+    Path(path).write_bytes(gzip.compress(content, mtime=0) if compress else content)
+    return path
+
+
+def file_cases(directory):
+    from cnnext import datasets
+
+    directory = Path(directory)
+    for label, path in _special_files(directory):
+        yield Case("read_idx", f"path: {label}", functools.partial(datasets.read_idx, path),
+                   (str(path),), _refuse, documented=(datasets.DataFileError,),
+                   raises=(datasets.DataFileError,))
+        yield Case("load_model", f"path: {label}", functools.partial(cnnext.load_model, path),
+                   (str(path),), _refuse, documented=(cnnext.CheckpointError,),
+                   raises=(cnnext.CheckpointError,))
+    raw = _idx_file(directory / "raw.idx", (2, 3))
+    packed = _idx_file(directory / "packed.idx.gz", (2, 3), compress=True)
+    expected = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    for label, path in (("raw", raw), ("gzip", packed)):
+        for limit in (2**40, 2**62):
+            # The bound is what is read, not what is allocated for it.
+            yield Case("read_idx", f"max_bytes = 2**{limit.bit_length() - 1}, {label} file",
+                       functools.partial(datasets.read_idx, path, max_bytes=limit), (),
+                       lambda: expected, computes=True)
+    for ndim in (65, 255):
+        path = _idx_file(directory / f"ndim{ndim}.idx", (1,) * ndim)
+        yield Case("read_idx", f"a header of {ndim} dimensions",
+                   functools.partial(datasets.read_idx, path), ("dimensions",), _refuse,
+                   documented=(datasets.DataFileError,), raises=(datasets.DataFileError,))
+    path = _idx_file(directory / "ndim32.idx", (1,) * 32)
+    yield Case("read_idx", "a header of 32 dimensions (NumPy's limit before 2.0)",
+               functools.partial(datasets.read_idx, path), (),
+               lambda: np.zeros((1,) * 32, np.uint8), computes=True)
+
+
+# -------------------------------------------------------- nothing lost (saves)
+class _Custom(layers.ReLU):
+    """A user's own layer: not in the checkpoint format's table of layer types."""
+
+
+def _save_keeps_the_old_file(model, path, original):
+    """``model.save(path)`` over a checkpoint of ``original``; when it refuses, the file
+    must still load and equal ``original`` (else AssertionError, a failure)."""
+    try:
+        model.save(path)
+    except BaseException:
+        kept = cnnext.load_model(path).parameters()
+        for name, array in original.parameters().items():
+            if not np.array_equal(kept[name], array):
+                raise AssertionError(f"{path} was damaged by a refused save") from None
+        raise
+    try:
+        return cnnext.load_model(path).predict(_X)
+    except cnnext.CheckpointError as exc:
+        raise AssertionError(f"the save replaced a loadable checkpoint with one load_model "
+                             f"refuses ({exc})") from None
+
+
+def save_cases(directory):
+    directory = Path(directory)
+    model = _model()
+    missing = directory / "no such directory" / "m.npz"
+    yield Case("Sequential.save", "path in a missing directory (the error names it)",
+               functools.partial(model.save, missing), (str(missing),), _refuse,
+               documented=(OSError,), raises=(OSError,))
+    good = _model()
+    diverged = _model()
+    diverged.layers[0].params["weight"][0, 0, 1, 1] = np.nan
+    adam = _model()
+    adam.fit(_X, _Y, epochs=1, batch_size=3, optimizer=cnnext.optim.Adam(), seed=0,
+             progress=False)
+    adam.optimizer.state["4.weight"]["exp_avg_sq"][0, 0] = np.inf
+    custom = cnnext.Sequential([*_model().layers, _Custom()])
+    for label, spoiled in (("NaN in a weight", diverged), ("inf in Adam's state", adam),
+                           ("a layer type the format does not know", custom)):
+        path = directory / f"kept-{len(label)}.npz"
+        good.save(path)
+        yield Case("Sequential.save", f"over a good checkpoint: {label}",
+                   functools.partial(_save_keeps_the_old_file, spoiled, path, good),
+                   ("parameter", "load_model", "layer", "optimiser"), _refuse,
+                   raises=(ValueError,))
+
+
 def all_cases(directory):
     return list(itertools.chain(function_cases(), layer_cases(), compat_cases(), model_cases(),
-                                checkpoint_cases(directory), dataset_cases(directory)))
+                                checkpoint_cases(directory), dataset_cases(directory),
+                                huge_geometry_cases(), file_cases(directory),
+                                save_cases(directory)))
 
 
 # ------------------------------------------------------------------- runner
@@ -977,6 +1172,11 @@ def judge(case):
     except REFUSALS + case.documented as exc:
         message = str(exc)
         record.update(outcome="refused", error=type(exc).__name__, message=message[:300])
+        if case.computes or (case.raises and not isinstance(exc, case.raises)):
+            record.update(ok=False, why="refused valid input" if case.computes else
+                          f"raised {type(exc).__name__}, not one of "
+                          f"{[e.__name__ for e in case.raises]}")
+            return record
         owners = (case.target.split(".")[0], *case.owners)
         named = any(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", message)
                     for name in case.names)
@@ -994,6 +1194,10 @@ def judge(case):
                       ok=False, why="an exception other than ValueError/TypeError/MemoryError")
     else:
         record["outcome"] = "computed"
+        if case.raises:
+            record.update(ok=False, why=f"returned where it must raise "
+                                         f"{[e.__name__ for e in case.raises]}")
+            return record
         try:
             with np.errstate(all="ignore"):
                 expected = case.expect()
@@ -1008,12 +1212,28 @@ def judge(case):
     return record
 
 
+def _limit_address_space(limit=8 << 30):
+    """Cap this process's address space (not under ASan, which reserves terabytes), so a
+    reader that never stops (/dev/zero read to its end) ends in a MemoryError, a failed
+    case, instead of the kernel's OOM killer choosing a process on a shared machine."""
+    try:
+        import resource
+    except ImportError:
+        return
+    if SANITIZED or not hasattr(resource, "RLIMIT_AS"):
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def main():
     # No case may reach the network: the offline download cases must fail fast.
     def refuse_connection(*args, **kwargs):
         raise ConnectionRefusedError("the battery runs offline")
 
     socket.socket.connect = refuse_connection
+    _limit_address_space()
     with tempfile.TemporaryDirectory() as directory:
         os.environ["CNNEXT_DATA"] = str(Path(directory) / "cnnext_data")
         for case in all_cases(directory):
@@ -1101,6 +1321,79 @@ def test_known_issues_are_still_current(battery):
              if not any(matches(entry, r) for r in failing)]
     if stale:
         pytest.xfail(f"fixed, remove from KNOWN_ISSUES: {stale}")
+
+
+# Every environment variable cnnext (or its OpenMP runtime) reads, with values users
+# get wrong; each runs in a fresh interpreter (the runtime reads them at load).
+# "warns": a RuntimeWarning naming the variable, then the kernels run as usual;
+# "omp warns": the same in builds with OpenMP (without it nothing is read);
+# "ok": nothing to say.  Either way the interpreter lives and every kernel gives
+# what it gives on one thread, bitwise.  docs/RELIABILITY.md lists them all.
+ENVIRONMENTS = [
+    *(("OMP_NUM_THREADS", v, "omp warns") for v in (
+        "100000", "4097", "2147483648", "4294967296")),
+    *(("OMP_NUM_THREADS", v, "ok") for v in (
+        "0", "-1", "abc", "", " 3 ", "1", "64", "4,100000", "1e3",
+        "18446744073709551617")),
+    *(("OMP_STACKSIZE", v, "omp warns") for v in ("1048576G", "-1B")),
+    *(("OMP_STACKSIZE", v, "ok") for v in ("16K", "1", "bogus", "100000000000000000000")),
+    ("GOMP_STACKSIZE", "1048576G", "omp warns"),
+    *(("OMP_THREAD_LIMIT", v, "ok") for v in ("1", "0", "-3")),
+    ("OMP_DYNAMIC", "true", "ok"), ("OMP_PROC_BIND", "true", "ok"),
+    ("OMP_PLACES", "bogus", "ok"), ("OMP_WAIT_POLICY", "bogus", "ok"),
+    ("OMP_MAX_ACTIVE_LEVELS", "0", "ok"), ("GOMP_SPINCOUNT", "-5", "ok"),
+    *(("CNNEXT_ISA", v, "warns") for v in ("bogus", "x86-64-v9", "avx512")),
+    *(("CNNEXT_ISA", v, "ok") for v in ("baseline", " BASELINE ", "")),
+    *(("CNNEXT_DATA", v, "ok") for v in ("", "relative/dir", "/nonexistent/x", "~")),
+    *(("XDG_CACHE_HOME", v, "ok") for v in ("", "relative", "/nonexistent")),
+]
+
+ENVIRONMENT_CHILD = """
+import json, sys, warnings
+import numpy as np
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import cnnext
+    from cnnext import datasets, functional as F
+sys.path.insert(0, sys.argv[1])
+from reliability_testing import kernel_calls
+calls = kernel_calls(0, batch=12)
+big = np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32)
+calls["relu of 4M elements"] = lambda: F.relu(big)
+threads = cnnext.get_num_threads()
+results = {name: call() for name, call in calls.items()}
+cnnext.set_num_threads(1)
+def flat(r):
+    return [a for i in r for a in flat(i)] if isinstance(r, tuple) else [np.asarray(r)]
+differ = [name for name, call in calls.items()
+          if [a.tobytes() for a in flat(call())] != [a.tobytes() for a in flat(results[name])]]
+print(json.dumps({"warnings": [str(w.message) for w in caught
+                               if issubclass(w.category, RuntimeWarning)],
+                  "threads": threads, "differ": differ,
+                  "data_home": str(datasets.get_data_home())}))
+"""
+
+
+@pytest.mark.parametrize("variable, value, verdict", ENVIRONMENTS,
+                         ids=[f"{n}={v!r}" for n, v, _ in ENVIRONMENTS])
+def test_no_environment_variable_crashes_or_changes_results(tmp_path, variable, value, verdict):
+    script = tmp_path / "child.py"
+    script.write_text(ENVIRONMENT_CHILD)
+    env = subprocess_env(**{variable: value})
+    if variable != "OMP_NUM_THREADS":
+        env["OMP_NUM_THREADS"] = "2"
+    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=scaled(300, 900))
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr[-2000:]}"
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert not result["differ"], f"results differ from one thread's: {result['differ']}"
+    assert 1 <= result["threads"] <= cnnext._kernels._openmp_helpers.MAX_THREADS
+    openmp = cnnext.show_config("dicts")["openmp"]["enabled"]
+    if verdict == "warns" or (verdict == "omp warns" and openmp):
+        assert any(variable in w for w in result["warnings"]), result["warnings"]
+    else:
+        assert not result["warnings"], result["warnings"]
 
 
 def test_every_exported_name_is_in_the_battery(tmp_path):
