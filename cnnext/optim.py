@@ -12,11 +12,19 @@ The update rules follow ``torch.optim.SGD`` and ``torch.optim.Adam``
 updates a parameter and its state in one compiled pass (``_kernels/_optim.pxi``),
 so parameters must be writeable C-contiguous float32/float64 arrays, as the
 layers make them.
+
+Threads: optimisers share nothing, so each thread (each model) may step its
+own optimiser at the same time as the others.  One optimiser's state belongs
+to one training loop: a ``step`` while another thread is in ``step`` of the
+same optimiser raises RuntimeError (``in_use``) instead of mixing the two
+updates' state.
 """
 
+import contextlib
 import copy
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -34,6 +42,35 @@ _optim = _dispatch.load("_optim")
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
 _SGD_STEP = _dispatch.by_dtype(_optim.sgd_step)
 _ADAM_STEP = _dispatch.by_dtype(_optim.adam_step)
+
+
+# ids of the optimisers inside ``in_use`` (a registry, not a lock per object:
+# optimisers stay picklable and deep-copyable).
+_busy = set()
+_busy_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def in_use(optimizer, owner):
+    """in_use(optimizer, owner)
+
+    Hold ``optimizer`` for the length of a ``with`` block: a second holder
+    (another thread stepping, or training with, the same optimiser) gets a
+    RuntimeError naming ``owner`` rather than updates mixed with this one's.
+    """
+    key = id(optimizer)
+    with _busy_lock:
+        if key in _busy:
+            raise RuntimeError(
+                f"{owner}: this {type(optimizer).__name__} is being stepped by another thread; "
+                f"an optimiser's state belongs to one training loop at a time (give each "
+                f"model, or each thread, its own optimiser)")
+        _busy.add(key)
+    try:
+        yield optimizer
+    finally:
+        with _busy_lock:
+            _busy.discard(key)
 
 
 # State entries shared, not copied, by _state_copy: shapes, dtypes, step counts, None.
@@ -76,9 +113,11 @@ class Optimizer:
         """step(params, grads)
 
         Update every array of ``params`` in place from the array of the same
-        name in ``grads`` (same shape and dtype).
+        name in ``grads`` (same shape and dtype).  RuntimeError while another
+        thread is stepping this optimiser (see the module docstring).
         """
-        self._bind(params, grads)()
+        with in_use(self, f"{type(self).__name__}.step"):
+            self._bind(params, grads)()
 
     def _bind(self, params, grads):
         """Check ``params`` and ``grads`` once; return a callable applying one step to them.

@@ -7,15 +7,24 @@
   this process and, in a child process each, on every instruction-set build
   of the kernels the CPU runs (CNNEXT_ISA).
 * A model trained with 1 and with 2 threads ends with identical weights.
+* Optimisers: 8 threads each stepping an optimiser of its own match serial
+  runs bitwise; one optimiser stepped from two threads is refused
+  (RuntimeError), never mixed.
+* Datasets: 8 threads reading IDX files (raw, gzip), the bundled sample and
+  the system Fashion-MNIST at once match serial reads; 8 threads downloading
+  one file into one cache all get it, verified, and leave no partial file.
 
 Bitwise equality, not a tolerance: any dependence on scheduling is a bug.
 (In a build without OpenMP the thread count changes nothing, trivially.)
 """
 
+import functools
+import os
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +35,7 @@ from cnnext import functional as F
 from cnnext.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 THREAD_COUNTS = (1, 2, 4)
+FASHION_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 
 def as_arrays(result):
@@ -152,6 +162,144 @@ def test_training_with_one_and_two_threads_ends_with_identical_weights(num_threa
     # Training moved the weights (identical by construction would prove nothing).
     assert not np.array_equal(one["0.weight"], Conv2D(1, 6, 3, padding=1, seed=1)
                               .params["weight"])
+
+
+# ------------------------------------------------------------- optimisers
+def optimiser_run(make, seed, steps):
+    """``steps`` updates of a fresh optimiser on parameters of its own: the final
+    parameters and state arrays, as bytes."""
+    rng = np.random.default_rng(seed)
+    params = {"0.weight": rng.standard_normal((64, 300)).astype(np.float32),
+              "0.bias": rng.standard_normal(64)}
+    optimizer = make()
+    for _ in range(steps):
+        grads = {name: rng.standard_normal(p.shape).astype(p.dtype) for name, p in params.items()}
+        optimizer.step(params, grads)
+    state = [v.tobytes() for entry in optimizer.state_dict()["state"].values()
+             for v in entry.values() if isinstance(v, np.ndarray)]
+    return [p.tobytes() for p in params.values()] + state
+
+
+OPTIMISERS = {
+    "SGD momentum nesterov": lambda: cnnext.optim.SGD(lr=0.01, momentum=0.9, nesterov=True,
+                                                     weight_decay=1e-4),
+    "Adam": lambda: cnnext.optim.Adam(lr=1e-3, weight_decay=1e-4),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMISERS)
+def test_eight_threads_with_optimisers_of_their_own_match_serial_runs(name):
+    make, steps = OPTIMISERS[name], scaled(40, 10)
+    expected = [optimiser_run(make, seed, steps) for seed in range(8)]
+    start = threading.Barrier(8)
+
+    def work(seed):
+        start.wait()
+        return optimiser_run(make, seed, steps)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(work, range(8)))
+    assert got == expected
+
+
+def test_one_optimiser_stepped_from_two_threads_is_refused_not_mixed():
+    optimizer = cnnext.optim.Adam()
+    params = {"w": np.ones(1 << 20, np.float32)}
+    grads = {"w": np.ones(1 << 20, np.float32)}
+    # Deterministic: another holder is inside the optimiser.
+    with cnnext.optim.in_use(optimizer, "the test"), ThreadPoolExecutor(1) as pool:
+        future = pool.submit(optimizer.step, params, grads)
+        with pytest.raises(RuntimeError, match=r"Adam\.step: this Adam is being stepped by "
+                                               r"another thread"):
+            future.result()
+    assert not optimizer.state  # the refused step changed nothing
+    optimizer.step(params, grads)  # released: usable again
+    # Under contention: every step either runs whole or is refused, never mixed.
+    start = threading.Barrier(2)
+
+    def hammer(_):
+        start.wait()
+        outcomes = []
+        for _ in range(scaled(100, 20)):
+            try:
+                optimizer.step(params, grads)
+                outcomes.append("ran")
+            except RuntimeError as exc:
+                assert "another thread" in str(exc)
+                outcomes.append("refused")
+        return outcomes
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = [o for found in pool.map(hammer, range(2)) for o in found]
+    ran = outcomes.count("ran")
+    assert optimizer.state["w"]["step"] == 1 + ran
+
+
+# --------------------------------------------------------------- datasets
+def test_eight_threads_reading_datasets_match_serial_reads(tmp_path):
+    """read_idx of raw and gzip files, parse_idx, load_sample and (when Debian's
+    package is installed) load_fashion_mnist, 8 threads at once."""
+    from data_testing import fake_mnist, gzipped, idx_bytes
+
+    from cnnext import datasets
+    from cnnext.datasets import _idx
+
+    arrays = fake_mnist(n_train=300, n_test=50)
+    paths = []
+    for role, array in arrays.items():
+        raw, packed = tmp_path / f"{role}.idx", tmp_path / f"{role}.idx.gz"
+        raw.write_bytes(idx_bytes(array))
+        packed.write_bytes(gzipped(idx_bytes(array)))
+        paths += [raw, packed]
+    blob = idx_bytes(arrays["train_images"])
+    loaders = [functools.partial(datasets.read_idx, path) for path in paths]
+    loaders += [functools.partial(_idx.parse_idx, blob), datasets.load_sample]
+    if all(Path(d).is_dir() for d in FASHION_SYSTEM_DIRS):
+        loaders.append(functools.partial(datasets.load_fashion_mnist, tmp_path / "home",
+                                         download=False))
+
+    def flat(result):
+        if isinstance(result, tuple):
+            return [b for item in result for b in flat(item)]
+        return [result.dtype.str, result.shape, result.tobytes()]
+
+    expected = [flat(load()) for load in loaders]
+    start = threading.Barrier(8)
+
+    def work(t):
+        start.wait()
+        return [flat(loaders[(t + i) % len(loaders)]()) for i in range(len(loaders))]
+
+    with ThreadPoolExecutor(8) as pool:
+        for t, got in enumerate(pool.map(work, range(8))):
+            assert got == [expected[(t + i) % len(loaders)] for i in range(len(loaders))]
+
+
+def test_eight_threads_downloading_one_file_into_one_cache(tmp_path, monkeypatch):
+    """Concurrent downloads of the same file to the same destination: each returns the
+    verified file, and no partial file is left."""
+    from data_testing import LocalServer, Route, sha256
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+    from cnnext.datasets import _download
+
+    body = np.random.default_rng(0).bytes(3 << 20)
+    dest = tmp_path / "cache" / "data.bin"
+    with LocalServer() as server:
+        server.routes["/data.bin"] = Route(body)
+        start = threading.Barrier(8)
+
+        def work(_):
+            start.wait()
+            return _download.download([server.url("/data.bin")], dest, sha256(body),
+                                      progress=False)
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(work, range(8))) == [dest] * 8
+    assert dest.read_bytes() == body
+    assert os.listdir(dest.parent) == ["data.bin"]
 
 
 if __name__ == "__main__":
