@@ -232,6 +232,10 @@ def load_data(name):
     except datasets.DownloadError:
         if name == "mnist":
             raise
+    except FileNotFoundError as exc:  # no data home at all
+        if name == "mnist":
+            raise
+        return (*datasets.load_sample(), f"the MNIST sample bundled with cnnext ({exc})")
     directory = datasets.get_data_home() / "mnist"
     return (*datasets.load_sample(), f"the MNIST sample bundled with cnnext (MNIST is not in "
             f"{directory} and could not be downloaded; --dataset mnist says why)")
@@ -282,7 +286,10 @@ def run_info(args, rest):
 
 
 def data_lines():
-    home = _home.get_data_home()
+    try:
+        home = _home.get_data_home()
+    except FileNotFoundError as exc:
+        return [f"{'home':<18} none: {exc}"]
     origin = {"default": "the user cache directory; set CNNEXT_DATA to change it",
               "CNNEXT_DATA": "from CNNEXT_DATA"}[_home.data_home_origin()]
     lines = [f"{'home':<18} {home} ({origin})"]

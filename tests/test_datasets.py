@@ -238,3 +238,25 @@ def test_debian_fashion_mnist_loads_without_download(tmp_path):
     np.testing.assert_array_equal(np.bincount(y_train), [6000] * 10)
     np.testing.assert_array_equal(np.bincount(y_test), [1000] * 10)
     assert not (tmp_path / "fashion-mnist").exists()
+
+
+def test_no_home_directory_is_a_clear_error_not_a_runtime_error(monkeypatch, capsys):
+    """HOME unset for a uid the password database does not know (a container run as an
+    arbitrary user): Path.home raises RuntimeError; cnnext says what to set instead,
+    `cnnext info` still reports, and `cnnext train` falls back to the bundled sample."""
+    from cnnext import cli
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    for variable in ("CNNEXT_DATA", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(FileNotFoundError, match="set CNNEXT_DATA"):
+        datasets.get_data_home()
+    with pytest.raises(FileNotFoundError, match="set CNNEXT_DATA"):
+        datasets.load_mnist(download=False)
+    assert cli.main(["info"]) == 0
+    assert "set CNNEXT_DATA" in capsys.readouterr().out
+    (x, _), _, source = cli.load_data(None)
+    assert len(x) == 4000 and "sample" in source

@@ -15,14 +15,26 @@ def default_cache_dir():
     on Windows (the directories ``platformdirs`` would choose).
     """
     if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+        base = os.environ.get("LOCALAPPDATA") or _home() / "AppData" / "Local"
         return Path(base, "cnnext", "Cache")
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "cnnext"
+        return _home() / "Library" / "Caches" / "cnnext"
     # The XDG spec says a relative path is invalid and must be ignored.
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    base = Path(xdg) if os.path.isabs(xdg) else _home() / ".cache"
     return base / "cnnext"
+
+
+def _home():
+    """The user's home directory; FileNotFoundError saying what to set when there is none
+    (HOME unset for a user the password database does not know, as in containers run
+    under an arbitrary uid), where ``Path.home`` raises a bare RuntimeError."""
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError) as exc:
+        raise FileNotFoundError(
+            f"no home directory to keep datasets in ({exc}); set {ENV_VAR} (or "
+            f"XDG_CACHE_HOME) to a directory, or pass data_home") from None
 
 
 def get_data_home(data_home=None):
