@@ -6,24 +6,41 @@ dtype; float arrays are used as given (cast to the model's dtype).
 (N, H, W) arrays get a channel axis, (N, 1, H, W), unless the model declares
 2-D examples.
 
-The training loop checks the whole network's shapes once, then runs each
-batch through the layers' workspace-reusing internals: one kernel call per
-layer and direction, no large allocation per step.  Images are scaled a
-chunk of batches at a time into a reused staging buffer.
+Every pass runs on a *plan* (cnnext._plans): per (input shape, batch size,
+dtype, mode) the network is validated once, its buffers allocated once and
+its kernel calls recorded as compiled steps; ``predict``, ``evaluate`` and
+``forward`` then run a whole pass, and ``fit`` a run of whole training steps
+(staging, forward, loss, backward, optimiser update), in one call with the
+GIL released, returning to Python only for the progress bar, the NaN rule
+and the end of the epoch.  A network with a layer that has no compiled
+steps runs layer by layer instead (``_run_forward`` / ``_run_backward``,
+the reference the plans are tested against, bit for bit).
+
+Threads: concurrent ``predict``, ``evaluate`` and ``forward`` calls on one
+model each run on a plan of their own (plans are never shared by two calls
+at once), so each gets what a serial call gets; the layer-by-layer path
+takes the model's lock instead.  ``fit`` refuses to start while the model,
+or any of its layers, is being trained in another thread.
+
+A pickled model carries its layers (weights), optimiser and loss, never its
+plans or buffers.
 """
 
+import contextlib
 import functools
 import math
 import sys
+import threading
 import time
 
 import numpy as np
 
-from . import _checkpoint, losses, optim
+from . import _checkpoint, _plans, losses, optim
 from ._functional import _checks
+from ._kernels import _program
 from ._progress import ProgressBar
 from .history import History
-from .layers.base import DTYPES, Layer, check_seed, random_generator
+from .layers.base import DTYPES, Layer, check_seed, has_compiled_steps, random_generator
 
 __all__ = ["Sequential", "load_model"]
 
@@ -31,6 +48,20 @@ __all__ = ["Sequential", "load_model"]
 # calls over many small batches, small enough to stay in cache.
 _CHUNK_IMAGES = 1024
 _NAN_POLICIES = ("raise", "skip")
+# Images per compiled run of training steps: returns to Python (signals,
+# such as Ctrl-C, are handled) at least every few milliseconds.
+_RUN_IMAGES = 4096
+# Training steps between updates of the progress bar's loss figure.
+_POSTFIX_STEPS = 64
+_UINT8 = np.dtype(np.uint8)
+_STAGEABLE = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+_TABLES = {dtype: _plans.uint8_table(dtype) for dtype in DTYPES.values()}
+# Layers being trained, id -> the model training them (one fit at a time each).
+_training = {}
+_training_lock = threading.Lock()
+# Attributes a pickle leaves out (rebuilt on first use).
+_TRANSIENT = ("_plans", "_lock", "_fit_lock", "_threads", "_layer_checks", "_known_shapes",
+              "_layerwise")
 
 
 class Sequential:
@@ -74,6 +105,7 @@ class Sequential:
             raise TypeError(f"Sequential: the layers mix dtypes {sorted(d.name for d in dtypes)}; "
                             f"build them all with the same dtype")
         self.layers = list(layers)
+        self._init_transient()
         self.dtype = dtypes.pop() if dtypes else DTYPES["float32"]
         self.input_shape = None
         if input_shape is not None:
@@ -85,6 +117,25 @@ class Sequential:
             self.input_shape = shape
         self.optimizer = None
         self.loss = losses.get("softmax_cross_entropy")
+
+    def _init_transient(self):
+        self._plans = _plans.PlanCache()
+        self._lock = threading.RLock()      # the layer-by-layer path
+        self._fit_lock = threading.Lock()
+        self._threads = threading.local()   # per thread: the plan of the last forward
+        self._layer_checks = None
+        self._known_shapes = {}
+        self._layerwise = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in _TRANSIENT:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_transient()
 
     # --------------------------------------------------------------- structure
     def __repr__(self):
@@ -113,6 +164,10 @@ class Sequential:
 
     def _shapes(self, owner, example_shape):
         """Every layer's output shape for ``example_shape``, or a ValueError naming the layer."""
+        self._check_layers()
+        known = self._known_shapes.get(example_shape)
+        if known is not None:
+            return known
         shapes = [example_shape]
         for i, layer in enumerate(self.layers):
             try:
@@ -120,7 +175,64 @@ class Sequential:
             except ValueError as exc:
                 raise ValueError(f"{owner}: examples of shape {example_shape} do not fit "
                                  f"layer {i}: {exc}") from None
+        if len(self._known_shapes) >= 64:
+            self._known_shapes.clear()
+        self._known_shapes[example_shape] = shapes
         return shapes
+
+    # ------------------------------------------------------------------ plans
+    def _check_layers(self):
+        """The identity checks of the layer list, rebuilt (forgetting what was
+        learnt about the old list) when it changed."""
+        checks = self._layer_checks
+        if checks is None or _program.changed(checks) >= 0:
+            layers = self.layers
+            if not isinstance(layers, list) or not all(isinstance(x, Layer) for x in layers):
+                raise TypeError("Sequential: layers must be a list of cnnext layers")
+            checks = ((self.__dict__, "layers", layers), (layers, None, len(layers)),
+                      *((layers, i, layer) for i, layer in enumerate(layers)))
+            self._layer_checks, self._known_shapes, self._layerwise = checks, {}, None
+        return checks
+
+    # True: every pass layer by layer (tests compare the plans with it).
+    _force_layers = False
+
+    def _compiled(self):
+        """Whether the passes run on plans (every layer has compiled steps and the
+        loss is the compiled one), rather than layer by layer."""
+        self._check_layers()
+        if self._force_layers:
+            return False
+        if self._layerwise is None:
+            self._layerwise = not (
+                type(self.loss) is losses.SoftmaxCrossEntropy
+                and all(has_compiled_steps(layer) for layer in self.layers))
+        return not self._layerwise
+
+    def _acquire(self, mode, batch, example_shape):
+        """A plan of ``mode`` for batches of ``batch`` examples of ``example_shape``,
+        for this caller alone until ``_release``; None when the network runs
+        layer by layer."""
+        key = (mode, batch, example_shape)
+        try:
+            return self._plans.acquire(key, functools.partial(
+                _plans.NetworkPlan, self.layers, example_shape, batch, self.dtype, mode,
+                self._check_layers()))
+        except _plans.NotCompiled:
+            self._layerwise = True
+            return None
+
+    def _release(self, plan):
+        self._plans.release((plan.mode, plan.batch, plan.input.shape[1:]), plan)
+
+    def _stageable(self, X):
+        """``X`` as examples the plans stage: uint8/float32/float64, each example
+        C-contiguous (a copy or a cast only when needed)."""
+        if X.dtype not in _STAGEABLE:
+            return X.astype(self.dtype)
+        if not X.flags.c_contiguous and len(X) and not X[0].flags.c_contiguous:
+            return np.ascontiguousarray(X)
+        return X
 
     def summary(self, input_shape=None, file=None):
         """summary(input_shape=None, file=None)
@@ -155,8 +267,9 @@ class Sequential:
         """forward(x)
 
         The network's raw outputs (e.g. logits) for a float batch ``x`` of
-        the model's dtype; remembers what ``backward`` needs.  Returns a new
-        array.
+        the model's dtype; remembers what ``backward`` needs (per thread:
+        ``backward`` follows the calling thread's last ``forward``).
+        Returns a new array.
         """
         x = _checks.float_array("Sequential.forward", "x", x)
         if x.dtype != self.dtype:
@@ -165,21 +278,57 @@ class Sequential:
         if x.ndim < 1:
             raise ValueError("Sequential.forward: x must have a batch axis")
         self._shapes("Sequential.forward", x.shape[1:])
-        out = x
-        for layer in self.layers:
-            out = layer._forward(out, reuse=False)
-        return out.copy() if np.may_share_memory(out, x) else out
+        last = getattr(self._threads, "plan", None)
+        self._threads.plan = None
+        if last is not None and last != "layers":
+            self._release(last)
+        plan = self._acquire("backward", len(x), x.shape[1:]) if (
+            len(x) and self._compiled()) else None
+        if plan is None:
+            with self._lock:
+                out = x
+                for layer in self.layers:
+                    out = layer._forward(out, reuse=False)
+                self._threads.plan = "layers"
+            return out.copy() if np.may_share_memory(out, x) else out
+        status, where = plan.runner.forward_batch(self._stageable(x))
+        if status:
+            self._release(plan)
+            _plans.network.raise_status("Sequential.forward", status, where,
+                                        plan.forward_program)
+        self._threads.plan = plan
+        return plan.output.copy()
 
     def backward(self, gy):
         """backward(gy)
 
         Back-propagate ``gy``, the gradient of the loss with respect to the
-        last ``forward``'s output: fills every layer's ``grads`` and returns
-        the gradient with respect to that forward's input.
+        calling thread's last ``forward``'s output: fills every layer's
+        ``grads`` and returns the gradient with respect to that forward's
+        input.
         """
-        for layer in reversed(self.layers):
-            gy = layer.backward(gy)
-        return gy
+        plan = getattr(self._threads, "plan", None)
+        if plan is None:
+            raise RuntimeError("Sequential.backward called before forward")
+        if plan == "layers":
+            with self._lock:
+                for layer in reversed(self.layers):
+                    gy = layer.backward(gy)
+            return gy
+        if plan.stale():
+            raise RuntimeError("Sequential.backward: the layers or their parameters changed "
+                               "since the last forward; call forward again")
+        gy = _checks.float_array("Sequential.backward", "gy", gy)
+        if gy.shape != plan.output.shape or gy.dtype != self.dtype:
+            raise ValueError(f"Sequential.backward: gy must have shape {plan.output.shape} and "
+                             f"dtype {self.dtype} (the last forward's output), got shape "
+                             f"{gy.shape} and dtype {gy.dtype}")
+        np.copyto(plan.output_gradient, gy)
+        status, where = plan.runner.backward_batch()
+        if status:
+            _plans.network.raise_status("Sequential.backward", status, where,
+                                        plan.backward_program)
+        return plan.input_gradient.copy()
 
     def _run_forward(self, x):
         for layer in self.layers:
@@ -349,29 +498,36 @@ class Sequential:
         # Drawing a seed from the operating system costs ~10 us: only when shuffling.
         rng = random_generator(owner, seed) if shuffle else None
 
-        self.optimizer, self.loss = optimizer, loss_fn
-        if self.input_shape is None:
-            self.input_shape = tuple(X.shape[1:])
-        history = History(["loss", "accuracy", "seconds"])
-        if validation is not None:
-            history.update(val_loss=[], val_accuracy=[])
-        if on_nan == "skip":
-            history["skipped_steps"] = []
-        for epoch in range(epochs):
-            snapshot = self._snapshot()
-            try:
-                # A diverging step shows up as a non-finite loss, handled below
-                # per on_nan; NumPy's overflow warnings on the way add nothing.
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
-                                           shuffle, progress, on_nan, validation)
-            except BaseException:
-                self._restore_if_not_finite(snapshot)
-                raise
-            history.append(logs)
-            if any([callback(self, epoch, logs) is True for callback in callbacks]):
-                break
+        with self._training_claim(owner):
+            self.optimizer, self.loss = optimizer, loss_fn
+            if self.input_shape is None:
+                self.input_shape = tuple(X.shape[1:])
+            history = History(["loss", "accuracy", "seconds"])
+            if validation is not None:
+                history.update(val_loss=[], val_accuracy=[])
+            if on_nan == "skip":
+                history["skipped_steps"] = []
+            X = self._stageable(X)
+            for epoch in range(epochs):
+                snapshot = self._snapshot()
+                try:
+                    # A diverging step shows up as a non-finite loss, handled below
+                    # per on_nan; NumPy's overflow warnings on the way add nothing.
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
+                                               shuffle, progress, on_nan, validation)
+                except BaseException:
+                    self._restore_if_not_finite(snapshot)
+                    raise
+                history.append(logs)
+                if any([callback(self, epoch, logs) is True for callback in callbacks]):
+                    break
         return history
+
+    def _training_claim(self, owner):
+        """A context holding this model, and each of its layers, for one fit:
+        RuntimeError when another thread is training either."""
+        return _TrainingClaim(self, owner)
 
     def _fit_epoch(self, X, scale, y, batch_size, epoch, epochs, rng, shuffle, progress,
                    on_nan, validation):
@@ -380,41 +536,21 @@ class Sequential:
         order = rng.permutation(n) if shuffle else None
         labels = y if order is None else y[order]
         predicted = np.empty(n, dtype=np.intp)
-        params, grads, optimizer = self.parameters(), self.gradients(), self.optimizer
-        if type(optimizer).step is optim.Optimizer.step:
-            optimizer_step = optimizer._bind(params, grads)  # checked once for the epoch
-        else:  # a subclass with its own step
-            optimizer_step = functools.partial(optimizer.step, params, grads)
-        loss_fn = self.loss
-        run_forward, run_backward = self._run_forward, self._run_backward
         bar = ProgressBar(n, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                           enabled=None if progress else False)
-        total_loss, counted, skipped = 0.0, 0, 0
         try:
-            for step, (start, xb) in enumerate(self._batches(X, scale, batch_size, order)):
-                size = len(xb)
-                stop = start + size
-                yb = labels[start:stop]
-                logits = run_forward(xb)
-                loss, glogits = loss_fn(logits, yb)
-                logits.argmax(axis=1, out=predicted[start:stop])
-                if not math.isfinite(loss):
-                    if on_nan == "raise":
-                        raise _non_finite_loss(loss, epoch, step, start, stop)
-                    skipped += 1
-                else:
-                    run_backward(glogits)
-                    optimizer_step()
-                    total_loss += loss * size
-                    counted += size
-                if progress:
-                    bar.update(size)
-                    if bar.enabled and step % 64 == 0 and counted:
-                        bar.set_postfix(loss=total_loss / counted)
+            totals = None
+            if self._compiled():
+                totals = self._fit_epoch_compiled(X, order, labels, batch_size, epoch, progress,
+                                                  on_nan, predicted, bar)
+            if totals is None:
+                totals = self._fit_epoch_layers(X, scale, order, labels, batch_size, epoch,
+                                                progress, on_nan, predicted, bar)
         except BaseException:
             if progress:
                 bar.close()  # end the bar's line before the error is shown
             raise
+        total_loss, counted, skipped = totals
         logs = {"loss": total_loss / counted if counted else math.nan,
                 "accuracy": np.count_nonzero(predicted == labels) / n}
         if on_nan == "skip":
@@ -426,6 +562,134 @@ class Sequential:
             bar.set_postfix(**{k: v for k, v in logs.items() if k != "seconds"})
             bar.close()
         return logs
+
+    def _fit_epoch_compiled(self, X, order, labels, batch_size, epoch, progress, on_nan,
+                            predicted, bar):
+        """One epoch on plans: runs of whole training steps in one compiled call.
+        Returns (total loss, examples counted, steps skipped), or None when the
+        network turns out to run layer by layer."""
+        n = len(X)
+        full, rest = divmod(n, batch_size)
+        runs = [(batch_size, 0, full), (rest, full * batch_size, 1)]
+        plans = []
+        try:
+            for batch, _, count in runs:
+                if count and batch:
+                    plan = self._acquire("fit", batch, X.shape[1:])
+                    if plan is None:
+                        return None
+                    plans.append(plan)
+                else:
+                    plans.append(None)
+            params, grads, optimizer = self.parameters(), self.gradients(), self.optimizer
+            update = None
+            if type(optimizer).step is optim.Optimizer.step:
+                update = optimizer._compiled_update(params, grads)
+            python_step = None
+            if update is None:  # a subclass with its own step: applied after each step
+                if type(optimizer).step is optim.Optimizer.step:
+                    python_step = optimizer._bind(params, grads)
+                else:
+                    python_step = functools.partial(optimizer.step, params, grads)
+            order = None if order is None else order.astype(np.int64, copy=False)
+            table = _TABLES[self.dtype]
+            skip = on_nan == "skip"
+            show = progress and bar.enabled
+            state = [0.0, 0, 0]   # total loss, counted, skipped: summed in step order
+            # The optimiser's state is this loop's for the epoch (a subclass
+            # with its own step holds it in its step).
+            holding = (optim.in_use(optimizer, "Sequential.fit")
+                       if type(optimizer).step is optim.Optimizer.step
+                       else contextlib.nullcontext())
+            with holding:
+                self._run_epoch(runs, plans, X, order, labels, update, python_step, skip,
+                                predicted, state, table, show, progress, bar, epoch)
+            return tuple(state)
+        finally:
+            for plan in plans:
+                if plan is not None:
+                    self._release(plan)
+
+    def _run_epoch(self, runs, plans, X, order, labels, update, python_step, skip, predicted,
+                   state, table, show, progress, bar, epoch):
+        """The runs of compiled steps of one epoch (see _fit_epoch_compiled)."""
+        step = 0
+        for plan, (batch, first, count) in zip(plans, runs, strict=True):
+            if plan is None:
+                continue
+            runner = plan.runner
+            run = max(1, _RUN_IMAGES // batch) if python_step is None else 1
+            done_here = 0
+            while done_here < count:
+                size = min(run, count - done_here)
+                if show:  # stop after each step whose loss the bar shows
+                    size = min(size, _POSTFIX_STEPS + 1 - step % _POSTFIX_STEPS
+                               if step % _POSTFIX_STEPS else 1)
+                start = first + done_here * batch
+                if update is not None:
+                    update.load()
+                try:
+                    stop, status, done, total, counted, skipped, loss = runner.train(
+                        X, order, labels, start, size,
+                        None if update is None else update.program, skip, predicted,
+                        state[0], state[1], state[2], table)
+                finally:
+                    if update is not None:
+                        update.store()
+                applied = counted != state[1]
+                state[:] = [total, counted, skipped]
+                if python_step is not None and applied:
+                    python_step()
+                if progress:
+                    bar.update(done * batch)
+                step += done
+                done_here += done
+                if stop == _program.STOP_NON_FINITE:
+                    failed = start + done * batch
+                    raise _non_finite_loss(loss, epoch, step, failed, failed + batch)
+                if stop != _program.STOP_DONE:
+                    _plans.network.raise_status("Sequential.fit", status, -1, None)
+                if show and (step - 1) % _POSTFIX_STEPS == 0 and counted:
+                    bar.set_postfix(loss=total / counted)
+
+    def _fit_epoch_layers(self, X, scale, order, labels, batch_size, epoch, progress, on_nan,
+                          predicted, bar):
+        """One epoch layer by layer (the reference path, for networks without plans)."""
+        with self._lock:
+            return self._fit_epoch_layers_locked(X, scale, order, labels, batch_size, epoch,
+                                                 progress, on_nan, predicted, bar)
+
+    def _fit_epoch_layers_locked(self, X, scale, order, labels, batch_size, epoch, progress,
+                                 on_nan, predicted, bar):
+        params, grads, optimizer = self.parameters(), self.gradients(), self.optimizer
+        if type(optimizer).step is optim.Optimizer.step:
+            optimizer_step = optimizer._bind(params, grads)  # checked once for the epoch
+        else:  # a subclass with its own step
+            optimizer_step = functools.partial(optimizer.step, params, grads)
+        loss_fn = self.loss
+        run_forward, run_backward = self._run_forward, self._run_backward
+        total_loss, counted, skipped = 0.0, 0, 0
+        for step, (start, xb) in enumerate(self._batches(X, scale, batch_size, order)):
+            size = len(xb)
+            stop = start + size
+            yb = labels[start:stop]
+            logits = run_forward(xb)
+            loss, glogits = loss_fn(logits, yb)
+            logits.argmax(axis=1, out=predicted[start:stop])
+            if not math.isfinite(loss):
+                if on_nan == "raise":
+                    raise _non_finite_loss(loss, epoch, step, start, stop)
+                skipped += 1
+            else:
+                run_backward(glogits)
+                optimizer_step()
+                total_loss += loss * size
+                counted += size
+            if progress:
+                bar.update(size)
+                if bar.enabled and step % _POSTFIX_STEPS == 0 and counted:
+                    bar.set_postfix(loss=total_loss / counted)
+        return total_loss, counted, skipped
 
     def _snapshot(self):
         params = {name: array.copy() for name, array in self.parameters().items()}
@@ -459,14 +723,31 @@ class Sequential:
         return self._evaluate(X, scale, y, batch_size)
 
     def _evaluate(self, X, scale, y, batch_size):
-        total, correct = 0.0, 0
-        for start, xb in self._batches(X, scale, batch_size):
-            yb = y[start:start + len(xb)]
-            logits = self._run_forward(xb)
-            loss, _ = self.loss(logits, yb)
-            total += loss * len(xb)
-            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
-        return total / len(X), correct / len(X)
+        if self._compiled():
+            X = self._stageable(X)
+            total, correct = 0.0, 0
+            for batch, first, count in _batch_runs(len(X), batch_size):
+                plan = self._acquire("evaluate", batch, X.shape[1:])
+                if plan is None:
+                    break
+                try:
+                    status, where, total, correct = plan.runner.evaluate(
+                        X, y, first, count, total, correct, _TABLES[self.dtype])
+                finally:
+                    self._release(plan)
+                if status:
+                    _plans.network.raise_status("Sequential.evaluate", status, where, None)
+            else:
+                return total / len(X), correct / len(X)
+        with self._lock:
+            total, correct = 0.0, 0
+            for start, xb in self._batches(X, scale, batch_size):
+                yb = y[start:start + len(xb)]
+                logits = self._run_forward(xb)
+                loss, _ = self.loss(logits, yb)
+                total += loss * len(xb)
+                correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
+            return total / len(X), correct / len(X)
 
     def predict(self, X, batch_size=256):
         """predict(X, batch_size=256)
@@ -482,8 +763,24 @@ class Sequential:
         X, scale, out_shape = self._images(owner, "X", X)
         batch_size = self._batch_size(owner, batch_size)
         result = np.empty((len(X), *out_shape), dtype=self.dtype)
-        for start, xb in self._batches(X, scale, batch_size):
-            result[start:start + len(xb)] = self.loss.predict(self._run_forward(xb))
+        if len(X) and len(out_shape) == 1 and self._compiled():
+            X = self._stageable(X)
+            table = _TABLES[self.dtype]
+            for batch, first, count in _batch_runs(len(X), batch_size):
+                plan = self._acquire("predict", batch, X.shape[1:])
+                if plan is None:
+                    break
+                try:
+                    status, where = plan.runner.predict(X, first, count, result, table)
+                finally:
+                    self._release(plan)
+                if status:
+                    _plans.network.raise_status(owner, status, where, None)
+            else:
+                return result
+        with self._lock:
+            for start, xb in self._batches(X, scale, batch_size):
+                result[start:start + len(xb)] = self.loss.predict(self._run_forward(xb))
         return result
 
     @staticmethod
@@ -508,6 +805,50 @@ def _flat_input_shape(layer):
     """(in_features,) when ``layer`` takes flat examples of a fixed size (Dense), else None."""
     features = getattr(layer, "in_features", None)
     return (features,) if isinstance(features, int) else None
+
+
+class _TrainingClaim:
+    """Holds a model and its layers for one ``fit`` (see Sequential._training_claim)."""
+
+    def __init__(self, model, owner):
+        self.model, self.owner = model, owner
+
+    def __enter__(self):
+        model = self.model
+        if not model._fit_lock.acquire(blocking=False):
+            raise RuntimeError(f"{self.owner}: this model is being trained in another thread; "
+                               f"train one model from one thread at a time")
+        with _training_lock:
+            for i, layer in enumerate(model.layers):
+                other = _training.get(id(layer))
+                if other is not None and other is not model:
+                    model._fit_lock.release()
+                    raise RuntimeError(f"{self.owner}: layer {i} ({layer!r}) is being trained "
+                                       f"as part of another model; a layer shared by two "
+                                       f"models can be trained by one of them at a time")
+            for layer in model.layers:
+                _training[id(layer)] = model
+            self.claimed = list(model.layers)
+        return self
+
+    def __exit__(self, *exc):
+        with _training_lock:
+            for layer in self.claimed:
+                if _training.get(id(layer)) is self.model:
+                    del _training[id(layer)]
+        self.model._fit_lock.release()
+
+
+def _batch_runs(n, batch_size):
+    """(batch, first example, number of batches) of the full batches, then the
+    last partial one."""
+    full, rest = divmod(n, batch_size)
+    runs = []
+    if full:
+        runs.append((batch_size, 0, full))
+    if rest:
+        runs.append((rest, full * batch_size, 1))
+    return runs
 
 
 def _non_finite_loss(loss, epoch, step, start, stop):

@@ -11,7 +11,9 @@ The update rules follow ``torch.optim.SGD`` and ``torch.optim.Adam``
 (weight decay is added to the gradient, "L2" style, in both).  Each step
 updates a parameter and its state in one compiled pass (``_kernels/_optim.pxi``),
 so parameters must be writeable C-contiguous float32/float64 arrays, as the
-layers make them.
+layers make them.  ``fit`` runs the same kernels as steps of a compiled
+Program (``_compiled_update``), between the backward passes of a run of
+training steps.
 
 Threads: optimisers share nothing, so each thread (each model) may step its
 own optimiser at the same time as the others.  One optimiser's state belongs
@@ -29,6 +31,8 @@ import threading
 import numpy as np
 
 from . import _dispatch
+from ._kernels import _program
+from ._plans import kernels as _kernels
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -125,7 +129,37 @@ class Optimizer:
         A training loop binds once per epoch and calls the result every step,
         so per-step work is one kernel call per parameter.
         """
-        steppers = []
+        steppers = [self._stepper(param, grad, state)
+                    for param, grad, state in self._checked(params, grads)]
+
+        def apply():
+            for stepper in steppers:
+                stepper()
+
+        return apply
+
+    def _compiled_update(self, params, grads):
+        """One step of every parameter as a compiled Program (cnnext._plans): an
+        object with ``program``, ``load()`` (before running it: the step counts
+        from ``state``) and ``store()`` (after: back into ``state``); None when
+        this optimiser has no step kernel."""
+        program = _program.Program()
+        counters = []
+        for param, grad, state in self._checked(params, grads):
+            step = self._step_args(param, grad, state)
+            if step is None:
+                return None
+            name, arrays, sizes, scalars = step
+            if "step" in self.counters:
+                counter = np.zeros(1, np.int64)
+                counters.append((state, counter))
+                arrays = (*arrays, counter)
+            program.add(_kernels.kernel(name, param.dtype), arrays, sizes, scalars, name=name)
+        return _CompiledUpdate(program, counters)
+
+    def _checked(self, params, grads):
+        """(flat param, flat grad, state) of every parameter, checked."""
+        checked = []
         for name, param in params.items():
             grad = grads.get(name)
             if grad is None or grad.shape != param.shape or grad.dtype != param.dtype:
@@ -140,13 +174,8 @@ class Optimizer:
             state = self.state.get(name)
             if state is None or state["shape"] != param.shape or state["dtype"] != param.dtype:
                 state = self._new_state(name, param)
-            steppers.append(self._stepper(param.reshape(-1), grad.reshape(-1), state))
-
-        def apply():
-            for stepper in steppers:
-                stepper()
-
-        return apply
+            checked.append((param.reshape(-1), grad.reshape(-1), state))
+        return checked
 
     def _state_copy(self):
         """A copy of ``state`` that no later step changes (arrays copied,
@@ -254,6 +283,28 @@ class Optimizer:
         keeping ``state`` (the parameter's, in its shape) up to date."""
         raise NotImplementedError
 
+    def _step_args(self, param, grad, state):
+        """The step kernel of one parameter's update, as (kernel name, arrays,
+        sizes, scalars) in the slots of that kernel (cnnext/_kernels/
+        _optim_steps.pxi; with ``counters``, the step count's array is
+        appended), or None: this optimiser has no step kernel."""
+        return None
+
+
+class _CompiledUpdate:
+    """An optimiser's update of every parameter as one Program (Optimizer._compiled_update)."""
+
+    def __init__(self, program, counters):
+        self.program, self.counters = program, counters
+
+    def load(self):
+        for state, counter in self.counters:
+            counter[0] = state["step"]
+
+    def store(self):
+        for state, counter in self.counters:
+            state["step"] = int(counter[0])
+
 
 class SGD(Optimizer):
     """SGD(lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0)
@@ -305,6 +356,15 @@ class SGD(Optimizer):
             buffer = state["momentum_buffer"].reshape(-1)
         return functools.partial(_SGD_STEP[param.dtype], param, grad, buffer, self.lr,
                                  self.momentum, self.weight_decay, self.nesterov)
+
+    def _step_args(self, param, grad, state):
+        buffer = None
+        if self.momentum:
+            if state["momentum_buffer"] is None:
+                state["momentum_buffer"] = np.zeros(state["shape"], param.dtype)
+            buffer = state["momentum_buffer"].reshape(-1)
+        return ("sgd", (param, grad, buffer), (param.size, self.nesterov),
+                (self.lr, self.momentum, self.weight_decay))
 
 
 class Adam(Optimizer):
@@ -363,3 +423,11 @@ class Adam(Optimizer):
                    math.sqrt(1 - beta2**t), beta1, beta2, self.eps, self.weight_decay)
 
         return step
+
+    def _step_args(self, param, grad, state):
+        if state["exp_avg"] is None:
+            state["exp_avg"] = np.zeros(state["shape"], param.dtype)
+            state["exp_avg_sq"] = np.zeros(state["shape"], param.dtype)
+        return ("adam", (param, grad, state["exp_avg"].reshape(-1),
+                         state["exp_avg_sq"].reshape(-1)), (param.size,),
+                (self.lr, *self.betas, self.eps, self.weight_decay))

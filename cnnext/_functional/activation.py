@@ -9,11 +9,13 @@ import numpy as np
 
 from .. import _dispatch
 from .._kernels import _activation
-from . import _checks
+from . import _checks, _repeat
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
 _RELU = _dispatch.by_dtype(_activation.relu)
 _RELU_BACKWARD = _dispatch.by_dtype(_activation.relu_backward)
+_RELU_CALLS = _repeat.Calls()
+_RELU_BACKWARD_CALLS = _repeat.Calls()
 
 
 def _flat(array):
@@ -41,6 +43,10 @@ def relu(x, *, inplace=False, out=None):
     y : ndarray, shape and dtype of ``x``
         ``x`` itself when ``inplace``.
     """
+    if not inplace:
+        y = _RELU_CALLS.run((x,), None, None if out is None else (out,))
+        if y is not None:
+            return y
     func = "relu"
     if inplace and not isinstance(x, np.ndarray):
         raise TypeError(f"{func}: inplace=True needs x to be a numpy.ndarray, got "
@@ -62,6 +68,9 @@ def relu(x, *, inplace=False, out=None):
     y = np.empty(x.shape, x.dtype) if out is None else _checks.out_array(
         func, "out", out, x.shape, x.dtype, (x,))
     _RELU[x.dtype](_flat(x), y.reshape(-1))
+    if _repeat.plain(given) and x.size:
+        _repeat.remember(_RELU_CALLS, "relu", x.dtype, ((0, x),),
+                         ((1, x.shape, x.dtype, _repeat.ARRAY),), (x.size,))
     return y
 
 
@@ -85,7 +94,11 @@ def relu_backward(gy, x, *, out=None):
     -------
     gx : ndarray, shape and dtype of ``gy``
     """
+    gx = _RELU_BACKWARD_CALLS.run((gy, x), None, None if out is None else (out,))
+    if gx is not None:
+        return gx
     func = "relu_backward"
+    given = _repeat.plain(gy, x)
     gy = _checks.float_array(func, "gy", gy)
     x = _checks.float_array(func, "x", x)
     if gy.shape != x.shape:
@@ -95,4 +108,7 @@ def relu_backward(gy, x, *, out=None):
     gx = np.empty(gy.shape, gy.dtype) if out is None else _checks.out_array(
         func, "out", out, gy.shape, gy.dtype, (gy, x))
     _RELU_BACKWARD[gy.dtype](_flat(gy), _flat(x), gx.reshape(-1))
+    if given and gy.size:
+        _repeat.remember(_RELU_BACKWARD_CALLS, "relu_backward", gy.dtype, ((0, gy), (1, x)),
+                         ((2, gy.shape, gy.dtype, _repeat.ARRAY),), (gy.size,))
     return gx

@@ -14,15 +14,18 @@ would add terms like inf - inf or 0 * inf, so calls whose operands hold
 NaN or inf are given a plan without them (one cheap finiteness pass).
 """
 
-import math
+import collections
 import threading
 
 import numpy as np
 
 from .. import _dispatch
-from . import _checks, conv_taps
+from . import _checks, _repeat, conv_taps
 
 _kernels = _dispatch.load("_conv")
+# The repeat-call fast paths run the dispatched build's step kernels: they
+# stand aside while a test swaps ``_kernels`` for another build.
+_DISPATCHED = _kernels
 
 
 def _specialised(kernels):
@@ -32,6 +35,9 @@ def _specialised(kernels):
 
 
 _by_dtype = _specialised(_kernels)
+
+_CONV2D = _repeat.Calls()
+_CONV2D_BACKWARD = _repeat.Calls()
 
 _PLAN_CACHE_SIZE = 256
 _plans = {}
@@ -53,23 +59,23 @@ def _workspace(size, dtype):
     return buffer
 
 
-def _plan_args(func, x, w, stride, padding, dilation):
+def _plan_args(func, x_shape, w_shape, dtype, stride, padding, dilation):
     """Validate the shapes and hyper-parameters; return the Plan's arguments."""
-    n, c, h, wd = x.shape
-    k, cw, r, s = w.shape
+    n, c, h, wd = x_shape
+    k, cw, r, s = w_shape
     if min(c, h, wd) < 1:
-        raise ValueError(f"{func}: x must have C, H, W >= 1 {_X_LAYOUT}, got shape {x.shape}")
+        raise ValueError(f"{func}: x must have C, H, W >= 1 {_X_LAYOUT}, got shape {x_shape}")
     if min(k, r, s) < 1:
-        raise ValueError(f"{func}: w must have K, R, S >= 1 {_W_LAYOUT}, got shape {w.shape}")
+        raise ValueError(f"{func}: w must have K, R, S >= 1 {_W_LAYOUT}, got shape {w_shape}")
     if cw != c:
-        raise ValueError(f"{func}: w has {cw} input channels (shape {w.shape}) but x has {c} "
-                         f"(shape {x.shape}); w must be {_W_LAYOUT} with C = x.shape[1]")
+        raise ValueError(f"{func}: w has {cw} input channels (shape {w_shape}) but x has {c} "
+                         f"(shape {x_shape}); w must be {_W_LAYOUT} with C = x.shape[1]")
     stride = _checks.pair(func, "stride", stride, 1)
     padding = _checks.pair(func, "padding", padding, 0)
     dilation = _checks.pair(func, "dilation", dilation, 1)
     ho = _checks.output_size(func, "height", h, r, stride[0], padding[0], dilation[0])
     wo = _checks.output_size(func, "width", wd, s, stride[1], padding[1], dilation[1])
-    _checks.check_nbytes(func, "the output", (n, k, ho, wo), x.dtype)
+    _checks.check_nbytes(func, "the output", (n, k, ho, wo), dtype)
     # Scratch of one image: im2col columns or Winograd transforms, a padded copy.
     _checks.check_nbytes(func, "the workspace of one image",
                          (c * r * s + 16 * (c + k) + k + 64, ho * wo + 64), np.float64)
@@ -77,7 +83,11 @@ def _plan_args(func, x, w, stride, padding, dilation):
     _checks.check_nbytes(func, "the padded copy of one image",
                          (c, (ho - 1) * stride[0] + (r - 1) * dilation[0] + 1,
                           (wo - 1) * stride[1] + (s - 1) * dilation[1] + 64), np.float64)
-    return (n, c, h, wd, k, r, s, stride, padding, dilation, x.dtype.itemsize)
+    return (n, c, h, wd, k, r, s, stride, padding, dilation, dtype.itemsize)
+
+
+class _Operand(collections.namedtuple("_Operand", "shape dtype")):
+    """The shape and dtype of an array argument: what planning reads of it."""
 
 
 def _plain(value):
@@ -90,15 +100,20 @@ def _plain(value):
 
 def _plan(func, x, w, stride, padding, dilation, reformulate=True):
     """The Plan of a validated call, cached by shapes, dtype and hyper-parameters."""
+    return _shape_plan(func, x.shape, w.shape, x.dtype, stride, padding, dilation, reformulate)
+
+
+def _shape_plan(func, x_shape, w_shape, dtype, stride, padding, dilation, reformulate=True):
     plain = (type(stride) is int and type(padding) is int and type(dilation) is int) or (
         _plain(stride) and _plain(padding) and _plain(dilation))
     if plain:
-        key = (x.shape, w.shape, x.dtype.char, stride, padding, dilation, reformulate)
+        key = (x_shape, w_shape, dtype.char, stride, padding, dilation, reformulate)
         plan = _plans.get(key)
         if plan is not None:
             return plan
-    plan = conv_taps.plan(func, x, w, stride, padding, dilation) or _kernels.Plan(
-        *_plan_args(func, x, w, stride, padding, dilation), reformulate)
+    plan = conv_taps.plan(func, _Operand(x_shape, dtype), _Operand(w_shape, dtype), stride,
+                          padding, dilation) or _kernels.Plan(
+        *_plan_args(func, x_shape, w_shape, dtype, stride, padding, dilation), reformulate)
     if plain:
         if len(_plans) >= _PLAN_CACHE_SIZE:
             _plans.clear()
@@ -106,10 +121,42 @@ def _plan(func, x, w, stride, padding, dilation, reformulate=True):
     return plan
 
 
+_FINITE = _kernels.finite
+
+
 def _finite(array):
-    """No NaN or inf in ``array``: one pass at memory speed (a finite sum that
-    overflows reads as non-finite, which only costs the faster algorithm)."""
-    return math.isfinite(array.sum())
+    """No NaN or inf in ``array``: one pass over its bits (the rule the
+    compiled plans apply too, in the same kernel)."""
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return _FINITE(array.reshape(-1))
+
+
+def step_plans(x_shape, w_shape, dtype, stride, padding, dilation):
+    """The Plan for validated shapes and geometry, and the Plan without
+    reformulated passes that calls with NaN or inf in their operands use
+    (None when the first has no reformulated pass): what a compiled conv
+    step takes, as the functional wrappers choose them.  (None, None) for a
+    geometry computed tap by tap (conv_taps), which has no step kernel."""
+    dtype = np.dtype(dtype)
+
+    def build(reformulate):
+        if _kernels is _DISPATCHED:
+            return _shape_plan("conv2d", x_shape, w_shape, dtype, stride, padding, dilation,
+                               reformulate)
+        # (The steps run the dispatched build, whose plans they need.)
+        return conv_taps.plan("conv2d", _Operand(x_shape, dtype), _Operand(w_shape, dtype),
+                              stride, padding, dilation) or _DISPATCHED.Plan(
+            *_plan_args("conv2d", x_shape, w_shape, dtype, stride, padding, dilation),
+            reformulate)
+
+    plan = build(True)
+    if type(plan) is conv_taps.TapPlan:
+        return None, None
+    safe = None
+    if plan.forward_lanes == "winograd" or plan.data_kernel != "col2im":
+        safe = build(False)
+    return plan, safe
 
 
 def _arrays(func, x, w):
@@ -154,7 +201,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
     y : ndarray, shape (N, K, Ho, Wo)
         ``Ho = (H + 2*ph - dh*(R - 1) - 1) // sh + 1``, likewise ``Wo``.
     """
+    if _kernels is _DISPATCHED:
+        y = _CONV2D.run((x, w, b), (stride, padding, dilation), None if out is None else (out,))
+        if y is not None:
+            return y
     func = "conv2d"
+    given = _repeat.plain(x, w, b) and _kernels is _DISPATCHED
     x, w = _arrays(func, x, w)
     if b is not None:
         b = _checks.float_array(func, "b", b, 1, "(K,)")
@@ -177,7 +229,37 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
         forward(plan, _checks.contiguous(x), _checks.contiguous(w),
                 None if b is None else _checks.contiguous(b), y,
                 _workspace(plan.forward_workspace, x.dtype))
+        if given:
+            _remember_forward(x, w, b, stride, padding, dilation)
     return y
+
+
+def _remember_forward(x, w, b, stride, padding, dilation):
+    plan, safe = step_plans(x.shape, w.shape, x.dtype, stride, padding, dilation)
+    if plan is None:
+        return
+    both = (plan,) if safe is None else (plan, safe)
+    _repeat.remember(
+        _CONV2D, "conv2d", x.dtype, ((0, x), (1, w), _repeat.slot(2, b)),
+        ((3, plan.output_shape, x.dtype, _repeat.ARRAY),), (x.size, w.size),
+        plans=[p.step_plan() for p in both], keep=both,
+        workspace=(max(p.forward_workspace for p in both), x.dtype), work_slot=4,
+        extra=(stride, padding, dilation))
+
+
+def _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad):
+    plan, safe = step_plans(x.shape, w.shape, x.dtype, stride, padding, dilation)
+    if plan is None:
+        return
+    both = (plan,) if safe is None else (plan, safe)
+    gx = (3, x.shape, x.dtype, _repeat.ARRAY) if need_input_grad else _repeat.NONE
+    _repeat.remember(
+        _CONV2D_BACKWARD, "conv2d_backward", x.dtype, ((0, gy), (1, x), (2, w)),
+        (gx, (4, w.shape, x.dtype, _repeat.ARRAY), (5, (w.shape[0],), x.dtype, _repeat.ARRAY)),
+        (gy.size, w.size), plans=[p.step_plan() for p in both], keep=both,
+        workspace=(max(max(p.backward_data_workspace, p.backward_filter_workspace)
+                       for p in both), x.dtype), work_slot=6,
+        extra=(stride, padding, dilation, need_input_grad))
 
 
 def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *,
@@ -213,7 +295,13 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     gb : ndarray, shape (K,)
         Gradient with respect to the bias: gy summed over N, Ho and Wo.
     """
+    if (out is None or type(out) is tuple) and _kernels is _DISPATCHED:
+        result = _CONV2D_BACKWARD.run((gy, x, w), (stride, padding, dilation, need_input_grad),
+                                      out)
+        if result is not None:
+            return result
     func = "conv2d_backward"
+    given = _repeat.plain(gy, x, w) and _kernels is _DISPATCHED
     gy = _checks.float_array(func, "gy", gy, 4, _GY_LAYOUT)
     x, w = _arrays(func, x, w)
     if gy.dtype != x.dtype:
@@ -242,4 +330,6 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
                       _workspace(plan.backward_data_workspace, x.dtype))
     backward_filter(plan, gy, _checks.contiguous(x), gw, gb,
                     _workspace(plan.backward_filter_workspace, x.dtype))
+    if given:
+        _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad)
     return gx, gw, gb

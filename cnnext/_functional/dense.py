@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import _dispatch
-from . import _checks
+from . import _checks, _repeat
 
 _dense = _dispatch.load("_dense")
 
@@ -25,6 +25,11 @@ def _specialised(kernels):
 
 
 _KERNELS = _specialised(_dense)
+# The repeat-call fast paths run the dispatched build's step kernels: they
+# stand aside while a test swaps ``_KERNELS`` for another build's.
+_DISPATCHED = _KERNELS
+_LINEAR = _repeat.Calls()
+_LINEAR_BACKWARD = _repeat.Calls()
 # Below this many output elements no allocation can overflow: skip check_nbytes.
 _SMALL = 2**31
 
@@ -100,7 +105,12 @@ def linear(x, w, b=None, *, out=None):
     -------
     y : ndarray, shape (N, O)
     """
+    if _KERNELS is _DISPATCHED:
+        y = _LINEAR.run((x, w, b), None, None if out is None else (out,))
+        if y is not None:
+            return y
     func = "linear"
+    given = _repeat.plain(x, w, b) and _KERNELS is _DISPATCHED
     x, w = _arrays(func, x, w)
     if b is not None:
         b = _vector(func, b, w.shape[0], x.dtype)
@@ -111,6 +121,9 @@ def linear(x, w, b=None, *, out=None):
         func, "out", out, shape, x.dtype, (x, w, b))
     if shape[0]:
         _KERNELS[x.dtype][0](x, w, b, y)
+        if given:
+            _repeat.remember(_LINEAR, "linear", x.dtype, ((0, x), (1, w), _repeat.slot(2, b)),
+                             ((3, shape, x.dtype, _repeat.ARRAY),), (*x.shape, w.shape[0]))
     return y
 
 
@@ -144,7 +157,12 @@ def linear_backward(gy, x, w, need_input_grad=True, *, out=None):
     gb : ndarray, shape (O,)
         Gradient with respect to the bias: gy summed over N.
     """
+    if (out is None or type(out) is tuple) and _KERNELS is _DISPATCHED:
+        result = _LINEAR_BACKWARD.run((gy, x, w), need_input_grad, out)
+        if result is not None:
+            return result
     func = "linear_backward"
+    given = _repeat.plain(gy, x, w) and _KERNELS is _DISPATCHED
     x, w = _arrays(func, x, w)
     gy = _gradient(func, gy, x, w)
     if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
@@ -159,6 +177,12 @@ def linear_backward(gy, x, w, need_input_grad=True, *, out=None):
     if need_input_grad:
         backward_input(gy, w, gx)
     backward_params(gy, x, 1, False, gw, gb)
+    if given:
+        gx_out = (3, x.shape, x.dtype, _repeat.ARRAY) if need_input_grad else _repeat.NONE
+        _repeat.remember(_LINEAR_BACKWARD, "linear_backward", x.dtype, ((0, gy), (1, x), (2, w)),
+                         (gx_out, (4, w.shape, x.dtype, _repeat.ARRAY),
+                          (5, (w.shape[0],), x.dtype, _repeat.ARRAY)),
+                         (*x.shape, w.shape[0], 0), (1.0,), extra=need_input_grad)
     return gx, gw, gb
 
 

@@ -6,13 +6,15 @@ import numpy as np
 
 from .. import _dispatch
 from .._kernels import _loss
-from . import _checks
+from . import _checks, _repeat
 from .pooling import int64_within
 
 _INT64 = np.dtype(np.int64)
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
 _SOFTMAX = _dispatch.by_dtype(_loss.softmax)
 _CROSS_ENTROPY = _dispatch.by_dtype(_loss.softmax_cross_entropy)
+_SOFTMAX_CALLS = _repeat.Calls()
+_CROSS_ENTROPY_CALLS = _repeat.Calls()
 
 
 def softmax(x, axis=-1):
@@ -32,7 +34,11 @@ def softmax(x, axis=-1):
         Non-negative, summing to 1 along ``axis`` (NaN where a slice holds
         NaN or +inf); empty when ``x`` is empty along any axis, as in PyTorch.
     """
+    result = _SOFTMAX_CALLS.run((x,), axis)
+    if result is not None:
+        return result
     func = "softmax"
+    given = _repeat.plain(x)
     x = _checks.float_array(func, "x", x)
     if x.ndim == 0:
         raise ValueError(f"{func}: x must be at least 1-D, got a scalar")
@@ -46,6 +52,9 @@ def softmax(x, axis=-1):
     out = np.empty(rows.shape, x.dtype)
     if out.size:
         _SOFTMAX[x.dtype](rows, out)
+        if given:
+            _repeat.remember(_SOFTMAX_CALLS, "softmax", x.dtype, ((0, x),),
+                             ((1, x.shape, x.dtype, _repeat.ARRAY),), rows.shape, extra=axis)
     return out.reshape(x.shape)
 
 
@@ -70,7 +79,11 @@ def softmax_cross_entropy(logits, labels):
     grad_logits : ndarray, shape (N, K), dtype of ``logits``
         Gradient of ``loss``: (softmax(logits) - onehot(labels)) / N.
     """
+    result = _CROSS_ENTROPY_CALLS.run((logits, labels))
+    if result is not None:
+        return result
     func = "softmax_cross_entropy"
+    given = _repeat.plain(logits, labels)
     logits = _checks.float_array(func, "logits", logits, 2, "(N, K)")
     rows, classes = logits.shape
     if rows == 0 or classes == 0:
@@ -93,4 +106,10 @@ def softmax_cross_entropy(logits, labels):
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")
+    if given and labels.dtype == _INT64:
+        _repeat.remember(_CROSS_ENTROPY_CALLS, "softmax_cross_entropy", logits.dtype,
+                         ((0, logits), (1, labels)),
+                         ((3, (), np.float64, _repeat.SCALAR),
+                          (2, logits.shape, logits.dtype, _repeat.ARRAY)), logits.shape,
+                         workspace=(rows, np.float64), work_slot=4)
     return loss, grad

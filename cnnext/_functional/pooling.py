@@ -9,7 +9,7 @@ that per-image training loops stay cheap.
 import numpy as np
 
 from .. import _dispatch
-from . import _checks
+from . import _checks, _repeat
 
 _pool = _dispatch.load("_pool")
 
@@ -24,6 +24,17 @@ _MAX_KERNEL = 2**24
 _MAX_FORWARD = _dispatch.by_dtype(_pool.max_pool2d_forward)
 _MAX_BACKWARD = _dispatch.by_dtype(_pool.max_pool2d_backward)
 _ALL_MAXIMA_BACKWARD = _dispatch.by_dtype(_pool.max_pool2d_backward_all_maxima)
+_MAX_CALLS = _repeat.Calls()
+_MAX_BACKWARD_CALLS = _repeat.Calls()
+_ALL_MAXIMA_CALLS = _repeat.Calls()
+_AVG_CALLS = _repeat.Calls()
+_AVG_BACKWARD_CALLS = _repeat.Calls()
+
+
+def _step_sizes(in_shape, out_shape, kernel, stride, padding, check=0):
+    """The pooling steps' sizes (cnnext/_kernels/_pool_steps.pxi)."""
+    n, c, h, w = in_shape
+    return (n * c, h, w, out_shape[2], out_shape[3], *kernel, *stride, *padding, check)
 
 
 def _float_input(func, name, value):
@@ -143,7 +154,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     indices : ndarray of int64, shape (N, C, Ho, Wo)
         Only when ``return_indices``; input of ``max_pool2d_backward``.
     """
+    extra = (kernel_size, stride, padding, return_indices)
+    if out is None or return_indices is False or type(out) is tuple:
+        result = _MAX_CALLS.run((x,), extra, out if return_indices is not False or out is None
+                                else (out,))
+        if result is not None:
+            return result
     func = "max_pool2d"
+    given = _repeat.plain(x) and type(return_indices) is bool
     x = _float_input(func, "x", x)
     kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
     if return_indices and out is None:
@@ -156,6 +174,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
         y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
         indices = None
     _MAX_FORWARD[x.dtype](_checks.contiguous(x), y, indices, kernel, stride, padding)
+    if given and x.shape[0] * x.shape[1]:
+        outputs = ((1, out_shape, x.dtype, _repeat.ARRAY),)
+        if return_indices:
+            outputs += ((2, out_shape, _INT64, _repeat.ARRAY),)
+        _repeat.remember(_MAX_CALLS, "max_pool2d", x.dtype, ((0, x),), outputs,
+                         _step_sizes(x.shape, out_shape, kernel, stride, padding), extra=extra)
     return (y, indices) if return_indices else y
 
 
@@ -181,7 +205,11 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
     -------
     gx : ndarray, shape ``x_shape``, dtype of ``gy``
     """
+    result = _MAX_BACKWARD_CALLS.run((gy, idx), x_shape, None if out is None else (out,))
+    if result is not None:
+        return result
     func = "max_pool2d_backward"
+    given = _repeat.plain(gy, idx) and type(x_shape) is tuple
     gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu":
         kind = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
@@ -203,6 +231,13 @@ def max_pool2d_backward(gy, idx, x_shape, *, out=None):
         where = np.unravel_index(bad, idx.shape)
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
                          f"outside its plane [0, {plane_size}) of x_shape {shape}")
+    if given and idx.dtype == _INT64 and shape[0] * shape[1]:
+        # (The kernel sizes: planes, H, W, Ho, Wo; the window is not needed.)
+        sizes = (shape[0] * shape[1], shape[2], shape[3], gy.shape[2], gy.shape[3],
+                 0, 0, 0, 0, 0, 0, 1)
+        _repeat.remember(_MAX_BACKWARD_CALLS, "max_pool2d_backward", gy.dtype,
+                         ((0, gy), (1, idx)), ((2, shape, gy.dtype, _repeat.ARRAY),), sizes,
+                         extra=x_shape)
     return gx
 
 
@@ -233,7 +268,12 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
     -------
     gx : ndarray, shape and dtype of ``x``
     """
+    extra = (kernel_size, stride)
+    result = _ALL_MAXIMA_CALLS.run((gy, x, y), extra, None if out is None else (out,))
+    if result is not None:
+        return result
     func = "max_pool2d_backward_all_maxima"
+    given = _repeat.plain(gy, x, y)
     x = _float_input(func, "x", x)
     gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     y = _checks.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
@@ -250,6 +290,10 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
     gx = _checks.out_array(func, "out", out, x.shape, x.dtype, (gy, x, y))
     _ALL_MAXIMA_BACKWARD[x.dtype](_checks.contiguous(gy), _checks.contiguous(x),
                                   _checks.contiguous(y), gx, kernel, stride)
+    if given and x.shape[0] * x.shape[1]:
+        _repeat.remember(_ALL_MAXIMA_CALLS, "max_pool2d_backward_all_maxima", x.dtype,
+                         ((0, gy), (1, x), (2, y)), ((3, x.shape, x.dtype, _repeat.ARRAY),),
+                         _step_sizes(x.shape, out_shape, kernel, stride, (0, 0)), extra=extra)
     return gx
 
 
@@ -275,11 +319,20 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
     y : ndarray, shape (N, C, Ho, Wo), dtype of ``x``
         Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
     """
+    extra = (kernel_size, stride, padding)
+    result = _AVG_CALLS.run((x,), extra, None if out is None else (out,))
+    if result is not None:
+        return result
     func = "avg_pool2d"
+    given = _repeat.plain(x)
     x = _float_input(func, "x", x)
     kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
     y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
     _pool.avg_pool2d_forward(_checks.contiguous(x), y, kernel, stride, padding)
+    if given and x.shape[0] * x.shape[1]:
+        _repeat.remember(_AVG_CALLS, "avg_pool2d", x.dtype, ((0, x),),
+                         ((1, out_shape, x.dtype, _repeat.ARRAY),),
+                         _step_sizes(x.shape, out_shape, kernel, stride, padding), extra=extra)
     return y
 
 
@@ -306,7 +359,12 @@ def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out
     -------
     gx : ndarray, shape ``x_shape``, dtype of ``gy``
     """
+    extra = (x_shape, kernel_size, stride, padding)
+    result = _AVG_BACKWARD_CALLS.run((gy,), extra, None if out is None else (out,))
+    if result is not None:
+        return result
     func = "avg_pool2d_backward"
+    given = _repeat.plain(gy) and type(x_shape) is tuple
     gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     shape = _x_shape(func, x_shape, gy)
     kernel, stride, padding, out_shape = _geometry(func, shape, kernel_size, stride, padding)
@@ -315,4 +373,8 @@ def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out
                          f"{shape}), got {gy.shape}")
     gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy,))
     _pool.avg_pool2d_backward(_checks.contiguous(gy), gx, kernel, stride, padding)
+    if given and shape[0] * shape[1]:
+        _repeat.remember(_AVG_BACKWARD_CALLS, "avg_pool2d_backward", gy.dtype, ((0, gy),),
+                         ((1, shape, gy.dtype, _repeat.ARRAY),),
+                         _step_sizes(shape, out_shape, kernel, stride, padding), extra=extra)
     return gx

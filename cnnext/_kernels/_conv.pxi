@@ -52,6 +52,7 @@
 # their partial sums are added in chunk order.
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -171,6 +172,22 @@ cdef struct Backward:
     Py_ssize_t k_padded           # transposed: K rounded up to one or TRN_NV vectors
     Py_ssize_t block_images       # transposed: images per block
     Py_ssize_t chunk_images, chunks, wave_chunks  # dot: chunks, chunks staged at once
+
+
+cdef enum DataKernel:
+    DATA_COL2IM = 0        # columns w^T gy scattered back
+    DATA_CONV = 1          # a convolution of gy (stride 1)
+    DATA_WINOGRAD = 2      # ... computed with Winograd
+
+
+cdef struct ConvStepPlan:
+    # What the passes read of a Plan, in one record a step can point to
+    # (_conv_steps.pxi): valid while the Plan lives.
+    const Layout* d               # the forward convolution
+    const Layout* t               # the input gradient's convolution (DATA_CONV/WINOGRAD)
+    const Backward* bw
+    const Layout* f               # the weight gradient's windows
+    DataKernel data_kernel
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -362,6 +379,7 @@ cdef class Plan:
     cdef Layout t                 # ... that convolution
     cdef Backward bw
     cdef Layout f                 # the weight gradient's windows: d's, or in place
+    cdef ConvStepPlan sp          # pointers to the above, for the passes and steps
     cdef Py_ssize_t* tables[4]
     cdef readonly tuple output_shape
     cdef readonly Py_ssize_t forward_workspace
@@ -462,6 +480,19 @@ cdef class Plan:
             self.backward_filter_workspace = (
                 bw.wave_chunks * bw.chunk_images * d.staged_elems
                 + (bw.chunks * K * (g.CRS + 1) if bw.chunks > 1 else 0))
+
+        self.sp.d, self.sp.t, self.sp.bw, self.sp.f = &self.d, &self.t, &self.bw, &self.f
+        self.sp.data_kernel = (DATA_COL2IM if not self.data_as_conv
+                               else DATA_WINOGRAD if self.t.winograd else DATA_CONV)
+
+    def step_plan(self):
+        """step_plan()
+
+        A PyCapsule (named "cnnext.conv_plan") of this plan's layouts, which
+        the step kernels of this module take as ``plan[0]`` / ``plan[1]``;
+        valid while the plan lives (the executor keeps a reference).
+        """
+        return PyCapsule_New(<void*>&self.sp, b"cnnext.conv_plan", NULL)
 
     @property
     def source(self):
@@ -652,12 +683,12 @@ def conv2d_forward(Plan plan,
     vectors of output positions and the blocks of FWD_MR filters.  The caller
     has checked every shape against the plan.
     """
-    cdef const Layout* d = &plan.d
     cdef const floating* bias = NULL
     if b is not None:
         bias = &b[0]
     with nogil:
-        convolve(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, d, False, &y[0, 0, 0, 0], &work[0])
+        convolve(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, plan.sp.d, False, &y[0, 0, 0, 0],
+                 &work[0])
 
 
 # ----------------------------------------------------------- input gradient
@@ -731,12 +762,18 @@ def conv2d_backward_data(Plan plan,
     columns w^T gy of each image scattered back (col2im).
     """
     with nogil:
-        if plan.data_as_conv:
-            convolve(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, &plan.t, True, &gx[0, 0, 0, 0],
-                     &work[0])
-        else:
-            data_grad_col2im(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &plan.d, &plan.bw,
-                             &gx[0, 0, 0, 0], &work[0])
+        backward_data_pass(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &plan.sp, &gx[0, 0, 0, 0], &work[0])
+
+
+cdef void backward_data_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
+                             const floating* w,    # IN  (K, C, R, S)
+                             const ConvStepPlan* sp,
+                             floating* gx,         # OUT (N, C, H, W)
+                             floating* work) noexcept nogil:  # TMP backward_data_workspace
+    if sp.data_kernel != DATA_COL2IM:
+        convolve(gy, w, NULL, sp.t, True, gx, work)
+    else:
+        data_grad_col2im(gy, w, sp.d, sp.bw, gx, work)
 
 
 # ---------------------------------------------------------- weight gradient
@@ -954,14 +991,24 @@ def conv2d_backward_filter(Plan plan,
     gw[k, c, r, s] = sum over images and positions of gy[n, k, i, j] times
     the input under tap (c, r, s) of position (i, j); gb[k] = sum of gy[:, k].
     """
-    cdef const Backward* bw = &plan.bw
     with nogil:
-        if bw.filter == FILTER_TRANSPOSED and bw.k_padded == plan.d.lanes:
-            filter_grad_transposed(<const NarrowTile*>NULL, &gy[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                   &plan.f, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
-        elif bw.filter == FILTER_TRANSPOSED:
-            filter_grad_transposed(<const WideTile*>NULL, &gy[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                   &plan.f, bw, &gw[0, 0, 0, 0], &gb[0], &work[0])
-        else:
-            filter_grad_dot(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.d, bw,
-                            &gw[0, 0, 0, 0], &gb[0], &work[0])
+        backward_filter_pass(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &plan.sp, &gw[0, 0, 0, 0],
+                             &gb[0], &work[0])
+
+
+cdef void backward_filter_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
+                               const floating* x,    # IN  (N, C, H, W)
+                               const ConvStepPlan* sp,
+                               floating* gw,         # OUT (K, C, R, S)
+                               floating* gb,         # OUT (K,)
+                               floating* work) noexcept nogil:  # TMP backward_filter_workspace
+    cdef const Backward* bw = sp.bw
+    if bw.filter == FILTER_TRANSPOSED and bw.k_padded == sp.d.lanes:
+        filter_grad_transposed(<const NarrowTile*>NULL, gy, x, sp.f, bw, gw, gb, work)
+    elif bw.filter == FILTER_TRANSPOSED:
+        filter_grad_transposed(<const WideTile*>NULL, gy, x, sp.f, bw, gw, gb, work)
+    else:
+        filter_grad_dot(gy, x, sp.d, bw, gw, gb, work)
+
+
+include "_conv_steps.pxi"

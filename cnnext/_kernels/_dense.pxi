@@ -241,6 +241,62 @@ cdef inline void weight_gradient_columns(const floating* gy,  # IN  (examples, n
 
 
 # ------------------------------------------------------------ entry points
+#
+# Each def entry point and its step kernel (_dense_steps.pxi) call the same
+# pass below on raw pointers.
+
+cdef void forward_pass(const floating* x,   # IN  (examples, n_in)
+                       const floating* w,   # IN  (n_out, n_in)
+                       const floating* b,   # IN  (n_out,) or NULL
+                       Py_ssize_t examples, Py_ssize_t n_in, Py_ssize_t n_out,
+                       floating* y) noexcept nogil:  # OUT (examples, n_out)
+    cdef Py_ssize_t group, groups = (examples + DOT_ROWS - 1) // DOT_ROWS
+    cdef int n_threads = num_threads_for(examples * n_out * n_in)
+    if n_threads == 1:
+        forward_examples(x, w, b, 0, examples, n_out, n_in, y)
+    else:
+        for group in prange(groups, num_threads=n_threads, schedule="static"):
+            forward_examples(x, w, b, group * DOT_ROWS,
+                             min(examples, (group + 1) * DOT_ROWS), n_out, n_in, y)
+
+
+cdef void input_gradient_pass(const floating* gy,  # IN  (examples, n_out)
+                              const floating* w,   # IN  (n_out, n_in)
+                              Py_ssize_t examples, Py_ssize_t n_in, Py_ssize_t n_out,
+                              floating* gx) noexcept nogil:  # OUT (examples, n_in)
+    cdef Py_ssize_t group, groups = (examples + AXPY_ROWS - 1) // AXPY_ROWS
+    cdef int n_threads = num_threads_for(examples * n_out * n_in)
+    if n_threads == 1:
+        input_gradient_examples(gy, w, 0, examples, n_out, n_in, gx)
+    else:
+        for group in prange(groups, num_threads=n_threads, schedule="static"):
+            input_gradient_examples(gy, w, group * AXPY_ROWS,
+                                    min(examples, (group + 1) * AXPY_ROWS), n_out, n_in, gx)
+
+
+cdef void params_gradient_pass(const floating* gy,  # IN  (examples, n_out)
+                               const floating* x,   # IN  (examples, n_in)
+                               Py_ssize_t examples, Py_ssize_t n_in, Py_ssize_t n_out,
+                               floating alpha, bint accumulate,
+                               floating* gw,        # IN/OUT (n_out, n_in)
+                               floating* gb) noexcept nogil:  # IN/OUT (n_out,) or NULL
+    cdef Py_ssize_t n, o, block, width = AXPY_VECS * lanes(x)
+    cdef Py_ssize_t blocks = (n_in + width - 1) // width
+    cdef int n_threads = num_threads_for(examples * n_out * n_in)
+    cdef floating total
+    if n_threads == 1:
+        weight_gradient_columns(gy, x, 0, n_in, examples, n_out, n_in, alpha, accumulate, gw)
+    else:
+        for block in prange(blocks, num_threads=n_threads, schedule="static"):
+            weight_gradient_columns(gy, x, block * width, min(n_in, (block + 1) * width),
+                                    examples, n_out, n_in, alpha, accumulate, gw)
+    if gb != NULL:
+        for o in range(n_out):
+            total = gb[o] if accumulate else 0
+            for n in range(examples):
+                total += alpha * gy[n * n_out + o]
+            gb[o] = total
+
 
 def linear_forward(const floating[:, ::1] x,  # IN  (N, I)
                    const floating[:, ::1] w,  # IN  (O, I)
@@ -251,19 +307,11 @@ def linear_forward(const floating[:, ::1] x,  # IN  (N, I)
     y = x w^T + b (b may be None).  N, O and I are at least 1; the caller
     checks every shape.
     """
-    cdef Py_ssize_t examples = x.shape[0], n_in = x.shape[1], n_out = w.shape[0]
-    cdef Py_ssize_t group, groups = (examples + DOT_ROWS - 1) // DOT_ROWS
-    cdef int n_threads = num_threads_for(examples * n_out * n_in)
     cdef const floating* bias = NULL
     if b is not None:
         bias = &b[0]
     with nogil:
-        if n_threads == 1:
-            forward_examples(&x[0, 0], &w[0, 0], bias, 0, examples, n_out, n_in, &y[0, 0])
-        else:
-            for group in prange(groups, num_threads=n_threads, schedule="static"):
-                forward_examples(&x[0, 0], &w[0, 0], bias, group * DOT_ROWS,
-                                 min(examples, (group + 1) * DOT_ROWS), n_out, n_in, &y[0, 0])
+        forward_pass(&x[0, 0], &w[0, 0], bias, x.shape[0], x.shape[1], w.shape[0], &y[0, 0])
 
 
 def linear_backward_input(const floating[:, ::1] gy,  # IN  (N, O)
@@ -273,17 +321,9 @@ def linear_backward_input(const floating[:, ::1] gy,  # IN  (N, O)
 
     gx = gy w.  N, O and I are at least 1; the caller checks every shape.
     """
-    cdef Py_ssize_t examples = gy.shape[0], n_out = gy.shape[1], n_in = w.shape[1]
-    cdef Py_ssize_t group, groups = (examples + AXPY_ROWS - 1) // AXPY_ROWS
-    cdef int n_threads = num_threads_for(examples * n_out * n_in)
     with nogil:
-        if n_threads == 1:
-            input_gradient_examples(&gy[0, 0], &w[0, 0], 0, examples, n_out, n_in, &gx[0, 0])
-        else:
-            for group in prange(groups, num_threads=n_threads, schedule="static"):
-                input_gradient_examples(&gy[0, 0], &w[0, 0], group * AXPY_ROWS,
-                                        min(examples, (group + 1) * AXPY_ROWS), n_out, n_in,
-                                        &gx[0, 0])
+        input_gradient_pass(&gy[0, 0], &w[0, 0], gy.shape[0], w.shape[1], gy.shape[1],
+                            &gx[0, 0])
 
 
 def linear_backward_params(const floating[:, ::1] gy,  # IN  (N, O)
@@ -299,24 +339,12 @@ def linear_backward_params(const floating[:, ::1] gy,  # IN  (N, O)
     accumulate is a gradient-descent step in place).  gb may be None.  N, O
     and I are at least 1; the caller checks every shape.
     """
-    cdef Py_ssize_t examples = gy.shape[0], n_out = gy.shape[1], n_in = x.shape[1]
-    cdef Py_ssize_t n, o, block, width = AXPY_VECS * lanes(&x[0, 0])
-    cdef Py_ssize_t blocks = (n_in + width - 1) // width
-    cdef int n_threads = num_threads_for(examples * n_out * n_in)
-    cdef bint with_bias = gb is not None
-    cdef floating total
+    cdef floating* bias = NULL
+    if gb is not None:
+        bias = &gb[0]
     with nogil:
-        if n_threads == 1:
-            weight_gradient_columns(&gy[0, 0], &x[0, 0], 0, n_in, examples, n_out, n_in,
-                                    alpha, accumulate, &gw[0, 0])
-        else:
-            for block in prange(blocks, num_threads=n_threads, schedule="static"):
-                weight_gradient_columns(&gy[0, 0], &x[0, 0], block * width,
-                                        min(n_in, (block + 1) * width), examples, n_out, n_in,
-                                        alpha, accumulate, &gw[0, 0])
-        if with_bias:
-            for o in range(n_out):
-                total = gb[o] if accumulate else 0
-                for n in range(examples):
-                    total += alpha * gy[n, o]
-                gb[o] = total
+        params_gradient_pass(&gy[0, 0], &x[0, 0], gy.shape[0], x.shape[1], gy.shape[1], alpha,
+                             accumulate, &gw[0, 0], bias)
+
+
+include "_dense_steps.pxi"

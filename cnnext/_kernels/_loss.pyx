@@ -20,6 +20,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from ._openmp_helpers cimport effective_num_threads
+from ._step cimport STEP_BAD_LABEL, StepArgs, step_capsule
 
 # Below this many logits a call runs on the calling thread.
 cdef Py_ssize_t MIN_PARALLEL_ELEMENTS = 1 << 14
@@ -83,6 +84,19 @@ cdef inline int num_threads_for(Py_ssize_t elements) noexcept nogil:
     return effective_num_threads()
 
 
+cdef void softmax_pass(const floating* x,  # IN  (rows, classes)
+                       Py_ssize_t rows, Py_ssize_t classes,
+                       floating* out) noexcept nogil:  # OUT (rows, classes)
+    cdef Py_ssize_t i
+    cdef int n_threads = num_threads_for(rows * classes)
+    if n_threads == 1:
+        for i in range(rows):
+            softmax_row(x + i * classes, classes, out + i * classes)
+    else:
+        for i in prange(rows, num_threads=n_threads, schedule="static"):
+            softmax_row(x + i * classes, classes, out + i * classes)
+
+
 def softmax(const floating[:, ::1] x,  # IN  (rows, classes), classes >= 1
             floating[:, ::1] out):      # OUT like x
     """softmax(x, out)
@@ -90,17 +104,10 @@ def softmax(const floating[:, ::1] x,  # IN  (rows, classes), classes >= 1
     out[i] = exp(x[i] - max x[i]) / sum(exp(x[i] - max x[i])) for every row.
     The caller checks the shapes.
     """
-    cdef Py_ssize_t i, rows = x.shape[0], classes = x.shape[1]
-    cdef int n_threads = num_threads_for(rows * classes)
-    if rows == 0:
+    if x.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            for i in range(rows):
-                softmax_row(&x[i, 0], classes, &out[i, 0])
-        else:
-            for i in prange(rows, num_threads=n_threads, schedule="static"):
-                softmax_row(&x[i, 0], classes, &out[i, 0])
+        softmax_pass(&x[0, 0], x.shape[0], x.shape[1], &out[0, 0])
 
 
 cdef inline Py_ssize_t first_label_outside(const int64_t* labels,  # IN  (count,)
@@ -111,6 +118,34 @@ cdef inline Py_ssize_t first_label_outside(const int64_t* labels,  # IN  (count,
         if labels[i] < 0 or labels[i] >= classes:
             return i
     return -1
+
+
+cdef inline bint parallel_rows(Py_ssize_t rows, Py_ssize_t classes) noexcept nogil:
+    """Whether cross_entropy_pass splits these rows over threads (then it needs row_loss)."""
+    return num_threads_for(rows * classes) > 1
+
+
+cdef double cross_entropy_pass(const floating* logits,  # IN  (rows, classes)
+                               const int64_t* labels,   # IN  (rows,) checked
+                               Py_ssize_t rows, Py_ssize_t classes,
+                               floating* grad,          # OUT (rows, classes)
+                               double* row_loss) noexcept nogil:  # TMP (rows,) when parallel
+    """The mean loss.  Threads compute the rows' losses, summed afterwards in
+    row order, as one thread does: the same result on any number of threads."""
+    cdef Py_ssize_t i
+    cdef int n_threads = num_threads_for(rows * classes)
+    cdef double scale = 1.0 / rows, total = 0
+    if n_threads == 1:
+        for i in range(rows):
+            total += cross_entropy_row(logits + i * classes, classes, labels[i], scale,
+                                       grad + i * classes)
+    else:
+        for i in prange(rows, num_threads=n_threads, schedule="static"):
+            row_loss[i] = cross_entropy_row(logits + i * classes, classes, labels[i], scale,
+                                            grad + i * classes)
+        for i in range(rows):
+            total += row_loss[i]
+    return total * scale
 
 
 def softmax_cross_entropy(const floating[:, ::1] logits,  # IN  (rows, classes), rows >= 1
@@ -124,32 +159,70 @@ def softmax_cross_entropy(const floating[:, ::1] logits,  # IN  (rows, classes),
     label outside [0, classes): the labels are checked here, in the pass
     that reads them, and every other shape by the caller.
     """
-    cdef Py_ssize_t i, bad, rows = logits.shape[0], classes = logits.shape[1]
-    cdef int n_threads = num_threads_for(rows * classes)
-    cdef double scale = 1.0 / rows, total = 0
-    cdef double* row_loss
+    cdef Py_ssize_t bad, rows = logits.shape[0], classes = logits.shape[1]
+    cdef double loss
+    cdef double* row_loss = NULL
     with nogil:
         bad = first_label_outside(&labels[0], rows, classes)
     if bad >= 0:
         return None, bad
-    if n_threads == 1:
-        with nogil:
-            for i in range(rows):
-                total += cross_entropy_row(&logits[i, 0], classes, labels[i], scale,
-                                           &grad[i, 0])
-        return total * scale, -1
-    # TMP: threads compute the rows' losses, summed afterwards in row order
-    # as above, so the result is the same on any number of threads.
-    row_loss = <double*>malloc(rows * sizeof(double))
-    if row_loss == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            for i in prange(rows, num_threads=n_threads, schedule="static"):
-                row_loss[i] = cross_entropy_row(&logits[i, 0], classes, labels[i], scale,
-                                                &grad[i, 0])
-            for i in range(rows):
-                total += row_loss[i]
-    finally:
-        free(row_loss)
-    return total * scale, -1
+    if parallel_rows(rows, classes):
+        row_loss = <double*>malloc(rows * sizeof(double))
+        if row_loss == NULL:
+            raise MemoryError()
+    with nogil:
+        loss = cross_entropy_pass(&logits[0, 0], &labels[0], rows, classes, &grad[0, 0],
+                                  row_loss)
+    free(row_loss)
+    return loss, -1
+
+
+# ------------------------------------------------------------ step kernels
+# (the convention: _step.pxd) ``F.softmax`` and ``F.softmax_cross_entropy`` bound.
+
+cdef inline int softmax_step(const floating* x, const StepArgs* a) noexcept nogil:
+    # p: 0 x IN (rows, classes), 1 out OUT; n: 0 rows, 1 classes
+    softmax_pass(x, a.n[0], a.n[1], <floating*>a.p[1])
+    return 0
+
+
+cdef inline int cross_entropy_step(const floating* logits, const StepArgs* a) noexcept nogil:
+    # p: 0 logits IN (rows, classes), 1 labels IN (rows,) int64, 2 grad OUT,
+    #    3 loss OUT (one double), 4 row losses TMP (rows doubles)
+    # n: 0 rows, 1 classes
+    cdef const int64_t* labels = <const int64_t*>a.p[1]
+    if first_label_outside(labels, a.n[0], a.n[1]) >= 0:
+        return STEP_BAD_LABEL
+    (<double*>a.p[3])[0] = cross_entropy_pass(logits, labels, a.n[0], a.n[1],
+                                              <floating*>a.p[2], <double*>a.p[4])
+    return 0
+
+
+cdef int softmax_f32(const StepArgs* a) noexcept nogil:
+    return softmax_step(<const float*>a.p[0], a)
+
+
+cdef int softmax_f64(const StepArgs* a) noexcept nogil:
+    return softmax_step(<const double*>a.p[0], a)
+
+
+cdef int cross_entropy_f32(const StepArgs* a) noexcept nogil:
+    return cross_entropy_step(<const float*>a.p[0], a)
+
+
+cdef int cross_entropy_f64(const StepArgs* a) noexcept nogil:
+    return cross_entropy_step(<const double*>a.p[0], a)
+
+
+def step_kernels():
+    """step_kernels()
+
+    {(name, dtype name): PyCapsule of the step kernel}: "softmax",
+    "softmax_cross_entropy".
+    """
+    return {
+        ("softmax", "float32"): step_capsule(softmax_f32),
+        ("softmax", "float64"): step_capsule(softmax_f64),
+        ("softmax_cross_entropy", "float32"): step_capsule(cross_entropy_f32),
+        ("softmax_cross_entropy", "float64"): step_capsule(cross_entropy_f64),
+    }

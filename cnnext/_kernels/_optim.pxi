@@ -54,6 +54,30 @@ cdef inline void sgd_loop(floating* param,          # IN/OUT (n,)
         param[i] = param[i] - g * lr
 
 
+cdef void sgd_pass(floating* param,         # IN/OUT (n,)
+                   const floating* grad,    # IN  (n,)
+                   floating* buf,           # IN/OUT (n,) momentum buffer, or NULL
+                   Py_ssize_t n, double lr, double momentum, double weight_decay,
+                   bint nesterov) noexcept nogil:
+    cdef floating f_lr = <floating>lr, f_momentum = <floating>momentum
+    cdef floating f_decay = <floating>weight_decay
+    if buf == NULL:
+        if f_decay != 0:
+            sgd_loop(param, grad, buf, n, f_lr, 0, f_decay, True, False, False)
+        else:
+            sgd_loop(param, grad, buf, n, f_lr, 0, 0, False, False, False)
+    elif nesterov:
+        if f_decay != 0:
+            sgd_loop(param, grad, buf, n, f_lr, f_momentum, f_decay, True, True, True)
+        else:
+            sgd_loop(param, grad, buf, n, f_lr, f_momentum, 0, False, True, True)
+    else:
+        if f_decay != 0:
+            sgd_loop(param, grad, buf, n, f_lr, f_momentum, f_decay, True, True, False)
+        else:
+            sgd_loop(param, grad, buf, n, f_lr, f_momentum, 0, False, True, False)
+
+
 def sgd_step(floating[::1] param,         # IN/OUT (n,)
              const floating[::1] grad,    # IN  (n,)
              floating[::1] buffer,        # IN/OUT (n,) momentum buffer, or None
@@ -68,32 +92,14 @@ def sgd_step(floating[::1] param,         # IN/OUT (n,)
         g = g + momentum * buffer (nesterov) or buffer   (when buffer is given)
         param = param - g * lr
     """
-    cdef Py_ssize_t n = param.shape[0]
-    cdef floating f_lr = <floating>lr, f_momentum = <floating>momentum
-    cdef floating f_decay = <floating>weight_decay
     cdef floating* buf = NULL
-    if n == 0:
+    if param.shape[0] == 0:
         return
     if buffer is not None:
         buf = &buffer[0]
     with nogil:
-        if buf == NULL:
-            if f_decay != 0:
-                sgd_loop(&param[0], &grad[0], buf, n, f_lr, 0, f_decay, True, False, False)
-            else:
-                sgd_loop(&param[0], &grad[0], buf, n, f_lr, 0, 0, False, False, False)
-        elif nesterov:
-            if f_decay != 0:
-                sgd_loop(&param[0], &grad[0], buf, n, f_lr, f_momentum, f_decay, True, True,
-                         True)
-            else:
-                sgd_loop(&param[0], &grad[0], buf, n, f_lr, f_momentum, 0, False, True, True)
-        else:
-            if f_decay != 0:
-                sgd_loop(&param[0], &grad[0], buf, n, f_lr, f_momentum, f_decay, True, True,
-                         False)
-            else:
-                sgd_loop(&param[0], &grad[0], buf, n, f_lr, f_momentum, 0, False, True, False)
+        sgd_pass(&param[0], &grad[0], buf, param.shape[0], lr, momentum, weight_decay,
+                 nesterov)
 
 
 cdef inline void adam_loop(floating* param,         # IN/OUT (n,)
@@ -117,6 +123,24 @@ cdef inline void adam_loop(floating* param,         # IN/OUT (n,)
         param[i] = param[i] - m / (<floating>sqrt(v) / correction + eps) * step_size
 
 
+cdef void adam_pass(floating* param,        # IN/OUT (n,)
+                    const floating* grad,   # IN  (n,)
+                    floating* exp_avg,      # IN/OUT (n,)
+                    floating* exp_avg_sq,   # IN/OUT (n,)
+                    Py_ssize_t n, double step_size, double bias_correction2_sqrt,
+                    double beta1, double beta2, double eps, double weight_decay) noexcept nogil:
+    cdef floating f_step = <floating>step_size, f_correction = <floating>bias_correction2_sqrt
+    cdef floating f_beta1 = <floating>beta1, f_beta2 = <floating>beta2
+    cdef floating f_keep1 = <floating>(1 - beta1), f_keep2 = <floating>(1 - beta2)
+    cdef floating f_eps = <floating>eps, f_decay = <floating>weight_decay
+    if f_decay != 0:
+        adam_loop(param, grad, exp_avg, exp_avg_sq, n, f_step, f_correction, f_beta1, f_beta2,
+                  f_keep1, f_keep2, f_eps, f_decay, True)
+    else:
+        adam_loop(param, grad, exp_avg, exp_avg_sq, n, f_step, f_correction, f_beta1, f_beta2,
+                  f_keep1, f_keep2, f_eps, 0, False)
+
+
 def adam_step(floating[::1] param,        # IN/OUT (n,)
               const floating[::1] grad,   # IN  (n,)
               floating[::1] exp_avg,      # IN/OUT (n,) first moment
@@ -134,17 +158,11 @@ def adam_step(floating[::1] param,        # IN/OUT (n,)
         exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * g * g
         param = param - exp_avg / (sqrt(exp_avg_sq) / bias_correction2_sqrt + eps) * step_size
     """
-    cdef Py_ssize_t n = param.shape[0]
-    cdef floating f_step = <floating>step_size, f_correction = <floating>bias_correction2_sqrt
-    cdef floating f_beta1 = <floating>beta1, f_beta2 = <floating>beta2
-    cdef floating f_keep1 = <floating>(1 - beta1), f_keep2 = <floating>(1 - beta2)
-    cdef floating f_eps = <floating>eps, f_decay = <floating>weight_decay
-    if n == 0:
+    if param.shape[0] == 0:
         return
     with nogil:
-        if f_decay != 0:
-            adam_loop(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], n, f_step,
-                      f_correction, f_beta1, f_beta2, f_keep1, f_keep2, f_eps, f_decay, True)
-        else:
-            adam_loop(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], n, f_step,
-                      f_correction, f_beta1, f_beta2, f_keep1, f_keep2, f_eps, 0, False)
+        adam_pass(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], param.shape[0], step_size,
+                  bias_correction2_sqrt, beta1, beta2, eps, weight_decay)
+
+
+include "_optim_steps.pxi"

@@ -470,6 +470,95 @@ cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_
 # ------------------------------------------------------------ entry points
 #
 # Arrays are C-contiguous (N, C, H, W); the planes are its N*C (H, W) slices.
+# Each def entry point and its step kernel (_pool_steps.pxi) run the same
+# pass below on raw pointers.
+
+cdef void max_pass(const floating* x,   # IN  (planes, H, W)
+                   floating* y,         # OUT (planes, Ho, Wo)
+                   int64_t* indices,    # OUT (planes, Ho, Wo), or NULL
+                   Py_ssize_t planes, const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if n_threads == 1:
+        for p in range(planes):
+            max_plane(x + p * plane_in, y + p * plane_out,
+                      indices + p * plane_out if indices != NULL else NULL, g)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            max_plane(x + p * plane_in, y + p * plane_out,
+                      indices + p * plane_out if indices != NULL else NULL, g)
+
+
+cdef Py_ssize_t max_backward_pass(const floating* gy,      # IN  (planes, Ho, Wo)
+                                  const int64_t* indices,  # IN  (planes, Ho, Wo)
+                                  Py_ssize_t planes, Py_ssize_t plane_in,
+                                  Py_ssize_t plane_out, bint check,
+                                  floating* gx) noexcept nogil:  # OUT (planes, H, W)
+    """The scatter; with ``check``, first the flat position of the first index
+    outside [0, plane_in), returned without writing anything (else -1)."""
+    cdef Py_ssize_t p, bad = -1
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if check and plane_out > 0:
+        bad = first_outside(indices, planes * plane_out, plane_in)
+    if bad >= 0:
+        return bad
+    if n_threads == 1:
+        for p in range(planes):
+            scatter_plane(gy + p * plane_out, indices + p * plane_out, plane_out,
+                          gx + p * plane_in, plane_in)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            scatter_plane(gy + p * plane_out, indices + p * plane_out, plane_out,
+                          gx + p * plane_in, plane_in)
+    return -1
+
+
+cdef void all_maxima_pass(const floating* gy,  # IN  (planes, Ho, Wo)
+                          const floating* x,   # IN  (planes, H, W)
+                          const floating* y,   # IN  (planes, Ho, Wo)
+                          floating* gx,        # OUT (planes, H, W)
+                          Py_ssize_t planes, const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if n_threads == 1:
+        for p in range(planes):
+            assign_to_all_maxima_plane(gy + p * plane_out, x + p * plane_in,
+                                       y + p * plane_out, gx + p * plane_in, g)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            assign_to_all_maxima_plane(gy + p * plane_out, x + p * plane_in,
+                                       y + p * plane_out, gx + p * plane_in, g)
+
+
+cdef void avg_pass(const floating* x,   # IN  (planes, H, W)
+                   floating* y,         # OUT (planes, Ho, Wo)
+                   Py_ssize_t planes, const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if n_threads == 1:
+        for p in range(planes):
+            avg_plane(x + p * plane_in, y + p * plane_out, g)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            avg_plane(x + p * plane_in, y + p * plane_out, g)
+
+
+cdef void avg_backward_pass(const floating* gy,  # IN  (planes, Ho, Wo)
+                            floating* gx,        # OUT (planes, H, W)
+                            Py_ssize_t planes, const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef int n_threads = num_threads_for(planes * plane_in)
+    if n_threads == 1:
+        for p in range(planes):
+            avg_plane_backward(gy + p * plane_out, gx + p * plane_in, g)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            avg_plane_backward(gy + p * plane_out, gx + p * plane_in, g)
+
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                        floating[:, :, :, ::1] y,        # OUT (N, C, Ho, Wo)
@@ -483,23 +572,14 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
     half the kernel.  The caller checks everything.
     """
     cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding)
-    cdef Py_ssize_t p, planes = x.shape[0] * x.shape[1]
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef int n_threads = num_threads_for(planes * plane_in)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
     cdef int64_t* all_indices = NULL
     if planes == 0:
         return
     if indices is not None:
         all_indices = &indices[0, 0, 0, 0]
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                max_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out,
-                          all_indices + p * plane_out if all_indices != NULL else NULL, &g)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                max_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out,
-                          all_indices + p * plane_out if all_indices != NULL else NULL, &g)
+        max_pass(&x[0, 0, 0, 0], &y[0, 0, 0, 0], all_indices, planes, &g)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] gy,       # IN  (N, C, Ho, Wo)
@@ -513,22 +593,13 @@ def max_pool2d_backward(const floating[:, :, :, ::1] gy,       # IN  (N, C, Ho, 
     position of the first index outside [0, H*W): the indices are checked
     here, one pass before the scatter, and the shapes by the caller.
     """
-    cdef Py_ssize_t p, bad = -1, planes = gx.shape[0] * gx.shape[1]
-    cdef Py_ssize_t plane_in = gx.shape[2] * gx.shape[3], plane_out = gy.shape[2] * gy.shape[3]
-    cdef int n_threads = num_threads_for(planes * plane_in)
+    cdef Py_ssize_t bad, planes = gx.shape[0] * gx.shape[1]
     if planes == 0:
         return -1
     with nogil:
-        if plane_out > 0:
-            bad = first_outside(&indices[0, 0, 0, 0], planes * plane_out, plane_in)
-        if bad < 0 and n_threads == 1:
-            for p in range(planes):
-                scatter_plane(&gy[0, 0, 0, 0] + p * plane_out, &indices[0, 0, 0, 0] + p * plane_out,
-                              plane_out, &gx[0, 0, 0, 0] + p * plane_in, plane_in)
-        elif bad < 0:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                scatter_plane(&gy[0, 0, 0, 0] + p * plane_out, &indices[0, 0, 0, 0] + p * plane_out,
-                              plane_out, &gx[0, 0, 0, 0] + p * plane_in, plane_in)
+        bad = max_backward_pass(&gy[0, 0, 0, 0], &indices[0, 0, 0, 0], planes,
+                                gx.shape[2] * gx.shape[3], gy.shape[2] * gy.shape[3], True,
+                                &gx[0, 0, 0, 0])
     return bad
 
 
@@ -545,22 +616,12 @@ def max_pool2d_backward_all_maxima(const floating[:, :, :, ::1] gy,  # IN  (N, C
     (stride >= kernel) and there is no padding; the caller checks everything.
     """
     cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, (0, 0))
-    cdef Py_ssize_t p, planes = x.shape[0] * x.shape[1]
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef int n_threads = num_threads_for(planes * plane_in)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
     if planes == 0:
         return
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                assign_to_all_maxima_plane(
-                    &gy[0, 0, 0, 0] + p * plane_out, &x[0, 0, 0, 0] + p * plane_in,
-                    &y[0, 0, 0, 0] + p * plane_out, &gx[0, 0, 0, 0] + p * plane_in, &g)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                assign_to_all_maxima_plane(
-                    &gy[0, 0, 0, 0] + p * plane_out, &x[0, 0, 0, 0] + p * plane_in,
-                    &y[0, 0, 0, 0] + p * plane_out, &gx[0, 0, 0, 0] + p * plane_in, &g)
+        all_maxima_pass(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &y[0, 0, 0, 0], &gx[0, 0, 0, 0],
+                        planes, &g)
 
 
 def avg_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -572,18 +633,11 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
     counted in the divisor kh * kw.  The caller checks everything.
     """
     cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding)
-    cdef Py_ssize_t p, planes = x.shape[0] * x.shape[1]
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef int n_threads = num_threads_for(planes * plane_in)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
     if planes == 0:
         return
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                avg_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out, &g)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                avg_plane(&x[0, 0, 0, 0] + p * plane_in, &y[0, 0, 0, 0] + p * plane_out, &g)
+        avg_pass(&x[0, 0, 0, 0], &y[0, 0, 0, 0], planes, &g)
 
 
 def avg_pool2d_backward(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
@@ -596,20 +650,11 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
     everything.
     """
     cdef Geometry g = make_geometry(gx.shape, gy.shape, kernel, stride, padding)
-    cdef Py_ssize_t p, planes = gx.shape[0] * gx.shape[1]
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef int n_threads = num_threads_for(planes * plane_in)
+    cdef Py_ssize_t planes = gx.shape[0] * gx.shape[1]
     if planes == 0:
         return
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                avg_plane_backward(&gy[0, 0, 0, 0] + p * plane_out,
-                                   &gx[0, 0, 0, 0] + p * plane_in, &g)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                avg_plane_backward(&gy[0, 0, 0, 0] + p * plane_out,
-                                   &gx[0, 0, 0, 0] + p * plane_in, &g)
+        avg_backward_pass(&gy[0, 0, 0, 0], &gx[0, 0, 0, 0], planes, &g)
 
 
 # ----------------------------------------------------------- index checks
@@ -636,3 +681,6 @@ cdef inline Py_ssize_t first_outside(const int64_t* values,  # IN
         if values[i] < 0 or values[i] >= stop:
             return i
     return -1
+
+
+include "_pool_steps.pxi"

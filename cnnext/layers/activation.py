@@ -26,3 +26,12 @@ class ReLU(Layer):
             return None
         x = self._cache[2]
         return F.relu_backward(gy, x, out=self._output("gx", x.shape, x.dtype, reuse))
+
+    def _build_steps(self, b, x):
+        y = b.buffer(x.shape)
+        b.forward("relu", (x, y), (x.size,))
+        if b.gradients:
+            gx = b.gradient(x)
+            if gx is not None:
+                b.backward("relu_backward", (b.gradient(y), x, gx), (x.size,))
+        return y

@@ -12,10 +12,13 @@ Two entry points per direction:
 * ``forward(x)`` / ``backward(gy)``: public, check ``x`` against the layer
   (ndim, channels, dtype) and return fresh arrays.
 * ``_forward(x, reuse)`` / ``_backward(gy, need_input_grad, reuse)``: used by
-  ``Sequential`` after it has checked the whole network's shapes once.  With
-  ``reuse=True`` large outputs go to workspaces owned by the layer,
-  overwritten by the next call, so a training loop allocates no large
-  arrays per step.
+  ``Sequential``'s layer-by-layer path after it has checked the whole
+  network's shapes once.  With ``reuse=True`` large outputs go to
+  workspaces owned by the layer, overwritten by the next call, so a
+  training loop allocates no large arrays per step.
+* ``_build_steps(builder, x)``: the layer's compiled steps for a plan
+  (cnnext._plans), on which ``Sequential`` runs whole passes; layers
+  without them run layer by layer.
 
 ``grads`` always holds persistent arrays (one per parameter, overwritten by
 each backward pass), like PyTorch's ``.grad``.
@@ -161,6 +164,9 @@ class Layer:
     dtype = None
     # (input shape, output shape) of the last batch shape seen.
     _shape_memo = None
+    # (shape, dtype) of the last input ``forward`` validated: the same again
+    # needs no checks (they depend on nothing else).
+    _input_memo = None
 
     def __init__(self):
         self.params = {}
@@ -175,7 +181,10 @@ class Layer:
         ``backward`` needs.  Returns a new array (``Flatten``: a view of x),
         never one of the layer's reused workspaces.
         """
-        x = self._checked(x)
+        memo = self._input_memo
+        if memo is None or type(x) is not np.ndarray or x.shape != memo[0] or x.dtype != memo[1]:
+            x = self._checked(x)
+            self._input_memo = (x.shape, x.dtype)
         return self._forward(x, reuse=False)
 
     def backward(self, gy):
@@ -190,12 +199,15 @@ class Layer:
             raise RuntimeError(f"{self._name()}.backward called before forward")
         x_shape, x_dtype = cache[:2]
         expected = self._batch_output_shape(x_shape)
-        gy = _checks.float_array(f"{self._name()}.backward", "gy", gy)
-        if gy.shape != expected or gy.dtype != x_dtype:
-            raise ValueError(f"{self._name()}.backward: gy must have shape {expected} and dtype "
-                             f"{x_dtype} (the last forward's output), got shape {gy.shape} "
-                             f"and dtype {gy.dtype}")
-        return self._backward(np.ascontiguousarray(gy), need_input_grad=True, reuse=False)
+        if type(gy) is not np.ndarray or gy.shape != expected or gy.dtype != x_dtype:
+            gy = _checks.float_array(f"{self._name()}.backward", "gy", gy)
+            if gy.shape != expected or gy.dtype != x_dtype:
+                raise ValueError(f"{self._name()}.backward: gy must have shape {expected} and "
+                                 f"dtype {x_dtype} (the last forward's output), got shape "
+                                 f"{gy.shape} and dtype {gy.dtype}")
+        if not gy.flags.c_contiguous:
+            gy = np.ascontiguousarray(gy)
+        return self._backward(gy, need_input_grad=True, reuse=False)
 
     def output_shape(self, input_shape):
         """output_shape(input_shape)
@@ -264,3 +276,29 @@ class Layer:
 
     def _backward(self, gy, need_input_grad, reuse):
         raise NotImplementedError
+
+    def _build_steps(self, builder, x):
+        """Add this layer's compiled steps to a plan (cnnext/_plans/__init__.py
+        explains how) for the input buffer ``x``; return the output buffer,
+        or NotImplemented: a network holding the layer then runs layer by
+        layer through ``_forward`` / ``_backward``."""
+        return NotImplemented
+
+    def __getstate__(self):
+        # Weights and configuration only: not the last batch, not the workspaces.
+        state = self.__dict__.copy()
+        state.pop("_cache", None)
+        state["_workspaces"] = {}
+        return state
+
+
+def has_compiled_steps(layer):
+    """Whether ``layer`` runs on plans: the most derived of its classes that
+    defines any of ``_forward``, ``_backward`` and ``_build_steps`` defines
+    ``_build_steps`` (a subclass changing the computation without giving
+    steps for it runs layer by layer)."""
+    for cls in type(layer).__mro__:
+        names = vars(cls)
+        if "_build_steps" in names or "_forward" in names or "_backward" in names:
+            return cls is not Layer and "_build_steps" in names
+    return False

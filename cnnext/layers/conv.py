@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import functional as F
 from .._functional import _checks
+from .._functional import conv as _conv
 from .base import (
     Layer,
     boolean,
@@ -125,3 +126,29 @@ class Conv2D(Layer):
             gy, x, self.params["weight"], *self._geometry, need_input_grad=need_input_grad,
             out=(gx, self.grads["weight"], self.grads.get("bias")))
         return gx
+
+    def _build_steps(self, b, x):
+        if getattr(self, "groups", 1) != 1:
+            return NotImplemented  # grouped convolutions: no step kernel yet
+        k, kh, kw = self.out_channels, *self.kernel_size
+        w_shape = (k, self.in_channels, kh, kw)
+        weight = b.parameter(self, "weight", w_shape)
+        bias = b.parameter(self, "bias", (k,)) if self.bias else None
+        plan, safe = _conv.step_plans(x.shape, w_shape, b.dtype, *self._geometry)
+        if plan is None:
+            return NotImplemented  # computed tap by tap: no step kernel
+        plans = (plan.step_plan(), None if safe is None else safe.step_plan())
+        both = (plan,) if safe is None else (plan, safe)
+        y = b.buffer(plan.output_shape)
+        b.forward("conv2d", (x, weight, bias, y,
+                             b.workspace(max(p.forward_workspace for p in both))),
+                  (x.size, weight.size), plans=plans, keep=both)
+        if b.gradients:
+            gw = b.parameter_gradient(self, "weight", w_shape)
+            gb = b.parameter_gradient(self, "bias", (k,)) if self.bias else b.buffer((k,))
+            work = b.workspace(max(max(p.backward_data_workspace, p.backward_filter_workspace)
+                                   for p in both))
+            gy = b.gradient(y)
+            b.backward("conv2d_backward", (gy, x, weight, b.gradient(x), gw, gb, work),
+                       (gy.size, weight.size), plans=plans, keep=both)
+        return y

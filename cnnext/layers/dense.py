@@ -90,3 +90,18 @@ class Dense(Layer):
             gy, x, self.params["weight"], need_input_grad,
             out=(gx, self.grads["weight"], self.grads.get("bias")))
         return gx
+
+    def _build_steps(self, b, x):
+        shape = (self.out_features, self.in_features)
+        weight = b.parameter(self, "weight", shape)
+        bias = b.parameter(self, "bias", (self.out_features,)) if self.bias else None
+        y = b.buffer((b.batch, self.out_features))
+        sizes = (b.batch, self.in_features, self.out_features)
+        b.forward("linear", (x, weight, bias, y), sizes)
+        if b.gradients:
+            gw = b.parameter_gradient(self, "weight", shape)
+            gb = (b.parameter_gradient(self, "bias", (self.out_features,)) if self.bias
+                  else b.buffer((self.out_features,)))
+            b.backward("linear_backward", (b.gradient(y), x, weight, b.gradient(x), gw, gb),
+                       (*sizes, 0), (1.0,))
+        return y

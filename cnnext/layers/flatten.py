@@ -29,3 +29,6 @@ class Flatten(Layer):
 
     def _backward(self, gy, need_input_grad, reuse):
         return gy.reshape(self._cache[0]) if need_input_grad else None
+
+    def _build_steps(self, b, x):
+        return b.view(x, (b.batch, math.prod(x.shape[1:])))

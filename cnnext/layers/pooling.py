@@ -38,6 +38,12 @@ class _Pool2D(Layer):
             text += f", padding={short(self.padding)}"
         return text + ")"
 
+    def _step_geometry(self, x_shape):
+        """The pooling steps' sizes: planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw."""
+        n, c, h, w = x_shape
+        _, ho, wo = self.output_shape(x_shape[1:])
+        return (n * c, h, w, ho, wo, *self.kernel_size, *self.stride, *self.padding)
+
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self!r} takes (C, H, W) examples, got shape {tuple(input_shape)}")
@@ -74,6 +80,17 @@ class MaxPool2D(_Pool2D):
         out = self._output("gx", x_shape, gy.dtype, reuse)
         return F.max_pool2d_backward(gy, idx, x_shape, out=out)
 
+    def _build_steps(self, b, x):
+        geometry = self._step_geometry(x.shape)
+        shape = (b.batch, x.shape[1], geometry[3], geometry[4])
+        y = b.buffer(shape)
+        gx = b.gradient(x) if b.gradients else None
+        idx = b.buffer(shape, np.int64) if gx is not None else None
+        b.forward("max_pool2d", (x, y, idx), geometry)
+        if gx is not None:
+            b.backward("max_pool2d_backward", (b.gradient(y), idx, gx), (*geometry, 0))
+        return y
+
 
 class AvgPool2D(_Pool2D):
     """AvgPool2D(kernel_size, stride=None, padding=0)
@@ -95,3 +112,13 @@ class AvgPool2D(_Pool2D):
         return F.avg_pool2d_backward(gy, x_shape, *self._geometry,
                                      out=self._output("gx", x_shape, gy.dtype, reuse))
 
+
+    def _build_steps(self, b, x):
+        geometry = self._step_geometry(x.shape)
+        y = b.buffer((b.batch, x.shape[1], geometry[3], geometry[4]))
+        b.forward("avg_pool2d", (x, y), geometry)
+        if b.gradients:
+            gx = b.gradient(x)
+            if gx is not None:
+                b.backward("avg_pool2d_backward", (b.gradient(y), gx), geometry)
+        return y

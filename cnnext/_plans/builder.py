@@ -1,0 +1,178 @@
+"""The builder a layer adds its compiled steps to (see cnnext/_plans/__init__.py).
+
+A ``Builder`` collects, for one (network, batch shape, dtype, mode), the
+buffers and the steps of every pass: forward steps in layer order, each
+layer's backward steps in a group of its own (the groups run in reverse
+layer order), and the identity checks that tell a later call whether the
+plan still describes the layers (same parameter arrays, same layer list).
+Buffers are allocated here, once; every array a step points to is kept by
+the Program that runs the step.
+"""
+
+import numpy as np
+
+from .kernels import kernel
+
+
+class Workspace:
+    """A placeholder for the plan's one scratch buffer (the steps run one after
+    another, so they share it); ``Builder.finish`` allocates it at the
+    largest size asked for and puts it in place of every placeholder."""
+
+    def __init__(self, builder):
+        self.builder = builder
+
+
+class Builder:
+    """Builder(dtype, batch, gradients, input_gradient, mode)
+
+    Attributes a layer reads
+    ------------------------
+    dtype : numpy.dtype
+        The model's dtype, of every activation and gradient.
+    batch : int
+        Examples per call (the first axis of every activation).
+    gradients : bool
+        Whether the plan computes gradients (``fit``, ``backward``): a layer
+        then adds backward steps after its forward steps.
+    mode : str
+        "predict", "evaluate", "fit" or "backward".
+    """
+
+    def __init__(self, dtype, batch, gradients, input_gradient, mode):
+        self.dtype = np.dtype(dtype)
+        self.batch = batch
+        self.gradients = gradients
+        self.mode = mode
+        self._input_gradient = input_gradient
+        self.forward_steps = []
+        self.backward_groups = []
+        self.checks = []
+        self.keep = []
+        self._grad = {}          # id(activation) -> its gradient buffer (or None)
+        self._aliases = {}       # id(view) -> the activation it views
+        self._workspace = Workspace(self)
+        self._workspace_elems = 0
+        self._layer = None       # (index, layer) being built, for error messages
+        self._dict_checked = set()
+        self.input = None
+
+    # ------------------------------------------------------------ buffers
+    def start(self, example_shape):
+        """The staged input buffer (batch, *example_shape)."""
+        self.input = self.buffer((self.batch, *example_shape))
+        return self.input
+
+    def buffer(self, shape, dtype=None):
+        """A new C-contiguous buffer of ``shape`` (the model's dtype by default),
+        owned by the plan.  Initialised to zeros (never read before written,
+        but a plan's memory is then never uninitialised)."""
+        array = np.zeros(shape, self.dtype if dtype is None else dtype)
+        self.keep.append(array)
+        return array
+
+    def view(self, activation, shape):
+        """A reshaped view of ``activation`` (Flatten): its gradient is the same
+        view of the activation's gradient."""
+        view = activation.reshape(shape)
+        self._aliases[id(view)] = activation
+        self.keep.append(view)
+        return view
+
+    def gradient(self, activation):
+        """The gradient buffer of ``activation`` (same shape), allocated on first
+        use; None when the plan does not need it (the input's gradient in
+        ``fit``: nothing is upstream of the first layer)."""
+        key = id(activation)
+        if key in self._grad:
+            return self._grad[key]
+        if key in self._aliases:
+            base = self._aliases[key]
+            grad = self.gradient(base)
+            grad = None if grad is None else grad.reshape(activation.shape)
+        elif activation is self.input and not self._input_gradient:
+            grad = None
+        else:
+            grad = self.buffer(activation.shape)
+        self._grad[key] = grad
+        if grad is not None:
+            self.keep.append(grad)
+        return grad
+
+    def workspace(self, elements):
+        """The plan's scratch buffer, of at least ``elements`` elements of the
+        model's dtype, shared by every step (they run one after another)."""
+        self._workspace_elems = max(self._workspace_elems, int(elements))
+        return self._workspace
+
+    # --------------------------------------------------------- parameters
+    def layer(self, index, layer):
+        """Start building ``layer``, at ``index`` in the network."""
+        self._layer = (index, layer)
+        self.backward_groups.append([])
+
+    def _where(self, layer):
+        index = self._layer[0] if self._layer is not None and self._layer[1] is layer else "?"
+        return f"layer {index} ({layer!r})"
+
+    def parameter(self, layer, name, shape, group="params"):
+        """``layer.params[name]`` (or ``layer.grads[name]`` with group="grads"),
+        checked: an ndarray of ``shape`` and the model's dtype, C-contiguous,
+        writeable when it is trained or written.  A replaced array is picked
+        up by the next plan; one that does not fit raises ValueError naming
+        the layer and the parameter.  The plan records the array, so a call
+        after it is replaced builds a new plan."""
+        container = getattr(layer, group)
+        array = container.get(name) if isinstance(container, dict) else None
+        where = f"{self._where(layer)}: {group}[{name!r}]"
+        if type(array) is not np.ndarray:
+            raise ValueError(f"{where} must be a numpy.ndarray, got {type(array).__name__}")
+        if array.shape != tuple(shape) or array.dtype != self.dtype:
+            raise ValueError(f"{where} has shape {array.shape} and dtype {array.dtype}; the "
+                             f"layer needs shape {tuple(shape)} and dtype {self.dtype}")
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{where} must be C-contiguous")
+        written = group == "grads" or self.gradients
+        if written and not array.flags.writeable:
+            raise ValueError(f"{where} is read-only, so it cannot be trained")
+        self.checks.append((container, name, array))
+        if (layer, group) not in self._dict_checked:
+            self._dict_checked.add((layer, group))
+            self.checks.append((layer.__dict__, group, container))
+        return array
+
+    def parameter_gradient(self, layer, name, shape):
+        """``layer.grads[name]``, checked as ``parameter``: where the backward
+        steps write the gradient of that parameter."""
+        return self.parameter(layer, name, shape, group="grads")
+
+    # -------------------------------------------------------------- steps
+    def forward(self, name, arrays, sizes=(), scalars=(), plans=(), keep=()):
+        """Add a forward step: the step kernel ``name`` (for the model's dtype)
+        bound to ``arrays`` (ndarrays, None, or ``workspace(...)``), ``sizes``,
+        ``scalars`` and ``plans`` (capsules); ``keep``: objects the plans'
+        memory belongs to (e.g. conv ``Plan`` objects)."""
+        self.forward_steps.append(self._step(name, arrays, sizes, scalars, plans, keep))
+
+    def backward(self, name, arrays, sizes=(), scalars=(), plans=(), keep=()):
+        """Add a backward step to the current layer's group (groups run in
+        reverse layer order, the steps of a group in the order added)."""
+        self.backward_groups[-1].append(self._step(name, arrays, sizes, scalars, plans, keep))
+
+    def _step(self, name, arrays, sizes, scalars, plans, keep):
+        self.keep.extend(keep)
+        label = f"{name}" if self._layer is None else f"{self._layer[0]}:{name}"
+        return (kernel(name, self.dtype), list(arrays), tuple(int(s) for s in sizes),
+                tuple(float(f) for f in scalars), tuple(plans), label)
+
+    # ------------------------------------------------------------- finish
+    def finish_workspace(self):
+        """Allocate the shared scratch buffer and put it in place in every step."""
+        work = self.buffer(max(self._workspace_elems, 1))
+        for steps in [self.forward_steps, *self.backward_groups]:
+            for step in steps:
+                arrays = step[1]
+                for i, array in enumerate(arrays):
+                    if array is self._workspace:
+                        arrays[i] = work
+        return work

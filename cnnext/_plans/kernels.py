@@ -1,0 +1,22 @@
+"""The step kernels of every family, by (name, dtype name), as the executor takes them.
+
+Each kernel family exports its step kernels as PyCapsules
+(``step_kernels()``, see cnnext/_kernels/_step.pxd); the ISA families come
+from the build ``cnnext._dispatch`` chose, the same module the functional
+wrappers call, so a step runs exactly the code its functional runs.
+"""
+
+from .. import _dispatch
+from .._kernels import _activation, _loss
+
+_FAMILIES = (_dispatch.load("_conv"), _dispatch.load("_dense"), _dispatch.load("_pool"),
+             _dispatch.load("_optim"), _activation, _loss)
+
+KERNELS = {}
+for _module in _FAMILIES:
+    KERNELS.update(_module.step_kernels())
+
+
+def kernel(name, dtype):
+    """The capsule of step kernel ``name`` for ``dtype`` (a NumPy dtype or its name)."""
+    return KERNELS[name, getattr(dtype, "name", dtype)]

@@ -1,0 +1,197 @@
+"""Plans of a whole network: the passes of ``Sequential`` as compiled Programs.
+
+``NetworkPlan`` builds, for one (layers, example shape, batch, dtype, mode),
+every buffer and the Programs of the forward pass, the loss, the softmax
+and the backward pass, and a ``Runner`` driving them over batches.
+``PlanCache`` keeps a bounded number of them per model and hands each to
+one thread at a time.
+"""
+
+import collections
+import threading
+
+import numpy as np
+
+from .._kernels import _program
+from .builder import Builder
+from .kernels import kernel
+
+# Modes: what a plan computes.  "fit" needs no gradient for the input (no
+# layer upstream), "backward" (Sequential.backward) returns it.
+MODES = {"predict": (False, False), "evaluate": (False, False), "fit": (True, False),
+         "backward": (True, True)}
+
+# Fusion passes: (layer types, builder function), tried in order at each
+# position of the network before the layers' own steps.  A function takes
+# (builder, layers, x) for the matching run of layers and returns the output
+# buffer, or NotImplemented to leave those layers to their own steps.
+FUSIONS = []
+
+_STATUS = {1: "a label outside the model's classes", 2: "a pooling index outside its plane"}
+
+
+class NotCompiled(Exception):
+    """A layer of the network has no compiled steps: the network runs layer by layer."""
+
+
+def register_fusion(layer_types, build):
+    """register_fusion(layer_types, build)
+
+    Let ``build(builder, layers, x)`` compile any run of consecutive layers
+    of exactly ``layer_types`` (a tuple of classes) as one or more steps of
+    its own (a fused kernel).  It returns the output buffer of the last of
+    those layers, or NotImplemented to leave them to their own steps.
+    """
+    FUSIONS.append((tuple(layer_types), build))
+
+
+def uint8_table(dtype):
+    """The 256 values x / 255 - 0.5 of a uint8 x in ``dtype``, computed by the
+    same NumPy operations the layer-by-layer path applies to whole batches
+    (so staging through the table gives the same bits)."""
+    table = np.empty(256, dtype)
+    np.divide(np.arange(256, dtype=np.uint8), dtype.type(255), out=table)
+    np.subtract(table, dtype.type(0.5), out=table)
+    return table
+
+
+class NetworkPlan:
+    """NetworkPlan(layers, example_shape, batch, dtype, mode)
+
+    Raises NotCompiled when a layer provides no steps, ValueError (naming the
+    layer and the parameter) when a parameter does not fit its layer.
+
+    Attributes
+    ----------
+    runner : cnnext._kernels._program.Runner
+    checks : tuple
+        What must still hold for the plan to describe the layers (see
+        ``_program.changed``).
+    input, output : ndarray
+        The staged batch and the last layer's output buffer.
+    input_gradient, output_gradient : ndarray or None
+        Their gradients ("backward" mode).
+    """
+
+    def __init__(self, layers, example_shape, batch, dtype, mode, layer_checks=()):
+        gradients, input_gradient = MODES[mode]
+        b = Builder(dtype, batch, gradients, input_gradient, mode)
+        x = b.start(example_shape)
+        out = x
+        i = 0
+        while i < len(layers):
+            out, used = self._fused(b, layers, i, out)
+            if not used:
+                b.layer(i, layers[i])
+                build = getattr(layers[i], "_build_steps", None)
+                out = NotImplemented if build is None else build(b, out)
+                used = 1
+            if out is NotImplemented:
+                raise NotCompiled(f"layer {i} ({layers[i]!r}) has no compiled steps")
+            i += used
+        self.input, self.output = x, out
+        self.dtype, self.batch, self.mode = b.dtype, batch, mode
+        self.output_gradient = b.gradient(out) if gradients else None
+        self.input_gradient = b.gradient(x) if input_gradient else None
+        work = b.finish_workspace()
+        forward = self._program(b.forward_steps)
+        backward = self._program([s for group in reversed(b.backward_groups) for s in group])
+        loss = softmax = None
+        labels = loss_value = probabilities = None
+        if out.ndim == 2 and mode != "backward":
+            labels = b.buffer((batch,), np.int64)
+            loss_value = b.buffer((1,), np.float64)
+            row_loss = b.buffer((batch,), np.float64)
+            glogits = self.output_gradient if gradients else b.buffer(out.shape)
+            loss = _program.Program()
+            loss.add(kernel("softmax_cross_entropy", b.dtype),
+                     (out, labels, glogits, loss_value, row_loss), (batch, out.shape[1]),
+                     name="softmax_cross_entropy")
+            probabilities = b.buffer(out.shape)
+            softmax = _program.Program()
+            softmax.add(kernel("softmax", b.dtype), (out, probabilities), (batch, out.shape[1]),
+                        name="softmax")
+        elements = int(np.prod(example_shape, dtype=np.int64))
+        logits = out if out.ndim == 2 else out.reshape(batch, -1)
+        self.runner = _program.Runner(batch, elements, b.dtype.name, x, forward, logits,
+                                      loss=loss, labels=labels, loss_value=loss_value,
+                                      probabilities=probabilities, softmax=softmax,
+                                      backward=backward)
+        self.forward_program, self.backward_program = forward, backward
+        self.probabilities = probabilities
+        self.checks = tuple(b.checks) + tuple(layer_checks)
+        self._keep = (b.keep, work)
+
+    @staticmethod
+    def _fused(b, layers, i, x):
+        for types, build in FUSIONS:
+            run = layers[i:i + len(types)]
+            if len(run) == len(types) and all(type(layer) is t for layer, t in
+                                              zip(run, types, strict=True)):
+                b.layer(i, run[0])
+                out = build(b, run, x)
+                if out is not NotImplemented:
+                    return out, len(types)
+                b.backward_groups.pop()
+        return x, 0
+
+    @staticmethod
+    def _program(steps):
+        program = _program.Program()
+        for capsule, arrays, sizes, scalars, plans, label in steps:
+            program.add(capsule, arrays, sizes, scalars, plans, name=label)
+        return program
+
+    def stale(self):
+        """Whether a layer's parameter or the layer list changed since the plan was built."""
+        return _program.changed(self.checks) >= 0
+
+
+def raise_status(owner, status, where, program):
+    """A kernel's non-zero status as an exception (not reached with validated data)."""
+    what = _STATUS.get(status, f"status {status}")
+    step = program.names[where] if program is not None and 0 <= where < len(program) else "?"
+    raise ValueError(f"{owner}: step {step} found {what}")
+
+
+class PlanCache:
+    """PlanCache(size=8)
+
+    Plans by key, at most ``size`` keys (least recently used dropped first).
+    ``acquire`` hands a plan to one caller at a time: a plan in use is never
+    given to another thread, which gets an idle one of the same key or a new
+    one (so concurrent calls on one model each run on buffers of their own).
+    """
+
+    def __init__(self, size=8):
+        self.size = size
+        self._idle = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def acquire(self, key, build):
+        """An idle, still valid plan of ``key``, or ``build()``'s."""
+        plan = None
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                plan = idle.pop()
+                self._idle.move_to_end(key)
+        if plan is not None and plan.stale():
+            plan = None
+        if plan is None:
+            plan = build()
+        return plan
+
+    def release(self, key, plan, per_key=4):
+        """Return ``plan`` for later calls of ``key`` (kept unless ``per_key`` idle ones are)."""
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            self._idle.move_to_end(key)
+            if len(idle) < per_key:
+                idle.append(plan)
+            while len(self._idle) > self.size:
+                self._idle.popitem(last=False)
+
+    def clear(self):
+        with self._lock:
+            self._idle.clear()
