@@ -67,6 +67,18 @@ def show_config(mode="stdout"):
     ----------
     mode : {"stdout", "dicts"}
         "stdout" prints a readable report; "dicts" returns it as a dict.
+
+    Examples
+    --------
+    >>> import cnnext
+    >>> info = cnnext.show_config("dicts")
+    >>> sorted(info)
+    ['cnnext', 'numpy', 'openmp', 'python', 'simd']
+    >>> info["cnnext"]["version"] == cnnext.__version__
+    True
+    >>> cnnext.show_config()                             # doctest: +ELLIPSIS
+    cnnext:
+      version ...
     """
     if mode not in ("stdout", "dicts"):
         raise ValueError(f"show_config: mode must be 'stdout' or 'dicts', got {mode!r}")

@@ -84,6 +84,21 @@ class Sequential:
         The optimiser of the last ``fit`` (saved with the model; the next
         ``fit`` without an optimiser continues with it).
     loss : the loss of the last ``fit`` (softmax cross-entropy by default).
+
+    Examples
+    --------
+    >>> import cnnext as cx
+    >>> from cnnext.layers import Conv2D, Dense, Flatten, MaxPool2D
+    >>> (X, y), (Xt, yt) = cx.datasets.load_sample()
+    >>> model = cx.Sequential([Conv2D(1, 8, 3, seed=0), MaxPool2D(2), Flatten(),
+    ...                        Dense(8 * 13 * 13, 10, seed=0)])
+    >>> history = model.fit(X[:500], y[:500], epochs=2, batch_size=16,
+    ...                     optimizer=cx.optim.Adam(), seed=0, progress=False)
+    >>> history.epochs, sorted(history)
+    (2, ['accuracy', 'loss', 'seconds'])
+    >>> loss, accuracy = model.evaluate(Xt, yt)
+    >>> model.predict(Xt[:3]).shape                      # class probabilities
+    (3, 10)
     """
 
     def __init__(self, layers, input_shape=None):
@@ -865,5 +880,16 @@ def load_model(path):
     Rebuild a model saved by ``Sequential.save``, with its optimiser state.
     The file is checked in full (no pickles, no code executed); anything
     unexpected raises ``cnnext.CheckpointError``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import cnnext as cx
+    >>> model = cx.models.seed_cnn(seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "seed.npz")
+    >>> model.save(path)
+    >>> again = cx.load_model(path)
+    >>> again.num_parameters(), again.input_shape
+    (13602, (1, 28, 28))
     """
     return _checkpoint.load(path)

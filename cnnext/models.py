@@ -20,6 +20,15 @@ def seed_cnn(dtype="float32", seed=None):
     dtype : {"float32", "float64"}
     seed : None, int >= 0 or numpy.random.Generator
         Source of the initial weights.
+
+    Examples
+    --------
+    >>> from cnnext import models
+    >>> model = models.seed_cnn(seed=0)
+    >>> model.num_parameters()
+    13602
+    >>> model.output_shape((1, 28, 28))
+    (10,)
     """
     rng = random_generator("seed_cnn", seed)
     return Sequential([
@@ -47,6 +56,15 @@ def lenet5(dtype="float32", seed=None):
     dtype : {"float32", "float64"}
     seed : None, int >= 0 or numpy.random.Generator
         Source of the initial weights.
+
+    Examples
+    --------
+    >>> from cnnext import models
+    >>> model = models.lenet5(seed=0)
+    >>> model.num_parameters()
+    61706
+    >>> len(model.layers)
+    12
     """
     rng = random_generator("lenet5", seed)
     return Sequential([

@@ -309,7 +309,9 @@ class _CompiledUpdate:
 class SGD(Optimizer):
     """SGD(lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0)
 
-    Stochastic gradient descent, as ``torch.optim.SGD`` (no dampening)::
+    Stochastic gradient descent, as ``torch.optim.SGD`` (no dampening).
+
+    Each step updates every parameter ``p`` with its gradient ``grad``::
 
         g = grad + weight_decay * p
         buf = g                      (first step)
@@ -327,6 +329,17 @@ class SGD(Optimizer):
         Nesterov momentum (needs momentum > 0).
     weight_decay : float
         L2 penalty, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import optim
+    >>> sgd = optim.SGD(lr=0.1, momentum=0.9)
+    >>> params = {"w": np.ones(3, dtype=np.float32)}
+    >>> grads = {"w": np.full(3, 0.5, dtype=np.float32)}
+    >>> sgd.step(params, grads)                          # updates params in place
+    >>> params["w"]
+    array([0.95, 0.95, 0.95], dtype=float32)
     """
 
     slots = ("momentum_buffer",)
@@ -389,6 +402,16 @@ class Adam(Optimizer):
         Added to the denominator, >= 0.
     weight_decay : float
         L2 penalty, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import optim
+    >>> adam = optim.Adam()                              # lr=0.001
+    >>> params = {"w": np.ones(2)}
+    >>> adam.step(params, {"w": np.array([0.5, -2.0])})
+    >>> params["w"]                                      # the first step moves each weight by lr
+    array([0.999, 1.001])
     """
 
     slots = ("exp_avg", "exp_avg_sq")

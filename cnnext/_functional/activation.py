@@ -42,6 +42,16 @@ def relu(x, *, inplace=False, out=None):
     -------
     y : ndarray, shape and dtype of ``x``
         ``x`` itself when ``inplace``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> x = np.array([-1.0, 0.0, 2.0], dtype=np.float32)
+    >>> F.relu(x)
+    array([0., 0., 2.], dtype=float32)
+    >>> F.relu_backward(np.ones_like(x), x)
+    array([0., 0., 1.], dtype=float32)
     """
     if not inplace:
         y = _RELU_CALLS.run((x,), None, None if out is None else (out,))

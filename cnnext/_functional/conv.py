@@ -200,6 +200,20 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
     -------
     y : ndarray, shape (N, K, Ho, Wo)
         ``Ho = (H + 2*ph - dh*(R - 1) - 1) // sh + 1``, likewise ``Wo``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> x = np.ones((2, 3, 8, 8), dtype=np.float32)      # (N, C, H, W)
+    >>> w = np.ones((4, 3, 3, 3), dtype=np.float32)      # (K, C, R, S)
+    >>> y = F.conv2d(x, w, padding=1)
+    >>> y.shape
+    (2, 4, 8, 8)
+    >>> float(y[0, 0, 4, 4]), float(y[0, 0, 0, 0])       # 27 taps inside, 12 in a corner
+    (27.0, 12.0)
+    >>> F.conv2d(x, w, stride=2).shape
+    (2, 4, 3, 3)
     """
     if _kernels is _DISPATCHED:
         y = _CONV2D.run((x, w, b), (stride, padding, dilation), None if out is None else (out,))
@@ -294,6 +308,20 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
         Gradient with respect to w, summed over the batch.
     gb : ndarray, shape (K,)
         Gradient with respect to the bias: gy summed over N, Ho and Wo.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    >>> w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    >>> y = F.conv2d(x, w, padding=1)
+    >>> gx, gw, gb = F.conv2d_backward(np.ones_like(y), x, w, padding=1)
+    >>> gx.shape, gw.shape, gb.shape
+    ((2, 3, 8, 8), (4, 3, 3, 3), (4,))
+    >>> float(gb[0])                                     # gy summed over N, H, W
+    128.0
     """
     if (out is None or type(out) is tuple) and _kernels is _DISPATCHED:
         result = _CONV2D_BACKWARD.run((gy, x, w), (stride, padding, dilation, need_input_grad),

@@ -104,6 +104,16 @@ def linear(x, w, b=None, *, out=None):
     Returns
     -------
     y : ndarray, shape (N, O)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> x = np.ones((2, 3), dtype=np.float32)
+    >>> w = np.arange(6, dtype=np.float32).reshape(2, 3)  # (out_features, in_features)
+    >>> F.linear(x, w, np.array([0.5, -0.5], dtype=np.float32))
+    array([[ 3.5, 11.5],
+           [ 3.5, 11.5]], dtype=float32)
     """
     if _KERNELS is _DISPATCHED:
         y = _LINEAR.run((x, w, b), None, None if out is None else (out,))

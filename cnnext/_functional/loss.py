@@ -78,6 +78,17 @@ def softmax_cross_entropy(logits, labels):
         mean over rows of -log softmax(logits[i])[labels[i]].
     grad_logits : ndarray, shape (N, K), dtype of ``logits``
         Gradient of ``loss``: (softmax(logits) - onehot(labels)) / N.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> logits = np.zeros((2, 4))
+    >>> loss, glogits = F.softmax_cross_entropy(logits, np.array([0, 3]))
+    >>> round(float(loss), 6)                            # log(4): uniform over 4 classes
+    1.386294
+    >>> glogits[0]                                       # (softmax - one-hot) / N
+    array([-0.375,  0.125,  0.125,  0.125])
     """
     result = _CROSS_ENTROPY_CALLS.run((logits, labels))
     if result is not None:

@@ -153,6 +153,24 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
         Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
     indices : ndarray of int64, shape (N, C, Ho, Wo)
         Only when ``return_indices``; input of ``max_pool2d_backward``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> y, idx = F.max_pool2d(x, 2, return_indices=True)
+    >>> y[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+    >>> idx[0, 0]                                        # flat index into each H*W plane
+    array([[ 5,  7],
+           [13, 15]])
+    >>> F.max_pool2d_backward(np.ones_like(y), idx, x.shape)[0, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 1.],
+           [0., 0., 0., 0.],
+           [0., 1., 0., 1.]], dtype=float32)
     """
     extra = (kernel_size, stride, padding, return_indices)
     if out is None or return_indices is False or type(out) is tuple:
@@ -318,6 +336,15 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
     -------
     y : ndarray, shape (N, C, Ho, Wo), dtype of ``x``
         Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    >>> F.avg_pool2d(x, 2)[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
     """
     extra = (kernel_size, stride, padding)
     result = _AVG_CALLS.run((x,), extra, None if out is None else (out,))

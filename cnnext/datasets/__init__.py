@@ -62,6 +62,23 @@ def load_mnist(data_home=None, *, download=True, progress=True):
         the message says where to put the files instead.
     DataFileError
         A file in the cache does not have the expected SHA-256.
+
+    Examples
+    --------
+    >>> from cnnext.datasets import load_mnist
+    >>> (X, y), (Xt, yt) = load_mnist()                  # doctest: +SKIP
+    >>> X.shape, Xt.shape                                # doctest: +SKIP
+    ((60000, 28, 28), (10000, 28, 28))
+
+    Without network, and without the files in the data home, this raises a
+    ``DownloadError`` saying where to put them; ``load_sample()`` works
+    offline:
+
+    >>> from cnnext.datasets import load_sample
+    >>> try:
+    ...     (X, y), (Xt, yt) = load_mnist(download=False)
+    ... except FileNotFoundError:
+    ...     (X, y), (Xt, yt) = load_sample()
     """
     return load_dataset(MNIST, data_home, download=download, progress=progress)
 

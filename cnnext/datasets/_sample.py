@@ -27,6 +27,15 @@ def load_sample():
     (X_train, y_train), (X_test, y_test)
         X uint8 of shape (4000, 28, 28) and (1000, 28, 28), y int64 of shape
         (4000,) and (1000,), values 0-9.
+
+    Examples
+    --------
+    >>> from cnnext.datasets import load_sample
+    >>> (X, y), (Xt, yt) = load_sample()
+    >>> X.shape, X.dtype, Xt.shape
+    ((4000, 28, 28), dtype('uint8'), (1000, 28, 28))
+    >>> y[:12]                                           # interleaved by digit
+    array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
     """
     with np.load(SAMPLE_PATH, allow_pickle=False) as archive:
         images, labels = archive["images"], archive["labels"]

@@ -1,13 +1,13 @@
 """Layers: each one a forward pass, a backward pass and its parameters.
 
-========  ======================================================
-Conv2D    2-D convolution, NCHW (``F.conv2d``)
-MaxPool2D max pooling (``F.max_pool2d``)
-AvgPool2D average pooling (``F.avg_pool2d``)
-ReLU      rectified linear unit (``F.relu``)
-Flatten   (N, ...) -> (N, features)
-Dense     fully connected, y = x W^T + b
-========  ======================================================
+=========  ======================================================
+Conv2D     2-D convolution, NCHW (``F.conv2d``)
+MaxPool2D  max pooling (``F.max_pool2d``)
+AvgPool2D  average pooling (``F.avg_pool2d``)
+ReLU       rectified linear unit (``F.relu``)
+Flatten    (N, ...) -> (N, features)
+Dense      fully connected, y = x W^T + b
+=========  ======================================================
 
 Every layer has ``forward(x)``, ``backward(gy) -> gx``, ``params`` and
 ``grads`` (name -> array), ``output_shape(input_shape)`` and ``config()``.

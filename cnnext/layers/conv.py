@@ -47,6 +47,22 @@ class Conv2D(Layer):
         (out_channels,).
     grads : dict
         Gradients of the same names and shapes, written by ``backward``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext.layers import Conv2D
+    >>> conv = Conv2D(1, 8, 3, padding=1, seed=0)
+    >>> conv.params["weight"].shape, conv.params["bias"].shape
+    ((8, 1, 3, 3), (8,))
+    >>> conv.output_shape((1, 28, 28))
+    (8, 28, 28)
+    >>> y = conv.forward(np.zeros((5, 1, 28, 28), dtype=np.float32))
+    >>> y.shape
+    (5, 8, 28, 28)
+    >>> gx = conv.backward(np.ones_like(y))              # fills conv.grads
+    >>> sorted(conv.grads)
+    ['bias', 'weight']
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,

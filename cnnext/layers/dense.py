@@ -42,6 +42,18 @@ class Dense(Layer):
         bias "bias" (out_features,).
     grads : dict
         Gradients of the same names and shapes, written by ``backward``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext.layers import Dense
+    >>> dense = Dense(1352, 10, seed=0)
+    >>> dense.params["weight"].shape                     # (out_features, in_features)
+    (10, 1352)
+    >>> dense.forward(np.zeros((4, 1352), dtype=np.float32)).shape
+    (4, 10)
+    >>> dense.num_parameters()
+    13530
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype="float32",

@@ -61,6 +61,18 @@ class MaxPool2D(_Pool2D):
     Max pooling of (N, C, H, W) batches, as ``F.max_pool2d`` (stride defaults
     to the kernel size; ties go to the first maximum; padding is -inf).  The
     gradient flows to the one position that was picked in each window.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext.layers import MaxPool2D
+    >>> pool = MaxPool2D(2)
+    >>> pool.output_shape((8, 26, 26))
+    (8, 13, 13)
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> pool.forward(x)[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
     """
 
     def _forward(self, x, reuse):
