@@ -3,9 +3,10 @@ Speed against PyTorch, from the benchmark JSON
 ==============================================
 
 ``cnnext bench --json results.json`` writes every measurement of a run; the
-repository keeps the last full run in ``benchmarks/results/latest.json``.
-This example reads that file with nothing but :mod:`json` and draws, for one
-thread and float32, how many times faster than PyTorch cnnext ran each case
+repository keeps the last full run on each kind of CPU in
+``benchmarks/results/<cpu>.json``.  This example reads the newest of those
+files with nothing but :mod:`json` and draws, for one thread and float32,
+how many times faster than PyTorch cnnext ran each case
 (PyTorch's median time over cnnext's, measured in the same process, repeats
 interleaved; above 1, cnnext is faster).
 
@@ -19,13 +20,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-# The repository's copy: found from wherever in the checkout this runs.
-RESULTS = next(folder / "benchmarks" / "results" / "latest.json"
-               for folder in (Path.cwd(), *Path.cwd().parents)
-               if (folder / "benchmarks" / "results" / "latest.json").is_file())
-
-with open(RESULTS, encoding="utf-8") as file:
-    doc = json.load(file)
+# The repository's results, found from wherever in the checkout this runs.
+folder = next(folder / "benchmarks" / "results" for folder in (Path.cwd(), *Path.cwd().parents)
+              if (folder / "benchmarks" / "results").is_dir())
+runs = []
+for path in sorted(folder.glob("*.json")):
+    with open(path, encoding="utf-8") as file:
+        runs.append(json.load(file))
+print("results:", ", ".join(f"{run['machine']['cpu']} ({run['machine']['date'][:10]})"
+                            for run in runs))
+doc = max(runs, key=lambda run: run["machine"]["date"])  # the newest run
 
 machine = doc["machine"]
 print(f"{machine['date'][:16]} UTC, {machine['cpu']}, {machine['cores']} cores, "
