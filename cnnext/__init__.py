@@ -7,6 +7,7 @@ optimisers are plain Python on top of ``cnnext.functional``.
 from . import compat, datasets, functional, history, layers, losses, models, optim
 from ._checkpoint import CheckpointError
 from ._config import get_num_threads, set_num_threads, show_config
+from ._tuning import tune
 from ._version import __version__
 from .model import Sequential, load_model
 
@@ -26,4 +27,5 @@ __all__ = [
     "optim",
     "set_num_threads",
     "show_config",
+    "tune",
 ]

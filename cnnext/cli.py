@@ -1,4 +1,4 @@
-"""The ``cnnext`` command (also ``python -m cnnext``): ``train``, ``bench``, ``info``.
+"""The ``cnnext`` command (also ``python -m cnnext``): ``train``, ``bench``, ``tune``, ``info``.
 
 Exit status: 0 on success, 2 for a usage error (reported by argparse), 1 for
 a runtime error, reported in one line on stderr (with the traceback only
@@ -115,6 +115,25 @@ def build_parser(prog):
         "(`cnnext bench --help` for its options)",
     )
     bench.set_defaults(handler=run_bench)
+
+    tune = commands.add_parser(
+        "tune", parents=[debug_option()],
+        help="time the convolution algorithms of a network on this CPU and keep the fastest",
+        description="Time every convolution algorithm the kernels have for each convolution "
+        "of the network (forward and backward) on this CPU, one thread, and keep the fastest "
+        "in the tuning cache, where every later run on this kind of CPU finds it. The first "
+        "call of each shape does the same when CNNEXT_TUNE is 'on' (the default); 'cached' "
+        "uses what is kept without timing, 'off' the built-in choices only.",
+    )
+    tune.add_argument("--model", choices=("seed", "lenet5"), default="seed",
+                      help="default: seed")
+    tune.add_argument("--batch-size", type=positive_int, default=64,
+                      help="the batch size to tune for (each is its own shape; default: 64)")
+    tune.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                      help="default: float32")
+    tune.add_argument("--retune", action="store_true",
+                      help="time again the shapes already kept, replacing them")
+    tune.set_defaults(handler=run_tune)
 
     info = commands.add_parser(
         "info", parents=[debug_option()], help="show the build configuration and the data cache",
@@ -275,6 +294,31 @@ def run_bench(args, rest):
 
 
 # -------------------------------------------------------------------- info
+
+
+def run_tune(args, rest):
+    from . import _tuning
+
+    build = {"seed": models.seed_cnn, "lenet5": models.lenet5}[args.model]
+    model = build(dtype=args.dtype, seed=0)
+    shape = (args.batch_size, *model.input_shape)
+    print(f"tuning {MODEL_WORDS[args.model]} for batches of {shape} {args.dtype}; "
+          f"mode {_tuning.mode()} ({_tuning.ENV_MODE}), cache {_tuning.cache_dir()}")
+    for found in _tuning.tune(model, shape, args.dtype, retune=args.retune):
+        geometry = (f"x {found['x']} w {found['w']} stride {found['stride']} "
+                    f"padding {found['padding']} dilation {found['dilation']}")
+        chosen = found["choices"]
+        words = (f"forward {_words(chosen['forward'], chosen['forward_vectors'])}, "
+                 f"input gradient {chosen['data']}"
+                 + (f" ({_words(chosen['data_forward'], chosen['data_vectors'])})"
+                    if chosen["data"] == "conv" else "")
+                 + f", weight gradient {chosen['filter']}")
+        print(f"  {geometry}: {words} [{found['source']}]")
+    return 0
+
+
+def _words(algorithm, vectors):
+    return f"{algorithm} x{vectors}" if algorithm == "filters" else algorithm
 
 
 def run_info(args, rest):

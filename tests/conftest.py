@@ -8,6 +8,8 @@ checkout's root that is the uncompiled source tree.
 """
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config):
+    # Plans measured while testing (cnnext._tuning) go to a cache of this session's,
+    # never the user's; child processes inherit it.
+    if "CNNEXT_TUNE_DIR" not in os.environ:
+        config._cnnext_tune_dir = tempfile.mkdtemp(prefix="cnnext-tune-")
+        os.environ["CNNEXT_TUNE_DIR"] = config._cnnext_tune_dir
+
     import cnnext
 
     source_package = Path(str(config.rootpath), "cnnext").resolve()
@@ -35,6 +43,13 @@ def pytest_configure(config):
             "must run against the installed package: pip install . and run pytest with "
             "the checkout off sys.path (not `python -m pytest` from the checkout root)."
         )
+
+
+def pytest_unconfigure(config):
+    directory = getattr(config, "_cnnext_tune_dir", None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ.pop("CNNEXT_TUNE_DIR", None)
 
 
 def pytest_report_header(config):

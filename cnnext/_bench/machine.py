@@ -39,6 +39,16 @@ def cnnext_build():
         return f"unavailable: {type(exc).__name__}: {exc}"
 
 
+def tuning():
+    """cnnext's plan choices: the tuning mode and cache (cnnext._tuning), or why unknown."""
+    try:
+        from .. import _tuning
+
+        return {"mode": _tuning.mode(), "cache": str(_tuning.cache_dir())}
+    except Exception as exc:  # a bad CNNEXT_TUNE is reported, not raised here
+        return {"mode": f"unavailable: {type(exc).__name__}: {exc}", "cache": None}
+
+
 def load_average():
     """The 1-minute load average (other processes competing for the cores), or None."""
     try:
@@ -99,4 +109,5 @@ def describe(impls):
         "blas": blas(),
         "implementations": {impl.name: version(impl) for impl in impls},
         "cnnext_build": cnnext_build(),
+        "cnnext_tuning": tuning(),
     }

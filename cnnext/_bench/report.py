@@ -139,6 +139,9 @@ def format_report(doc):
            f"python {m['python']}, numpy {m['numpy']}, "
            + ", ".join(f"{k} {v}" for k, v in m["implementations"].items() if k != "numpy"),
            f"BLAS: {_blas_text(m['blas'])}"]
+    if m.get("cnnext_tuning"):
+        out.append(f"cnnext plans: tuning {m['cnnext_tuning']['mode']} (CNNEXT_TUNE; measured "
+                   f"on the first call of a shape, kept in {m['cnnext_tuning']['cache']})")
     load = m["load_average"]
     if load["start"] is not None:
         out.append(f"1-minute load average: {load['start']:.1f} at the start, "

@@ -4,7 +4,8 @@ The kernels (``cnnext/_kernels/_conv.pxi``, one build per instruction set)
 run with bounds checks off, so everything they rely on is checked here
 first: array kinds, dtypes, ndim, channel counts, stride/padding/dilation,
 output sizes, byte counts, ``out=`` buffers.  Each shape gets a cached
-``Plan`` (how the kernels split and stage the work); each Python thread
+``Plan`` (how the kernels split and stage the work: the algorithms chosen
+by heuristics, or measured on this CPU by ``cnnext._tuning``); each Python thread
 reuses its own scratch buffer, so repeated calls allocate nothing but their
 outputs.
 
@@ -19,7 +20,7 @@ import threading
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, _tuning
 from . import _checks, _repeat, conv_taps
 
 _kernels = _dispatch.load("_conv")
@@ -112,8 +113,13 @@ def _shape_plan(func, x_shape, w_shape, dtype, stride, padding, dilation, reform
         if plan is not None:
             return plan
     plan = conv_taps.plan(func, _Operand(x_shape, dtype), _Operand(w_shape, dtype), stride,
-                          padding, dilation) or _kernels.Plan(
-        *_plan_args(func, x_shape, w_shape, dtype, stride, padding, dilation), reformulate)
+                          padding, dilation)
+    if plan is None:
+        args = _plan_args(func, x_shape, w_shape, dtype, stride, padding, dilation)
+        # Measured choices (cnnext._tuning) need the reformulated algorithms on
+        # the table; calls with NaN or inf keep the direct ones' heuristics.
+        choices = _tuning.choices(_kernels, args) if reformulate else None
+        plan = _kernels.Plan(*args, reformulate, choices)
     if plain:
         if len(_plans) >= _PLAN_CACHE_SIZE:
             _plans.clear()

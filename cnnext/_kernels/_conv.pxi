@@ -107,6 +107,20 @@ cdef enum Source:
     SOURCE_PANEL = 2      # an im2col panel of each image
 
 
+# The forward algorithm a Plan is asked for (choices), or AUTO: the
+# heuristics below.  WINDOWS is internal: direct windows in place or padded,
+# for a weight-gradient layout whose rows need not fill the vectors.
+cdef enum ForwardChoice:
+    FORWARD_AUTO = 0
+    FORWARD_WINOGRAD = 1
+    FORWARD_FILTERS = 2   # kfwd_tiles on windows in place or padded
+    FORWARD_POSITIONS = 3  # nn_tiles on windows in place or padded
+    FORWARD_PANEL = 4     # nn_tiles on an im2col panel
+    FORWARD_WINDOWS = 5
+
+FORWARD_NAMES = ("auto", "winograd", "filters", "positions", "panel")
+
+
 # How the weight gradient is computed.
 cdef enum FilterKernel:
     FILTER_DOT = 0         # dot_tiles, over fixed chunks of images
@@ -217,37 +231,61 @@ cdef Py_ssize_t fill_vectors(Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t i_s
 
 
 cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
-                             bint allow_winograd, bint allow_panel) except NULL:
+                             bint allow_winograd, bint allow_panel,
+                             int choice=FORWARD_AUTO, Py_ssize_t vectors=0) except NULL:
     """Fill the windows of ``d`` (geometry set) and return its tables, which
-    the caller owns.  Many filters: kfwd_tiles over windows read in place or
-    from padded copies.  Few: nn_tiles over windows in place, from padded
-    copies, or from im2col panels when rows are too short for the vectors
-    (unless ``allow_panel`` is false)."""
+    the caller owns.  By default (``choice`` AUTO): Winograd for 3x3 stride-1
+    layers with many channels (when ``allow_winograd``); many filters:
+    kfwd_tiles over windows read in place or from padded copies; few:
+    nn_tiles over windows in place, from padded copies, or from im2col panels
+    when rows are too short for the vectors (unless ``allow_panel`` is
+    false).  Another ``choice`` asks for that algorithm (``vectors``: the
+    filter vectors of a kfwd tile, 0 for the default); ValueError when it
+    cannot compute this geometry."""
     cdef Geometry* g = &d.g
     cdef Py_ssize_t L = VEC_BYTES // itemsize
     cdef Py_ssize_t per_row, k_padded, c_stride, r_stride, s_stride, c, r, s, i, j
     cdef Py_ssize_t filter_vectors
     cdef Py_ssize_t* tables
+    cdef bint rows_fit, winograd_shape
     g.Ho = (g.H + 2 * g.ph - g.dh * (g.R - 1) - 1) // g.sh + 1
     g.Wo = (g.W + 2 * g.pw - g.dw * (g.S - 1) - 1) // g.sw + 1
     g.P = g.Ho * g.Wo
     g.CRS = g.C * g.R * g.S
     d.lanes = L
     per_row = ceil_div(g.Wo, L)
+    # Output rows fill the vectors of positions well enough to be read in place.
+    rows_fit = g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L
+    winograd_shape = (allow_winograd and g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1
+                      and g.dh == 1 and g.dw == 1)
+    if choice == FORWARD_WINOGRAD and not winograd_shape:
+        raise ValueError("winograd: needs 3x3 filters, stride 1, dilation 1 (and finite data)")
+    if choice == FORWARD_POSITIONS and not (g.sw == 1 and g.Wo >= L):
+        raise ValueError(f"positions: needs stride 1 along rows and rows of >= {L} outputs")
+    if choice == FORWARD_PANEL and not allow_panel:
+        raise ValueError("panel: not for this layout")
+    if vectors not in (0, 1, KFW_NV // 2, KFW_NV):
+        raise ValueError(f"filter vectors per tile: 1, {KFW_NV // 2} or {KFW_NV}, not {vectors}")
     k_padded = ceil_div(g.K, KFW_NV * L) * KFW_NV * L
-    d.winograd = (allow_winograd and g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1
-                  and g.dw == 1 and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
-                  and 3 * k_padded <= 4 * g.K)
+    if choice == FORWARD_AUTO:
+        d.winograd = (winograd_shape and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
+                      and 3 * k_padded <= 4 * g.K)
+    else:
+        d.winograd = choice == FORWARD_WINOGRAD
     # Filters as lanes: tiles of one vector, or half the widest, when that
     # holds every filter.
     filter_vectors = KFW_NV
-    if not d.winograd and g.K <= L:
+    if vectors and not d.winograd:
+        filter_vectors = vectors
+    elif not d.winograd and g.K <= L:
         filter_vectors = 1
     elif not d.winograd and g.K <= KFW_NV // 2 * L:
         filter_vectors = KFW_NV // 2
     k_padded = ceil_div(g.K, filter_vectors * L) * filter_vectors * L
-    d.by_filters = not d.winograd and 3 * k_padded <= 4 * g.K and not (
-        g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L)
+    if choice == FORWARD_AUTO:
+        d.by_filters = not d.winograd and 3 * k_padded <= 4 * g.K and not rows_fit
+    else:
+        d.by_filters = choice == FORWARD_FILTERS
     # Only the rows and columns some window reaches; Winograd: whole 4x4
     # input patches of 2x2 output tiles.
     d.tiles_h, d.tiles_w = ceil_div(g.Ho, 2), ceil_div(g.Wo, 2)
@@ -258,8 +296,20 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
         d.padded_w = (g.Wo - 1) * g.sw + (g.S - 1) * g.dw + 1
     d.panel_w = 0
     d.x.nvectors = 0
-    if not allow_panel or d.winograd or d.by_filters or (
-            g.sw == 1 and g.Wo >= L and g.Wo >= MIN_ROW_LANE_USE * per_row * L):
+    if choice == FORWARD_PANEL or (choice == FORWARD_AUTO and allow_panel and not (
+            d.winograd or d.by_filters or rows_fit)):
+        # One row of P positions per tap, copied from a padded copy.
+        d.source = SOURCE_PANEL
+        d.rows, d.row_len = 1, g.P
+        d.panel_w = ceil_div(g.P, L) * L
+        d.staged_elems = g.CRS * d.panel_w + g.C * d.padded_h * d.padded_w
+        d.x.image_stride = d.staged_elems
+        s_stride = d.panel_w
+        r_stride = g.S * d.panel_w
+        c_stride = g.R * g.S * d.panel_w
+        d.i_stride = 0
+        d.j_stride = 1
+    else:
         d.rows, d.row_len = g.Ho, g.Wo
         if g.ph == 0 and g.pw == 0 and not d.winograd:
             d.source = SOURCE_INPUT
@@ -275,18 +325,6 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
         s_stride = g.dw
         d.i_stride = g.sh * d.padded_w
         d.j_stride = g.sw
-    else:
-        # One row of P positions per tap, copied from a padded copy.
-        d.source = SOURCE_PANEL
-        d.rows, d.row_len = 1, g.P
-        d.panel_w = ceil_div(g.P, L) * L
-        d.staged_elems = g.CRS * d.panel_w + g.C * d.padded_h * d.padded_w
-        d.x.image_stride = d.staged_elems
-        s_stride = d.panel_w
-        r_stride = g.S * d.panel_w
-        c_stride = g.R * g.S * d.panel_w
-        d.i_stride = 0
-        d.j_stride = 1
     d.x.ntaps = g.CRS
     if d.by_filters or d.winograd:
         d.group = filter_vectors * L
@@ -352,8 +390,26 @@ cdef inline Py_ssize_t forward_workspace(const Layout* d) noexcept nogil:
     return packed_elems(d) + d.wave * (d.staged_elems + winograd_elems(d))
 
 
+CHOICE_KEYS = ("forward", "forward_vectors", "data", "data_forward", "data_vectors", "filter")
+
+
+cdef int forward_choice(dict choices, str key) except -1:
+    name = choices.get(key, "auto")
+    if name not in FORWARD_NAMES:
+        raise ValueError(f"choices[{key!r}] must be one of {FORWARD_NAMES}, got {name!r}")
+    return FORWARD_NAMES.index(name)
+
+
+cdef str pass_choice(dict choices, str key, tuple names):
+    name = choices.get(key, "auto")
+    if name not in ("auto", *names):
+        raise ValueError(f"choices[{key!r}] must be one of {('auto', *names)}, got {name!r}")
+    return name
+
+
 cdef class Plan:
-    """Plan(N, C, H, W, K, R, S, stride, padding, dilation, itemsize, reformulate=True)
+    """Plan(N, C, H, W, K, R, S, stride, padding, dilation, itemsize, reformulate=True,
+         choices=None)
 
     How this module computes a convolution of one shape and its gradients:
     output size, where input windows are read, offset tables, waves and
@@ -367,12 +423,26 @@ cdef class Plan:
     NaN or inf in the operands they can give NaN where the direct sum is
     finite (0 * inf, inf - inf).
 
+    ``choices`` (a dict, default: every choice by the built-in heuristics)
+    asks for algorithms instead (cnnext._tuning times them): "forward" and
+    "data_forward" (the input gradient's convolution) each "winograd",
+    "filters", "positions" or "panel"; "forward_vectors" and "data_vectors"
+    the filter vectors of a "filters" tile (1, half or all of KFW_NV); "data"
+    "conv" or "col2im"; "filter" "dot" or "transposed"; any of them "auto".
+    ValueError when a choice cannot compute this shape.  Every choice gives
+    the same result up to rounding; the direct ones (all but Winograd, the
+    input gradient as a convolution, and the weight gradient's kernel) sum
+    the same terms in the same order.
+
     Attributes
     ----------
     output_shape : tuple
         (N, K, Ho, Wo).
     forward_workspace, backward_data_workspace, backward_filter_workspace : int
         Elements (of the data dtype) of scratch memory of each entry point.
+    choices : dict
+        What the plan chose, every key set: ``Plan(..., choices=plan.choices)``
+        is the same plan.
     """
     cdef Layout d                 # the forward convolution
     cdef bint data_as_conv        # input gradient = a convolution of gy (stride 1)
@@ -395,18 +465,28 @@ cdef class Plan:
 
     def __init__(self, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t K, Py_ssize_t R, Py_ssize_t S, stride, padding, dilation,
-                 Py_ssize_t itemsize, bint reformulate=True):
+                 Py_ssize_t itemsize, bint reformulate=True, dict choices=None):
         cdef Layout* d = &self.d
         cdef Geometry* g = &d.g
         cdef Backward* bw = &self.bw
         cdef Py_ssize_t budget = max(1, STAGE_BYTES // itemsize)
         cdef Py_ssize_t batch = max(N, 1)
         cdef Py_ssize_t L, k
+        cdef bint transposed
+        if choices is None:
+            choices = {}
+        unknown = set(choices) - set(CHOICE_KEYS)
+        if unknown:
+            raise ValueError(f"choices: unknown {sorted(unknown)} (keys: {CHOICE_KEYS})")
+        data = pass_choice(choices, "data", ("conv", "col2im"))
+        filter_name = pass_choice(choices, "filter", ("dot", "transposed"))
         g.N, g.C, g.H, g.W, g.K, g.R, g.S = N, C, H, W, K, R, S
         g.sh, g.sw = stride
         g.ph, g.pw = padding
         g.dh, g.dw = dilation
-        self.tables[0] = init_layout(d, itemsize, budget, reformulate, True)
+        self.tables[0] = init_layout(d, itemsize, budget, reformulate, True,
+                                     forward_choice(choices, "forward"),
+                                     choices.get("forward_vectors", 0))
         self.output_shape = (N, K, g.Ho, g.Wo)
         L = d.lanes
         self.forward_workspace = forward_workspace(d)
@@ -418,16 +498,24 @@ cdef class Plan:
         # to col2im's Ho*Wo columns: 169 to 81 for lenet-2's 5x5 filters on
         # 13x13 images); otherwise columns w^T gy scattered back (col2im).
         self.data_as_conv = (reformulate and g.sh == 1 and g.sw == 1
-                             and g.ph <= g.dh * (R - 1) and g.pw <= g.dw * (S - 1)
-                             and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR
-                             and 2 * H * W <= 3 * g.P)
+                             and g.ph <= g.dh * (R - 1) and g.pw <= g.dw * (S - 1))
+        if data == "conv" and not self.data_as_conv:
+            raise ValueError("data 'conv': needs stride 1, padding <= dilation * (size - 1) "
+                             "and finite data")
+        if data == "auto":
+            self.data_as_conv = (self.data_as_conv and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR
+                                 and 2 * H * W <= 3 * g.P)
+        else:
+            self.data_as_conv = data == "conv"
         if self.data_as_conv:
             self.t.g.N, self.t.g.C, self.t.g.H, self.t.g.W = N, K, g.Ho, g.Wo
             self.t.g.K, self.t.g.R, self.t.g.S = C, R, S
             self.t.g.sh = self.t.g.sw = 1
             self.t.g.ph, self.t.g.pw = g.dh * (R - 1) - g.ph, g.dw * (S - 1) - g.pw
             self.t.g.dh, self.t.g.dw = g.dh, g.dw
-            self.tables[1] = init_layout(&self.t, itemsize, budget, reformulate, True)
+            self.tables[1] = init_layout(&self.t, itemsize, budget, reformulate, True,
+                                         forward_choice(choices, "data_forward"),
+                                         choices.get("data_vectors", 0))
             self.backward_data_workspace = forward_workspace(&self.t)
         else:
             bw.gy_elems = K * L if g.P < L else 0
@@ -461,7 +549,11 @@ cdef class Plan:
         # place or padded rather than from an im2col panel, which would cost
         # as much as the tiles (strided layers, short rows).
         self.f = self.d
-        if 3 * bw.k_padded <= 4 * K or d.by_filters:
+        if filter_name == "auto":
+            transposed = 3 * bw.k_padded <= 4 * K or d.by_filters
+        else:
+            transposed = filter_name == "transposed"
+        if transposed:
             bw.filter = FILTER_TRANSPOSED
             if d.source == SOURCE_PANEL:
                 self.tables[3] = init_layout(&self.f, itemsize, budget, False, False)
@@ -472,13 +564,18 @@ cdef class Plan:
                 + g.CRS * bw.k_padded)
         else:
             bw.filter = FILTER_DOT
+            if d.winograd or d.j_stride != 1:
+                # dot_tiles reads rows of windows contiguous along j.
+                self.tables[3] = init_layout(
+                    &self.f, itemsize, budget, False, True,
+                    FORWARD_WINDOWS if g.sw == 1 else FORWARD_PANEL)
             bw.chunk_images = clamp(
-                CHUNK_BYTES // ((K * g.P + d.staged_elems) * itemsize), 1, batch)
+                CHUNK_BYTES // ((K * g.P + self.f.staged_elems) * itemsize), 1, batch)
             bw.chunks = ceil_div(batch, bw.chunk_images)
-            bw.wave_chunks = bw.chunks if d.staged_elems == 0 else clamp(
-                budget // (bw.chunk_images * d.staged_elems), 1, bw.chunks)
+            bw.wave_chunks = bw.chunks if self.f.staged_elems == 0 else clamp(
+                budget // (bw.chunk_images * self.f.staged_elems), 1, bw.chunks)
             self.backward_filter_workspace = (
-                bw.wave_chunks * bw.chunk_images * d.staged_elems
+                bw.wave_chunks * bw.chunk_images * self.f.staged_elems
                 + (bw.chunks * K * (g.CRS + 1) if bw.chunks > 1 else 0))
 
         self.sp.d, self.sp.t, self.sp.bw, self.sp.f = &self.d, &self.t, &self.bw, &self.f
@@ -527,10 +624,31 @@ cdef class Plan:
         """How the weight gradient is computed: "dot" or "transposed"."""
         return ("dot", "transposed")[<int>self.bw.filter]
 
+    @property
+    def choices(self):
+        """What this plan chose (see the class docstring), every key set."""
+        return {"forward": layout_choice(&self.d), "forward_vectors": layout_vectors(&self.d),
+                "data": "conv" if self.data_as_conv else "col2im",
+                "data_forward": layout_choice(&self.t) if self.data_as_conv else "auto",
+                "data_vectors": layout_vectors(&self.t) if self.data_as_conv else 0,
+                "filter": self.filter_kernel}
+
     def __repr__(self):
         return (f"Plan(output={self.output_shape}, source={self.source!r}, "
                 f"forward_lanes={self.forward_lanes!r}, data_kernel={self.data_kernel!r}, "
                 f"filter_kernel={self.filter_kernel!r}, lanes={self.d.lanes})")
+
+
+cdef str layout_choice(const Layout* d):
+    if d.winograd:
+        return "winograd"
+    if d.by_filters:
+        return "filters"
+    return "panel" if d.source == SOURCE_PANEL else "positions"
+
+
+cdef Py_ssize_t layout_vectors(const Layout* d) noexcept:
+    return d.group // d.lanes if d.by_filters else 0
 
 
 cdef inline int threads_for(Py_ssize_t fmas, Py_ssize_t items) noexcept nogil:
@@ -1008,7 +1126,7 @@ cdef void backward_filter_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
     elif bw.filter == FILTER_TRANSPOSED:
         filter_grad_transposed(<const WideTile*>NULL, gy, x, sp.f, bw, gw, gb, work)
     else:
-        filter_grad_dot(gy, x, sp.d, bw, gw, gb, work)
+        filter_grad_dot(gy, x, sp.f, bw, gw, gb, work)
 
 
 include "_conv_steps.pxi"

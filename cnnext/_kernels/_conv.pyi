@@ -20,8 +20,10 @@ class Plan:
         self,
         N: int, C: int, H: int, W: int, K: int, R: int, S: int,
         stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-        itemsize: int, reformulate: bool = True,
+        itemsize: int, reformulate: bool = True, choices: dict[str, str | int] | None = None,
     ) -> None: ...
+    @property
+    def choices(self) -> dict[str, str | int]: ...
     @property
     def source(self) -> str: ...
     @property

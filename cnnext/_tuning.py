@@ -1,0 +1,435 @@
+"""Measured plan choices: the convolution's algorithms timed once per shape and CPU, cached.
+
+The convolution kernels can compute a shape several ways (``Plan``'s
+``choices``: Winograd, filters or positions as the vector lanes with tiles of
+one, half or all of the widest tile's vectors, im2col panels; the input
+gradient as a convolution of gy or by col2im; the weight gradient by dot or
+transposed tiles).  Built-in heuristics pick one from the shape; which is
+fastest also depends on the CPU (two 512-bit FMA units per core on Intel's
+server cores, one 256-bit pair on AMD's Zen 4, cache sizes).  This module,
+like FFTW's wisdom or cuDNN's benchmark mode, times the candidates of a
+shape on this CPU the first time the shape is used, and keeps the winner:
+
+* in memory for the process, and
+* on disk, one small JSON file per shape under
+  ``<cache>/<cnnext version>/<CPU key>/<kernel build>/``, where ``<cache>``
+  is ``$CNNEXT_TUNE_DIR`` or the user cache directory's ``tuning`` folder
+  (``~/.cache/cnnext/tuning`` on Linux) and the CPU key names vendor, family
+  and model (``cnnext._cpuinfo``): a choice timed on one CPU is never used
+  on another.  Files are written to a temporary name and linked into place
+  (the first of two processes tuning one shape at once wins, and both then
+  use its choice); a file that cannot be read or names an impossible choice
+  is ignored (and, when tuning is on, replaced).
+
+``CNNEXT_TUNE`` sets the mode: ``on`` (default: time a new shape on first
+use), ``cached`` (use winners already on disk, never time) or ``off`` (the
+built-in heuristics only: the deterministic mode, the same choice on every
+machine for a given kernel build).  Shapes of fewer than ``MIN_FMAS``
+multiply-adds keep the heuristics (timing them would cost more than it can
+save), and so do calls with NaN or inf in their operands.
+
+Rounding: the direct algorithms sum the same terms in the same order,
+whichever the tile or window source, so their results agree to the bit;
+Winograd, the input gradient as a convolution, and the two weight-gradient
+kernels round differently (within the documented error bounds).  A tuned
+choice can therefore change the last bits of results between machines; use
+``CNNEXT_TUNE=off`` where results must be bitwise the same everywhere.
+Nothing depends on the thread count: candidates are always timed on one
+thread and a shape's choice is kept for every thread count.
+"""
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _cpuinfo, _dispatch
+from ._kernels import _openmp_helpers
+from ._version import __version__
+
+ENV_MODE = "CNNEXT_TUNE"
+ENV_DIR = "CNNEXT_TUNE_DIR"
+MODES = ("on", "cached", "off")
+_ALIASES = {"": "on", "1": "on", "true": "on", "yes": "on", "auto": "on",
+            "0": "off", "false": "off", "no": "off", "deterministic": "off"}
+# Shapes below this many multiply-adds (per call, all passes alike) keep the heuristics.
+MIN_FMAS = 1 << 21
+# Each timing sample runs a candidate for at least this long (CPU seconds) ...
+SAMPLE_SECONDS = 2e-3
+# ... ROUNDS times, interleaved with the other candidates, the minimum kept
+# (the least disturbed by other processes); a candidate whose first sample
+# is PRUNE times the best one's is dropped, and a pass stops after two
+# rounds once it has spent PASS_SECONDS.
+ROUNDS = 4
+PRUNE = 2.5
+PASS_SECONDS = 1.0
+SCHEMA = 1
+
+PASSES = ("forward", "data", "filter")
+
+_memo = {}
+_lock = threading.Lock()
+
+
+def mode():
+    """mode()
+
+    The tuning mode from ``CNNEXT_TUNE``: "on", "cached" or "off".
+    An unknown value raises ValueError naming the variable.
+    """
+    value = os.environ.get(ENV_MODE, "on").strip().lower()
+    value = _ALIASES.get(value, value)
+    if value not in MODES:
+        raise ValueError(f"{ENV_MODE} must be one of {', '.join(MODES)} (or 1/0), "
+                         f"got {os.environ.get(ENV_MODE)!r}")
+    return value
+
+
+def cache_dir():
+    """cache_dir()
+
+    The directory the choices are kept in: ``$CNNEXT_TUNE_DIR``, else the
+    user cache directory's ``tuning`` folder (not created here).
+    """
+    configured = os.environ.get(ENV_DIR)
+    if configured:
+        return Path(configured)
+    from .datasets._home import default_cache_dir
+
+    return default_cache_dir() / "tuning"
+
+
+def shape_key(args):
+    """A file name for the Plan arguments ``args`` (N, C, H, W, K, R, S, stride, padding,
+    dilation, itemsize)."""
+    n, c, h, w, k, r, s, stride, padding, dilation, itemsize = args
+    return (f"f{8 * itemsize}-n{n}c{c}h{h}w{w}-k{k}r{r}s{s}"
+            f"-s{stride[0]}x{stride[1]}-p{padding[0]}x{padding[1]}-d{dilation[0]}x{dilation[1]}")
+
+
+def entry_path(kernels, args, directory=None):
+    """Where the choice of ``args`` for the kernel build ``kernels`` is kept."""
+    cpu = _cpuinfo.identify()["key"]
+    base = Path(directory) if directory is not None else cache_dir()
+    return base / __version__ / cpu / kernels.compiled_isa() / f"{shape_key(args)}.json"
+
+
+def _fmas(args):
+    n, c, h, w, k, r, s, stride, padding, dilation, _ = args
+    ho = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    return n * k * ho * wo * c * r * s
+
+
+def choices(kernels, args):
+    """choices(kernels, args)
+
+    The measured choices for Plan arguments ``args`` on the kernel build
+    ``kernels`` (a dict for ``Plan(..., choices=)``), or None for the
+    built-in heuristics: mode "off", a shape too small to be worth it, or
+    (mode "cached") nothing on disk yet.
+    """
+    request = getattr(_requests, "active", None)
+    current = mode()
+    if request is None:
+        if current == "off" or _fmas(args) < MIN_FMAS:
+            return None
+        return _lookup(kernels, args, current == "on", False)[0]
+    retune = request["retune"] and args not in request["seen"]
+    found, source = _lookup(kernels, args, True, retune)
+    request["seen"].setdefault(args, {"choices": found, "source": source})
+    return None if current == "off" else found
+
+
+def _lookup(kernels, args, may_tune, retune):
+    """(choices, where they came from: "memory", "cache", "timed"), or (None, None)."""
+    key = (kernels.compiled_isa(), args)
+    with _lock:  # one tuning at a time in a process
+        if not retune:
+            found = _memo.get(key)
+            if found is not None:
+                return found, "memory"
+            found = _read(kernels, args)
+            if found is not None:
+                _memo[key] = found
+                return found, "cache"
+        if not may_tune:
+            return None, None
+        found = _memo[key] = tune_shape(kernels, args, replace=retune)
+        return found, "timed"
+
+
+# tune() in progress in this thread: {"retune": bool, "seen": {args: result}}.
+_requests = threading.local()
+
+
+def tune(model, input_shape, dtype=None, retune=False):
+    """tune(model, input_shape, dtype=None, retune=False)
+
+    Measure and keep the fastest convolution algorithms for every
+    convolution ``model`` runs on a batch of ``input_shape``, forward and
+    backward, on this CPU: what the first call of each shape does anyway
+    when ``CNNEXT_TUNE`` is "on", done ahead of time (whatever the mode, and
+    for shapes of any size).
+
+    Parameters
+    ----------
+    model : Sequential or a layer
+        Anything with ``forward(x)`` and ``backward(gy)``; a copy of it is
+        run (its parameters and state are not changed).
+    input_shape : tuple of int
+        (N, C, H, W): the batch size matters, each batch size is its own shape.
+    dtype : {"float32", "float64"}, optional
+        Default: the model's ``dtype`` (float32 when it has none).
+    retune : bool
+        Time again shapes already in the cache, replacing their entries.
+
+    Returns
+    -------
+    list of dict
+        One per convolution shape: ``"x"`` (N, C, H, W), ``"w"`` (K, C, R, S),
+        ``"stride"``, ``"padding"``, ``"dilation"``, ``"dtype"``, ``"choices"``
+        and ``"source"`` ("timed", "cache" or "memory").
+    """
+    import copy
+
+    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != 4
+            or not all(isinstance(d, (int, np.integer)) and d > 0 for d in input_shape)):
+        raise ValueError(f"tune: input_shape must be 4 positive ints (N, C, H, W), "
+                         f"got {input_shape!r}")
+    if dtype is None:
+        dtype = getattr(model, "dtype", None) or np.float32
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"tune: dtype must be float32 or float64, got {dtype}")
+    clone = copy.deepcopy(model)
+    x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(dtype)
+    request = {"retune": bool(retune), "seen": {}}
+    _requests.active = request
+    try:
+        from ._functional import conv
+
+        conv._plans.clear()
+        y = clone.forward(x)
+        clone.backward(np.ones_like(y))
+    finally:
+        _requests.active = None
+        from ._functional import conv
+
+        conv._plans.clear()
+    results = []
+    for args, found in request["seen"].items():
+        n, c, h, w, k, r, s, stride, padding, dilation, itemsize = args
+        results.append({"x": (n, c, h, w), "w": (k, c, r, s), "stride": stride,
+                        "padding": padding, "dilation": dilation,
+                        "dtype": "float32" if itemsize == 4 else "float64", **found})
+    return results
+
+
+def _read(kernels, args, directory=None):
+    """The choices kept on disk for ``args``, or None when missing or unusable."""
+    path = entry_path(kernels, args, directory)
+    try:
+        with open(path, encoding="utf-8") as file:
+            entry = json.load(file)
+        found = entry["choices"]
+        if entry.get("schema") != SCHEMA or not isinstance(found, dict):
+            return None
+        plan = kernels.Plan(*args, True, found)  # ValueError/TypeError: not a choice here
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    return plan.choices
+
+
+def _write(path, entry, usable, replace=False):
+    """Write ``entry`` at ``path`` unless another process wrote a ``usable(path)`` one
+    first (or ``replace``); True when this entry is the one there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(entry, file, indent=1, sort_keys=True)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        if replace:
+            os.replace(temporary, path)
+            temporary = None
+            return True
+        try:
+            # Never replaces: of two processes tuning one shape, the first wins.
+            os.link(temporary, path)
+        except FileExistsError:
+            if usable(path):
+                return False
+            os.replace(temporary, path)  # a corrupt file is replaced
+            temporary = None
+        except OSError:  # no hard links here (some Windows or network file systems)
+            if os.path.exists(path) and usable(path):
+                return False
+            os.replace(temporary, path)
+            temporary = None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    return True
+
+
+# ------------------------------------------------------------------ timing
+
+def candidates(kernels, args, pass_name, fixed):
+    """The distinct valid choice dicts of one pass, the others as in ``fixed``."""
+    if pass_name == "forward":
+        options = [{"forward": name, "forward_vectors": vectors}
+                   for name in ("winograd", "positions", "panel")
+                   for vectors in (0,)]
+        options += [{"forward": "filters", "forward_vectors": v} for v in (1, 2, 4, 8)]
+    elif pass_name == "data":
+        options = [{"data": "col2im", "data_forward": "auto", "data_vectors": 0}]
+        options += [{"data": "conv", "data_forward": name, "data_vectors": 0}
+                    for name in ("winograd", "positions", "panel")]
+        options += [{"data": "conv", "data_forward": "filters", "data_vectors": v}
+                    for v in (1, 2, 4, 8)]
+    else:
+        options = [{"filter": "dot"}, {"filter": "transposed"}]
+    found, seen = [], set()
+    for option in options:
+        wanted = {**fixed, **option}
+        try:
+            plan = kernels.Plan(*args, True, wanted)
+        except ValueError:
+            continue
+        chosen = plan.choices
+        signature = json.dumps({key: chosen[key] for key in _pass_keys(pass_name)},
+                               sort_keys=True)
+        if signature not in seen:
+            seen.add(signature)
+            found.append(chosen)
+    return found
+
+
+def _pass_keys(pass_name):
+    return {"forward": ("forward", "forward_vectors"),
+            "data": ("data", "data_forward", "data_vectors"),
+            "filter": ("filter",)}[pass_name]
+
+
+class _Problem:
+    """Random finite operands of one shape, and the calls that time a pass of a plan."""
+
+    def __init__(self, kernels, args):
+        n, c, h, w, k, r, s, *_, itemsize = args
+        self.dtype = np.float32 if itemsize == 4 else np.float64
+        self.kernels, self.args = kernels, args
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((n, c, h, w)).astype(self.dtype)
+        self.w = rng.standard_normal((k, c, r, s)).astype(self.dtype)
+        self.b = rng.standard_normal(k).astype(self.dtype)
+        shape = kernels.Plan(*args).output_shape
+        self.gy = rng.standard_normal(shape).astype(self.dtype)
+        self.y = np.empty(shape, self.dtype)
+        self.gx = np.empty_like(self.x)
+        self.gw = np.empty_like(self.w)
+        self.gb = np.empty_like(self.b)
+        self.entries = dict(zip(("forward", "data", "filter"), _dispatch.specialisations(
+            kernels, ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
+        )[np.dtype(self.dtype)], strict=True))
+
+    def call(self, plan, pass_name):
+        entry = self.entries[pass_name]
+        if pass_name == "forward":
+            work = np.empty(max(plan.forward_workspace, 1), self.dtype)
+            return lambda: entry(plan, self.x, self.w, self.b, self.y, work)
+        if pass_name == "data":
+            work = np.empty(max(plan.backward_data_workspace, 1), self.dtype)
+            return lambda: entry(plan, self.gy, self.w, self.gx, work)
+        work = np.empty(max(plan.backward_filter_workspace, 1), self.dtype)
+        return lambda: entry(plan, self.gy, self.x, self.gw, self.gb, work)
+
+
+def _sample(run):
+    """CPU seconds of one call of ``run``, from a loop lasting at least SAMPLE_SECONDS."""
+    loops, spent = 0, 0.0
+    start = time.thread_time()
+    while spent < SAMPLE_SECONDS:
+        run()
+        loops += 1
+        spent = time.thread_time() - start
+    return spent / loops
+
+
+def time_candidates(runs):
+    """Minimum CPU seconds per call of each callable, interleaved rounds; slow ones pruned."""
+    start = time.thread_time()
+    for run in runs:
+        run()  # warm up: pages, caches
+    best = [_sample(run) for run in runs]
+    alive = [i for i, seconds in enumerate(best) if seconds <= PRUNE * min(best)]
+    for round_ in range(1, ROUNDS):
+        if round_ >= 2 and time.thread_time() - start > PASS_SECONDS:
+            break
+        for i in alive:
+            best[i] = min(best[i], _sample(runs[i]))
+    return best
+
+
+@contextlib.contextmanager
+def _one_thread():
+    previous = _openmp_helpers.get_num_threads()
+    _openmp_helpers.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _openmp_helpers.set_num_threads(previous)
+
+
+def tune_shape(kernels, args, directory=None, replace=False):
+    """tune_shape(kernels, args, directory=None, replace=False)
+
+    Time every candidate of each pass for Plan arguments ``args`` on one
+    thread (forward, then the input gradient, then the weight gradient,
+    each with the earlier passes' winners), keep the fastest on disk (unless
+    another process kept one first, which is then used; ``replace``: replace
+    it) and return its choices.
+    """
+    problem = _Problem(kernels, args)
+    chosen, timings = {}, {}
+    with _one_thread():
+        for pass_name in PASSES:
+            options = candidates(kernels, args, pass_name, chosen)
+            plans = [kernels.Plan(*args, True, option) for option in options]
+            seconds = time_candidates([problem.call(plan, pass_name) for plan in plans])
+            winner = min(range(len(options)), key=seconds.__getitem__)
+            chosen = options[winner]
+            timings[pass_name] = [
+                {"choices": {key: option[key] for key in _pass_keys(pass_name)},
+                 "seconds": seconds[i]} for i, option in enumerate(options)]
+    entry = {"schema": SCHEMA, "choices": chosen, "timings": timings,
+             "cpu": _cpuinfo.identify()["name"], "kernels": kernels.compiled_isa(),
+             "cnnext": __version__, "python": platform.python_version(),
+             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fmas": _fmas(args)}
+    path = entry_path(kernels, args, directory)
+    try:
+        if _write(path, entry, lambda _: _read(kernels, args, directory) is not None, replace):
+            return chosen
+    except OSError:
+        return chosen  # a read-only cache: tuned for this process only
+    kept = _read(kernels, args, directory)
+    return chosen if kept is None else kept
+
+
+def forget():
+    """forget()
+
+    Drop the choices this process holds in memory (the disk cache stays);
+    the next plan of each shape looks again.
+    """
+    with _lock:
+        _memo.clear()
