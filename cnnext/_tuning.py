@@ -196,6 +196,16 @@ def tune(model, input_shape, dtype=None, retune=False):
         One per convolution shape: ``"x"`` (N, C, H, W), ``"w"`` (K, C, R, S),
         ``"stride"``, ``"padding"``, ``"dilation"``, ``"dtype"``, ``"choices"``
         and ``"source"`` ("timed", "cache" or "memory").
+
+    Examples
+    --------
+    >>> import cnnext
+    >>> model = cnnext.models.lenet5(seed=0)
+    >>> found = cnnext.tune(model, (8, 1, 28, 28))
+    >>> [(f["x"], f["w"]) for f in found]
+    [((8, 1, 28, 28), (6, 1, 5, 5)), ((8, 6, 14, 14), (16, 6, 5, 5))]
+    >>> sorted(found[0]["choices"])
+    ['data', 'data_forward', 'data_vectors', 'filter', 'forward', 'forward_vectors']
     """
     import copy
 
@@ -212,17 +222,15 @@ def tune(model, input_shape, dtype=None, retune=False):
     x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(dtype)
     request = {"retune": bool(retune), "seen": {}}
     _requests.active = request
-    try:
-        from ._functional import conv
+    from ._functional import conv
 
-        conv._plans.clear()
+    try:
+        conv.forget_plans()
         y = clone.forward(x)
         clone.backward(np.ones_like(y))
     finally:
         _requests.active = None
-        from ._functional import conv
-
-        conv._plans.clear()
+        conv.forget_plans()
     results = []
     for args, found in request["seen"].items():
         n, c, h, w, k, r, s, stride, padding, dilation, itemsize = args

@@ -35,10 +35,10 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(_tuning, "SAMPLE_SECONDS", 2e-4)
     monkeypatch.setattr(_tuning, "ROUNDS", 1)
     _tuning.forget()
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     yield tmp_path
     _tuning.forget()
-    conv_module._plans.clear()
+    conv_module.forget_plans()
 
 
 def operands(dtype="float32"):
@@ -89,7 +89,7 @@ def test_a_kept_choice_is_used_without_timing(cache, monkeypatch):
     F.conv2d(x, w, None, 1, 1)
     kept = json.loads(entry_files(cache)[0].read_text())["choices"]
     _tuning.forget()
-    conv_module._plans.clear()
+    conv_module.forget_plans()
 
     def no_timing(*args, **kwargs):
         raise AssertionError("timed again")
@@ -106,17 +106,17 @@ def test_off_and_cached_modes(cache, monkeypatch):
     F.conv2d(x, w, None, 1, 1)
     assert entry_files(cache) == []
     assert conv_module._plan("test", x, w, 1, 1, 1).choices == heuristic
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     monkeypatch.setenv(_tuning.ENV_MODE, "cached")
     F.conv2d(x, w, None, 1, 1)
     assert entry_files(cache) == []  # nothing kept yet: heuristics, nothing timed
     # A kept choice is used in "cached" mode, never in "off" mode.
     other = _other_choices(heuristic)
     _write_entry(cache, {"schema": _tuning.SCHEMA, "choices": other})
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     assert conv_module._plan("test", x, w, 1, 1, 1).choices == other
     monkeypatch.setenv(_tuning.ENV_MODE, "off")
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     assert conv_module._plan("test", x, w, 1, 1, 1).choices == heuristic
 
 
@@ -161,7 +161,7 @@ def test_a_corrupt_entry_is_ignored_and_replaced(cache, text, monkeypatch):
     assert conv_module._plan("test", x, w, 1, 1, 1).choices == \
         conv_module._kernels.Plan(*ARGS).choices  # unusable: the heuristics
     assert path.read_text() == text  # "cached" never writes
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     monkeypatch.setenv(_tuning.ENV_MODE, "on")
     y = F.conv2d(x, w, None, 1, 1)
     check_forward(y, x, w, None, 1, 1, 1)
@@ -182,12 +182,12 @@ def test_a_choice_from_another_cpu_is_not_used(cache, monkeypatch):
     assert amd != ours and "AuthenticAMD-25-17" in amd.parts
     monkeypatch.setattr(_cpuinfo, "identify", lambda: dict(other, key="GenuineIntel-6-143"))
     _tuning.forget()
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     monkeypatch.setenv(_tuning.ENV_MODE, "cached")
     # Neither this machine's entry nor the AMD one: a third CPU has nothing kept.
     assert conv_module._plan("test", x, w, 1, 1, 1).choices == heuristic
     monkeypatch.setenv(_tuning.ENV_MODE, "on")
-    conv_module._plans.clear()
+    conv_module.forget_plans()
     F.conv2d(x, w, None, 1, 1)
     assert len(entry_files(cache)) == 3
 

@@ -44,6 +44,19 @@ _PLAN_CACHE_SIZE = 256
 _plans = {}
 _scratch = threading.local()
 
+
+def forget_plans():
+    """forget_plans()
+
+    Drop the cached plans and the remembered repeat calls that hold them:
+    the next call of each shape plans again (after the tuned choices
+    changed, cnnext._tuning).
+    """
+    global _CONV2D, _CONV2D_BACKWARD
+    _plans.clear()
+    _CONV2D = _repeat.Calls()
+    _CONV2D_BACKWARD = _repeat.Calls()
+
 _X_LAYOUT = "(N, C, H, W)"
 _W_LAYOUT = "(K, C, R, S)"
 _GY_LAYOUT = "(N, K, Ho, Wo)"
