@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from . import functional as F
+from . import optim
 from ._functional import _checks
 from ._functional import dense as _dense
 from ._functional import pooling as _pooling
@@ -142,6 +143,11 @@ class Conv:
         draws = np.random.randn(*shape)  # noqa: NPY002
         self.filters = draws / (self.filters_length * self.filters_length)
 
+    # (image shape, filters, their (K, 1, L, L) view, their shape) of the last
+    # validated forward: a call with the same image shape and the very same
+    # filters needs no checks.
+    _memo = None
+
     def _shape(self):
         return (self.num_filters, self.filters_length, self.filters_length)
 
@@ -160,10 +166,18 @@ class Conv:
         Convolve the 2-D image ``input`` (h, w); returns (h - L + 1,
         w - L + 1, num_filters) float64.
         """
+        memo = self._memo
+        if (memo is not None and type(input) is np.ndarray and input.shape == memo[0]
+                and input.dtype == _FLOAT64 and self.filters is memo[1]
+                and memo[1].shape == memo[3]):
+            # The image shape and the very filters of a validated call.
+            self.last_input = input
+            return F.conv2d(input[None, None], memo[2])[0].transpose(1, 2, 0)
         owner = "Conv.forward"
         image = self._image(owner, "input", input)
         filters = _parameter(owner, self, "filters", self._shape())
         self.last_input = input
+        self._memo = (image.shape, filters, filters[:, None], filters.shape)
         return F.conv2d(image[None, None], filters[:, None])[0].transpose(1, 2, 0)
 
     def backprop(self, d_L_d_out, learn_rate):
@@ -172,6 +186,19 @@ class Conv:
         Update the filters by one gradient step from ``d_L_d_out``, the loss
         gradient for the last output (h', w', num_filters).  Returns None.
         """
+        memo = self._memo
+        last_input = getattr(self, "last_input", None)
+        if (memo is not None and type(d_L_d_out) is np.ndarray and type(last_input) is np.ndarray
+                and last_input.shape == memo[0] and last_input.dtype == _FLOAT64
+                and d_L_d_out.dtype == _FLOAT64 and self.filters is memo[1]
+                and memo[1].shape == memo[3] and memo[1].flags.writeable
+                and type(learn_rate) is float and math.isfinite(learn_rate)
+                and d_L_d_out.shape == self._out_shape(last_input.shape)):
+            _, grad_filters, _ = F.conv2d_backward(d_L_d_out.transpose(2, 0, 1)[None],
+                                                   last_input[None, None], memo[2],
+                                                   need_input_grad=False)
+            optim._descend(memo[1], grad_filters, learn_rate)
+            return None
         owner = "Conv.backprop"
         try:
             last_input = self.last_input
@@ -180,13 +207,16 @@ class Conv:
         learn_rate = _learn_rate(owner, "learn_rate", learn_rate)
         image = self._image(owner, "last_input", last_input)
         filters = _parameter(owner, self, "filters", self._shape())
-        length = self.filters_length
-        out_shape = (image.shape[0] - length + 1, image.shape[1] - length + 1, self.num_filters)
-        gy = _float64(owner, "d_L_d_out", d_L_d_out, shape=out_shape)
+        gy = _float64(owner, "d_L_d_out", d_L_d_out, shape=self._out_shape(image.shape))
         _, grad_filters, _ = F.conv2d_backward(gy.transpose(2, 0, 1)[None], image[None, None],
                                                filters[:, None], need_input_grad=False)
         filters -= learn_rate * grad_filters[:, 0]
         return None
+
+    def _out_shape(self, image_shape):
+        """The (h', w', num_filters) output of an (h, w) image (the notebook's valid conv)."""
+        length = self.filters_length
+        return (image_shape[0] - length + 1, image_shape[1] - length + 1, self.num_filters)
 
 
 class MaxPool:
@@ -199,6 +229,11 @@ class MaxPool:
     Pool_length must be >= 2 (with 1 the notebook's windows run past the
     input).
     """
+
+    # The input shape of the last validated forward whose 2x2 windows cover
+    # the whole input (Pool_length 2, even sides): the same again needs no checks.
+    _memo = None
+    _maxima_of = (None, None)
 
     def __init__(self, Pool_length):
         self.Pool_length = _size("MaxPool", "Pool_length", Pool_length, 2)
@@ -219,11 +254,20 @@ class MaxPool:
         Pool ``input`` (h, w, num_filters); returns (h // Pool_length,
         w // Pool_length, num_filters) float64.
         """
-        _, planes, out_shape = self._windows(input, "MaxPool.forward", "input")
+        if (type(input) is np.ndarray and input.shape == self._memo
+                and input.dtype == _FLOAT64):
+            # The shape of a validated call whose windows cover the input.
+            maxima = F.max_pool2d(input.transpose(2, 0, 1)[None], 2)
+        else:
+            _, planes, out_shape = self._windows(input, "MaxPool.forward", "input")
+            if 0 in out_shape:
+                self.last_input = input
+                return np.zeros(out_shape)
+            maxima = F.max_pool2d(planes, 2)
+            if (type(input) is np.ndarray and input.dtype == _FLOAT64
+                    and planes.shape[2:] == input.shape[:2]):
+                self._memo = input.shape
         self.last_input = input
-        if 0 in out_shape:
-            return np.zeros(out_shape)
-        maxima = F.max_pool2d(planes, 2)
         self._maxima_of = (input, maxima)
         # A copy: what the caller does with the output cannot touch the maxima kept here.
         return maxima[0].transpose(1, 2, 0).copy()
@@ -237,6 +281,19 @@ class MaxPool:
         array it was given (modifying that array in place in between is not
         seen, unlike in the notebook, which recomputes them).
         """
+        last_input = getattr(self, "last_input", None)
+        if (type(last_input) is np.ndarray and last_input.shape == self._memo
+                and last_input.dtype == _FLOAT64 and type(d_L_d_out) is np.ndarray
+                and d_L_d_out.dtype == _FLOAT64
+                and d_L_d_out.shape == (last_input.shape[0] // 2, last_input.shape[1] // 2,
+                                        last_input.shape[2])):
+            seen, maxima = self._maxima_of
+            planes = last_input.transpose(2, 0, 1)[None]
+            if seen is not last_input:
+                maxima = F.max_pool2d(planes, 2)
+            gy = np.ascontiguousarray(d_L_d_out.transpose(2, 0, 1))[None]
+            grad = _pooling.max_pool2d_backward_all_maxima(gy, planes, maxima, 2)
+            return grad[0].transpose(1, 2, 0)
         owner = "MaxPool.backprop"
         try:
             last_input = self.last_input
@@ -284,6 +341,23 @@ class Softmax:
         self.weights = np.asfortranarray(draws / input_len)
         self.biases = np.zeros(nodes)
 
+    # (weights, biases, weights.T, weights.shape) as last checked: the same
+    # arrays again need no checks.
+    _memo = None
+
+    def _checked_parameters(self, owner, written):
+        """_parameters, skipped for the very arrays of the last call: (weights,
+        biases, weights.T (nodes, input_len), C-contiguous)."""
+        memo = self._memo
+        if (memo is not None and self.weights is memo[0] and self.biases is memo[1]
+                and memo[0].shape == memo[3]
+                and not (written and not (memo[0].flags.writeable
+                                          and memo[1].flags.writeable))):
+            return memo
+        weights, biases = self._parameters(owner)
+        memo = self._memo = (weights, biases, weights.T, weights.shape)
+        return memo
+
     def _parameters(self, owner):
         """The weights, column-major, and the biases, checked against each other."""
         weights, biases = self.weights, self.biases
@@ -307,14 +381,14 @@ class Softmax:
         numbers).
         """
         owner = "Softmax.forward"
-        weights, biases = self._parameters(owner)
+        _, biases, weights_t, shape = self._checked_parameters(owner, False)
         array = _float64(owner, "input", input)
-        if array.size != weights.shape[0]:
-            raise ValueError(f"{owner}: input must hold {weights.shape[0]} numbers, got shape "
+        if array.size != shape[0]:
+            raise ValueError(f"{owner}: input must hold {shape[0]} numbers, got shape "
                              f"{array.shape}")
         self.last_input_shape = array.shape
         self.last_input = array.flatten()
-        totals = F.linear(self.last_input[None], weights.T, biases)[0]
+        totals = F.linear(self.last_input[None], weights_t, biases)[0]
         self.last_totals = totals
         exp = np.exp(totals)
         total = sum(exp.tolist())
@@ -338,8 +412,7 @@ class Softmax:
                                               self.last_input_shape)
         except AttributeError:
             raise _before_forward(owner) from None
-        weights, biases = self._parameters(owner)
-        input_len, nodes = weights.shape
+        _, biases, weights_t, (input_len, nodes) = self._checked_parameters(owner, True)
         gradient = _float64(owner, "d_L_d_out", d_L_d_out, shape=(nodes,))
         learn_rate = _learn_rate(owner, "learn_rate", learn_rate)
         last_input = _float64(owner, "last_input", last_input, shape=(input_len,))
@@ -356,7 +429,7 @@ class Softmax:
         # g * d p_i / d totals_j: -t_i t_j / S^2 off the diagonal, t_i (S - t_i) / S^2 on it.
         d_L_d_t = t_exp * (-g * t_i / (total * total))
         d_L_d_t[i] = g * (t_i * (total - t_i) / (total * total))
-        d_L_d_inputs = _dense.linear_backward_step(d_L_d_t[None], last_input[None], weights.T,
+        d_L_d_inputs = _dense.linear_backward_step(d_L_d_t[None], last_input[None], weights_t,
                                                    biases, learn_rate)
         return d_L_d_inputs.reshape(last_shape)
 

@@ -31,6 +31,7 @@ import threading
 import numpy as np
 
 from . import _dispatch
+from ._functional import _repeat
 from ._kernels import _program
 from ._plans import kernels as _kernels
 
@@ -77,8 +78,32 @@ def in_use(optimizer, owner):
             _busy.discard(key)
 
 
+_DESCEND = _repeat.Calls()
+
+
+def _descend(param, grad, lr):
+    """_descend(param, grad, lr)
+
+    ``param -= lr * grad`` in place, as those two NumPy operations round it
+    (private: ``cnnext.compat``'s per-image updates).  ``param`` a writeable
+    C-contiguous float array, ``grad`` a C-contiguous array of its size and
+    dtype, ``lr`` a float.
+    """
+    if _DESCEND.run((param, grad), lr) is not None:
+        return
+    if not (type(param) is np.ndarray and type(grad) is np.ndarray and param.size == grad.size
+            and param.dtype == grad.dtype and param.dtype in _SGD_STEP
+            and param.flags.c_contiguous and param.flags.writeable
+            and grad.flags.c_contiguous and type(lr) is float):
+        param -= lr * grad.reshape(param.shape)
+        return
+    _SGD_STEP[param.dtype](param.reshape(-1), grad.reshape(-1), None, lr, 0.0, 0.0, False)
+    _repeat.remember(_DESCEND, "sgd", param.dtype, ((0, param, True), (1, grad)), (),
+                     (param.size, 0), (lr, 0.0, 0.0), extra=lr)
+
+
 # State entries shared, not copied, by _state_copy: shapes, dtypes, step counts, None.
-_IMMUTABLE = (type(None), bool, int, float, np.dtype, np.integer, np.floating)
+_IMMUTABLE = (type(None), bool, int, float, tuple, np.dtype, np.integer, np.floating)
 
 
 def _number(owner, name, value, minimum=0.0, below=None):

@@ -279,6 +279,30 @@ class PredictCase(Case):
         return {"probs": _reference.softmax(logits)}
 
 
+class OverheadCase(Case):
+    """A repeated functional or layer call of the seed network at batch 1 (_bench/overhead.py)."""
+
+    family = "overhead"
+
+    def __init__(self, op):
+        self.op = op
+        self.name = f"overhead.{op}"
+        self.description = (f"{op}, shapes and dtypes of the previous call: the time above "
+                            f"its kernel (seed network, batch 1)")
+
+    def make_inputs(self, dtype):
+        from .overhead import OPS
+
+        return OPS[self.op].make(dtype, _rng(self.name, dtype))
+
+    def reference(self, inputs):
+        from .overhead import OPS
+
+        clean = {k: v.astype(np.float64) if v.dtype.kind == "f" else v
+                 for k, v in inputs.items()}
+        return OPS[self.op].reference(clean)
+
+
 # A parameter change is compared relative to at least this fraction of the
 # largest initial weight: w - lr * g rounds to the precision of w, so a tiny
 # step cannot be checked more finely than that.
@@ -315,6 +339,9 @@ def _all_cases():
     cases.append(TrainCase("lenet5", 64))
     cases += [PredictCase(network, batch) for network in ("notebook", "lenet5")
               for batch in (1, 64)]
+    from .overhead import OPS
+
+    cases += [OverheadCase(op) for op in OPS]
     return {case.name: case for case in cases}
 
 
@@ -322,7 +349,8 @@ CASES = _all_cases()
 
 # The --quick suite: every family (each conv op, each pooling op, the copy,
 # training at batch 1 and 64 of both networks, inference of both at batch 1
-# and 64) on the shapes that matter most.
+# and 64, the overhead of a functional and of a layer call) on the shapes
+# that matter most.
 QUICK = (
     "conv2d.forward.notebook", "conv2d.forward.mid", "conv2d.backward.mid",
     "conv2d.backward-weights.notebook", "conv2d.forward-backward.notebook",
@@ -331,6 +359,7 @@ QUICK = (
     "avg_pool2d.forward.2x2", "avg_pool2d.backward.2x2", "copy.pool-input",
     "train.notebook.b1", "train.notebook.b64", "train.lenet5.b64",
     "predict.notebook.b1", "predict.notebook.b64", "predict.lenet5.b1", "predict.lenet5.b64",
+    "overhead.conv2d", "overhead.Conv2D.forward",
 )
 
 

@@ -1,12 +1,13 @@
 """cnnext as its users call it: ``cnnext.functional``, ``Sequential.fit`` and
-``Sequential.predict``, ``cnnext.compat``."""
+``Sequential.predict``, ``cnnext.compat``; and its kernels alone (``kernel``: the
+step a repeated call runs, for the ``overhead`` cases)."""
 
 import numpy as np
 
-from . import nets
+from . import nets, overhead
 from .cases import train_checks
 from .impl_notebook import NotebookTrain
-from .impls import Bound, Implementation, functional_bound, import_optional
+from .impls import Bound, Implementation, Unavailable, functional_bound, import_optional
 
 
 def load_params(layers, params):
@@ -105,6 +106,8 @@ class Cnnext(Implementation):
             return FitTrain(case, dtype, inputs, reference)
         if case.family == "predict":
             return Predict(case, dtype, inputs, reference)
+        if case.family == "overhead":
+            return OverheadCall(overhead.OPS[case.op], inputs, reference)
         return functional_bound(import_optional("cnnext.functional"), case, inputs, reference)
 
 
@@ -122,3 +125,78 @@ class Compat(Implementation):
     def bind(self, case, dtype, inputs, reference):
         compat = import_optional("cnnext.compat")
         return NotebookTrain(compat, case, inputs, reference, count=len(inputs["images"]))
+
+
+# Kernel runs per timed call of the ``kernel`` implementation.
+KERNEL_REPEATS = 200
+
+
+class OverheadCall(Bound):
+    """An overhead case's public call, repeated (its fast path is what is timed)."""
+
+    def __init__(self, op, inputs, reference):
+        self.op, self.inputs, self.reference = op, inputs, reference
+        self.run = op.call(inputs)
+
+    def outputs(self, result):
+        if self.op.outputs is None:  # a layer's backward: gx and the layer's grads
+            return overhead._grads(result, self.run)
+        return self.op.outputs(result)
+
+    def check(self):
+        got = self.outputs(self.run())
+        return [(name, got[name], want, None) for name, want in self.reference.items()]
+
+
+class KernelRepeats(Bound):
+    """The step an overhead case's call runs, ``KERNEL_REPEATS`` times in one
+    compiled call."""
+
+    calls_per_run = KERNEL_REPEATS
+
+    def __init__(self, op, inputs, reference):
+        program_module = import_optional("cnnext._kernels._program")
+        self.public = OverheadCall(op, inputs, reference)
+        self.public.run()  # validated once: the call is remembered
+        self.public.run()
+        calls, operands, extra = op.kernel(inputs)
+        step = calls.bound(operands, extra)
+        if step is None:
+            raise Unavailable("not available", "the call was not remembered")
+        kernel, self.arrays, sizes, scalars, plans = step
+        self.program = program_module.Program()
+        self.program.add(kernel, self.arrays, sizes, scalars, plans, name="kernel")
+        self.reference = reference
+
+    def run(self):
+        self.program.run_repeated(KERNEL_REPEATS)
+
+    def check(self):
+        """Each array output of the public call, found among the step's arrays
+        after one run (it is the same step), against the reference."""
+        self.program.run()
+        public = self.public.outputs(self.public.run())
+        checks = []
+        for name, want in self.reference.items():
+            if np.ndim(want) == 0:
+                continue  # a loss: returned, not in an array of the step
+            got = next((array for array in self.arrays if array is not None
+                        and array.shape == np.shape(public[name])
+                        and np.array_equal(array, public[name])), None)
+            checks.append((name, got, want, None))
+        return checks
+
+
+class Kernel(Implementation):
+    """cnnext's kernel alone: the step a repeated call runs, with no Python around it."""
+
+    name = "kernel"
+
+    def version(self):
+        return import_optional("cnnext").__version__
+
+    def supports(self, case, dtype):
+        return case.family == "overhead"
+
+    def bind(self, case, dtype, inputs, reference):
+        return KernelRepeats(overhead.OPS[case.op], inputs, reference)

@@ -124,7 +124,7 @@ def _registry():
 
     impls = [impl_cnnext.Cnnext(), impl_cnnext.Compat(), impl_torch.Torch(),
              impl_onnxruntime.OnnxRuntime(), impl_numpy.NumpyBaseline(),
-             impl_notebook.Notebook()]
+             impl_notebook.Notebook(), impl_cnnext.Kernel()]
     return {impl.name: impl for impl in impls}
 
 

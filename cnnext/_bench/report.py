@@ -24,8 +24,11 @@ SECTIONS = (
       "vs torch", "vs numpy", "vs notebook")),
     ("inference (predict: time per call; per image = call / batch)", ("predict",),
      ("cnnext", "per image", "GFLOP/s", "torch", "onnxruntime", "vs torch", "vs onnxruntime")),
+    ("call overhead (a call repeating the previous call's shapes; kernel: its step alone, "
+     "run in one compiled loop; overhead = cnnext - kernel)", ("overhead",),
+     ("cnnext", "kernel", "overhead")),
 )
-OTHERS = ("torch", "onnxruntime", "numpy", "notebook")
+OTHERS = ("torch", "onnxruntime", "numpy", "notebook", "kernel")
 # Peers of the headline's geometric means, where a section has their timings.
 PEERS = ("torch", "onnxruntime")
 STATUS_CELLS = {"not installed": "not installed", "not available": "n/a",
@@ -90,6 +93,8 @@ def _line(columns, subject, others):
             cells.append(_value(subject, "copy_multiple", lambda v: f"{v:.2f}"))
         elif column == "per image":
             cells.append(_value(subject, "per_image_seconds", format_seconds))
+        elif column == "overhead":
+            cells.append(_value(subject, "overhead_seconds", format_seconds))
         else:  # "vs torch", ...
             key = "vs_" + column.split()[1]
             cells.append(_value(subject, key, format_ratio) if is_cnnext else "")
@@ -121,8 +126,8 @@ def _block(doc, families, columns, dtype, threads):
         subjects = [row for impl, row in found.items() if impl.startswith("cnnext")] or [
             found.get("numpy") if case["family"] == "copy" else None]
         # Pooling keeps its family in the name: max and avg share a block.
-        short = case["name"].split(".", 1)[1] if case["family"] in ("conv2d", "train") \
-            else case["name"]
+        short = case["name"].split(".", 1)[1] if case["family"] in (
+            "conv2d", "train", "overhead") else case["name"]
         for subject in subjects:
             label = short if len(subjects) == 1 else f"{short} [{subject['impl']}]"
             lines.append([label, *_line(columns, subject, others)])

@@ -197,6 +197,8 @@ def derive(doc):
         for other in ("torch", "onnxruntime", "numpy", "notebook"):
             if (*key, other) in timed:
                 row[f"vs_{other}"] = timed[(*key, other)] / seconds
+        if case.family == "overhead" and row["impl"] == "cnnext" and (*key, "kernel") in timed:
+            row["overhead_seconds"] = seconds - timed[(*key, "kernel")]
 
 
 def failures(doc):

@@ -39,6 +39,6 @@ def remember(calls, name, dtype, operands, outputs, sizes=(), scalars=(), plans=
                                     plans, keep, workspace, work_slot, extra))
 
 
-def slot(index, array):
-    """(index, array), or None for a None argument."""
-    return None if array is None else (index, array)
+def slot(index, array, written=False):
+    """(index, array[, written]), or None for a None argument."""
+    return None if array is None else (index, array, written)

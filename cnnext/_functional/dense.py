@@ -30,6 +30,7 @@ _KERNELS = _specialised(_dense)
 _DISPATCHED = _KERNELS
 _LINEAR = _repeat.Calls()
 _LINEAR_BACKWARD = _repeat.Calls()
+_LINEAR_STEP = _repeat.Calls()
 # Below this many output elements no allocation can overflow: skip check_nbytes.
 _SMALL = 2**31
 
@@ -216,7 +217,12 @@ def linear_backward_step(gy, x, w, b, lr):
     -------
     gx : ndarray, shape (N, I)
     """
+    if _KERNELS is _DISPATCHED:
+        gx = _LINEAR_STEP.run((gy, x, w, b), lr)
+        if gx is not None:
+            return gx
     func = "linear_backward_step"
+    given = _repeat.plain(gy, x, w, b) and _KERNELS is _DISPATCHED
     for name, array in (("w", w), ("b", b)):
         if array is not None and not (type(array) is np.ndarray and array.flags.c_contiguous
                                       and array.flags.writeable):
@@ -237,4 +243,10 @@ def linear_backward_step(gy, x, w, b, lr):
         _, backward_input, backward_params = _KERNELS[x.dtype]
         backward_input(gy, w, gx)
         backward_params(gy, x, -lr, True, w, b)
+        if given:
+            # w feeds the input gradient and is updated in place: two slots.
+            _repeat.remember(_LINEAR_STEP, "linear_backward", x.dtype,
+                             ((0, gy), (1, x), ((2, 4), w, True), _repeat.slot(5, b, True)),
+                             ((3, x.shape, x.dtype, _repeat.ARRAY),),
+                             (*x.shape, w.shape[0], 1), (-lr,), extra=lr)
     return gx

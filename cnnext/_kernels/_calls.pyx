@@ -25,7 +25,7 @@ from libc.string cimport memset
 
 cimport numpy as cnp
 
-from ._step cimport STEP_CAPSULE, STEP_PLANS, STEP_SCALARS, STEP_SIZES
+from ._step cimport STEP_CAPSULE, STEP_PLANS, STEP_POINTERS, STEP_SCALARS, STEP_SIZES
 from ._step cimport StepArgs, step_kernel
 
 import numpy as np
@@ -279,6 +279,26 @@ cdef class Entry:
                 results[i] = float((<double*>cnp.PyArray_DATA(<cnp.ndarray>self.scalar))[0])
         return results[0] if self.n_outputs == 1 else tuple(results)
 
+    cdef object bound(self, tuple operands):
+        cdef int i
+        cdef list arrays = [None] * STEP_POINTERS
+        for i in range(self.n_operands):
+            if self.operand_slot[i] >= 0:
+                arrays[self.operand_slot[i]] = operands[i]
+                arrays[self.operand_slot2[i]] = operands[i]
+        for i in range(self.n_outputs):
+            if self.output_ndim[i] < 0:
+                continue
+            if self.output_kind[i] == OUTPUT_SCALAR:
+                arrays[self.output_slot[i]] = np.zeros(1, np.float64)
+            elif self.output_slot[i] >= 0:
+                arrays[self.output_slot[i]] = cnp.PyArray_ZEROS(
+                    self.output_ndim[i], self.output_dims[i], self.output_type[i], 0)
+        if self.work_slot >= 0:
+            arrays[self.work_slot] = np.empty_like(self.workspace)
+        return (self.keep[0], arrays, [self.args.n[i] for i in range(STEP_SIZES)],
+                [self.args.f[i] for i in range(STEP_SCALARS)], list(self.keep[1]))
+
 
 cdef class Calls:
     """Calls()
@@ -316,6 +336,21 @@ cdef class Calls:
                     return entry.run(operands, outs)
                 finally:
                     entry.busy = False
+        return None
+
+    def bound(self, tuple operands, extra=None):
+        """bound(operands, extra=None)
+
+        The step of the remembered call ``operands`` and ``extra`` match, as
+        ``Program.add`` takes it: (kernel, arrays, sizes, scalars, plans), its
+        outputs freshly allocated (benchmarks: the kernel's own time, with no
+        Python around it).  None when no call matches.
+        """
+        cdef Entry entry
+        for item in self.entries:
+            entry = <Entry>item
+            if entry.matches(operands, extra):
+                return entry.bound(operands)
         return None
 
     def remember(self, Entry entry):

@@ -160,6 +160,23 @@ cdef class Program:
             status = self.run_steps(&where)
         return status, where
 
+    def run_step_repeated(self, Py_ssize_t index, Py_ssize_t times):
+        """run_step_repeated(index, times)
+
+        Run step ``index`` alone ``times`` times (benchmarks: where a pass's
+        time goes).  Returns the last status.
+        """
+        cdef Py_ssize_t _
+        cdef int status = 0
+        if not 0 <= index < self.count:
+            raise IndexError(f"step {index} of a program of {self.count}")
+        with nogil:
+            for _ in range(times):
+                status = self.steps[index].kernel(&self.steps[index].args)
+                if status != 0:
+                    break
+        return status
+
     def run_repeated(self, Py_ssize_t times):
         """run_repeated(times)
 

@@ -6,6 +6,8 @@ from the build ``cnnext._dispatch`` chose, the same module the functional
 wrappers call, so a step runs exactly the code its functional runs.
 """
 
+import numpy as np
+
 from .. import _dispatch
 from .._kernels import _activation, _loss
 
@@ -15,8 +17,10 @@ _FAMILIES = (_dispatch.load("_conv"), _dispatch.load("_dense"), _dispatch.load("
 KERNELS = {}
 for _module in _FAMILIES:
     KERNELS.update(_module.step_kernels())
+# Also by NumPy dtype (looking up dtype.name costs more than the lookup).
+KERNELS.update({(name, np.dtype(dtype)): capsule for (name, dtype), capsule in KERNELS.items()})
 
 
 def kernel(name, dtype):
     """The capsule of step kernel ``name`` for ``dtype`` (a NumPy dtype or its name)."""
-    return KERNELS[name, getattr(dtype, "name", dtype)]
+    return KERNELS[name, dtype]

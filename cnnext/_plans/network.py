@@ -67,6 +67,8 @@ class NetworkPlan:
     checks : tuple
         What must still hold for the plan to describe the layers (see
         ``_program.changed``).
+    key : tuple
+        (mode, batch, example shape).
     input, output : ndarray
         The staged batch and the last layer's output buffer.
     input_gradient, output_gradient : ndarray or None
@@ -91,6 +93,7 @@ class NetworkPlan:
             i += used
         self.input, self.output = x, out
         self.dtype, self.batch, self.mode = b.dtype, batch, mode
+        self.key = (mode, batch, tuple(example_shape))
         self.output_gradient = b.gradient(out) if gradients else None
         self.input_gradient = b.gradient(x) if input_gradient else None
         work = b.finish_workspace()
@@ -167,23 +170,32 @@ class PlanCache:
         self.size = size
         self._idle = collections.OrderedDict()
         self._lock = threading.Lock()
+        # One idle plan per key taken and returned without the lock (dict.pop
+        # and setdefault are atomic): the common case of one caller at a time.
+        self._hot = {}
 
     def acquire(self, key, build):
-        """An idle, still valid plan of ``key``, or ``build()``'s."""
-        plan = None
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle:
-                plan = idle.pop()
-                self._idle.move_to_end(key)
+        """An idle, still valid plan of ``key``, or ``build(key)``'s."""
+        plan = self._hot.pop(key, None)
+        if plan is None:
+            with self._lock:
+                idle = self._idle.get(key)
+                if idle:
+                    plan = idle.pop()
+                    self._idle.move_to_end(key)
         if plan is not None and plan.stale():
             plan = None
         if plan is None:
-            plan = build()
+            plan = build(key)
         return plan
 
     def release(self, key, plan, per_key=4):
         """Return ``plan`` for later calls of ``key`` (kept unless ``per_key`` idle ones are)."""
+        hot = self._hot
+        if len(hot) >= self.size:
+            hot.clear()
+        if hot.setdefault(key, plan) is plan:
+            return
         with self._lock:
             idle = self._idle.setdefault(key, [])
             self._idle.move_to_end(key)
@@ -193,5 +205,10 @@ class PlanCache:
                 self._idle.popitem(last=False)
 
     def clear(self):
+        self._hot.clear()
         with self._lock:
             self._idle.clear()
+
+    def __len__(self):
+        """Keys with idle plans."""
+        return len(set(self._idle) | set(self._hot))

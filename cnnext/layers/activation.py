@@ -1,6 +1,7 @@
 """ReLU, the rectified linear unit."""
 
 from .. import functional as F
+from .._functional import activation as _activation
 from .base import Layer
 
 
@@ -19,12 +20,21 @@ class ReLU(Layer):
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)
+        if not reuse:
+            # A call repeating a remembered one: straight to its kernel.
+            y = _activation._RELU_CALLS.run((x,))
+            if y is not None:
+                return y
         return F.relu(x, out=self._output("y", x.shape, x.dtype, reuse))
 
     def _backward(self, gy, need_input_grad, reuse):
         if not need_input_grad:
             return None
         x = self._cache[2]
+        if not reuse:
+            gx = _activation._RELU_BACKWARD_CALLS.run((gy, x))
+            if gx is not None:
+                return gx
         return F.relu_backward(gy, x, out=self._output("gx", x.shape, x.dtype, reuse))
 
     def _build_steps(self, b, x):

@@ -131,16 +131,28 @@ class Conv2D(Layer):
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)
+        params = self.params
+        if not reuse and _conv._kernels is _conv._DISPATCHED:
+            # A call repeating a remembered one: straight to its kernel.
+            y = _conv._CONV2D.run((x, params["weight"], params.get("bias")), self._geometry)
+            if y is not None:
+                return y
         out = self._output("y", self._batch_output_shape(x.shape), x.dtype, reuse)
-        return F.conv2d(x, self.params["weight"], self.params.get("bias"), *self._geometry,
-                        out=out)
+        return F.conv2d(x, params["weight"], params.get("bias"), *self._geometry, out=out)
 
     def _backward(self, gy, need_input_grad, reuse):
         x = self._cache[2]
+        grads = self.grads
+        if not reuse and _conv._kernels is _conv._DISPATCHED:
+            result = _conv._CONV2D_BACKWARD.run(
+                (gy, x, self.params["weight"]), (*self._geometry, need_input_grad),
+                (None, grads["weight"], grads.get("bias")))
+            if result is not None:
+                return result[0]
         gx = self._output("gx", x.shape, x.dtype, reuse) if need_input_grad else None
         gx, _, _ = F.conv2d_backward(
             gy, x, self.params["weight"], *self._geometry, need_input_grad=need_input_grad,
-            out=(gx, self.grads["weight"], self.grads.get("bias")))
+            out=(gx, grads["weight"], grads.get("bias")))
         return gx
 
     def _build_steps(self, b, x):
