@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from . import _checkpoint, _plans, losses, optim
+from . import _backup, _checkpoint, _plans, losses, optim
 from ._functional import _checks
 from ._kernels import _program
 from ._progress import ProgressBar
@@ -421,10 +421,10 @@ class Sequential:
     # ---------------------------------------------------------------- training
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, loss="softmax_cross_entropy",
             validation_data=None, shuffle=True, seed=None, progress=True, callbacks=None,
-            on_nan="raise"):
+            on_nan="raise", backup_dir=None, backup_steps=None, backup_seconds=None):
         """fit(X, y, epochs=1, batch_size=32, optimizer=None, loss="softmax_cross_entropy",
         validation_data=None, shuffle=True, seed=None, progress=True, callbacks=None,
-        on_nan="raise")
+        on_nan="raise", backup_dir=None, backup_steps=None, backup_seconds=None)
 
         Train the network with mini-batch gradient descent.
 
@@ -461,6 +461,21 @@ class Sequential:
             naming the epoch and step, with the weights as they were before
             that step, or skip that step's update and carry on (counted in
             ``history["skipped_steps"]``).
+        backup_dir : str or os.PathLike, optional
+            Back the run up in this directory (created if needed): the
+            model, optimiser state, random generators' states, position and
+            history, written atomically at every epoch's end and, within
+            epochs, every ``backup_steps`` steps and/or ``backup_seconds``
+            seconds.  A later ``fit`` with the same ``backup_dir`` and
+            arguments resumes from the last backup and ends with the weights
+            an uninterrupted run ends with, bitwise; a backup of another run
+            (other layers, data or arguments) is refused, naming what
+            differs, before anything changes.  The backup is removed when
+            training completes.  See ``cnnext._backup``.
+        backup_steps : int > 0, optional
+            Steps between backups within an epoch (default: none).
+        backup_seconds : float > 0, optional
+            Seconds between backups within an epoch (default: none).
 
         Returns
         -------
@@ -517,31 +532,59 @@ class Sequential:
         check_seed(owner, seed)
         # Drawing a seed from the operating system costs ~10 us: only when shuffling.
         rng = random_generator(owner, seed) if shuffle else None
+        backup = None
+        if backup_dir is not None:
+            backup = _backup.Backup(owner, backup_dir, backup_steps, backup_seconds).open()
+        try:
+            with self._training_claim(owner):
+                return self._fit_run(X, scale, y, epochs, batch_size, optimizer, loss_fn,
+                                     validation, shuffle, seed, rng, progress, callbacks,
+                                     on_nan, backup)
+        finally:
+            if backup is not None:
+                backup.close()
 
-        with self._training_claim(owner):
-            self.optimizer, self.loss = optimizer, loss_fn
-            if self.input_shape is None:
-                self.input_shape = tuple(X.shape[1:])
-            history = History(["loss", "accuracy", "seconds"])
-            if validation is not None:
-                history.update(val_loss=[], val_accuracy=[])
-            if on_nan == "skip":
-                history["skipped_steps"] = []
-            X = self._stageable(X)
-            for epoch in range(epochs):
-                snapshot = self._snapshot()
-                try:
-                    # A diverging step shows up as a non-finite loss, handled below
-                    # per on_nan; NumPy's overflow warnings on the way add nothing.
-                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                        logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
-                                               shuffle, progress, on_nan, validation)
-                except BaseException:
-                    self._restore_if_not_finite(snapshot)
-                    raise
-                history.append(logs)
-                if any([callback(self, epoch, logs) is True for callback in callbacks]):
-                    break
+    def _fit_run(self, X, scale, y, epochs, batch_size, optimizer, loss_fn, validation,
+                 shuffle, seed, rng, progress, callbacks, on_nan, backup):
+        """fit's epochs, once its arguments are checked (``backup``: a Backup or None)."""
+        run = None
+        if backup is not None:
+            arguments = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+                         "seed": seed if seed is None or isinstance(seed, (int, np.integer))
+                         else "a Generator", "loss": loss_fn.name, "on_nan": on_nan,
+                         "optimizer": [type(optimizer).__name__, optimizer.config()]}
+            run = _backup.Run(backup, _backup.fingerprint(self, X, y, validation, arguments),
+                              rng, callbacks)
+        self.optimizer, self.loss = optimizer, loss_fn
+        if self.input_shape is None:
+            self.input_shape = tuple(X.shape[1:])
+        history = History(["loss", "accuracy", "seconds"])
+        if validation is not None:
+            history.update(val_loss=[], val_accuracy=[])
+        if on_nan == "skip":
+            history["skipped_steps"] = []
+        X = self._stageable(X)
+        first = 0
+        if run is not None:
+            first, history = run.start(self, optimizer, history)
+        for epoch in range(first, epochs):
+            snapshot = self._snapshot()
+            try:
+                # A diverging step shows up as a non-finite loss, handled below
+                # per on_nan; NumPy's overflow warnings on the way add nothing.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
+                                           shuffle, progress, on_nan, validation, run)
+            except BaseException:
+                self._restore_if_not_finite(snapshot)
+                raise
+            history.append(logs)
+            if any([callback(self, epoch, logs) is True for callback in callbacks]):
+                break
+            if run is not None and epoch + 1 < epochs:
+                run.epoch_ends(self, epoch)
+        if run is not None:
+            run.finish()
         return history
 
     def _training_claim(self, owner):
@@ -550,22 +593,29 @@ class Sequential:
         return _TrainingClaim(self, owner)
 
     def _fit_epoch(self, X, scale, y, batch_size, epoch, epochs, rng, shuffle, progress,
-                   on_nan, validation):
+                   on_nan, validation, run=None):
         began = time.perf_counter()
         n = len(X)
+        # A resumed epoch: its shuffle is drawn from the generator's state at
+        # its start, and it goes on after the steps its backup had done.
+        resume = None if run is None else run.epoch_begins(epoch)
         order = rng.permutation(n) if shuffle else None
         labels = y if order is None else y[order]
         predicted = np.empty(n, dtype=np.intp)
         bar = ProgressBar(n, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                           enabled=None if progress else False)
+        if resume is not None and resume.step:
+            predicted[:len(resume.predicted)] = resume.predicted
+            if progress:
+                bar.update(len(resume.predicted))
         try:
             totals = None
             if self._compiled():
                 totals = self._fit_epoch_compiled(X, order, labels, batch_size, epoch, progress,
-                                                  on_nan, predicted, bar)
+                                                  on_nan, predicted, bar, resume, run)
             if totals is None:
                 totals = self._fit_epoch_layers(X, scale, order, labels, batch_size, epoch,
-                                                progress, on_nan, predicted, bar)
+                                                progress, on_nan, predicted, bar, resume, run)
         except BaseException:
             if progress:
                 bar.close()  # end the bar's line before the error is shown
@@ -584,7 +634,7 @@ class Sequential:
         return logs
 
     def _fit_epoch_compiled(self, X, order, labels, batch_size, epoch, progress, on_nan,
-                            predicted, bar):
+                            predicted, bar, resume=None, backup=None):
         """One epoch on plans: runs of whole training steps in one compiled call.
         Returns (total loss, examples counted, steps skipped), or None when the
         network turns out to run layer by layer."""
@@ -615,7 +665,9 @@ class Sequential:
             table = _TABLES[self.dtype]
             skip = on_nan == "skip"
             show = progress and bar.enabled
-            state = [0.0, 0, 0]   # total loss, counted, skipped: summed in step order
+            # total loss, counted, skipped: summed in step order (from a resumed
+            # epoch's backup, when there is one)
+            state = [0.0, 0, 0] if resume is None else list(resume.totals)
             # The optimiser's state is this loop's for the epoch (a subclass
             # with its own step holds it in its step).
             holding = (optim.in_use(optimizer, "Sequential.fit")
@@ -623,7 +675,8 @@ class Sequential:
                        else contextlib.nullcontext())
             with holding:
                 self._run_epoch(runs, plans, X, order, labels, update, python_step, skip,
-                                predicted, state, table, show, progress, bar, epoch)
+                                predicted, state, table, show, progress, bar, epoch,
+                                0 if resume is None else resume.step, backup)
             return tuple(state)
         finally:
             for plan in plans:
@@ -631,17 +684,21 @@ class Sequential:
                     self._release(plan)
 
     def _run_epoch(self, runs, plans, X, order, labels, update, python_step, skip, predicted,
-                   state, table, show, progress, bar, epoch):
-        """The runs of compiled steps of one epoch (see _fit_epoch_compiled)."""
+                   state, table, show, progress, bar, epoch, resumed=0, backup=None):
+        """The runs of compiled steps of one epoch (see _fit_epoch_compiled), from step
+        ``resumed`` on; after each run, a backup when one is due."""
         step = 0
         for plan, (batch, first, count) in zip(plans, runs, strict=True):
             if plan is None:
                 continue
             runner = plan.runner
             run = max(1, _RUN_IMAGES // batch) if python_step is None else 1
-            done_here = 0
+            done_here = min(count, max(0, resumed - step))
+            step += done_here
             while done_here < count:
                 size = min(run, count - done_here)
+                if backup is not None:  # stop where a backup by steps falls due
+                    size = min(size, backup.steps_allowed(step) or size)
                 if show:  # stop after each step whose loss the bar shows
                     size = min(size, _POSTFIX_STEPS + 1 - step % _POSTFIX_STEPS
                                if step % _POSTFIX_STEPS else 1)
@@ -671,16 +728,20 @@ class Sequential:
                     _plans.network.raise_status("Sequential.fit", status, -1, None)
                 if show and (step - 1) % _POSTFIX_STEPS == 0 and counted:
                     bar.set_postfix(loss=total / counted)
+                reached = first + done_here * batch
+                if backup is not None and reached < len(X):
+                    backup.after_steps(self, epoch, step, tuple(state), predicted[:reached])
 
     def _fit_epoch_layers(self, X, scale, order, labels, batch_size, epoch, progress, on_nan,
-                          predicted, bar):
+                          predicted, bar, resume=None, backup=None):
         """One epoch layer by layer (the reference path, for networks without plans)."""
         with self._lock:
             return self._fit_epoch_layers_locked(X, scale, order, labels, batch_size, epoch,
-                                                 progress, on_nan, predicted, bar)
+                                                 progress, on_nan, predicted, bar, resume,
+                                                 backup)
 
     def _fit_epoch_layers_locked(self, X, scale, order, labels, batch_size, epoch, progress,
-                                 on_nan, predicted, bar):
+                                 on_nan, predicted, bar, resume=None, backup=None):
         params, grads, optimizer = self.parameters(), self.gradients(), self.optimizer
         if type(optimizer).step is optim.Optimizer.step:
             optimizer_step = optimizer._bind(params, grads)  # checked once for the epoch
@@ -688,10 +749,13 @@ class Sequential:
             optimizer_step = functools.partial(optimizer.step, params, grads)
         loss_fn = self.loss
         run_forward, run_backward = self._run_forward, self._run_backward
-        total_loss, counted, skipped = 0.0, 0, 0
+        total_loss, counted, skipped = (0.0, 0, 0) if resume is None else resume.totals
+        resumed = 0 if resume is None else resume.step
         for step, (start, xb) in enumerate(self._batches(X, scale, batch_size, order)):
             size = len(xb)
             stop = start + size
+            if step < resumed:  # done before the backup this epoch resumes from
+                continue
             yb = labels[start:stop]
             logits = run_forward(xb)
             loss, glogits = loss_fn(logits, yb)
@@ -709,6 +773,9 @@ class Sequential:
                 bar.update(size)
                 if bar.enabled and step % _POSTFIX_STEPS == 0 and counted:
                     bar.set_postfix(loss=total_loss / counted)
+            if backup is not None and stop < len(X):
+                backup.after_steps(self, epoch, step + 1, (total_loss, counted, skipped),
+                                   predicted[:stop])
         return total_loss, counted, skipped
 
     def _snapshot(self):

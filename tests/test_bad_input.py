@@ -1146,11 +1146,48 @@ def save_cases(directory):
                    raises=(ValueError,))
 
 
+def _fit_with_backup(directory, **kwargs):
+    """fit with a backup: the weights; the backup directory must be gone afterwards."""
+    result = _model_method("fit", dict(X=_X, y=_Y, epochs=2, batch_size=4, progress=False,
+                                       seed=0, **kwargs))
+    if "backup_dir" in kwargs and os.path.exists(kwargs["backup_dir"]):
+        raise AssertionError("the backup was not removed on completion")
+    return result
+
+
+def backup_cases(directory):
+    directory = Path(directory)
+    (directory / "a file").write_text("")
+    fresh = iter(directory / f"backup{i}" for i in itertools.count())
+    clean = functools.partial(_fit_with_backup, directory)
+    for label, value in [("3", 3), ("a list", [str(directory)]), ("a regular file",
+                         directory / "a file"), ("inside a regular file",
+                                                 directory / "a file" / "backup")]:
+        yield Case("Sequential.fit", f"backup_dir = {label}",
+                   functools.partial(_fit_with_backup, directory, backup_dir=value),
+                   ("backup_dir",), _refuse, documented=(OSError,))
+    for arg, values in [("backup_steps", [("0", 0), ("-1", -1), ("1.5", 1.5), ("True", True),
+                                          ("'5'", "5"), ("nan", math.nan)]),
+                        ("backup_seconds", [("0", 0), ("-1", -1.0), ("nan", math.nan),
+                                            ("inf", math.inf), ("'x'", "x"), ("True", True)])]:
+        for label, value in values:
+            yield Case("Sequential.fit", f"{arg} = {label}",
+                       functools.partial(_fit_with_backup, directory, backup_dir=next(fresh),
+                                         **{arg: value}), (arg,), _refuse)
+    for label, kwargs in [("every step", {"backup_steps": 1}),
+                          ("every step and every 1e-9 s", {"backup_steps": 1,
+                                                           "backup_seconds": 1e-9}),
+                          ("epoch ends only", {})]:
+        yield Case("Sequential.fit", f"backup_dir: a new directory, {label}",
+                   functools.partial(_fit_with_backup, directory, backup_dir=next(fresh),
+                                     **kwargs), (), clean, computes=True)
+
+
 def all_cases(directory):
     return list(itertools.chain(function_cases(), layer_cases(), compat_cases(), model_cases(),
                                 checkpoint_cases(directory), dataset_cases(directory),
                                 huge_geometry_cases(), file_cases(directory),
-                                save_cases(directory)))
+                                save_cases(directory), backup_cases(directory)))
 
 
 # ------------------------------------------------------------------- runner
