@@ -14,7 +14,16 @@ import time
 
 import numpy as np
 
-from . import __version__, datasets, get_num_threads, models, optim, set_num_threads, show_config
+from . import (
+    __version__,
+    _backup,
+    datasets,
+    get_num_threads,
+    models,
+    optim,
+    set_num_threads,
+    show_config,
+)
 from ._checkpoint import check_destination
 from .datasets import _home, _mnist, _sample
 
@@ -108,6 +117,15 @@ def build_parser(prog):
     train.add_argument("--plot", metavar="PATH",
                        help="draw the training curves (loss and accuracy per epoch) to PATH "
                        "(.png, .svg or .pdf; needs matplotlib)")
+    train.add_argument("--backup-dir", metavar="DIR",
+                       help="back training up in DIR (created if needed) at every epoch's end "
+                       "and every --backup-seconds; if the run is killed, the same command "
+                       "resumes it where the last backup left it; removed when training "
+                       "completes")
+    train.add_argument("--backup-seconds", type=positive_float, default=60.0, metavar="S",
+                       help="seconds between backups within an epoch (default: 60)")
+    train.add_argument("--backup-steps", type=positive_int, metavar="N",
+                       help="also back up every N steps within an epoch")
     train.set_defaults(handler=run_train)
 
     bench = commands.add_parser(
@@ -187,11 +205,23 @@ def run_train(args, rest):
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         if path is not None:
             check_destination(option, path)
+    resumed = None
+    if args.backup_dir is not None:
+        _backup.check_directory("--backup-dir", args.backup_dir)
+        resumed = _backup.peek(args.backup_dir)
     (x_train, y_train), (x_test, y_test), source = load_data(args.dataset)
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     print(f"data: {source}: {len(x_train):,} training and {len(x_test):,} test images")
-    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+    seed = args.seed
+    recorded = None if resumed is None else resumed["fingerprint"]["arguments"].get("seed")
+    if seed is None and type(recorded) is int:
+        seed = recorded  # the seed the interrupted run drew: resuming needs the same
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**32)
+    if resumed is not None:
+        print(f"resuming: the backup in {args.backup_dir} (epoch {resumed['epoch'] + 1}, "
+              f"{plural(resumed['step'], 'step')} into it)")
     model, optimizer = build_model(args, seed)
     print(f"training: {MODEL_WORDS[args.model]}, {plural(args.epochs, 'epoch')}, batch size "
           f"{args.batch_size}, {args.optimizer} lr {args.lr:g}, "
@@ -201,7 +231,9 @@ def run_train(args, rest):
     sys.stdout.flush()
     start = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        optimizer=optimizer, seed=seed, progress=True)
+                        optimizer=optimizer, seed=seed, progress=True,
+                        backup_dir=args.backup_dir, backup_seconds=args.backup_seconds,
+                        backup_steps=args.backup_steps)
     test_loss, test_accuracy = model.evaluate(x_test, y_test)
     print(f"test accuracy: {test_accuracy:.2%} (loss {test_loss:.4f}, {len(x_test):,} images)")
     print(f"total time: {time.perf_counter() - start:.1f} s")

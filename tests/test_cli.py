@@ -3,8 +3,10 @@
 import dataclasses
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +186,66 @@ def test_save_destination_is_checked_before_training(tmp_path, capsys, monkeypat
     assert captured.err.startswith("cnnext train: error: ") and str(target) in captured.err
     assert ".tmp" not in captured.err
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_backup_dir_that_cannot_be_used_is_refused_before_loading_data(tmp_path, capsys,
+                                                                        monkeypatch):
+    (tmp_path / "file").write_text("")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("data loaded")
+
+    monkeypatch.setattr(cli, "load_data", no_training)
+    for target in (tmp_path / "file", tmp_path / "file" / "backup"):
+        assert cli.main(["train", "--backup-dir", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("cnnext train: error: NotADirectoryError") and str(target) in err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_killed_train_resumes_with_the_same_command(tmp_path):
+    """`cnnext train --backup-dir D` killed mid-run: the same command (no --seed: the
+    backup knows the seed drawn) resumes it, and the saved model equals that of an
+    uninterrupted run with that seed."""
+    backup = tmp_path / "backup"
+    command = [sys.executable, "-m", "cnnext", "train", "--dataset", "sample", "--limit", "600",
+               "--epochs", "3", "--batch-size", "4", "--threads", "1", "--backup-dir",
+               str(backup), "--backup-steps", "10", "--save", str(tmp_path / "resumed.npz")]
+    killed = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        seed = None
+        for line in killed.stdout:
+            if line.startswith("training:"):
+                seed = int(line.rsplit("seed", 1)[1])
+                break
+        # Wait for a backup within the run, then kill.
+        deadline = time.monotonic() + 600
+        while not list(backup.glob("*.state.npz")) and time.monotonic() < deadline:
+            assert killed.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=60)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+        killed.stdout.close()
+    assert seed is not None and list(backup.glob("*.state.npz"))
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: the backup in {backup}" in resumed.stdout
+    assert f"seed {seed}" in resumed.stdout
+    assert not backup.exists()
+    reference = [*command[:command.index("--backup-dir")], "--seed", str(seed), "--save",
+                 str(tmp_path / "reference.npz")]
+    uninterrupted = subprocess.run(reference, cwd=tmp_path, capture_output=True, text=True,
+                                   timeout=600)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    accuracy = [line for line in uninterrupted.stdout.splitlines() if "test accuracy" in line]
+    assert accuracy and accuracy[0] in resumed.stdout
+    one, two = (cnnext.load_model(tmp_path / name).parameters()
+                for name in ("resumed.npz", "reference.npz"))
+    assert all(one[name].tobytes() == two[name].tobytes() for name in one)
 
 
 def test_interrupt_exits_130_in_one_line(monkeypatch, capsys):
