@@ -3,6 +3,7 @@
 import pkgutil
 import platform
 import sys
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def kernel_families():
     )
 
 
-def config():
+def config() -> dict[str, dict[str, Any]]:
     """config()
 
     The configuration ``show_config`` prints, as a dict of dicts.
@@ -56,7 +57,7 @@ def _isa_of(family):
     return _dispatch.loaded_isas()[family]
 
 
-def show_config(mode="stdout"):
+def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, dict[str, Any]] | None:
     """show_config(mode="stdout")
 
     Print (or return) how cnnext was built and how it runs here: version,

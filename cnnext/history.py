@@ -7,6 +7,14 @@ imported by ``plot`` only, so training never needs it.
 """
 
 import numbers
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._typing import Path
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+    import matplotlib.figure
 
 __all__ = ["History"]
 
@@ -16,7 +24,7 @@ _LOSS_KEYS = ("loss", "val_loss")
 _NOT_PLOTTED = ("seconds", "skipped_steps")
 
 
-class History(dict):
+class History(dict[str, list[Any]]):
     """History(keys=())
 
     The figures of a training run, one list per metric, one entry per epoch.
@@ -45,18 +53,18 @@ class History(dict):
     {'loss': 0.25, 'accuracy': 0.875}
     """
 
-    def __init__(self, keys=()):
+    def __init__(self, keys: Iterable[str] = ()) -> None:
         super().__init__((key, []) for key in keys)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"History({dict.__repr__(self)})"
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
         """The number of epochs recorded (the length of the longest list)."""
         return max((len(values) for values in self.values()), default=0)
 
-    def append(self, logs):
+    def append(self, logs: Mapping[str, Any]) -> None:  # type: ignore[override]
         """append(logs)
 
         Record one epoch: ``logs`` maps each metric to its figure.  Metrics
@@ -65,7 +73,7 @@ class History(dict):
         for key, value in logs.items():
             self.setdefault(key, []).append(_python_number(value))
 
-    def last(self):
+    def last(self) -> dict[str, Any]:
         """last()
 
         The figures of the last epoch recorded, as a dict (empty when no
@@ -73,7 +81,9 @@ class History(dict):
         """
         return {key: values[-1] for key, values in self.items() if values}
 
-    def plot(self, path=None, *, ax=None, title=None):
+    def plot(self, path: Path | None = None, *,
+             ax: "matplotlib.axes.Axes | tuple[matplotlib.axes.Axes, matplotlib.axes.Axes] | None"
+             = None, title: str | None = None) -> "matplotlib.figure.Figure":
         """plot(path=None, *, ax=None, title=None)
 
         Draw the training curves: losses on the left axes, accuracies on the
@@ -146,7 +156,7 @@ class History(dict):
         return figure
 
 
-def _python_number(value):
+def _python_number(value: Any) -> Any:
     """``value`` as a Python int or float (NumPy scalars converted); others unchanged."""
     if isinstance(value, bool):
         return value
@@ -156,3 +166,8 @@ def _python_number(value):
         return float(value)
     except (TypeError, ValueError):
         return value
+
+
+def __dir__() -> list[str]:
+    # Tab completion and dir() show the public names, not what the module imports.
+    return [*__all__, "__doc__", "__name__"]

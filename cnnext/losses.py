@@ -6,6 +6,7 @@ way a checkpoint or ``fit(loss=...)`` picks one: by name, from this table.
 """
 
 from . import functional as F
+from ._typing import ArrayLike, FloatArray
 
 __all__ = ["SoftmaxCrossEntropy", "get"]
 
@@ -19,11 +20,11 @@ class SoftmaxCrossEntropy:
 
     name = "softmax_cross_entropy"
 
-    def __call__(self, logits, labels):
+    def __call__(self, logits: FloatArray, labels: ArrayLike) -> tuple[float, FloatArray]:
         """Mean loss (a float) and its gradient with respect to ``logits``."""
         return F.softmax_cross_entropy(logits, labels)
 
-    def predict(self, logits):
+    def predict(self, logits: FloatArray) -> FloatArray:
         """Class probabilities, (N, classes)."""
         return F.softmax(logits)
 
@@ -34,7 +35,7 @@ class SoftmaxCrossEntropy:
 LOSSES = {SoftmaxCrossEntropy.name: SoftmaxCrossEntropy}
 
 
-def get(loss):
+def get(loss: "str | SoftmaxCrossEntropy") -> SoftmaxCrossEntropy:
     """get(loss)
 
     The loss object for a name in ``LOSSES`` (or ``loss`` itself when it is

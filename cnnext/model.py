@@ -32,6 +32,8 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -39,6 +41,7 @@ from . import _backup, _checkpoint, _plans, losses, optim
 from ._functional import _checks
 from ._kernels import _program
 from ._progress import ProgressBar
+from ._typing import ArrayLike, FloatArray, Path, Seed
 from .history import History
 from .layers.base import DTYPES, Layer, check_seed, has_compiled_steps, random_generator
 
@@ -101,7 +104,7 @@ class Sequential:
     (3, 10)
     """
 
-    def __init__(self, layers, input_shape=None):
+    def __init__(self, layers: Sequence[Layer], input_shape: Sequence[int] | None = None) -> None:
         if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
             raise TypeError(f"Sequential: layers must be a list of layers, got "
                             f"{type(layers).__name__}")
@@ -156,24 +159,24 @@ class Sequential:
         self._init_transient()
 
     # --------------------------------------------------------------- structure
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner = "".join(f"\n    {layer!r}," for layer in self.layers)
         return f"Sequential([{inner}\n])"
 
-    def parameters(self):
+    def parameters(self) -> dict[str, FloatArray]:
         """Every parameter as {"<layer index>.<name>": array} (the arrays themselves)."""
         return {f"{i}.{name}": array for i, layer in enumerate(self.layers)
                 for name, array in layer.params.items()}
 
-    def gradients(self):
+    def gradients(self) -> dict[str, FloatArray]:
         """The gradient arrays of the last backward pass, named as ``parameters()``."""
         return {f"{i}.{name}": array for i, layer in enumerate(self.layers)
                 for name, array in layer.grads.items()}
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return sum(layer.num_parameters() for layer in self.layers)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """output_shape(input_shape)
 
         Shape of one example's output for one example's input shape.
@@ -254,7 +257,8 @@ class Sequential:
             return np.ascontiguousarray(X)
         return X
 
-    def summary(self, input_shape=None, file=None):
+    def summary(self, input_shape: Sequence[int] | None = None, file: IO[str] | None = None,
+                ) -> None:
         """summary(input_shape=None, file=None)
 
         Print a table of the layers with their output shapes and parameter
@@ -283,7 +287,7 @@ class Sequential:
         print("\n".join(lines), file=sys.stdout if file is None else file)
 
     # ----------------------------------------------------- forward / backward
-    def forward(self, x):
+    def forward(self, x: FloatArray) -> FloatArray:
         """forward(x)
 
         The network's raw outputs (e.g. logits) for a float batch ``x`` of
@@ -319,7 +323,7 @@ class Sequential:
         self._threads.plan = plan
         return plan.output.copy()
 
-    def backward(self, gy):
+    def backward(self, gy: FloatArray) -> FloatArray:
         """backward(gy)
 
         Back-propagate ``gy``, the gradient of the loss with respect to the
@@ -419,9 +423,13 @@ class Sequential:
                 yield first + start, staged[start:start + batch_size]
 
     # ---------------------------------------------------------------- training
-    def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, loss="softmax_cross_entropy",
-            validation_data=None, shuffle=True, seed=None, progress=True, callbacks=None,
-            on_nan="raise", backup_dir=None, backup_steps=None, backup_seconds=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+            optimizer: optim.Optimizer | None = None, loss: str = "softmax_cross_entropy",
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
+            seed: Seed = None, progress: bool = True,
+            callbacks: Sequence[Callable[..., Any]] | None = None, on_nan: str = "raise",
+            backup_dir: Path | None = None, backup_steps: int | None = None,
+            backup_seconds: float | None = None) -> History:
         """fit(X, y, epochs=1, batch_size=32, optimizer=None, loss="softmax_cross_entropy",
         validation_data=None, shuffle=True, seed=None, progress=True, callbacks=None,
         on_nan="raise", backup_dir=None, backup_steps=None, backup_seconds=None)
@@ -792,7 +800,7 @@ class Sequential:
         self.optimizer.state = optimizer_state
 
     # ------------------------------------------------------------- inference
-    def evaluate(self, X, y, batch_size=256):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = 256) -> tuple[float, float]:
         """evaluate(X, y, batch_size=256)
 
         Mean loss and accuracy on (X, y), images scaled as in ``fit``.
@@ -836,7 +844,7 @@ class Sequential:
                 correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
             return total / len(X), correct / len(X)
 
-    def predict(self, X, batch_size=256):
+    def predict(self, X: ArrayLike, batch_size: int = 256) -> FloatArray:
         """predict(X, batch_size=256)
 
         Class probabilities for every example of X (images scaled as in
@@ -899,7 +907,7 @@ class Sequential:
         return batch_size
 
     # ------------------------------------------------------------ checkpoints
-    def save(self, path):
+    def save(self, path: Path) -> None:
         """save(path)
 
         Write the model (architecture, parameters, optimiser state) to one
@@ -967,7 +975,7 @@ def _non_finite_loss(loss, epoch, step, start, stop):
         f"such steps")
 
 
-def load_model(path):
+def load_model(path: Path) -> Sequential:
     """load_model(path)
 
     Rebuild a model saved by ``Sequential.save``, with its optimiser state.

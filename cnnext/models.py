@@ -1,5 +1,6 @@
 """Ready-made networks for 28x28 grayscale digits: the seed notebook's CNN and LeNet-5."""
 
+from ._typing import DTypeLike, Seed
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from .layers.base import random_generator
 from .model import Sequential
@@ -7,7 +8,7 @@ from .model import Sequential
 __all__ = ["lenet5", "seed_cnn"]
 
 
-def seed_cnn(dtype="float32", seed=None):
+def seed_cnn(dtype: DTypeLike = "float32", seed: Seed = None) -> Sequential:
     """seed_cnn(dtype="float32", seed=None)
 
     The seed notebook's network: Conv2D(1, 8, 3, bias=False) -> MaxPool2D(2)
@@ -39,7 +40,7 @@ def seed_cnn(dtype="float32", seed=None):
     ], input_shape=(1, 28, 28))
 
 
-def lenet5(dtype="float32", seed=None):
+def lenet5(dtype: DTypeLike = "float32", seed: Seed = None) -> Sequential:
     """lenet5(dtype="float32", seed=None)
 
     LeNet-5 (LeCun et al., 1998) for (1, 28, 28) inputs, as it is usually

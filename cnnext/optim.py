@@ -27,6 +27,7 @@ import copy
 import functools
 import math
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from . import _dispatch
 from ._functional import _repeat
 from ._kernels import _program
 from ._plans import kernels as _kernels
+from ._typing import FloatArray
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -127,10 +129,10 @@ class Optimizer:
     slots = ()
     counters = ()
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.state = {}
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """The hyper-parameters, as constructor keyword arguments."""
         raise NotImplementedError
 
@@ -138,7 +140,7 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
-    def step(self, params, grads):
+    def step(self, params: dict[str, FloatArray], grads: dict[str, FloatArray]) -> None:
         """step(params, grads)
 
         Update every array of ``params`` in place from the array of the same
@@ -210,11 +212,11 @@ class Optimizer:
                        for key, value in entry.items()}
                 for name, entry in self.state.items()}
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget all per-parameter state (the next step starts afresh)."""
         self.state = {}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """state_dict()
 
         A dict {"type": class name, "config": hyper-parameters, "state":
@@ -226,7 +228,7 @@ class Optimizer:
             state[name].update({k: entry[k] for k in self.counters})
         return {"type": type(self).__name__, "config": self.config(), "state": state}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """load_state_dict(state_dict)
 
         Restore hyper-parameters and state saved by ``state_dict`` of the same
@@ -370,7 +372,8 @@ class SGD(Optimizer):
     slots = ("momentum_buffer",)
     optional_slots = ("momentum_buffer",)
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__()
         self.lr = _number("SGD", "lr", lr)
         self.momentum = _number("SGD", "momentum", momentum)
@@ -381,7 +384,7 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         self.weight_decay = _number("SGD", "weight_decay", weight_decay)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
@@ -442,7 +445,8 @@ class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
     counters = ("step",)
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__()
         self.lr = _number("Adam", "lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -452,7 +456,7 @@ class Adam(Optimizer):
         self.eps = _number("Adam", "eps", eps)
         self.weight_decay = _number("Adam", "weight_decay", weight_decay)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _dispatch
 from .._kernels import _activation
+from .._typing import FloatArray
 from . import _checks, _repeat
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
@@ -23,7 +24,7 @@ def _flat(array):
     return _checks.contiguous(array).reshape(-1)
 
 
-def relu(x, *, inplace=False, out=None):
+def relu(x: FloatArray, *, inplace: bool = False, out: FloatArray | None = None) -> FloatArray:
     """relu(x, *, inplace=False, out=None)
 
     Rectified linear unit, max(x, 0) elementwise; NaN stays NaN.
@@ -84,7 +85,8 @@ def relu(x, *, inplace=False, out=None):
     return y
 
 
-def relu_backward(gy, x, *, out=None):
+def relu_backward(gy: FloatArray, x: FloatArray, *,
+                  out: FloatArray | None = None) -> FloatArray:
     """relu_backward(gy, x, *, out=None)
 
     Gradient of ``relu``: ``gy`` where ``x > 0`` or ``x`` is NaN (relu passes

@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from .. import _dispatch, _tuning
+from .._typing import FloatArray, IntPair
 from . import _checks, _repeat, conv_taps
 
 _kernels = _dispatch.load("_conv")
@@ -190,7 +191,9 @@ def _arrays(func, x, w):
     return x, w
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None):
+def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
+           padding: IntPair = 0, dilation: IntPair = 1, *,
+           out: FloatArray | None = None) -> FloatArray:
     """conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None)
 
     2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
@@ -295,8 +298,10 @@ def _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad):
         extra=(stride, padding, dilation, need_input_grad))
 
 
-def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *,
-                    out=None):
+def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPair = 1,
+                    padding: IntPair = 0, dilation: IntPair = 1, need_input_grad: bool = True,
+                    *, out: tuple[FloatArray | None, FloatArray, FloatArray] | None = None,
+                    ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *, out=None)
 
     Gradients of ``sum(gy * conv2d(x, w, b, stride, padding, dilation))``.

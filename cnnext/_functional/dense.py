@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import _dispatch
+from .._typing import FloatArray
 from . import _checks, _repeat
 
 _dense = _dispatch.load("_dense")
@@ -84,7 +85,8 @@ def _gradient(func, gy, x, w):
     return _checks.contiguous(gy)
 
 
-def linear(x, w, b=None, *, out=None):
+def linear(x: FloatArray, w: FloatArray, b: FloatArray | None = None, *,
+           out: FloatArray | None = None) -> FloatArray:
     """linear(x, w, b=None, *, out=None)
 
     Fully connected layer: ``y = x @ w.T + b``, as
@@ -138,7 +140,9 @@ def linear(x, w, b=None, *, out=None):
     return y
 
 
-def linear_backward(gy, x, w, need_input_grad=True, *, out=None):
+def linear_backward(gy: FloatArray, x: FloatArray, w: FloatArray, need_input_grad: bool = True,
+                    *, out: tuple[FloatArray | None, FloatArray, FloatArray] | None = None,
+                    ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """linear_backward(gy, x, w, need_input_grad=True, *, out=None)
 
     Gradients of ``sum(gy * linear(x, w, b))``.

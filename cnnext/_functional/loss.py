@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _dispatch
 from .._kernels import _loss
+from .._typing import ArrayLike, FloatArray
 from . import _checks, _repeat
 from .pooling import int64_within
 
@@ -17,7 +18,7 @@ _SOFTMAX_CALLS = _repeat.Calls()
 _CROSS_ENTROPY_CALLS = _repeat.Calls()
 
 
-def softmax(x, axis=-1):
+def softmax(x: FloatArray, axis: int = -1) -> FloatArray:
     """softmax(x, axis=-1)
 
     exp(x) / sum(exp(x)) along ``axis``, computed as exp(x - max) / sum so
@@ -58,7 +59,7 @@ def softmax(x, axis=-1):
     return out.reshape(x.shape)
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits: FloatArray, labels: ArrayLike) -> tuple[float, FloatArray]:
     """softmax_cross_entropy(logits, labels)
 
     Mean cross-entropy of softmax(logits) against integer class labels,

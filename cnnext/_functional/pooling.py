@@ -6,9 +6,12 @@ C-contiguous float array with int arguments, costs a few microseconds, so
 that per-image training loops stay cheap.
 """
 
+from typing import Literal, overload
+
 import numpy as np
 
 from .. import _dispatch
+from .._typing import FloatArray, IntArray, IntPair
 from . import _checks, _repeat
 
 _pool = _dispatch.load("_pool")
@@ -123,6 +126,18 @@ def _x_shape(func, x_shape, gy):
     return shape
 
 
+@overload
+def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = ...,
+               padding: IntPair = ..., return_indices: Literal[False] = ..., *,
+               out: FloatArray | None = ...) -> FloatArray: ...
+@overload
+def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = ...,
+               padding: IntPair = ..., *, return_indices: Literal[True],
+               out: tuple[FloatArray, IntArray] | None = ...) -> tuple[FloatArray, IntArray]: ...
+@overload
+def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,
+               return_indices: Literal[True], *,
+               out: tuple[FloatArray, IntArray] | None = ...) -> tuple[FloatArray, IntArray]: ...
 def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, out=None):
     """max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, out=None)
 
@@ -201,7 +216,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     return (y, indices) if return_indices else y
 
 
-def max_pool2d_backward(gy, idx, x_shape, *, out=None):
+def max_pool2d_backward(gy: FloatArray, idx: IntArray, x_shape: tuple[int, ...], *,
+                        out: FloatArray | None = None) -> FloatArray:
     """max_pool2d_backward(gy, idx, x_shape, *, out=None)
 
     Gradient of ``max_pool2d``: each output's gradient goes to the element
@@ -315,7 +331,8 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
     return gx
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
+def avg_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: IntPair = 0, *, out: FloatArray | None = None) -> FloatArray:
     """avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None)
 
     2-D average pooling over the planes of an NCHW batch.  Zero padding is
@@ -363,7 +380,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
     return y
 
 
-def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out=None):
+def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: IntPair,
+                        stride: IntPair | None = None, padding: IntPair = 0, *,
+                        out: FloatArray | None = None) -> FloatArray:
     """avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out=None)
 
     Gradient of ``avg_pool2d``: each output's gradient is spread evenly,

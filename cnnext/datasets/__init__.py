@@ -12,6 +12,10 @@ file is checked against a pinned SHA-256 before use.
 ship inside the package.
 """
 
+import numpy as np
+import numpy.typing as npt
+
+from .._typing import Path
 from ._download import DownloadError
 from ._home import get_data_home
 from ._idx import DataFileError, read_idx
@@ -29,7 +33,12 @@ __all__ = [
 ]
 
 
-def load_mnist(data_home=None, *, download=True, progress=True):
+# ((X_train, y_train), (X_test, y_test)): uint8 images, int64 labels.
+Split = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
+
+
+def load_mnist(data_home: Path | None = None, *, download: bool = True,
+               progress: bool = True) -> tuple[Split, Split]:
     """load_mnist(data_home=None, *, download=True, progress=True)
 
     The MNIST handwritten digits: 60,000 training and 10,000 test images.
@@ -83,7 +92,8 @@ def load_mnist(data_home=None, *, download=True, progress=True):
     return load_dataset(MNIST, data_home, download=download, progress=progress)
 
 
-def load_fashion_mnist(data_home=None, *, download=True, progress=True):
+def load_fashion_mnist(data_home: Path | None = None, *, download: bool = True,
+                       progress: bool = True) -> tuple[Split, Split]:
     """load_fashion_mnist(data_home=None, *, download=True, progress=True)
 
     Fashion-MNIST (Zalando Research, MIT licence): 60,000 training and

@@ -37,7 +37,7 @@ def _home():
             f"XDG_CACHE_HOME) to a directory, or pass data_home") from None
 
 
-def get_data_home(data_home=None):
+def get_data_home(data_home: "str | os.PathLike[str] | None" = None) -> Path:
     """get_data_home(data_home=None)
 
     The directory cnnext keeps datasets in (not created here).

@@ -144,7 +144,7 @@ def parse_idx(data, name="<bytes>", max_bytes=DEFAULT_MAX_BYTES):
     return array.reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def read_idx(path, max_bytes=DEFAULT_MAX_BYTES):
+def read_idx(path: "str | os.PathLike[str]", max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """read_idx(path, max_bytes=DEFAULT_MAX_BYTES)
 
     Read an IDX file (raw or gzip-compressed) into a NumPy array.

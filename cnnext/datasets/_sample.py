@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 SAMPLE_PATH = Path(__file__).parent / "_data" / "mnist_sample.npz"
 TEST_PER_DIGIT = 100
 
 
-def load_sample():
+def load_sample() -> tuple[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]],
+                         tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     """load_sample()
 
     5,000 real MNIST images shipped inside cnnext, split 4,000 / 1,000.

@@ -26,10 +26,13 @@ each backward pass), like PyTorch's ``.grad``.
 
 import contextvars
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .._functional import _checks
+from .._typing import FloatArray
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 # glibc's default threshold for serving an allocation with its own mmap.
@@ -168,13 +171,13 @@ class Layer:
     # needs no checks (they depend on nothing else).
     _input_memo = None
 
-    def __init__(self):
-        self.params = {}
-        self.grads = {}
+    def __init__(self) -> None:
+        self.params: dict[str, FloatArray] = {}
+        self.grads: dict[str, FloatArray] = {}
         self._workspaces = {}
 
     # ------------------------------------------------------------- public API
-    def forward(self, x):
+    def forward(self, x: FloatArray) -> FloatArray:
         """forward(x)
 
         Compute the layer's output for the batch ``x`` and remember what
@@ -187,7 +190,7 @@ class Layer:
             self._input_memo = (x.shape, x.dtype)
         return self._forward(x, reuse=False)
 
-    def backward(self, gy):
+    def backward(self, gy: FloatArray) -> FloatArray:
         """backward(gy)
 
         Given ``gy``, the gradient of the loss with respect to the output of
@@ -209,7 +212,7 @@ class Layer:
             gy = np.ascontiguousarray(gy)
         return self._backward(gy, need_input_grad=True, reuse=False)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """output_shape(input_shape)
 
         The shape of one example's output, given one example's input shape
@@ -218,11 +221,11 @@ class Layer:
         """
         raise NotImplementedError
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-compatible) that rebuild this layer."""
         raise NotImplementedError
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return sum(p.size for p in self.params.values())
 
     def __repr__(self):

@@ -5,6 +5,7 @@ import numpy as np
 from .. import functional as F
 from .._functional import _checks
 from .._functional import conv as _conv
+from .._typing import DTypeLike, IntPair, Seed
 from .base import (
     Layer,
     boolean,
@@ -65,8 +66,10 @@ class Conv2D(Layer):
     ['bias', 'weight']
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, dtype="float32", init="he_normal", seed=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
+                 bias: bool = True, dtype: DTypeLike = "float32", init: str = "he_normal",
+                 seed: Seed = None) -> None:
         super().__init__()
         name = "Conv2D"
         self.in_channels = positive_int(name, "in_channels", in_channels)

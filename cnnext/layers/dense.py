@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import functional as F
 from .._functional import dense as _dense
+from .._typing import DTypeLike, Seed
 from .base import (
     Layer,
     boolean,
@@ -57,8 +58,9 @@ class Dense(Layer):
     13530
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype="float32",
-                 init="glorot_uniform", seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: DTypeLike = "float32", init: str = "glorot_uniform",
+                 seed: Seed = None) -> None:
         super().__init__()
         self.in_features = positive_int("Dense", "in_features", in_features)
         self.out_features = positive_int("Dense", "out_features", out_features)

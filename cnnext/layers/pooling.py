@@ -5,13 +5,15 @@ import numpy as np
 from .. import functional as F
 from .._functional import _checks
 from .._functional import pooling as _pooling
+from .._typing import IntPair
 from .base import Layer, compact
 
 
 class _Pool2D(Layer):
     """What both pooling layers share: geometry, config, repr, output shape."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None,
+                 padding: IntPair = 0) -> None:
         super().__init__()
         name = type(self).__name__
         self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
