@@ -49,3 +49,7 @@ def conv2d_backward_filter(
 
 def step_kernels() -> dict[tuple[str, str], CapsuleType]: ...
 def finite(values: FloatArray) -> bool: ...
+
+# Names of a plan's algorithm choices (cnnext._tuning) and of the forward algorithms.
+CHOICE_KEYS: tuple[str, ...]
+FORWARD_NAMES: tuple[str, ...]
