@@ -45,11 +45,12 @@ import platform
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from . import _cpuinfo, _dispatch
+from . import _cpuinfo, _dispatch, _files
 from ._kernels import _openmp_helpers
 from ._version import __version__
 
@@ -70,6 +71,8 @@ ROUNDS = 4
 PRUNE = 2.5
 PASS_SECONDS = 1.0
 SCHEMA = 1
+# An entry file holds a few hundred bytes; anything much larger is not one.
+MAX_ENTRY_BYTES = 1 << 16
 
 PASSES = ("forward", "data", "filter")
 
@@ -80,29 +83,43 @@ _lock = threading.Lock()
 def mode():
     """mode()
 
-    The tuning mode from ``CNNEXT_TUNE``: "on", "cached" or "off".
-    An unknown value raises ValueError naming the variable.
+    The tuning mode from ``CNNEXT_TUNE``: "on", "cached" or "off".  An
+    unknown value warns (RuntimeWarning naming the variable, once per value)
+    and counts as "off": a typo never makes a convolution fail, and the
+    fallback is the deterministic mode.
     """
-    value = os.environ.get(ENV_MODE, "on").strip().lower()
-    value = _ALIASES.get(value, value)
+    setting = os.environ.get(ENV_MODE, "on")
+    value = _ALIASES.get(setting.strip().lower(), setting.strip().lower())
     if value not in MODES:
-        raise ValueError(f"{ENV_MODE} must be one of {', '.join(MODES)} (or 1/0), "
-                         f"got {os.environ.get(ENV_MODE)!r}")
+        if setting not in _warned:
+            _warned.add(setting)
+            warnings.warn(f"{ENV_MODE}={setting!r} is not one of {', '.join(MODES)} (or 1/0); "
+                          f"the built-in heuristics are used, as with 'off'", RuntimeWarning,
+                          stacklevel=2)
+        return "off"
     return value
+
+
+_warned = set()
 
 
 def cache_dir():
     """cache_dir()
 
     The directory the choices are kept in: ``$CNNEXT_TUNE_DIR``, else the
-    user cache directory's ``tuning`` folder (not created here).
+    user cache directory's ``tuning`` folder (not created here); None when
+    there is neither (no home directory): choices are then kept in memory
+    only.
     """
     configured = os.environ.get(ENV_DIR)
     if configured:
         return Path(configured)
     from .datasets._home import default_cache_dir
 
-    return default_cache_dir() / "tuning"
+    try:
+        return default_cache_dir() / "tuning"
+    except FileNotFoundError:  # no home directory
+        return None
 
 
 def shape_key(args):
@@ -114,9 +131,12 @@ def shape_key(args):
 
 
 def entry_path(kernels, args, directory=None):
-    """Where the choice of ``args`` for the kernel build ``kernels`` is kept."""
+    """Where the choice of ``args`` for the kernel build ``kernels`` is kept (None: nowhere,
+    see ``cache_dir``)."""
     cpu = _cpuinfo.identify()["key"]
     base = Path(directory) if directory is not None else cache_dir()
+    if base is None:
+        return None
     return base / __version__ / cpu / kernels.compiled_isa() / f"{shape_key(args)}.json"
 
 
@@ -243,9 +263,14 @@ def tune(model, input_shape, dtype=None, retune=False):
 def _read(kernels, args, directory=None):
     """The choices kept on disk for ``args``, or None when missing or unusable."""
     path = entry_path(kernels, args, directory)
+    if path is None:
+        return None
     try:
-        with open(path, encoding="utf-8") as file:
-            entry = json.load(file)
+        # A regular file only, of a bounded size (a FIFO there would block, a
+        # link to /dev/zero never end): anything else is ignored, and replaced
+        # when tuning is on.
+        with _files.open_regular(path, ValueError) as file:
+            entry = json.loads(_files.read_capped(file, MAX_ENTRY_BYTES, str(path), ValueError))
         found = entry["choices"]
         if entry.get("schema") != SCHEMA or not isinstance(found, dict):
             return None
@@ -424,6 +449,8 @@ def tune_shape(kernels, args, directory=None, replace=False):
              "cnnext": __version__, "python": platform.python_version(),
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fmas": _fmas(args)}
     path = entry_path(kernels, args, directory)
+    if path is None:
+        return chosen  # no cache directory: tuned for this process only
     try:
         if _write(path, entry, lambda _: _read(kernels, args, directory) is not None, replace):
             return chosen

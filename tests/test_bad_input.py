@@ -1383,15 +1383,19 @@ ENVIRONMENTS = [
     *(("CNNEXT_ISA", v, "ok") for v in ("baseline", " BASELINE ", "")),
     *(("CNNEXT_DATA", v, "ok") for v in ("", "relative/dir", "/nonexistent/x", "~")),
     *(("XDG_CACHE_HOME", v, "ok") for v in ("", "relative", "/nonexistent")),
+    *(("CNNEXT_TUNE", v, "warns") for v in ("bogus", "of")),
+    *(("CNNEXT_TUNE", v, "ok") for v in ("on", "OFF", "cached", "1", "0", "")),
+    *(("CNNEXT_TUNE_DIR", v, "ok") for v in ("/nonexistent/x", "/dev/null", "relative")),
 ]
 
 ENVIRONMENT_CHILD = """
 import json, sys, warnings
 import numpy as np
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    import cnnext
-    from cnnext import datasets, functional as F
+caught = warnings.catch_warnings(record=True)
+caught = caught.__enter__()
+warnings.simplefilter("always")
+import cnnext
+from cnnext import datasets, functional as F
 sys.path.insert(0, sys.argv[1])
 from reliability_testing import kernel_calls
 calls = kernel_calls(0, batch=12)
@@ -1431,6 +1435,50 @@ def test_no_environment_variable_crashes_or_changes_results(tmp_path, variable, 
         assert any(variable in w for w in result["warnings"]), result["warnings"]
     else:
         assert not result["warnings"], result["warnings"]
+
+
+TUNING_CHILD = """
+import os, sys
+if sys.argv[2] == "limit":  # a reader without bound fails here, not on the neighbours
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
+import numpy as np
+from cnnext import _reference, _tuning, functional as F
+from cnnext._functional import conv
+x = np.random.default_rng(0).standard_normal((8, 16, 24, 24)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((32, 16, 3, 3)).astype(np.float32)
+args = conv._plan_args("conv2d", x.shape, w.shape, x.dtype, (1, 1), (1, 1), (1, 1))
+path = _tuning.entry_path(conv._kernels, args)
+path.parent.mkdir(parents=True, exist_ok=True)
+kind = sys.argv[1]
+if kind == "fifo":
+    os.mkfifo(path)
+elif kind == "directory":
+    path.mkdir()
+elif kind == "/dev/zero":
+    os.symlink("/dev/zero", path)
+else:
+    path.write_bytes(b"{" * (1 << 20))
+y = F.conv2d(x, w, padding=1)
+assert np.allclose(y, _reference.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-3)
+print("computed")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+@pytest.mark.parametrize("kind", ["fifo", "directory", "/dev/zero", "1 MiB of '{'"])
+def test_tuning_cache_entries_that_are_not_files_are_ignored(tmp_path, kind):
+    """The measured-choices cache (cnnext._tuning) reads through the bounded reader: an entry
+    that is a FIFO (opening it would block), a directory, a link to /dev/zero or a
+    huge file is ignored, and the convolution computes."""
+    script = tmp_path / "child.py"
+    script.write_text(TUNING_CHILD)
+    limit = "no limit" if SANITIZED or not sys.platform.startswith("linux") else "limit"
+    proc = subprocess.run([sys.executable, str(script), kind, limit], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=scaled(120, 900),
+                          env=subprocess_env(CNNEXT_TUNE="on",
+                                             CNNEXT_TUNE_DIR=str(tmp_path / "tuning")))
+    assert proc.returncode == 0 and proc.stdout.split() == ["computed"], proc.stderr[-2000:]
 
 
 def test_every_exported_name_is_in_the_battery(tmp_path):
