@@ -523,9 +523,13 @@ class _Reader:
         return optimizer
 
 
-def _is_plain(value):
-    """A JSON scalar or a short list of scalars: all a layer or optimiser config holds."""
+def _is_plain(value, nested=True):
+    """A JSON scalar, or a short list of scalars or (once nested, as padding
+    ((top, bottom), (left, right))) of such lists: all a layer or optimiser
+    config holds."""
     scalar = (bool, int, float, str, type(None))
     if isinstance(value, list):
-        return len(value) <= 8 and all(isinstance(v, scalar) for v in value)
+        return len(value) <= 8 and all(
+            isinstance(v, scalar) or (nested and _is_plain(v, nested=False) and isinstance(
+                v, list)) for v in value)
     return isinstance(value, scalar) and (not isinstance(value, str) or len(value) <= 64)

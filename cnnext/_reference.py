@@ -33,21 +33,26 @@ def _window(xp, r, s, out_hw, stride, dilation):
 
 
 def _conv_geometry(x_shape, w_shape, stride, padding, dilation):
-    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    """stride and dilation pairs, padding ((top, bottom), (left, right)), (Ho, Wo)."""
+    stride, padding, dilation = pair(stride), pads(padding), pair(dilation)
     _, _, h, w = x_shape
     _, _, kr, ks = w_shape
-    out_hw = (output_size(h, kr, stride[0], padding[0], dilation[0]),
-              output_size(w, ks, stride[1], padding[1], dilation[1]))
+    out_hw = tuple(pool_output_size(size, k, s, before, after, d)
+                   for size, k, s, (before, after), d in zip((h, w), (kr, ks), stride, padding,
+                                                             dilation, strict=True))
     return stride, padding, dilation, out_hw
 
 
 def _pad(x, padding, value=0.0):
-    ph, pw = padding
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    (top, bottom), (left, right) = pads(padding)
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
-    """y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[n,c,i*sh + r*dh, j*sw + s*dw]."""
+    """y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[n,c,i*sh + r*dh, j*sw + s*dw].
+
+    ``padding``: an int, (h, w), or ((top, bottom), (left, right)).
+    """
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     stride, padding, dilation, out_hw = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
@@ -81,8 +86,8 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     gb = gy.sum(axis=(0, 2, 3))
     gx = None
     if need_input_grad:
-        ph, pw = padding
-        gx = gxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+        (top, _), (left, _) = padding
+        gx = gxp[:, :, top : top + x.shape[2], left : left + x.shape[3]]
     return gx, gw, gb
 
 
@@ -100,37 +105,71 @@ def linear_backward(gy, x, w, need_input_grad=True):
     return gx, gy.T @ x, gy.sum(axis=0)
 
 
-def _pool_geometry(x_shape, kernel_size, stride, padding):
+def pads(padding):
+    """An int, an (h, w) pair or ((top, bottom), (left, right)) as the latter."""
+    if np.ndim(padding) == 2:
+        (top, bottom), (left, right) = padding
+        return (int(top), int(bottom)), (int(left), int(right))
+    h, w = pair(padding)
+    return (h, h), (w, w)
+
+
+def pool_output_size(size, kernel, stride, before, after, dilation=1, ceil_mode=False):
+    """Windows along an axis: floor (or ceil) of (size + before + after - extent) / stride,
+    plus 1; in ceil mode the last window must start before size + before."""
+    span = size + before + after - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    count = -(-span // stride) + 1
+    return count - 1 if (count - 1) * stride >= size + before else count
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    """kernel, stride, dilation pairs, the padding pairs, (Ho, Wo), and the
+    padding after each axis that holds every window (ceil mode's overhang
+    included)."""
     kernel = pair(kernel_size)
     stride = kernel if stride is None else pair(stride)
-    padding = pair(padding)
-    out_hw = (output_size(x_shape[2], kernel[0], stride[0], padding[0]),
-              output_size(x_shape[3], kernel[1], stride[1], padding[1]))
-    return kernel, stride, padding, out_hw
+    dilation = pair(dilation)
+    padding = pads(padding)
+    out_hw, after = [], []
+    for size, k, s, (before, end), d in zip(x_shape[2:], kernel, stride, padding, dilation,
+                                            strict=True):
+        count = pool_output_size(size, k, s, before, end, d, ceil_mode)
+        out_hw.append(count)
+        after.append(max(end, (count - 1) * s + d * (k - 1) + 1 - size - before))
+    return kernel, stride, dilation, padding, tuple(out_hw), tuple(after)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
-    """Max over each window; padding is -inf.
+def _pad_pool(x, padding, after, value):
+    (top, _), (left, _) = padding
+    return np.pad(x, ((0, 0), (0, 0), (top, after[0]), (left, after[1])), constant_values=value)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, dilation=1,
+               ceil_mode=False):
+    """Max over each window; padding (and ceil mode's overhang) is -inf.
 
     Windows are scanned in row-major order and a value replaces the running
     maximum when it is greater or NaN (PyTorch's rule): ties keep the first
     maximum, a NaN wins.  Indices are flat positions in each H*W plane.
     """
     x = np.asarray(x, dtype=np.float64)
-    kernel, stride, padding, out_hw = _pool_geometry(x.shape, kernel_size, stride, padding)
+    kernel, stride, dilation, padding, out_hw, after = _pool_geometry(
+        x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     height, width = x.shape[2:]
-    xp = _pad(x, padding, value=-np.inf)
+    xp = _pad_pool(x, padding, after, -np.inf)
     # Flat in-plane index of every padded position (-1 in the padding).
-    rows = np.arange(-padding[0], height + padding[0])
-    cols = np.arange(-padding[1], width + padding[1])
+    rows = np.arange(-padding[0][0], height + after[0])
+    cols = np.arange(-padding[1][0], width + after[1])
     inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
     flat = np.where(inside, rows[:, None] * width + cols[None, :], -1)[None, None]
     best = np.full((x.shape[0], x.shape[1], *out_hw), -np.inf)
     index = np.full(best.shape, -1, dtype=np.int64)
     for r in range(kernel[0]):
         for s in range(kernel[1]):
-            value = _window(xp, r, s, out_hw, stride, (1, 1))
-            where = _window(flat, r, s, out_hw, stride, (1, 1))
+            value = _window(xp, r, s, out_hw, stride, dilation)
+            where = _window(flat, r, s, out_hw, stride, dilation)
             # The first in-plane position is the index of an all -inf window.
             first = (index < 0) & (where >= 0)
             index = np.where(first, where, index)
@@ -150,29 +189,54 @@ def max_pool2d_backward(gy, idx, x_shape):
     return gx.reshape(x_shape)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """Mean over each window, zero padding counted in the divisor (kh * kw)."""
+def _avg_divisors(x_shape, kernel, stride, dilation, padding, out_hw, after, count_include_pad):
+    """Per output, the taps a window counts: pooled ones over the counted region."""
+    height, width = x_shape[2:]
+    counted = np.ones((1, 1, height, width))
+    if count_include_pad:
+        (top, bottom), (left, right) = padding
+        counted = np.ones((1, 1, height + top + bottom, width + left + right))
+        ones = _pad_pool(counted, ((0, 0), (0, 0)), (after[0] - bottom, after[1] - right), 0.0)
+    else:
+        ones = _pad_pool(counted, padding, after, 0.0)
+    total = np.zeros((1, 1, *out_hw))
+    for r in range(kernel[0]):
+        for s in range(kernel[1]):
+            total += _window(ones, r, s, out_hw, stride, dilation)
+    return total
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
+               count_include_pad=True, dilation=1):
+    """Mean over each window: zero padding, the divisor counting the taps inside
+    the padded input (count_include_pad) or inside the input."""
     x = np.asarray(x, dtype=np.float64)
-    kernel, stride, padding, out_hw = _pool_geometry(x.shape, kernel_size, stride, padding)
-    xp = _pad(x, padding)
+    kernel, stride, dilation, padding, out_hw, after = _pool_geometry(
+        x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = _pad_pool(x, padding, after, 0.0)
     total = np.zeros((x.shape[0], x.shape[1], *out_hw))
     for r in range(kernel[0]):
         for s in range(kernel[1]):
-            total += _window(xp, r, s, out_hw, stride, (1, 1))
-    return total / (kernel[0] * kernel[1])
+            total += _window(xp, r, s, out_hw, stride, dilation)
+    return total / _avg_divisors(x.shape, kernel, stride, dilation, padding, out_hw, after,
+                                 count_include_pad)
 
 
-def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0):
-    """Each output's gradient spread evenly over its window (padding dropped)."""
+def avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, ceil_mode=False,
+                        count_include_pad=True, dilation=1):
+    """Each output's gradient spread evenly over its window's taps (padding dropped)."""
     gy = np.asarray(gy, dtype=np.float64)
-    kernel, stride, padding, out_hw = _pool_geometry(x_shape, kernel_size, stride, padding)
+    kernel, stride, dilation, padding, out_hw, after = _pool_geometry(
+        x_shape, kernel_size, stride, padding, dilation, ceil_mode)
     n, c, height, width = x_shape
-    gxp = np.zeros((n, c, height + 2 * padding[0], width + 2 * padding[1]))
-    share = gy / (kernel[0] * kernel[1])
+    (top, _), (left, _) = padding
+    gxp = np.zeros((n, c, height + top + after[0], width + left + after[1]))
+    share = gy / _avg_divisors(x_shape, kernel, stride, dilation, padding, out_hw, after,
+                               count_include_pad)
     for r in range(kernel[0]):
         for s in range(kernel[1]):
-            _window(gxp, r, s, out_hw, stride, (1, 1))[...] += share
-    return gxp[:, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width]
+            _window(gxp, r, s, out_hw, stride, dilation)[...] += share
+    return gxp[:, :, top : top + height, left : left + width]
 
 
 def relu(x):

@@ -14,6 +14,8 @@ IntArray: TypeAlias = npt.NDArray[np.int64]
 ArrayLike: TypeAlias = npt.ArrayLike
 #: One int for both axes, or (height, width).
 IntPair: TypeAlias = int | tuple[int, int]
+#: An IntPair, or ((top, bottom), (left, right)) where the two sides differ.
+Padding: TypeAlias = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
 #: "float32", "float64", or a NumPy dtype of them.
 DTypeLike: TypeAlias = str | np.dtype[Any] | type[np.floating[Any]]
 #: None (fresh entropy), an int >= 0, or a Generator.

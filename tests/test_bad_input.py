@@ -307,6 +307,9 @@ def checked_reference(name, kwargs, floats, ints):
         value = kwargs.get(key)
         if value is None:
             continue
+        if key == "padding" and _pair_of_pairs(value):
+            kwargs[key] = tuple(tuple(exact_int(key, v) for v in side) for side in value)
+            continue
         values = list(value) if isinstance(value, (tuple, list, np.ndarray)) and np.ndim(
             value) == 1 else [value]
         kwargs[key] = tuple(exact_int(key, v) for v in values) if len(values) > 1 else \
@@ -318,6 +321,12 @@ def checked_reference(name, kwargs, floats, ints):
         if key in kwargs:
             kwargs[key] = bool(kwargs[key])
     return reference_call(name, kwargs, floats, ints)
+
+
+def _pair_of_pairs(value):
+    """((top, bottom), (left, right)) padding, as cnnext's checks take it."""
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(side, (tuple, list)) and len(side) == 2 for side in value))
 
 
 def exact_int(name, value):
@@ -354,7 +363,7 @@ def function_specs():
     labels = np.array([0, 4, 2, 1], np.int64)
     small = _fill((3, 5), seed=7)
     pair_args = ("stride", "padding", "dilation")
-    pool_pairs = ("kernel_size", "stride", "padding")
+    pool_pairs = ("kernel_size", "stride", "padding", "dilation")
     return {
         "conv2d": FunctionSpec(dict(x=x, w=w, b=b, stride=1, padding=0, dilation=1),
                                ("x", "w", "b"), pairs=pair_args, out=((2, 4, 4, 6), np.float32)),
@@ -370,17 +379,23 @@ def function_specs():
             bools=("need_input_grad",),
             out=(((3, 5), np.float32), ((4, 5), np.float32), ((4,), np.float32))),
         "max_pool2d": FunctionSpec(dict(x=x, kernel_size=2, stride=None, padding=0,
-                                        return_indices=True),
-                                   ("x",), pairs=pool_pairs, bools=("return_indices",),
+                                        return_indices=True, dilation=1, ceil_mode=False),
+                                   ("x",), pairs=pool_pairs,
+                                   bools=("return_indices", "ceil_mode"),
                                    out=((pooled, np.float32), (pooled, np.int64))),
         "max_pool2d_backward": FunctionSpec(dict(gy=gy_pool, idx=idx, x_shape=x.shape),
                                             ("gy",), ints=(("idx", 42),), shapes=("x_shape",),
                                             out=(x.shape, np.float32)),
-        "avg_pool2d": FunctionSpec(dict(x=x, kernel_size=2, stride=None, padding=0), ("x",),
-                                   pairs=pool_pairs, out=(pooled, np.float32)),
+        "avg_pool2d": FunctionSpec(dict(x=x, kernel_size=2, stride=None, padding=0,
+                                        ceil_mode=False, count_include_pad=True, dilation=1),
+                                   ("x",), pairs=pool_pairs,
+                                   bools=("ceil_mode", "count_include_pad"),
+                                   out=(pooled, np.float32)),
         "avg_pool2d_backward": FunctionSpec(dict(gy=gy_pool, x_shape=x.shape, kernel_size=2,
-                                                 stride=None, padding=0),
+                                                 stride=None, padding=0, ceil_mode=False,
+                                                 count_include_pad=True, dilation=1),
                                             ("gy",), pairs=pool_pairs, shapes=("x_shape",),
+                                            bools=("ceil_mode", "count_include_pad"),
                                             out=(x.shape, np.float32)),
         "relu": FunctionSpec(dict(x=small, inplace=False), ("x",), bools=("inplace",),
                              out=(small.shape, np.float32)),
@@ -427,6 +442,22 @@ def spoiled_arguments(name, spec):
         for label, value in values:
             yield f"{arg} = {label}", {arg: value}, (arg,)
     yield from spoiled_outputs(spec)
+    if name in ("conv2d", "conv2d_backward"):
+        # conv2d computes it; conv2d_backward's gy no longer has the output's shape.
+        yield "padding ((1, 0), (0, 2)) (one-sided)", {"padding": ((1, 0), (0, 2))}, (
+            () if name == "conv2d" else ("gy",))
+        yield "padding ((1, 2, 3), (0, 0))", {"padding": ((1, 2, 3), (0, 0))}, ("padding",)
+        yield "padding ((0, 2**61), (0, 0))", {"padding": ((0, 2**61), (0, 0))}, (
+            "padding", "padded", "output")
+    if name in ("max_pool2d", "avg_pool2d"):
+        yield "padding ((1, 0), (0, 1)) (one-sided)", {"padding": ((1, 0), (0, 1))}, ()
+        yield "ceil_mode=True", {"ceil_mode": True}, ()
+        yield "ceil_mode with padding", {"ceil_mode": True, "kernel_size": 3, "padding": 1}, ()
+        yield "dilation 2", {"dilation": 2, "stride": 1}, ()
+        yield "padding ((3, 0), (0, 0)) (all-padding window)", {"padding": ((3, 0), (0, 0))}, (
+            "padding",)
+    if name == "avg_pool2d":
+        yield "padding excluded from the divisor", {"count_include_pad": False, "padding": 1}, ()
     if name == "conv2d":
         yield "padding 2**40 (huge output)", {"padding": 2**40}, ("output", "padding")
         yield "dilation 2**40", {"dilation": 2**40}, ("kernel", "dilation")

@@ -99,14 +99,52 @@ def pair(func, name, value, minimum):
     return result
 
 
-def output_size(func, axis, size, kernel, stride, padding, dilation=1):
-    """Output length along ``axis`` ("height"/"width"); ValueError when below 1."""
+def padding_pairs(func, name, value):
+    """Padding as ((top, bottom), (left, right)) from an int, an (h, w) pair
+    or ((top, bottom), (left, right)), every entry in [0, MAX_SIZE]."""
+    kind = type(value)
+    if kind is int and 0 <= value <= MAX_SIZE:
+        return (value, value), (value, value)
+    sequence = (tuple, list, np.ndarray)
+    if (isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 2)
+            ) and len(value) == 2 and isinstance(value[0], sequence) and isinstance(
+            value[1], sequence):
+        if len(value[0]) != 2 or len(value[1]) != 2:
+            raise ValueError(f"{func}: {name} must be an int, a pair (h, w) or a pair of pairs "
+                             f"((top, bottom), (left, right)), got {value!r}")
+        top, bottom = pair(func, name, tuple(value[0]), 0)
+        left, right = pair(func, name, tuple(value[1]), 0)
+        return (top, bottom), (left, right)
+    try:
+        h, w = pair(func, name, value, 0)
+    except ValueError as exc:
+        if "must be >=" in str(exc) or "at most" in str(exc):
+            raise
+        raise ValueError(f"{func}: {name} must be an int, a pair (h, w) or a pair of pairs "
+                         f"((top, bottom), (left, right)), got {value!r}") from None
+    return (h, h), (w, w)
+
+
+def output_size(func, axis, size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """Output length along ``axis`` ("height"/"width"); ValueError when below 1.
+
+    ``padding`` is an int (both sides) or a pair (before, after).  In
+    ``ceil_mode`` a partial last window counts, provided it starts inside
+    the input or the padding before it (PyTorch's and ONNX's rule).
+    """
+    before, after = (padding, padding) if type(padding) is int else padding
     extent = dilation * (kernel - 1) + 1
-    padded = size + 2 * padding
+    padded = size + before + after
     if extent > padded:
+        sides = f"2 * padding {before}" if before == after else f"padding {before} + {after}"
         raise ValueError(f"{func}: the kernel spans {extent} along {axis} but the padded input "
-                         f"has only {padded} (size {size} + 2 * padding {padding})")
-    return (padded - extent) // stride + 1
+                         f"has only {padded} (size {size} + {sides})")
+    if not ceil_mode:
+        return (padded - extent) // stride + 1
+    count = -(-(padded - extent) // stride) + 1
+    if (count - 1) * stride >= size + before:
+        count -= 1
+    return count
 
 
 def check_nbytes(func, name, shape, dtype):

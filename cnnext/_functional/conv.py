@@ -9,6 +9,10 @@ by heuristics, or measured on this CPU by ``cnnext._tuning``); each Python threa
 reuses its own scratch buffer, so repeated calls allocate nothing but their
 outputs.
 
+Padding that differs between the two sides of an axis (ONNX models have it)
+is the symmetric part given to the kernels plus a zero-padded copy of the
+input for the rest; the input gradient is cropped back.
+
 NaN and inf propagate as in the definition's sums.  The fast reformulated
 algorithms (Winograd; the input gradient as a convolution of padded gy)
 would add terms like inf - inf or 0 * inf, so calls whose operands hold
@@ -21,7 +25,7 @@ import threading
 import numpy as np
 
 from .. import _dispatch, _tuning
-from .._typing import FloatArray, IntPair
+from .._typing import FloatArray, IntPair, Padding
 from . import _checks, _repeat, conv_taps
 
 _kernels = _dispatch.load("_conv")
@@ -141,6 +145,24 @@ def _shape_plan(func, x_shape, w_shape, dtype, stride, padding, dilation, reform
     return plan
 
 
+def _one_sided(func, x, padding):
+    """Padding split into what the kernels take, an int or an (h, w) pair, and
+    the rest as np.pad widths ((0, 0), (0, 0), (top, bottom), (left, right)),
+    or None when the padding is symmetric already."""
+    if type(padding) is int or _plain(padding):
+        return padding, None
+    (top, bottom), (left, right) = _checks.padding_pairs(func, "padding", padding)
+    common = (min(top, bottom), min(left, right))
+    if (top, left) == (bottom, right):
+        return common, None
+    widths = ((0, 0), (0, 0), (top - common[0], bottom - common[0]),
+              (left - common[1], right - common[1]))
+    _checks.check_nbytes(func, "the padded input",
+                         (*x.shape[:2], x.shape[2] + sum(widths[2]), x.shape[3] + sum(widths[3])),
+                         x.dtype)
+    return common, widths
+
+
 _FINITE = _kernels.finite
 
 
@@ -192,7 +214,7 @@ def _arrays(func, x, w):
 
 
 def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
-           padding: IntPair = 0, dilation: IntPair = 1, *,
+           padding: Padding = 0, dilation: IntPair = 1, *,
            out: FloatArray | None = None) -> FloatArray:
     """conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None)
 
@@ -213,7 +235,7 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     stride, padding, dilation : int or (int, int)
         Step between windows (>= 1), zero padding on each side (>= 0) and
         spacing of the filter taps (>= 1), as (height, width) or one int
-        for both.
+        for both.  ``padding`` may also be ((top, bottom), (left, right)).
     out : ndarray, shape (N, K, Ho, Wo), optional
         Writeable C-contiguous array of the dtype of x to store the result
         in; it must not overlap the inputs.
@@ -221,7 +243,8 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     Returns
     -------
     y : ndarray, shape (N, K, Ho, Wo)
-        ``Ho = (H + 2*ph - dh*(R - 1) - 1) // sh + 1``, likewise ``Wo``.
+        ``Ho = (H + 2*ph - dh*(R - 1) - 1) // sh + 1`` (``H + top + bottom``
+        for asymmetric padding), likewise ``Wo``.
 
     Examples
     --------
@@ -244,6 +267,10 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     func = "conv2d"
     given = _repeat.plain(x, w, b) and _kernels is _DISPATCHED
     x, w = _arrays(func, x, w)
+    padding, widths = _one_sided(func, x, padding)
+    if widths is not None:
+        x = np.pad(x, widths)
+        given = False  # (the padded copy is this call's own)
     if b is not None:
         b = _checks.float_array(func, "b", b, 1, "(K,)")
         if b.dtype != x.dtype:
@@ -299,7 +326,7 @@ def _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad):
 
 
 def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPair = 1,
-                    padding: IntPair = 0, dilation: IntPair = 1, need_input_grad: bool = True,
+                    padding: Padding = 0, dilation: IntPair = 1, need_input_grad: bool = True,
                     *, out: tuple[FloatArray | None, FloatArray, FloatArray] | None = None,
                     ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *, out=None)
@@ -314,7 +341,7 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
         The input conv2d saw.
     w : ndarray, shape (K, C, R, S), same dtype as gy
         The filters conv2d used.
-    stride, padding, dilation : int or (int, int)
+    stride, padding, dilation
         As given to conv2d.
     need_input_grad : bool
         False skips the input gradient (for a first layer) and returns None
@@ -361,6 +388,10 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
     if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
         raise TypeError(f"{func}: need_input_grad must be a bool, "
                         f"got {type(need_input_grad).__name__}")
+    padding, widths = _one_sided(func, x, padding)
+    if widths is not None:
+        return _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out,
+                                   widths)
     plan = _plan(func, x, w, stride, padding, dilation)
     if gy.shape != plan.output_shape:
         raise ValueError(f"{func}: gy must have the shape of conv2d's output "
@@ -384,4 +415,31 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
                     _workspace(plan.backward_filter_workspace, x.dtype))
     if given:
         _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad)
+    return gx, gw, gb
+
+
+def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out, widths):
+    """conv2d_backward on the zero-padded copy of ``x``, gx cropped to ``x``'s shape."""
+    func = "conv2d_backward"
+    gx_out = gw_out = gb_out = None
+    if out is not None:
+        gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
+    # The buffers are checked against the unpadded call's shapes first.
+    _checks.gradient_out_buffers(func, (None, gw_out, gb_out), False, gy, x, w)
+    if gx_out is not None:
+        if not need_input_grad:
+            raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
+        _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, (gy, x, w, gw_out,
+                                                                           gb_out))
+    padded = np.pad(x, widths)
+    gx, gw, gb = conv2d_backward(gy, padded, w, stride, padding, dilation, need_input_grad,
+                                 out=(None, gw_out, gb_out))
+    if gx is not None:
+        (_, _), (_, _), (top, _), (left, _) = widths
+        crop = gx[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+        if gx_out is None:
+            gx = np.ascontiguousarray(crop)
+        else:
+            gx_out[...] = crop
+            gx = gx_out
     return gx, gw, gb

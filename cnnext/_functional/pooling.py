@@ -11,7 +11,7 @@ from typing import Literal, overload
 import numpy as np
 
 from .. import _dispatch
-from .._typing import FloatArray, IntArray, IntPair
+from .._typing import FloatArray, IntArray, IntPair, Padding
 from . import _checks, _repeat
 
 _pool = _dispatch.load("_pool")
@@ -20,8 +20,13 @@ _INT64 = np.dtype(np.int64)
 # Below this many elements no (N, C, H, W) shape can overflow a byte count.
 _SMALL = 2**31
 _known_geometries = {}
+_known_divisors = {}
 _MAX_KNOWN_GEOMETRIES = 256
-_MAX_KERNEL = 2**24
+# Window extents (dilation * (kernel - 1) + 1) are tracked in float32 by the
+# max-pool kernel.
+_MAX_EXTENT = 2**24
+# Windows checked one by one (dilation above the input size only).
+_MAX_CHECKED_WINDOWS = 2**16
 
 
 _MAX_FORWARD = _dispatch.by_dtype(_pool.max_pool2d_forward)
@@ -34,10 +39,12 @@ _AVG_CALLS = _repeat.Calls()
 _AVG_BACKWARD_CALLS = _repeat.Calls()
 
 
-def _step_sizes(in_shape, out_shape, kernel, stride, padding, check=0):
-    """The pooling steps' sizes (cnnext/_kernels/_pool_steps.pxi)."""
+def _step_sizes(in_shape, out_shape, kernel, stride, padding, check=0, dilation=(1, 1)):
+    """The pooling steps' sizes (cnnext/_kernels/_pool_steps.pxi); ``padding``
+    is the padding before the plane (top, left)."""
     n, c, h, w = in_shape
-    return (n * c, h, w, out_shape[2], out_shape[3], *kernel, *stride, *padding, check)
+    return (n * c, h, w, out_shape[2], out_shape[3], *kernel, *stride, *padding, check,
+            *dilation)
 
 
 def _float_input(func, name, value):
@@ -52,37 +59,121 @@ def _float_input(func, name, value):
     return value
 
 
-def _geometry(func, in_shape, kernel_size, stride, padding):
-    """Kernel, stride and padding as (h, w) pairs, and the output (N, C, Ho, Wo).
+def _plain(value):
+    """Whether ``value`` is an int, None, or a tuple of those or of such tuples
+    (hashable, and equal only to what validates the same)."""
+    kind = type(value)
+    if kind is int or value is None:
+        return True
+    return kind is tuple and all(type(v) is int or (type(v) is tuple and all(
+        type(e) is int for e in v)) for v in value)
 
-    Valid geometries given as plain ints are remembered: a training loop asks
-    for the same few again and again.
+
+def _geometry(func, in_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    """The kernels' geometry: (kernel, stride, padding before the plane (top,
+    left), dilation) as (h, w) pairs, the output (N, C, Ho, Wo), and the
+    padding ((top, bottom), (left, right)).
+
+    Valid geometries given as ints and tuples are remembered: a training
+    loop asks for the same few again and again.
     """
     cacheable = (type(kernel_size) is int and type(padding) is int
-                 and (stride is None or type(stride) is int))
+                 and (stride is None or type(stride) is int) and type(dilation) is int
+                 and ceil_mode is False) or (
+        _plain(kernel_size) and _plain(stride) and _plain(padding) and _plain(dilation)
+        and type(ceil_mode) is bool)
     if cacheable:
-        key = (in_shape, kernel_size, stride, padding)
+        key = (in_shape, kernel_size, stride, padding, dilation, ceil_mode)
         known = _known_geometries.get(key)
         if known is not None:
             return known
     kernel = _checks.pair(func, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else _checks.pair(func, "stride", stride, 1)
-    padding = _checks.pair(func, "padding", padding, 0)
-    if max(kernel) > _MAX_KERNEL:
-        raise ValueError(f"{func}: kernel_size may be at most {_MAX_KERNEL} along each axis "
-                         f"(window positions are tracked in float32), got {kernel}")
-    if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
-        raise ValueError(f"{func}: padding must be at most half of kernel_size, got padding "
-                         f"{padding} for kernel_size {kernel}")
+    pads = _checks.padding_pairs(func, "padding", padding)
+    dilation = _checks.pair(func, "dilation", dilation, 1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"{func}: ceil_mode must be True or False, got {ceil_mode!r}")
+    extents = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+    if max(extents) > _MAX_EXTENT:
+        raise ValueError(f"{func}: a window may span at most {_MAX_EXTENT} along each axis "
+                         f"(dilation * (kernel_size - 1) + 1; positions are tracked in "
+                         f"float32), got {extents}")
     n, c, height, width = in_shape
-    out_height = _checks.output_size(func, "height", height, kernel[0], stride[0], padding[0])
-    out_width = _checks.output_size(func, "width", width, kernel[1], stride[1], padding[1])
-    geometry = (kernel, stride, padding, (n, c, out_height, out_width))
+    out = []
+    for axis, size, k, s, p, d in zip(("height", "width"), (height, width), kernel, stride, pads,
+                                      dilation, strict=True):
+        count = _checks.output_size(func, axis, size, k, s, p, d, bool(ceil_mode))
+        _check_windows(func, axis, size, k, s, p, d, count)
+        out.append(count)
+    geometry = (kernel, stride, (pads[0][0], pads[1][0]), dilation, (n, c, *out), pads)
     if cacheable:
         if len(_known_geometries) >= _MAX_KNOWN_GEOMETRIES:
             _known_geometries.clear()
         _known_geometries[key] = geometry
     return geometry
+
+
+def _check_windows(func, axis, size, kernel, stride, pads, dilation, count):
+    """Every one of the ``count`` windows along ``axis`` holds an input element."""
+    before, after = pads
+    extent = dilation * (kernel - 1) + 1
+    bad = None
+    if extent <= before:
+        bad = 0
+    elif (count - 1) * stride - before >= size:
+        bad = count - 1
+    elif dilation > size:
+        # Taps may step over the whole input: look at each window.
+        if count > _MAX_CHECKED_WINDOWS:
+            raise ValueError(f"{func}: dilation {dilation} exceeds the input's {axis} {size} "
+                             f"with {count} windows (at most {_MAX_CHECKED_WINDOWS} are checked)")
+        starts = np.arange(count, dtype=np.int64) * stride - before
+        first = np.where(starts < 0, (dilation - 1 - starts) // dilation, 0)
+        empty = (first >= kernel) | (starts + first * dilation >= size)
+        if empty.any():
+            bad = int(np.argmax(empty))
+    if bad is not None:
+        raise ValueError(f"{func}: window {bad} of {count} along {axis} holds only padding "
+                         f"(size {size}, kernel_size {kernel}, stride {stride}, padding "
+                         f"({before}, {after}), dilation {dilation}); every window must "
+                         f"overlap the input")
+
+
+def _axis_counts(size, kernel, stride, pads, dilation, count, include_pad):
+    """How many taps of each of the ``count`` windows along one axis the
+    divisor counts: those inside the input, or inside the padded input."""
+    lo, hi = (-pads[0], size + pads[1]) if include_pad else (0, size)
+    starts = np.arange(count, dtype=np.int64) * stride - pads[0]
+    first = np.maximum(0, -((starts - lo) // dilation))
+    stop = np.minimum(kernel, -((starts - hi) // dilation))
+    return np.maximum(stop - first, 0)
+
+
+def _divisors(geometry, in_shape, count_include_pad, dtype):
+    """The average pool's divisor per output (Ho, Wo), or None when every
+    window divides by kh * kw.  Remembered, read-only."""
+    key = (geometry, in_shape[2:], count_include_pad, dtype)
+    if key in _known_divisors:
+        return _known_divisors[key]
+    kernel, stride, _, dilation, out_shape, pads = geometry
+    counts = [_axis_counts(size, k, s, p, d, count, count_include_pad)
+              for size, k, s, p, d, count in zip(in_shape[2:], kernel, stride, pads, dilation,
+                                                 out_shape[2:], strict=True)]
+    divisors = np.multiply.outer(*counts).astype(dtype)
+    if (divisors == kernel[0] * kernel[1]).all():
+        divisors = None
+    else:
+        divisors.setflags(write=False)
+    if len(_known_divisors) >= _MAX_KNOWN_GEOMETRIES:
+        _known_divisors.clear()
+    _known_divisors[key] = divisors
+    return divisors
+
+
+def _boolean(func, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def int64_within(values, stop):
@@ -128,18 +219,22 @@ def _x_shape(func, x_shape, gy):
 
 @overload
 def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = ...,
-               padding: IntPair = ..., return_indices: Literal[False] = ..., *,
+               padding: Padding = ..., return_indices: Literal[False] = ..., *,
+               dilation: IntPair = ..., ceil_mode: bool = ...,
                out: FloatArray | None = ...) -> FloatArray: ...
 @overload
 def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = ...,
-               padding: IntPair = ..., *, return_indices: Literal[True],
+               padding: Padding = ..., *, return_indices: Literal[True], dilation: IntPair = ...,
+               ceil_mode: bool = ...,
                out: tuple[FloatArray, IntArray] | None = ...) -> tuple[FloatArray, IntArray]: ...
 @overload
-def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,
-               return_indices: Literal[True], *,
+def max_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None, padding: Padding,
+               return_indices: Literal[True], *, dilation: IntPair = ..., ceil_mode: bool = ...,
                out: tuple[FloatArray, IntArray] | None = ...) -> tuple[FloatArray, IntArray]: ...
-def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, out=None):
-    """max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, out=None)
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, dilation=1,
+               ceil_mode=False, out=None):
+    """max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, dilation=1,
+    ceil_mode=False, out=None)
 
     2-D max pooling over the planes of an NCHW batch.
 
@@ -155,17 +250,25 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
         Defaults to ``kernel_size``.
-    padding : int or (int, int), default 0
-        At most half of ``kernel_size`` along each axis.
+    padding : int, (int, int) or ((top, bottom), (left, right)), default 0
+        Every window must still overlap the input (PyTorch also demands at
+        most half of ``kernel_size``; ONNX models use more, and asymmetric
+        padding).
     return_indices : bool, default False
         Also return the position of each maximum, flat in its H*W plane.
+    dilation : int or (int, int), default 1
+        Spacing of the window's taps.
+    ceil_mode : bool, default False
+        Round the output size up: a partial last window counts when it
+        starts inside the input or its top/left padding.
     out : ndarray or tuple (y, indices), optional
         C-contiguous buffers to write into (a tuple when ``return_indices``).
 
     Returns
     -------
     y : ndarray, shape (N, C, Ho, Wo), dtype of ``x``
-        Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
+        Ho = floor((H + top + bottom - dilation (kernel - 1) - 1) / stride) + 1
+        (ceil in ``ceil_mode``), likewise Wo.
     indices : ndarray of int64, shape (N, C, Ho, Wo)
         Only when ``return_indices``; input of ``max_pool2d_backward``.
 
@@ -187,7 +290,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
            [0., 0., 0., 0.],
            [0., 1., 0., 1.]], dtype=float32)
     """
-    extra = (kernel_size, stride, padding, return_indices)
+    extra = (kernel_size, stride, padding, return_indices, dilation, ceil_mode)
     if out is None or return_indices is False or type(out) is tuple:
         result = _MAX_CALLS.run((x,), extra, out if return_indices is not False or out is None
                                 else (out,))
@@ -196,7 +299,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     func = "max_pool2d"
     given = _repeat.plain(x) and type(return_indices) is bool
     x = _float_input(func, "x", x)
-    kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
+    kernel, stride, padding, dilation, out_shape, _ = _geometry(
+        func, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     if return_indices and out is None:
         y, indices = np.empty(out_shape, x.dtype), np.empty(out_shape, _INT64)
     elif return_indices:
@@ -206,13 +310,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     else:
         y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
         indices = None
-    _MAX_FORWARD[x.dtype](_checks.contiguous(x), y, indices, kernel, stride, padding)
+    _MAX_FORWARD[x.dtype](_checks.contiguous(x), y, indices, kernel, stride, padding, dilation)
     if given and x.shape[0] * x.shape[1]:
         outputs = ((1, out_shape, x.dtype, _repeat.ARRAY),)
         if return_indices:
             outputs += ((2, out_shape, _INT64, _repeat.ARRAY),)
         _repeat.remember(_MAX_CALLS, "max_pool2d", x.dtype, ((0, x),), outputs,
-                         _step_sizes(x.shape, out_shape, kernel, stride, padding), extra=extra)
+                         _step_sizes(x.shape, out_shape, kernel, stride, padding, 0, dilation),
+                         extra=extra)
     return (y, indices) if return_indices else y
 
 
@@ -313,7 +418,7 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
     y = _checks.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
     if gy.dtype != x.dtype or y.dtype != x.dtype:
         _checks.same_dtype(func, "x", x, gy=gy, y=y)
-    kernel, stride, _, out_shape = _geometry(func, x.shape, kernel_size, stride, 0)
+    kernel, stride, _, _, out_shape, _ = _geometry(func, x.shape, kernel_size, stride, 0)
     if stride[0] < kernel[0] or stride[1] < kernel[1]:
         raise ValueError(f"{func}: windows must not overlap: stride {stride} must be at least "
                          f"kernel_size {kernel}")
@@ -332,11 +437,15 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
 
 
 def avg_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
-               padding: IntPair = 0, *, out: FloatArray | None = None) -> FloatArray:
-    """avg_pool2d(x, kernel_size, stride=None, padding=0, *, out=None)
+               padding: Padding = 0, *, ceil_mode: bool = False, count_include_pad: bool = True,
+               dilation: IntPair = 1, out: FloatArray | None = None) -> FloatArray:
+    """avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
+    count_include_pad=True, dilation=1, out=None)
 
-    2-D average pooling over the planes of an NCHW batch.  Zero padding is
-    counted in the divisor, kh * kw (PyTorch's default).
+    2-D average pooling over the planes of an NCHW batch: each window's sum
+    divided by the number of its taps that fall inside the padded input
+    (``count_include_pad``, PyTorch's default: kh * kw except for partial
+    windows of ``ceil_mode``) or inside the input itself (ONNX's default).
 
     Parameters
     ----------
@@ -344,15 +453,21 @@ def avg_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = Non
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
         Defaults to ``kernel_size``.
-    padding : int or (int, int), default 0
-        At most half of ``kernel_size`` along each axis.
+    padding : int, (int, int) or ((top, bottom), (left, right)), default 0
+        Zero padding; every window must still overlap the input.
+    ceil_mode : bool, default False
+        Round the output size up, as in ``max_pool2d``.
+    count_include_pad : bool, default True
+        Count the padding's taps in the divisor.
+    dilation : int or (int, int), default 1
+        Spacing of the window's taps.
     out : ndarray, optional
         C-contiguous buffer of shape (N, C, Ho, Wo) and the dtype of ``x``.
 
     Returns
     -------
     y : ndarray, shape (N, C, Ho, Wo), dtype of ``x``
-        Ho = floor((H + 2 padding - kernel) / stride) + 1, likewise Wo.
+        Ho and Wo as in ``max_pool2d``.
 
     Examples
     --------
@@ -363,31 +478,41 @@ def avg_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = Non
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
     """
-    extra = (kernel_size, stride, padding)
+    extra = (kernel_size, stride, padding, ceil_mode, count_include_pad, dilation)
     result = _AVG_CALLS.run((x,), extra, None if out is None else (out,))
     if result is not None:
         return result
     func = "avg_pool2d"
     given = _repeat.plain(x)
     x = _float_input(func, "x", x)
-    kernel, stride, padding, out_shape = _geometry(func, x.shape, kernel_size, stride, padding)
+    geometry = _geometry(func, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    kernel, stride, padding, dilation, out_shape, _ = geometry
+    divisors = None
+    if count_include_pad is not True or ceil_mode:
+        divisors = _divisors(geometry, x.shape,
+                             _boolean(func, "count_include_pad", count_include_pad), x.dtype)
     y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
-    _pool.avg_pool2d_forward(_checks.contiguous(x), y, kernel, stride, padding)
-    if given and x.shape[0] * x.shape[1]:
+    _pool.avg_pool2d_forward(_checks.contiguous(x), y, divisors, kernel, stride, padding,
+                             dilation)
+    # (Divisors are no argument a remembered call can bind.)
+    if given and divisors is None and x.shape[0] * x.shape[1]:
         _repeat.remember(_AVG_CALLS, "avg_pool2d", x.dtype, ((0, x),),
                          ((1, out_shape, x.dtype, _repeat.ARRAY),),
-                         _step_sizes(x.shape, out_shape, kernel, stride, padding), extra=extra)
+                         _step_sizes(x.shape, out_shape, kernel, stride, padding, 0, dilation),
+                         extra=extra)
     return y
 
 
 def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: IntPair,
-                        stride: IntPair | None = None, padding: IntPair = 0, *,
-                        out: FloatArray | None = None) -> FloatArray:
-    """avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, out=None)
+                        stride: IntPair | None = None, padding: Padding = 0, *,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        dilation: IntPair = 1, out: FloatArray | None = None) -> FloatArray:
+    """avg_pool2d_backward(gy, x_shape, kernel_size, stride=None, padding=0, *, ceil_mode=False,
+    count_include_pad=True, dilation=1, out=None)
 
     Gradient of ``avg_pool2d``: each output's gradient is spread evenly,
-    gy / (kh * kw), over its window; the share of padding is dropped and
-    overlapping windows add up.
+    gy / divisor, over its window's taps; the share of padding is dropped
+    and overlapping windows add up.
 
     Parameters
     ----------
@@ -396,7 +521,7 @@ def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: I
         must be the pooled size of ``x_shape``.
     x_shape : tuple (N, C, H, W)
         Shape of the pooled input.
-    kernel_size, stride, padding
+    kernel_size, stride, padding, ceil_mode, count_include_pad, dilation
         As given to ``avg_pool2d``.
     out : ndarray, optional
         C-contiguous buffer of shape ``x_shape`` and the dtype of ``gy``.
@@ -405,7 +530,7 @@ def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: I
     -------
     gx : ndarray, shape ``x_shape``, dtype of ``gy``
     """
-    extra = (x_shape, kernel_size, stride, padding)
+    extra = (x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, dilation)
     result = _AVG_BACKWARD_CALLS.run((gy,), extra, None if out is None else (out,))
     if result is not None:
         return result
@@ -413,14 +538,21 @@ def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: I
     given = _repeat.plain(gy) and type(x_shape) is tuple
     gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     shape = _x_shape(func, x_shape, gy)
-    kernel, stride, padding, out_shape = _geometry(func, shape, kernel_size, stride, padding)
+    geometry = _geometry(func, shape, kernel_size, stride, padding, dilation, ceil_mode)
+    kernel, stride, padding, dilation, out_shape, _ = geometry
     if gy.shape != out_shape:
         raise ValueError(f"{func}: gy must have shape {out_shape} (the pooled shape of x_shape "
                          f"{shape}), got {gy.shape}")
+    divisors = None
+    if count_include_pad is not True or ceil_mode:
+        divisors = _divisors(geometry, shape,
+                             _boolean(func, "count_include_pad", count_include_pad), gy.dtype)
     gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy,))
-    _pool.avg_pool2d_backward(_checks.contiguous(gy), gx, kernel, stride, padding)
-    if given and shape[0] * shape[1]:
+    _pool.avg_pool2d_backward(_checks.contiguous(gy), gx, divisors, kernel, stride, padding,
+                              dilation)
+    if given and divisors is None and shape[0] * shape[1]:
         _repeat.remember(_AVG_BACKWARD_CALLS, "avg_pool2d_backward", gy.dtype, ((0, gy),),
                          ((1, shape, gy.dtype, _repeat.ARRAY),),
-                         _step_sizes(shape, out_shape, kernel, stride, padding), extra=extra)
+                         _step_sizes(shape, out_shape, kernel, stride, padding, 0, dilation),
+                         extra=extra)
     return gx

@@ -10,9 +10,14 @@
 #   is large enough to pay for waking them.  A plane is computed by one
 #   thread in a fixed order, so results do not depend on the thread count.
 # * The cdef inline helpers compute one plane from raw pointers.  They trust
-#   their caller completely: shapes, in-plane indices and the padding limit
-#   (at most half the kernel, so every window holds an in-plane element)
-#   are established by the wrapper.
+#   their caller completely: shapes, in-plane indices and the geometry (every
+#   window of a max pool holds an in-plane element) are established by the
+#   wrapper.
+#
+# Only the padding before the plane (top, left) reaches the kernels: padding
+# after it and ceil mode change the output size, which the wrapper computes,
+# and windows are clipped to the plane anyway.  Kernel taps are ``dilation``
+# apart.
 #
 # Built at two instruction-set levels, _pool_baseline and _pool_x86_64_v3
 # (see setup.py).  There is no x86-64-v4 build: with 512-bit vectors the
@@ -22,7 +27,9 @@
 # Max pooling follows PyTorch: padding is -inf, a window is scanned in
 # row-major order and an element replaces the running maximum when it is
 # greater or NaN, so ties keep the first maximum and a NaN (the last one)
-# wins.  Average pooling counts padding in the divisor (kh * kw).
+# wins.  Average pooling divides by kh * kw, or, where windows differ (ceil
+# mode, padding excluded from the count), by a per-output divisor the
+# wrapper computes.
 
 from cython cimport floating
 from cython.parallel cimport prange
@@ -48,7 +55,8 @@ cdef struct Geometry:
     Py_ssize_t out_height, out_width    # output plane
     Py_ssize_t kernel_h, kernel_w
     Py_ssize_t stride_h, stride_w
-    Py_ssize_t pad_h, pad_w
+    Py_ssize_t pad_h, pad_w             # before the plane: top, left
+    Py_ssize_t dilation_h, dilation_w
 
 
 cdef struct Span:
@@ -56,20 +64,34 @@ cdef struct Span:
     Py_ssize_t start, stop
 
 
-cdef inline Span window_span(Py_ssize_t position, Py_ssize_t kernel, Py_ssize_t stride,
-                             Py_ssize_t pad, Py_ssize_t size) noexcept nogil:
+cdef inline Span in_plane_taps(Py_ssize_t start, Py_ssize_t kernel, Py_ssize_t dilation,
+                               Py_ssize_t size) noexcept nogil:
+    # The taps t of a window starting at ``start`` that fall inside the
+    # plane: 0 <= start + t * dilation < size.  Empty when stop <= start.
     cdef Span span
-    span.start = position * stride - pad
-    span.stop = min(span.start + kernel, size)
-    span.start = max(span.start, 0)
+    span.start = (dilation - 1 - start) // dilation if start < 0 else 0
+    span.stop = min((size - start + dilation - 1) // dilation, kernel) if size > start else 0
     return span
+
+
+cdef inline Py_ssize_t first_in_plane(Py_ssize_t start, Py_ssize_t dilation) noexcept nogil:
+    # The offset in its window of the first tap at or after 0 (the window
+    # starts at ``start``); no division in the usual undilated case: this
+    # runs once per output.
+    if start >= 0:
+        return 0
+    if dilation == 1:
+        return -start
+    return (dilation - 1 - start) // dilation * dilation
 
 
 cdef inline Span tap_columns(Py_ssize_t tap, const Geometry* g) noexcept nogil:
     # The output columns j whose window puts kernel column ``tap`` inside the
-    # plane: 0 <= j * stride - pad + tap < width.  Empty when stop <= start.
+    # plane: 0 <= j * stride - pad + tap * dilation < width.  Empty when
+    # stop <= start.
     cdef Span span
-    cdef Py_ssize_t before = g.pad_w - tap, last = g.width - 1 + g.pad_w - tap
+    cdef Py_ssize_t offset = tap * g.dilation_w
+    cdef Py_ssize_t before = g.pad_w - offset, last = g.width - 1 + g.pad_w - offset
     span.start = (before + g.stride_w - 1) // g.stride_w if before > 0 else 0
     span.stop = min(last // g.stride_w + 1, g.out_width) if last >= 0 else 0
     return span
@@ -132,22 +154,27 @@ cdef inline int num_threads_for(Py_ssize_t elements) noexcept nogil:
 
 
 cdef inline Geometry make_geometry(const Py_ssize_t* in_shape, const Py_ssize_t* out_shape,
-                                   tuple kernel, tuple stride, tuple padding):
-    # Shapes are those of (N, C, H, W) memoryviews; the rest (h, w) pairs.
+                                   tuple kernel, tuple stride, tuple padding, tuple dilation):
+    # Shapes are those of (N, C, H, W) memoryviews; the rest (h, w) pairs,
+    # padding the (top, left) padding.
     cdef Geometry g
     g.height, g.width = in_shape[2], in_shape[3]
     g.out_height, g.out_width = out_shape[2], out_shape[3]
     g.kernel_h, g.kernel_w = kernel
     g.stride_h, g.stride_w = stride
     g.pad_h, g.pad_w = padding
+    g.dilation_h, g.dilation_w = dilation
     return g
 
 
 cdef inline bint is_plain_2x2(const Geometry* g) noexcept nogil:
-    # The common case (kernel 2, stride 2, no padding) has one-pass row
-    # loops; the max-pool one computes in-window offsets in int32.
+    # The common case (kernel 2, stride 2, no padding, every window inside
+    # the plane) has one-pass row loops; the max-pool one computes
+    # in-window offsets in int32.
     return (g.kernel_h == 2 and g.kernel_w == 2 and g.stride_h == 2 and g.stride_w == 2
-            and g.pad_h == 0 and g.pad_w == 0 and g.width < (1 << 30))
+            and g.pad_h == 0 and g.pad_w == 0 and g.dilation_h == 1 and g.dilation_w == 1
+            and 2 * g.out_height <= g.height and 2 * g.out_width <= g.width
+            and g.width < (1 << 30))
 
 
 # ---------------------------------------------------------------- max pooling
@@ -181,13 +208,14 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
                          int64_t* best_at,   # OUT (out_width,) their positions, or NULL
                          const Geometry* g) noexcept nogil:
     # Which tap wins is data dependent, so it is tracked with selects, not
-    # branches, as the tap's (row, column) in the window, held in the
+    # branches, as the tap's (row, column) offset in the window, held in the
     # value's own type: one lane width lets the loop vectorise (exact, as
-    # the wrapper keeps kernel sizes below 2**24).  Positions are assembled
-    # from them block by block.
-    cdef Py_ssize_t j, r, tap, block, start, stop, first, last
+    # the wrapper keeps window extents below 2**24).  Positions are
+    # assembled from them block by block.
+    cdef Py_ssize_t j, r, t, tap, block, start, stop, first, last, offset
     cdef Py_ssize_t stride = g.stride_w, top = i * g.stride_h - g.pad_h
-    cdef Span rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
+    cdef Py_ssize_t dilation = g.dilation_w
+    cdef Span rows = in_plane_taps(top, g.kernel_h, g.dilation_h, g.height)
     cdef Span cols
     cdef const floating* source
     cdef floating win_row[WINNER_BLOCK]
@@ -199,25 +227,27 @@ cdef inline void max_row(const floating* x,  # IN  (height, width)
         # of an all -inf window is its first in-plane element (PyTorch's).
         for j in range(start, stop):
             best[j] = -INFINITY
-            win_row[j - start] = rows.start - top
-            win_column[j - start] = max(g.pad_w - j * stride, 0)
-        for r in range(rows.start, rows.stop):
+            win_row[j - start] = rows.start * g.dilation_h
+            win_column[j - start] = first_in_plane(j * stride - g.pad_w, dilation)
+        for t in range(rows.start, rows.stop):
+            r = top + t * g.dilation_h
             for tap in range(g.kernel_w):
                 cols = tap_columns(tap, g)
                 first = max(cols.start, start)
                 last = min(cols.stop, stop)
                 if last <= first:
                     continue
-                source = x + r * g.width + first * stride + tap - g.pad_w
+                offset = tap * dilation
+                source = x + r * g.width + first * stride + offset - g.pad_w
                 # Constant strides give the compiler loops without gathers.
                 if stride == 1:
-                    max_tap(source, 1, last - first, r - top, tap, best + first,
+                    max_tap(source, 1, last - first, r - top, offset, best + first,
                             win_row + first - start, win_column + first - start)
                 elif stride == 2:
-                    max_tap(source, 2, last - first, r - top, tap, best + first,
+                    max_tap(source, 2, last - first, r - top, offset, best + first,
                             win_row + first - start, win_column + first - start)
                 else:
-                    max_tap(source, stride, last - first, r - top, tap, best + first,
+                    max_tap(source, stride, last - first, r - top, offset, best + first,
                             win_row + first - start, win_column + first - start)
         if best_at != NULL:
             for j in range(start, stop):
@@ -374,27 +404,35 @@ cdef inline void add_tap(const floating* source,  # IN  (count * stride,) one ta
         total[j] += source[j * stride]
 
 
-cdef inline void spread_tap(const floating* gy,  # IN  (count,)
+cdef inline void spread_tap(const floating* gy,        # IN  (count,)
                             floating divisor,
+                            const floating* divisors,  # IN  (count,) or NULL: all ``divisor``
                             Py_ssize_t count,
                             Py_ssize_t stride,
                             floating* target) noexcept nogil:  # IN/OUT (count * stride,)
     cdef Py_ssize_t j
-    for j in range(count):
-        target[j * stride] += gy[j] / divisor
+    if divisors == NULL:
+        for j in range(count):
+            target[j * stride] += gy[j] / divisor
+    else:
+        for j in range(count):
+            target[j * stride] += gy[j] / divisors[j]
 
 
-cdef inline void avg_plane(const floating* x,  # IN  (height, width)
-                           floating* y,        # OUT (out_height, out_width)
+cdef inline void avg_plane(const floating* x,         # IN  (height, width)
+                           floating* y,               # OUT (out_height, out_width)
+                           const floating* divisors,  # IN  (out_height, out_width) or NULL
                            const Geometry* g) noexcept nogil:
-    cdef Py_ssize_t i, j, r, tap, stride = g.stride_w
+    # Without ``divisors`` every window divides by kh * kw.
+    cdef Py_ssize_t i, j, r, t, tap, offset, stride = g.stride_w
     cdef Span rows, cols
     cdef floating* total
+    cdef const floating* divisor_row
     cdef floating divisor = g.kernel_h * g.kernel_w
     cdef const floating* top
     cdef const floating* source
     cdef Py_ssize_t width = g.width
-    if is_plain_2x2(g):
+    if divisors == NULL and is_plain_2x2(g):
         # One pass per row instead of one per tap, summing in the same order.
         for i in range(g.out_height):
             top = x + 2 * i * width
@@ -404,16 +442,18 @@ cdef inline void avg_plane(const floating* x,  # IN  (height, width)
                             + top[width + 2 * j + 1]) / divisor
         return
     for i in range(g.out_height):
-        rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
+        rows = in_plane_taps(i * g.stride_h - g.pad_h, g.kernel_h, g.dilation_h, g.height)
         total = y + i * g.out_width
         for j in range(g.out_width):
             total[j] = 0
-        for r in range(rows.start, rows.stop):
+        for t in range(rows.start, rows.stop):
+            r = i * g.stride_h - g.pad_h + t * g.dilation_h
             for tap in range(g.kernel_w):
                 cols = tap_columns(tap, g)
                 if cols.stop <= cols.start:
                     continue
-                source = x + r * width + cols.start * stride + tap - g.pad_w
+                offset = tap * g.dilation_w
+                source = x + r * width + cols.start * stride + offset - g.pad_w
                 # Constant strides give the compiler loops without gathers.
                 if stride == 1:
                     add_tap(source, 1, cols.stop - cols.start, total + cols.start)
@@ -421,23 +461,30 @@ cdef inline void avg_plane(const floating* x,  # IN  (height, width)
                     add_tap(source, 2, cols.stop - cols.start, total + cols.start)
                 else:
                     add_tap(source, stride, cols.stop - cols.start, total + cols.start)
-        for j in range(g.out_width):
-            total[j] /= divisor
+        if divisors == NULL:
+            for j in range(g.out_width):
+                total[j] /= divisor
+        else:
+            divisor_row = divisors + i * g.out_width
+            for j in range(g.out_width):
+                total[j] /= divisor_row[j]
 
 
-cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_width)
-                                    floating* gx,        # OUT (height, width)
+cdef inline void avg_plane_backward(const floating* gy,        # IN  (out_height, out_width)
+                                    const floating* divisors,  # IN  as in avg_plane, or NULL
+                                    floating* gx,              # OUT (height, width)
                                     const Geometry* g) noexcept nogil:
-    cdef Py_ssize_t i, j, r, tap, stride = g.stride_w
+    cdef Py_ssize_t i, j, r, t, tap, offset, stride = g.stride_w
     cdef Span rows, cols
     cdef const floating* gy_row
+    cdef const floating* divisor_row = NULL
     cdef floating divisor = g.kernel_h * g.kernel_w
     cdef floating* target
     cdef floating* gx_top
     cdef floating share
     cdef Py_ssize_t width = g.width
     memset(gx, 0, g.height * g.width * sizeof(floating))
-    if is_plain_2x2(g):
+    if divisors == NULL and is_plain_2x2(g):
         # One pass per row instead of one per tap (windows do not overlap).
         for i in range(g.out_height):
             gy_row = gy + i * g.out_width
@@ -450,21 +497,27 @@ cdef inline void avg_plane_backward(const floating* gy,  # IN  (out_height, out_
                 gx_top[width + 2 * j + 1] = share
         return
     for i in range(g.out_height):
-        rows = window_span(i, g.kernel_h, g.stride_h, g.pad_h, g.height)
+        rows = in_plane_taps(i * g.stride_h - g.pad_h, g.kernel_h, g.dilation_h, g.height)
         gy_row = gy + i * g.out_width
-        for r in range(rows.start, rows.stop):
+        for t in range(rows.start, rows.stop):
+            r = i * g.stride_h - g.pad_h + t * g.dilation_h
             for tap in range(g.kernel_w):
                 cols = tap_columns(tap, g)
                 if cols.stop <= cols.start:
                     continue
-                target = gx + r * width + cols.start * stride + tap - g.pad_w
+                offset = tap * g.dilation_w
+                target = gx + r * width + cols.start * stride + offset - g.pad_w
+                if divisors != NULL:
+                    divisor_row = divisors + i * g.out_width + cols.start
                 if stride == 1:
-                    spread_tap(gy_row + cols.start, divisor, cols.stop - cols.start, 1, target)
+                    spread_tap(gy_row + cols.start, divisor, divisor_row,
+                               cols.stop - cols.start, 1, target)
                 elif stride == 2:
-                    spread_tap(gy_row + cols.start, divisor, cols.stop - cols.start, 2, target)
+                    spread_tap(gy_row + cols.start, divisor, divisor_row,
+                               cols.stop - cols.start, 2, target)
                 else:
-                    spread_tap(gy_row + cols.start, divisor, cols.stop - cols.start, stride,
-                               target)
+                    spread_tap(gy_row + cols.start, divisor, divisor_row,
+                               cols.stop - cols.start, stride, target)
 
 
 # ------------------------------------------------------------ entry points
@@ -532,46 +585,49 @@ cdef void all_maxima_pass(const floating* gy,  # IN  (planes, Ho, Wo)
                                        y + p * plane_out, gx + p * plane_in, g)
 
 
-cdef void avg_pass(const floating* x,   # IN  (planes, H, W)
-                   floating* y,         # OUT (planes, Ho, Wo)
+cdef void avg_pass(const floating* x,          # IN  (planes, H, W)
+                   floating* y,                # OUT (planes, Ho, Wo)
+                   const floating* divisors,   # IN  (Ho, Wo), or NULL: kh * kw
                    Py_ssize_t planes, const Geometry* g) noexcept nogil:
     cdef Py_ssize_t p
     cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
     cdef int n_threads = num_threads_for(planes * plane_in)
     if n_threads == 1:
         for p in range(planes):
-            avg_plane(x + p * plane_in, y + p * plane_out, g)
+            avg_plane(x + p * plane_in, y + p * plane_out, divisors, g)
     else:
         for p in prange(planes, num_threads=n_threads, schedule="static"):
-            avg_plane(x + p * plane_in, y + p * plane_out, g)
+            avg_plane(x + p * plane_in, y + p * plane_out, divisors, g)
 
 
-cdef void avg_backward_pass(const floating* gy,  # IN  (planes, Ho, Wo)
-                            floating* gx,        # OUT (planes, H, W)
+cdef void avg_backward_pass(const floating* gy,         # IN  (planes, Ho, Wo)
+                            const floating* divisors,   # IN  (Ho, Wo), or NULL: kh * kw
+                            floating* gx,               # OUT (planes, H, W)
                             Py_ssize_t planes, const Geometry* g) noexcept nogil:
     cdef Py_ssize_t p
     cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
     cdef int n_threads = num_threads_for(planes * plane_in)
     if n_threads == 1:
         for p in range(planes):
-            avg_plane_backward(gy + p * plane_out, gx + p * plane_in, g)
+            avg_plane_backward(gy + p * plane_out, divisors, gx + p * plane_in, g)
     else:
         for p in prange(planes, num_threads=n_threads, schedule="static"):
-            avg_plane_backward(gy + p * plane_out, gx + p * plane_in, g)
+            avg_plane_backward(gy + p * plane_out, divisors, gx + p * plane_in, g)
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                        floating[:, :, :, ::1] y,        # OUT (N, C, Ho, Wo)
                        int64_t[:, :, :, ::1] indices,   # OUT (N, C, Ho, Wo), or None
-                       tuple kernel, tuple stride, tuple padding):
-    """max_pool2d_forward(x, y, indices, kernel, stride, padding)
+                       tuple kernel, tuple stride, tuple padding, tuple dilation):
+    """max_pool2d_forward(x, y, indices, kernel, stride, padding, dilation)
 
     Max over every window of every plane of ``x`` into ``y``, and the flat
     in-plane position of each maximum into ``indices`` unless it is None.
-    ``kernel``, ``stride`` and ``padding`` are (h, w) pairs, padding at most
-    half the kernel.  The caller checks everything.
+    ``kernel``, ``stride``, ``padding`` (top, left) and ``dilation`` are
+    (h, w) pairs; every window holds an element of the plane.  The caller
+    checks everything.
     """
-    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding)
+    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
     cdef int64_t* all_indices = NULL
     if planes == 0:
@@ -615,7 +671,7 @@ def max_pool2d_backward_all_maxima(const floating[:, :, :, ::1] gy,  # IN  (N, C
     (assigned, not split between tied elements).  Windows do not overlap
     (stride >= kernel) and there is no padding; the caller checks everything.
     """
-    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, (0, 0))
+    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, (0, 0), (1, 1))
     cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
     if planes == 0:
         return
@@ -624,37 +680,47 @@ def max_pool2d_backward_all_maxima(const floating[:, :, :, ::1] gy,  # IN  (N, C
                         planes, &g)
 
 
-def avg_pool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
-                       floating[:, :, :, ::1] y,        # OUT (N, C, Ho, Wo)
-                       tuple kernel, tuple stride, tuple padding):
-    """avg_pool2d_forward(x, y, kernel, stride, padding)
+def avg_pool2d_forward(const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
+                       floating[:, :, :, ::1] y,               # OUT (N, C, Ho, Wo)
+                       const floating[:, ::1] divisors,        # IN  (Ho, Wo), or None
+                       tuple kernel, tuple stride, tuple padding, tuple dilation):
+    """avg_pool2d_forward(x, y, divisors, kernel, stride, padding, dilation)
 
-    Mean over every window of every plane of ``x`` into ``y``, zero padding
-    counted in the divisor kh * kw.  The caller checks everything.
-    """
-    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding)
-    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
-    if planes == 0:
-        return
-    with nogil:
-        avg_pass(&x[0, 0, 0, 0], &y[0, 0, 0, 0], planes, &g)
-
-
-def avg_pool2d_backward(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
-                        floating[:, :, :, ::1] gx,        # OUT (N, C, H, W)
-                        tuple kernel, tuple stride, tuple padding):
-    """avg_pool2d_backward(gy, gx, kernel, stride, padding)
-
-    Spread each output's gradient evenly, gy / (kh * kw), over the in-plane
-    part of its window (overlapping windows add up).  The caller checks
+    Sum over every window of every plane of ``x``, divided by kh * kw (zero
+    padding counted), or by ``divisors[i, j]`` for output (i, j) unless it
+    is None, into ``y``.  Pairs as in max_pool2d_forward.  The caller checks
     everything.
     """
-    cdef Geometry g = make_geometry(gx.shape, gy.shape, kernel, stride, padding)
+    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, padding, dilation)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
+    cdef const floating* window_divisors = NULL
+    if planes == 0:
+        return
+    if divisors is not None:
+        window_divisors = &divisors[0, 0]
+    with nogil:
+        avg_pass(&x[0, 0, 0, 0], &y[0, 0, 0, 0], window_divisors, planes, &g)
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] gy,   # IN  (N, C, Ho, Wo)
+                        floating[:, :, :, ::1] gx,         # OUT (N, C, H, W)
+                        const floating[:, ::1] divisors,   # IN  (Ho, Wo), or None
+                        tuple kernel, tuple stride, tuple padding, tuple dilation):
+    """avg_pool2d_backward(gy, gx, divisors, kernel, stride, padding, dilation)
+
+    Spread each output's gradient evenly, gy / (kh * kw) or gy /
+    divisors[i, j], over the in-plane part of its window (overlapping
+    windows add up).  The caller checks everything.
+    """
+    cdef Geometry g = make_geometry(gx.shape, gy.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t planes = gx.shape[0] * gx.shape[1]
     if planes == 0:
         return
+    cdef const floating* window_divisors = NULL
+    if divisors is not None:
+        window_divisors = &divisors[0, 0]
     with nogil:
-        avg_backward_pass(&gy[0, 0, 0, 0], &gx[0, 0, 0, 0], planes, &g)
+        avg_backward_pass(&gy[0, 0, 0, 0], window_divisors, &gx[0, 0, 0, 0], planes, &g)
 
 
 # ----------------------------------------------------------- index checks

@@ -2,7 +2,8 @@
 # _pool.pxi: the pooling functionals with their arguments bound.
 #
 # Every step takes the geometry in n: 0 planes (N * C), 1 H, 2 W, 3 Ho,
-# 4 Wo, 5 kh, 6 kw, 7 sh, 8 sw, 9 ph, 10 pw; n[11] is the step's own flag.
+# 4 Wo, 5 kh, 6 kw, 7 sh, 8 sw, 9 ph, 10 pw (the padding before the plane);
+# n[11] is the step's own flag; 12 dh, 13 dw (the dilation, 0 read as 1).
 
 from ._step cimport STEP_BAD_INDEX, StepArgs, step_capsule
 
@@ -12,6 +13,8 @@ cdef inline Geometry step_geometry(const StepArgs* a) noexcept nogil:
     g.height, g.width, g.out_height, g.out_width = a.n[1], a.n[2], a.n[3], a.n[4]
     g.kernel_h, g.kernel_w, g.stride_h, g.stride_w = a.n[5], a.n[6], a.n[7], a.n[8]
     g.pad_h, g.pad_w = a.n[9], a.n[10]
+    g.dilation_h = a.n[12] if a.n[12] > 0 else 1
+    g.dilation_w = a.n[13] if a.n[13] > 0 else 1
     return g
 
 
@@ -40,16 +43,16 @@ cdef inline int all_maxima_step(const floating* gy, const StepArgs* a) noexcept 
 
 
 cdef inline int avg_step(const floating* x, const StepArgs* a) noexcept nogil:
-    # p: 0 x IN, 1 y OUT
+    # p: 0 x IN, 1 y OUT, 2 divisors IN (Ho, Wo) or NULL (kh * kw)
     cdef Geometry g = step_geometry(a)
-    avg_pass(x, <floating*>a.p[1], a.n[0], &g)
+    avg_pass(x, <floating*>a.p[1], <const floating*>a.p[2], a.n[0], &g)
     return 0
 
 
 cdef inline int avg_backward_step(const floating* gy, const StepArgs* a) noexcept nogil:
-    # p: 0 gy IN, 1 gx OUT
+    # p: 0 gy IN, 1 gx OUT, 2 divisors IN (Ho, Wo) or NULL (kh * kw)
     cdef Geometry g = step_geometry(a)
-    avg_backward_pass(gy, <floating*>a.p[1], a.n[0], &g)
+    avg_backward_pass(gy, <const floating*>a.p[2], <floating*>a.p[1], a.n[0], &g)
     return 0
 
 

@@ -23,7 +23,7 @@ from cpython.pycapsule cimport PyCapsule_New
 
 cdef enum:
     STEP_POINTERS = 8
-    STEP_SIZES = 12
+    STEP_SIZES = 14
     STEP_SCALARS = 6
     STEP_PLANS = 2
 

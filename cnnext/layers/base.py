@@ -75,6 +75,20 @@ def compact(pair):
     return pair[0] if pair[0] == pair[1] else pair
 
 
+def layer_padding(owner, value):
+    """Padding as an (h, w) pair, or as ((top, bottom), (left, right)) where the two
+    sides of an axis differ."""
+    (top, bottom), (left, right) = _checks.padding_pairs(owner, "padding", value)
+    if top == bottom and left == right:
+        return top, left
+    return (top, bottom), (left, right)
+
+
+def compact_padding(padding):
+    """``layer_padding``'s value as the kernels' checks take it fastest."""
+    return padding if isinstance(padding[0], tuple) else compact(padding)
+
+
 def boolean(owner, name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")

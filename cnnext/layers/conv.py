@@ -5,15 +5,17 @@ import numpy as np
 from .. import functional as F
 from .._functional import _checks
 from .._functional import conv as _conv
-from .._typing import DTypeLike, IntPair, Seed
+from .._typing import DTypeLike, IntPair, Padding, Seed
 from .base import (
     Layer,
     boolean,
     check_init,
     check_weight_shape,
     compact,
+    compact_padding,
     initial_weights,
     layer_dtype,
+    layer_padding,
     positive_int,
     random_generator,
     zero_parameter,
@@ -31,7 +33,8 @@ class Conv2D(Layer):
     in_channels, out_channels : int
         Channels of the input and of the output.
     kernel_size, stride, padding, dilation : int or (int, int)
-        As in ``cnnext.functional.conv2d``; padding is zero padding.
+        As in ``cnnext.functional.conv2d``; padding is zero padding, also
+        ((top, bottom), (left, right)).
     bias : bool
         Learn one bias per output channel (initialised to zero).
     dtype : {"float32", "float64"}
@@ -67,7 +70,7 @@ class Conv2D(Layer):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
-                 stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
+                 stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
                  bias: bool = True, dtype: DTypeLike = "float32", init: str = "he_normal",
                  seed: Seed = None) -> None:
         super().__init__()
@@ -76,9 +79,10 @@ class Conv2D(Layer):
         self.out_channels = positive_int(name, "out_channels", out_channels)
         self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
         self.stride = _checks.pair(name, "stride", stride, 1)
-        self.padding = _checks.pair(name, "padding", padding, 0)
+        self.padding = layer_padding(name, padding)
         self.dilation = _checks.pair(name, "dilation", dilation, 1)
-        self._geometry = (compact(self.stride), compact(self.padding), compact(self.dilation))
+        self._geometry = (compact(self.stride), compact_padding(self.padding),
+                          compact(self.dilation))
         self.bias = boolean(name, "bias", bias)
         self.dtype = layer_dtype(name, dtype)
         self.init = check_init(name, init)
@@ -98,7 +102,8 @@ class Conv2D(Layer):
             "out_channels": self.out_channels,
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
-            "padding": list(self.padding),
+            "padding": ([list(side) for side in self.padding]
+                        if isinstance(self.padding[0], tuple) else list(self.padding)),
             "dilation": list(self.dilation),
             "bias": self.bias,
             "dtype": self.dtype.name,
@@ -161,6 +166,8 @@ class Conv2D(Layer):
     def _build_steps(self, b, x):
         if getattr(self, "groups", 1) != 1:
             return NotImplemented  # grouped convolutions: no step kernel yet
+        if isinstance(self.padding[0], tuple):
+            return NotImplemented  # one-sided padding goes through a padded copy
         k, kh, kw = self.out_channels, *self.kernel_size
         w_shape = (k, self.in_channels, kh, kw)
         weight = b.parameter(self, "weight", w_shape)

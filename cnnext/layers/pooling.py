@@ -5,30 +5,55 @@ import numpy as np
 from .. import functional as F
 from .._functional import _checks
 from .._functional import pooling as _pooling
-from .._typing import IntPair
-from .base import Layer, compact
+from .._typing import IntPair, Padding
+from .base import Layer, boolean, compact, compact_padding, layer_padding
 
 
 class _Pool2D(Layer):
-    """What both pooling layers share: geometry, config, repr, output shape."""
+    """What both pooling layers share: geometry, config, repr, output shape.
 
-    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None,
-                 padding: IntPair = 0) -> None:
+    Options beyond kernel_size, stride and padding (``_defaults``) appear in
+    ``config()`` and in the functional calls only when they differ from their
+    defaults, so checkpoints written before they existed stay canonical.
+    """
+
+    _defaults: tuple[tuple[str, object], ...] = ()  # (option, default) pairs
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None, padding: Padding,
+                 options: dict[str, object]) -> None:
         super().__init__()
         name = type(self).__name__
         self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _checks.pair(
             name, "stride", stride, 1)
-        self.padding = _checks.pair(name, "padding", padding, 0)
-        for padding, kernel in zip(self.padding, self.kernel_size, strict=True):
-            if 2 * padding > kernel:
-                raise ValueError(f"{name}: padding must be at most half the kernel size, "
-                                 f"got padding={padding!r} for kernel_size={kernel_size!r}")
-        self._geometry = (compact(self.kernel_size), compact(self.stride), compact(self.padding))
+        self.padding = layer_padding(name, padding)
+        self.dilation = _checks.pair(name, "dilation", options.pop("dilation"), 1)
+        for key, value in options.items():
+            setattr(self, key, boolean(name, key, value))
+        sides = self.padding if isinstance(self.padding[0], tuple) else tuple(
+            (p, p) for p in self.padding)
+        for axis, pads, kernel, dilation in zip(("height", "width"), sides, self.kernel_size,
+                                                self.dilation, strict=True):
+            if max(pads) >= dilation * (kernel - 1) + 1:
+                raise ValueError(f"{name}: padding {pads} along {axis} holds whole windows of "
+                                 f"kernel_size {kernel}; it must be smaller than the kernel's "
+                                 f"extent (at most half the kernel size in PyTorch)")
+        self._geometry = (compact(self.kernel_size), compact(self.stride),
+                          compact_padding(self.padding))
+        # The functional calls' options: those that differ from the defaults.
+        self._options = {}
+        for key, default in self._defaults:
+            value = compact(self.dilation) if key == "dilation" else getattr(self, key)
+            if value != default:
+                self._options[key] = value
 
     def config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding)}
+        config = {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                  "padding": ([list(side) for side in self.padding]
+                              if isinstance(self.padding[0], tuple) else list(self.padding))}
+        for key, value in self._options.items():
+            config[key] = list(self.dilation) if key == "dilation" else value
+        return config
 
     def __repr__(self):
         def short(value):
@@ -39,31 +64,35 @@ class _Pool2D(Layer):
             text += f", stride={short(self.stride)}"
         if self.padding != (0, 0):
             text += f", padding={short(self.padding)}"
+        for key, value in self._options.items():
+            text += f", {key}={value}"
         return text + ")"
 
-    def _step_geometry(self, x_shape):
-        """The pooling steps' sizes: planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw."""
-        n, c, h, w = x_shape
-        _, ho, wo = self.output_shape(x_shape[1:])
-        return (n * c, h, w, ho, wo, *self.kernel_size, *self.stride, *self.padding)
+    def _full_geometry(self, x_shape):
+        """The functionals' geometry of an (N, C, H, W) batch (see _functional/pooling.py)."""
+        options = {k: v for k, v in self._options.items() if k in ("dilation", "ceil_mode")}
+        return _pooling._geometry(type(self).__name__, tuple(x_shape), *self._geometry,
+                                  **options)
+
+    def _step_geometry(self, x_shape, flag=0):
+        """The pooling steps' sizes: planes, H, W, Ho, Wo, kh, kw, sh, sw, the
+        padding before the plane (top, left), the step's flag, dh, dw."""
+        kernel, stride, before, dilation, out_shape, _ = self._full_geometry(x_shape)
+        return _pooling._step_sizes(x_shape, out_shape, kernel, stride, before, flag, dilation)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self!r} takes (C, H, W) examples, got shape {tuple(input_shape)}")
-        channels, height, width = input_shape
-        return (channels,
-                _checks.output_size(type(self).__name__, "height", height, self.kernel_size[0],
-                                    self.stride[0], self.padding[0]),
-                _checks.output_size(type(self).__name__, "width", width, self.kernel_size[1],
-                                    self.stride[1], self.padding[1]))
+        return self._full_geometry((1, *input_shape))[4][1:]
 
 
 class MaxPool2D(_Pool2D):
-    """MaxPool2D(kernel_size, stride=None, padding=0)
+    """MaxPool2D(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)
 
     Max pooling of (N, C, H, W) batches, as ``F.max_pool2d`` (stride defaults
-    to the kernel size; ties go to the first maximum; padding is -inf).  The
-    gradient flows to the one position that was picked in each window.
+    to the kernel size; ties go to the first maximum; padding is -inf: an int,
+    (h, w) or ((top, bottom), (left, right))).  The gradient flows to the one
+    position that was picked in each window.
 
     Examples
     --------
@@ -78,15 +107,26 @@ class MaxPool2D(_Pool2D):
            [13., 15.]], dtype=float32)
     """
 
+    _defaults = (("dilation", 1), ("ceil_mode", False))
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
+                 dilation: IntPair = 1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding,
+                         {"dilation": dilation, "ceil_mode": ceil_mode})
+
     def _forward(self, x, reuse):
-        result = None if reuse else _pooling._MAX_CALLS.run((x,), (*self._geometry, True))
+        # The key of F.max_pool2d's remembered calls: its arguments as this layer passes them.
+        key = (*self._geometry, True, self._options.get("dilation", 1),
+               self._options.get("ceil_mode", False))
+        result = None if reuse else _pooling._MAX_CALLS.run((x,), key)
         if result is None:
             out_shape = self._batch_output_shape(x.shape)
             out = (self._output("y", out_shape, x.dtype, reuse),
                    self._output("idx", out_shape, np.int64, reuse))
             if out[0] is None and out[1] is None:
                 out = None
-            result = F.max_pool2d(x, *self._geometry, return_indices=True, out=out)
+            result = F.max_pool2d(x, *self._geometry, return_indices=True, out=out,
+                                  **self._options)
         self._cache = (x.shape, x.dtype, result[1])
         return result[0]
 
@@ -109,37 +149,52 @@ class MaxPool2D(_Pool2D):
         idx = b.buffer(shape, np.int64) if gx is not None else None
         b.forward("max_pool2d", (x, y, idx), geometry)
         if gx is not None:
-            b.backward("max_pool2d_backward", (b.gradient(y), idx, gx), (*geometry, 0))
+            b.backward("max_pool2d_backward", (b.gradient(y), idx, gx), geometry)
         return y
 
 
 class AvgPool2D(_Pool2D):
-    """AvgPool2D(kernel_size, stride=None, padding=0)
+    """AvgPool2D(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+    dilation=1)
 
     Average pooling of (N, C, H, W) batches, as ``F.avg_pool2d`` (zero
-    padding counted in the divisor).
+    padding counted in the divisor unless ``count_include_pad=False``).
     """
+
+    _defaults = (("ceil_mode", False), ("count_include_pad", True), ("dilation", 1))
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True,
+                 dilation: IntPair = 1) -> None:
+        super().__init__(kernel_size, stride, padding,
+                         {"dilation": dilation, "ceil_mode": ceil_mode,
+                          "count_include_pad": count_include_pad})
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype)
         return F.avg_pool2d(x, *self._geometry,
                             out=self._output("y", self._batch_output_shape(x.shape), x.dtype,
-                                             reuse))
+                                             reuse), **self._options)
 
     def _backward(self, gy, need_input_grad, reuse):
         if not need_input_grad:
             return None
         x_shape = self._cache[0]
         return F.avg_pool2d_backward(gy, x_shape, *self._geometry,
-                                     out=self._output("gx", x_shape, gy.dtype, reuse))
-
+                                     out=self._output("gx", x_shape, gy.dtype, reuse),
+                                     **self._options)
 
     def _build_steps(self, b, x):
         geometry = self._step_geometry(x.shape)
+        divisors = None
+        if not self.count_include_pad or self.ceil_mode:
+            divisors = _pooling._divisors(self._full_geometry(x.shape), x.shape,
+                                          self.count_include_pad, b.dtype)
         y = b.buffer((b.batch, x.shape[1], geometry[3], geometry[4]))
-        b.forward("avg_pool2d", (x, y), geometry)
+        b.forward("avg_pool2d", (x, y, divisors), geometry, keep=(divisors,))
         if b.gradients:
             gx = b.gradient(x)
             if gx is not None:
-                b.backward("avg_pool2d_backward", (b.gradient(y), gx), geometry)
+                b.backward("avg_pool2d_backward", (b.gradient(y), gx, divisors), geometry,
+                           keep=(divisors,))
         return y
