@@ -1,4 +1,5 @@
-"""The ``cnnext`` command (also ``python -m cnnext``): ``train``, ``bench``, ``tune``, ``info``.
+"""The ``cnnext`` command (also ``python -m cnnext``): ``train``, ``bench``, ``tune``, ``info``,
+``convert``.
 
 Exit status: 0 on success, 2 for a usage error (reported by argparse), 1 for
 a runtime error, reported in one line on stderr (with the traceback only
@@ -159,7 +160,35 @@ def build_parser(prog):
         "kept and what is there.",
     )
     info.set_defaults(handler=run_info)
+
+    convert = commands.add_parser(
+        "convert", parents=[debug_option()],
+        help="convert a model between ONNX (.onnx) and cnnext (.npz)",
+        description="Convert MODEL.onnx to a cnnext model file (.npz), or a cnnext model "
+        "file to ONNX. Needs the onnx package (pip install \"cnnext[onnx]\"); running the "
+        "converted model needs only cnnext.",
+    )
+    convert.add_argument("source", metavar="SOURCE", help="MODEL.onnx or MODEL.npz")
+    convert.add_argument("destination", metavar="DEST", help="OUT.npz or OUT.onnx")
+    convert.add_argument("--input-shape", type=shape_tuple, metavar="C,H,W",
+                         help="one example's shape, where the model leaves it open (e.g. "
+                         "1,28,28)")
+    convert.add_argument("--output", choices=("logits", "probabilities", "log_probabilities"),
+                         help="to ONNX: what the ONNX model returns (default: the raw outputs, "
+                         "or the softmax the model was imported with)")
+    convert.add_argument("--opset", type=positive_int,
+                         help="to ONNX: the operator set (default: 17, or what the model "
+                         "needs)")
+    convert.set_defaults(handler=run_convert, parser=convert)
     return parser
+
+
+def shape_tuple(text):
+    """1,28,28 or 1x28x28 as (1, 28, 28); ValueError (argparse reports it) otherwise."""
+    parts = text.strip().replace("x", ",").split(",")
+    if not all(part.strip().isdigit() for part in parts) or min(map(int, parts)) < 1:
+        raise ValueError(text)
+    return tuple(int(part) for part in parts)
 
 
 def positive_int(text):
@@ -384,3 +413,19 @@ def data_lines():
 
 def mib(nbytes):
     return f"{nbytes / 2**20:.1f} MiB"
+
+
+# ----------------------------------------------------------------- convert
+
+
+def run_convert(args, rest):
+    from .interop import _convert
+
+    try:
+        lines = _convert.convert(args.source, args.destination, input_shape=args.input_shape,
+                                 output=args.output, opset=args.opset)
+    except _convert.UsageError as exc:
+        args.parser.error(str(exc))
+    for line in lines:
+        print(line)
+    return 0
