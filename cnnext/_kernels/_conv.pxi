@@ -73,6 +73,9 @@ cdef extern from "string.h" nogil:
 # Staged copies (padded images, im2col panels, input-gradient columns) of at
 # most this many bytes per call; larger batches are processed in waves.
 cdef Py_ssize_t STAGE_BYTES = 4 << 20
+# The input gradient's columns (w^T gy) of a wave of images, kept in L2
+# until col2im adds them back.
+cdef Py_ssize_t COLS_BYTES = 512 << 10
 # The many-filter weight gradient takes images in blocks whose gy^T and
 # windows stay in a core's L2 cache while every tile runs over them.
 cdef Py_ssize_t BLOCK_BYTES = 512 << 10
@@ -181,6 +184,12 @@ cdef struct Backward:
     Py_ssize_t gy_elems           # gy padded to a vector per image when P < lanes, else 0
     Py_ssize_t col_blocks         # blocks of FWD_MR taps (c, r, s)
     Py_ssize_t data_wave          # images whose columns are held at once
+    # col2im of rows that fit one vector (unit column stride): the column
+    # pieces each input row h sums, entries row_starts[h]..row_starts[h+1]-1
+    # of row_taps, each (offset in a channel's columns, lo, hi, chain);
+    # NULL when rows are longer.
+    Py_ssize_t* row_starts
+    Py_ssize_t* row_taps
     # Weight gradient.
     FilterKernel filter
     Py_ssize_t k_padded           # transposed: K rounded up to one or TRN_NV vectors
@@ -471,7 +480,7 @@ cdef class Plan:
         cdef Backward* bw = &self.bw
         cdef Py_ssize_t budget = max(1, STAGE_BYTES // itemsize)
         cdef Py_ssize_t batch = max(N, 1)
-        cdef Py_ssize_t L, k
+        cdef Py_ssize_t L, k, row_entries
         cdef bint transposed
         if choices is None:
             choices = {}
@@ -523,8 +532,9 @@ cdef class Plan:
             bw.gy.nvectors = ceil_div(g.P, L)
             bw.gy.image_stride = bw.gy_elems if bw.gy_elems else K * g.P
             bw.gy.store_lanes = min(L, g.P)
+            row_entries = (H + 1 + 4 * H * R * S) if g.sw == 1 and W <= L else 0
             self.tables[2] = <Py_ssize_t*>PyMem_Malloc(
-                (K + 2 * bw.gy.nvectors) * sizeof(Py_ssize_t))
+                (K + 2 * bw.gy.nvectors + row_entries) * sizeof(Py_ssize_t))
             if self.tables[2] == NULL:
                 raise MemoryError()
             bw.gy.taps = self.tables[2]
@@ -532,8 +542,15 @@ cdef class Plan:
             for k in range(K):
                 bw.gy.taps[k] = k * (L if bw.gy_elems else g.P)
             fill_vectors(1, g.P, 0, L, bw.gy.vectors)
+            bw.row_starts = bw.row_taps = NULL
+            if row_entries:
+                bw.row_starts = bw.gy.vectors + 2 * bw.gy.nvectors
+                bw.row_taps = bw.row_starts + H + 1
+                fill_row_taps(g, bw.row_starts, bw.row_taps)
             bw.col_blocks = ceil_div(g.CRS, FWD_MR)
-            bw.data_wave = clamp(budget // (g.CRS * g.P + bw.gy_elems), 1, batch)
+            # Columns of a wave small enough to stay in L2 until col2im reads them.
+            bw.data_wave = clamp(min(budget, COLS_BYTES // itemsize)
+                                 // (g.CRS * g.P + bw.gy_elems), 1, batch)
             # Packed w^T and zeros (the tiles' start values), then per image
             # of a wave the columns (CRS, P) and the padded gy.
             self.backward_data_workspace = (bw.col_blocks * FWD_MR * (K + 1)
@@ -649,6 +666,34 @@ cdef str layout_choice(const Layout* d):
 
 cdef Py_ssize_t layout_vectors(const Layout* d) noexcept:
     return d.group // d.lanes if d.by_filters else 0
+
+
+cdef void fill_row_taps(const Geometry* g, Py_ssize_t* starts,
+                        Py_ssize_t* taps) noexcept nogil:
+    """col2im's pieces per input row h (see Backward.row_taps): tap (r, s) at
+    output row i (i*sh + r*dh - ph = h) gives lanes x in [lo, hi) the column
+    j = x + pw - s*dw; chains alternate with s (two sums hide the adder
+    latency)."""
+    cdef Py_ssize_t h, r, s, i, j0, lo, hi, n = 0
+    for h in range(g.H):
+        starts[h] = n
+        for r in range(g.R):
+            i = h + g.ph - r * g.dh
+            if i < 0 or i % g.sh != 0 or i // g.sh >= g.Ho:
+                continue
+            i = i // g.sh
+            for s in range(g.S):
+                j0 = g.pw - s * g.dw
+                lo = max(-j0, 0)
+                hi = min(g.W, g.Wo - j0)
+                if lo >= hi:
+                    continue
+                taps[4 * n] = (r * g.S + s) * g.P + i * g.Wo + j0
+                taps[4 * n + 1] = lo
+                taps[4 * n + 2] = hi
+                taps[4 * n + 3] = s % 2
+                n += 1
+    starts[g.H] = n
 
 
 cdef inline int threads_for(Py_ssize_t fmas, Py_ssize_t items) noexcept nogil:
@@ -812,17 +857,17 @@ def conv2d_forward(Plan plan,
 # ----------------------------------------------------------- input gradient
 
 cdef void col2im_images(const floating* cols,   # IN  (count, CRS, P)
-                        const Layout* d,
+                        const Layout* d, const Backward* bw,
                         Py_ssize_t count, int threads,
                         floating* gx) noexcept nogil:  # OUT (count, C, H, W)
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t item
     if threads == 1:
         for item in range(count * g.C):
-            col2im_channel(cols + item * g.R * g.S * g.P, d, gx + item * g.H * g.W)
+            col2im_channel(cols + item * g.R * g.S * g.P, d, bw, gx + item * g.H * g.W)
     else:
         for item in prange(count * g.C, num_threads=threads, schedule="dynamic"):
-            col2im_channel(cols + item * g.R * g.S * g.P, d, gx + item * g.H * g.W)
+            col2im_channel(cols + item * g.R * g.S * g.P, d, bw, gx + item * g.H * g.W)
 
 
 cdef void pad_gy(const floating* gy,    # IN  (count * K, P)
@@ -865,7 +910,7 @@ cdef void data_grad_col2im(const floating* gy,    # IN  (N, K, Ho, Wo)
             origin = gy_padded
         nn_items(packed, zeros, g.CRS, bw.col_blocks, origin, &bw.gy, cols, g.CRS * g.P, g.P,
                  vectors, threads)
-        col2im_images(cols, d, count, threads, gx + first * g.C * g.H * g.W)
+        col2im_images(cols, d, bw, count, threads, gx + first * g.C * g.H * g.W)
 
 
 def conv2d_backward_data(Plan plan,

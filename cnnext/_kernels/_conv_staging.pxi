@@ -165,20 +165,22 @@ cdef void transpose(const floating* src,   # IN  (rows, src_stride)
 
 
 cdef void col2im_channel(const floating* col,   # IN  (R*S, P) columns of one channel
-                         const Layout* d,
+                         const Layout* d, const Backward* bw,
                          floating* gx) noexcept nogil:  # OUT (H, W) plane of that channel
     """gx = the columns added back onto the input positions they came from.
     Rows of at most one vector with unit column stride (lenet-2's 13 in
-    float32) sum the pieces of their taps' columns in a register: adding
-    into gx tap after tap stalled on loads of values just stored at other
-    offsets.  Otherwise tap after tap (as fast or faster for longer rows)."""
+    float32) sum the pieces of their taps' columns in a register (the
+    pieces listed per row by the plan): adding into gx tap after tap
+    stalled on loads of values just stored at other offsets.  Otherwise tap
+    after tap (as fast or faster for longer rows)."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t r, s, i, j, h, lo, hi, offset
     cdef floating* dst
     cdef const floating* src
-    if g.sw == 1 and g.W <= lanes(col):
+    if bw.row_taps != NULL:
         for h in range(g.H):
-            col2im_row(col, d, h, gx + h * g.W)
+            col2im_row(col, bw.row_taps + 4 * bw.row_starts[h],
+                       bw.row_starts[h + 1] - bw.row_starts[h], g.W, gx + h * g.W)
         return
     memset(gx, 0, g.H * g.W * sizeof(floating))
     for r in range(g.R):
@@ -195,34 +197,24 @@ cdef void col2im_channel(const floating* col,   # IN  (R*S, P) columns of one ch
 
 
 cdef void col2im_row(const floating* col,   # IN  (R*S, P) columns of one channel
-                     const Layout* d, Py_ssize_t h,
-                     floating* gx_row) noexcept nogil:  # OUT (W,) row h, W <= lanes
-    """Row h of col2im_channel with unit column stride: lane x takes column
-    j = x + pw - s*dw of tap (r, s) at output row i (i*sh + r*dh - ph = h);
-    two chains of sums (alternate taps) hide the adder latency."""
-    cdef const Geometry* g = &d.g
-    cdef Py_ssize_t r, s, i, j0, lo, hi
-    cdef const floating* src
+                     const Py_ssize_t* taps,  # IN  (pieces, 4) Backward.row_taps of the row
+                     Py_ssize_t pieces, Py_ssize_t W,
+                     floating* gx_row) noexcept nogil:  # OUT (W,) one row, W <= lanes
+    """One row of col2im_channel: the sum of its pieces, lanes lo..hi-1 of
+    col + offset each, in two chains (alternate taps) that hide the adder
+    latency."""
+    cdef Py_ssize_t e
     cdef vec even = cnx_zero()
     cdef vec odd = cnx_zero()
-    for r in range(g.R):
-        i = h + g.ph - r * g.dh
-        if i < 0 or i % g.sh != 0 or i // g.sh >= g.Ho:
-            continue
-        i = i // g.sh
-        for s in range(g.S):
-            j0 = g.pw - s * g.dw
-            lo = max(-j0, 0)
-            hi = min(g.W, g.Wo - j0)
-            if lo >= hi:
-                continue
-            src = col + (r * g.S + s) * g.P + i * g.Wo + j0
-            if s % 2:
-                odd = vadd(col, odd, vload_range(src, lo, hi))
-            else:
-                even = vadd(col, even, vload_range(src, lo, hi))
+    for e in range(pieces):
+        if taps[4 * e + 3]:
+            odd = vadd(col, odd, vload_range(col + taps[4 * e], taps[4 * e + 1],
+                                             taps[4 * e + 2]))
+        else:
+            even = vadd(col, even, vload_range(col + taps[4 * e], taps[4 * e + 1],
+                                               taps[4 * e + 2]))
     even = vadd(col, even, odd)
-    if g.W == lanes(col):
+    if W == lanes(col):
         vstore(gx_row, even)
     else:
-        vstore_part(gx_row, even, g.W)
+        vstore_part(gx_row, even, W)
