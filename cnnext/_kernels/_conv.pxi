@@ -773,7 +773,7 @@ cdef void kfwd_items(const tile_width* width, const floating* packed, const Layo
             kfwd_tiles(width, packed + blk * d.group * g.CRS, bias + blk * d.group,
                        g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P, 0, positions)
         return
-    sp = split_tiles(positions, KFW_MR, d.blocks, threads)
+    sp = split_tiles(positions, kfw_rows(width), d.blocks, threads)
     for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
         start = (item % sp.spans) * sp.span
         for blk in range((item // sp.spans) * sp.per_group,

@@ -18,7 +18,8 @@
 #              there are few filters (windows contiguous along rows).
 #   trn_tiles  trn_rows taps x TRN_NV (or fewer) vectors: gw^T[tap m, k lanes] += x[tap m, p] *
 #              gy^T[p, k lanes]: the weight gradient for many filters.
-#   kfwd_tiles KFW_MR positions x KFW_NV (or fewer) vectors of filters: y^T[p, k lanes] =
+#   kfwd_tiles KFW_MR positions x KFW_NV vectors of filters (more positions
+#              with fewer vectors, see simd.h): y^T[p, k lanes] =
 #              bias + sum over taps t of x[t, p] * w^T[t, k lanes]: the forward
 #              pass (and input gradient) for many filters, no im2col needed;
 #              also Winograd's 16 GEMMs (positions = tiles, taps = channels).
@@ -45,6 +46,16 @@ ctypedef fused tile_width:
     WideTile
     HalfTile
     NarrowTile
+
+
+cdef inline Py_ssize_t kfw_rows(const tile_width* width) noexcept nogil:
+    """Positions per kfwd_tiles tile of that width."""
+    if tile_width is NarrowTile:
+        return KFW_MR_NARROW
+    elif tile_width is HalfTile:
+        return KFW_MR_HALF
+    else:
+        return KFW_MR
 
 
 cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) packed A
@@ -243,17 +254,17 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
                      const Broadcast* op,
                      floating* out,           # OUT results of the first image at filter k0
                      Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Positions first..last-1 (numbered image after image), KFW_MR per tile,
-    times NV vectors of filters (KFW_NV, half as many for a HalfTile, 1 for a
-    NarrowTile): the A values
-    of each position are broadcast, the filters are the lanes.  Results are
+    """Positions first..last-1 (numbered image after image), MR per tile,
+    times NV vectors of filters (KFW_MR x KFW_NV; KFW_MR_HALF x half as many
+    for a HalfTile, KFW_MR_NARROW x 1 for a NarrowTile): the A values of
+    each position are broadcast, the filters are the lanes.  Results are
     stored as vectors when filters are contiguous in the output, else
     transposed (NCHW)."""
-    cdef vec acc[KFW_MR][KFW_NV]
+    cdef vec acc[KFW_MR_MAX][KFW_NV]
     cdef vec bv[KFW_NV]
-    cdef floating spill[KFW_MR][KFW_NV * MAX_LANES]
-    cdef const floating* xp[KFW_MR]
-    cdef floating* yp[KFW_MR]
+    cdef floating spill[KFW_MR_MAX][KFW_NV * MAX_LANES]
+    cdef const floating* xp[KFW_MR_MAX]
+    cdef floating* yp[KFW_MR_MAX]
     cdef const floating* wp
     cdef Py_ssize_t L = lanes(w)
     cdef Py_ssize_t P = op.npositions
@@ -262,14 +273,15 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
     cdef Py_ssize_t done = first
     cdef Py_ssize_t m, v, t, k, offset, valid
     cdef Py_ssize_t NV = KFW_NV
+    cdef Py_ssize_t MR = kfw_rows(width)
     if tile_width is HalfTile:
         NV = KFW_NV // 2
     elif tile_width is NarrowTile:
         NV = 1
     cdef bint vectors_out = op.out_filter == 1 and filters >= NV * L
     while done < last:
-        valid = min(last - done, <Py_ssize_t>KFW_MR)
-        for m in range(KFW_MR):
+        valid = min(last - done, MR)
+        for m in range(MR):
             if m < valid:
                 xp[m] = origin + n * op.image_stride + op.positions[p]
                 yp[m] = out + n * op.out_image + p * op.out_position
@@ -282,7 +294,7 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
                 xp[m] = xp[0]
                 yp[m] = yp[0]
         done += valid
-        for m in range(KFW_MR):
+        for m in range(MR):
             for v in range(NV):
                 acc[m][v] = vload(bias + v * L)
         wp = w
@@ -290,16 +302,16 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
             offset = op.taps[t]
             for v in range(NV):
                 bv[v] = vload(wp + v * L)
-            for m in range(KFW_MR):
+            for m in range(MR):
                 for v in range(NV):
                     acc[m][v] = vfma(w, acc[m][v], bv[v], vsplat(xp[m][offset]))
             wp += NV * L
-        if vectors_out and valid == KFW_MR:
-            for m in range(KFW_MR):
+        if vectors_out and valid == MR:
+            for m in range(MR):
                 for v in range(NV):
                     vstore(yp[m] + v * L, acc[m][v])
         else:
-            for m in range(KFW_MR):
+            for m in range(MR):
                 for v in range(NV):
                     vstore(&spill[m][v * L], acc[m][v])
             for m in range(valid):

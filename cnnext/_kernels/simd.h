@@ -75,6 +75,20 @@
 #define CNX_TRN_MR_F32 CNX_TRN_MR
 #endif
 
+/* Positions of a kfwd tile of one vector (NARROW), or half the widest tile's
+   vectors (HALF), of filters.  A narrow tile of KFW_MR positions keeps only
+   KFW_MR accumulator chains in flight: with two FMA units of 4-cycle latency
+   per core (Intel's server cores) 8 are needed to keep both busy, so the
+   narrow and half tiles take more positions where the registers allow. */
+#ifndef CNX_KFW_MR_NARROW
+#define CNX_KFW_MR_NARROW CNX_KFW_MR
+#endif
+#ifndef CNX_KFW_MR_HALF
+#define CNX_KFW_MR_HALF CNX_KFW_MR
+#endif
+#define CNX_MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define CNX_KFW_MR_MAX CNX_MAX2(CNX_KFW_MR, CNX_MAX2(CNX_KFW_MR_NARROW, CNX_KFW_MR_HALF))
+
 /* Lanes of a float register: sizes spill buffers of either dtype. */
 #define CNX_MAX_LANES (CNX_VEC_BYTES / 4)
 

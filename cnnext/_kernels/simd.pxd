@@ -22,6 +22,9 @@ cdef extern from "simd.h":
         TRN_MR_F32 "CNX_TRN_MR_F32"
         TRN_NV "CNX_TRN_NV"
         KFW_MR "CNX_KFW_MR"
+        KFW_MR_NARROW "CNX_KFW_MR_NARROW"
+        KFW_MR_HALF "CNX_KFW_MR_HALF"
+        KFW_MR_MAX "CNX_KFW_MR_MAX"
         KFW_NV "CNX_KFW_NV"
     vec cnx_zero() noexcept nogil
     vec cnx_set_f32(float) noexcept nogil

@@ -18,6 +18,8 @@
 #define CNX_TRN_NV 2
 #define CNX_KFW_MR 6
 #define CNX_KFW_NV 2
+#define CNX_KFW_MR_NARROW 12
+#define CNX_KFW_MR_HALF 12
 typedef union { __m256 f; __m256d d; } cnx_vec;
 static inline __m256i cnx_mask32(ptrdiff_t n)
 {

@@ -21,6 +21,8 @@
 #define CNX_TRN_NV 2
 #define CNX_KFW_MR 6
 #define CNX_KFW_NV 4
+#define CNX_KFW_MR_NARROW 12
+#define CNX_KFW_MR_HALF 12
 typedef union { __m512 f; __m512d d; } cnx_vec;
 #define CNX_MASK32(n) ((__mmask16)((1u << (n)) - 1u))
 #define CNX_MASK64(n) ((__mmask8)((1u << (n)) - 1u))

@@ -19,6 +19,8 @@
 #define CNX_TRN_NV 2
 #define CNX_KFW_MR 6
 #define CNX_KFW_NV 2
+#define CNX_KFW_MR_NARROW 12
+#define CNX_KFW_MR_HALF 12
 typedef union { __m128 f; __m128d d; } cnx_vec;
 static inline cnx_vec cnx_zero(void) { cnx_vec v; v.f = _mm_setzero_ps(); return v; }
 static inline cnx_vec cnx_set_f32(float s) { cnx_vec v; v.f = _mm_set1_ps(s); return v; }
