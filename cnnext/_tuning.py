@@ -46,9 +46,12 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _cpuinfo, _dispatch, _files
 from ._kernels import _openmp_helpers
@@ -80,7 +83,7 @@ _memo = {}
 _lock = threading.Lock()
 
 
-def mode():
+def mode() -> str:
     """mode()
 
     The tuning mode from ``CNNEXT_TUNE``: "on", "cached" or "off".  An
@@ -103,7 +106,7 @@ def mode():
 _warned = set()
 
 
-def cache_dir():
+def cache_dir() -> Path:
     """cache_dir()
 
     The directory the choices are kept in: ``$CNNEXT_TUNE_DIR``, else the
@@ -189,7 +192,8 @@ def _lookup(kernels, args, may_tune, retune):
 _requests = threading.local()
 
 
-def tune(model, input_shape, dtype=None, retune=False):
+def tune(model: Any, input_shape: Sequence[int], dtype: DTypeLike = None,
+         retune: bool = False) -> list[dict[str, Any]]:
     """tune(model, input_shape, dtype=None, retune=False)
 
     Measure and keep the fastest convolution algorithms for every
@@ -460,7 +464,7 @@ def tune_shape(kernels, args, directory=None, replace=False):
     return chosen if kept is None else kept
 
 
-def forget():
+def forget() -> None:
     """forget()
 
     Drop the choices this process holds in memory (the disk cache stays);
