@@ -988,14 +988,33 @@ def _system_copy(loader):
 
 
 # ------------------------------------------------------------ huge geometry
+def _sides(padding):
+    """((top, bottom), (left, right)) of an int, an (h, w) pair or a pair of pairs."""
+    if np.ndim(padding) == 0:
+        return (int(padding),) * 2, (int(padding),) * 2
+    first, second = padding
+    if np.ndim(first) == 1:
+        return tuple(first), tuple(second)
+    return (first, first), (second, second)
+
+
+def _loop_geometry(x_shape, w_shape, stride, padding, dilation):
+    (sh, sw), (dh, dw) = ref.pair(stride), ref.pair(dilation)
+    ((top, bottom), (left, right)), (_, _, h, wd), (_, _, kr, ks) = (
+        _sides(padding), x_shape, w_shape)
+    ho = (h + top + bottom - dh * (kr - 1) - 1) // sh + 1
+    wo = (wd + left + right - dw * (ks - 1) - 1) // sw + 1
+    return (sh, sw), (top, left), (dh, dw), ho, wo
+
+
 def _loop_conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
     """conv2d from its definition, an output position and tap at a time, in float64
     and Python integers: the oracle of tiny outputs of any geometry (the
     reference pads the input for real, which a padding of 2**40 does not allow)."""
-    (sh, sw), (ph, pw), (dh, dw) = (ref.pair(v) for v in (stride, padding, dilation))
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     (n, c, h, wd), (k, _, kr, ks) = x.shape, w.shape
-    ho, wo = (h + 2 * ph - dh * (kr - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (ks - 1) - 1) // sw + 1
+    (sh, sw), (ph, pw), (dh, dw), ho, wo = _loop_geometry(x.shape, w.shape, stride, padding,
+                                                          dilation)
     y = np.zeros((n, k, ho, wo))
     for i, j, r, s in itertools.product(range(ho), range(wo), range(kr), range(ks)):
         row, col = i * sh + r * dh - ph, j * sw + s * dw - pw
@@ -1006,9 +1025,10 @@ def _loop_conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
 
 def _loop_conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1):
     """(gx, gw, gb) of ``_loop_conv2d``, from the same definition."""
-    (sh, sw), (ph, pw), (dh, dw) = (ref.pair(v) for v in (stride, padding, dilation))
     gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
     (n, c, h, wd), (_, _, kr, ks), (_, _, ho, wo) = x.shape, w.shape, gy.shape
+    (sh, sw), (ph, pw), (dh, dw), _, _ = _loop_geometry(x.shape, w.shape, stride, padding,
+                                                        dilation)
     gx, gw = np.zeros_like(x), np.zeros_like(w)
     for i, j, r, s in itertools.product(range(ho), range(wo), range(kr), range(ks)):
         row, col = i * sh + r * dh - ph, j * sw + s * dw - pw
@@ -1027,6 +1047,10 @@ HUGE_GEOMETRIES = [
     ("padding 2**20 with stride 2**19", dict(stride=(2**19, 1), padding=(2**20, 1))),
     ("padding (2**20, 1), dilation (2**20, 1)", dict(padding=(2**20, 1), dilation=(2**20, 1))),
     ("padding 1100 and dilation 1100", dict(stride=(1, 2), padding=1100, dilation=1100)),
+    ("one-sided padding ((2**41, 0), (0, 2**20))",
+     dict(padding=((2**41, 0), (0, 2**20)), dilation=(2**40, 2**19))),
+    ("one-sided padding ((3, 2**30), (2**30, 1))",
+     dict(stride=(2**29, 1), padding=((3, 2**30), (2**30, 1)), dilation=(1, 2**29))),
 ]
 
 

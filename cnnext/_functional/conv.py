@@ -157,10 +157,15 @@ def _one_sided(func, x, padding):
         return common, None
     widths = ((0, 0), (0, 0), (top - common[0], bottom - common[0]),
               (left - common[1], right - common[1]))
+    return common, widths
+
+
+def _padded(func, x, widths):
+    """``x`` zero-padded by ``widths`` (np.pad), its size checked first."""
     _checks.check_nbytes(func, "the padded input",
                          (*x.shape[:2], x.shape[2] + sum(widths[2]), x.shape[3] + sum(widths[3])),
                          x.dtype)
-    return common, widths
+    return np.pad(x, widths)
 
 
 _FINITE = _kernels.finite
@@ -268,9 +273,13 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     given = _repeat.plain(x, w, b) and _kernels is _DISPATCHED
     x, w = _arrays(func, x, w)
     padding, widths = _one_sided(func, x, padding)
+    taps = None
     if widths is not None:
-        x = np.pad(x, widths)
-        given = False  # (the padded copy is this call's own)
+        given = False
+        # A one-sided padding that is mostly padding is not padded for real.
+        taps = conv_taps.plan(func, x, w, stride, _all_sides(padding, widths), dilation)
+        if taps is None:
+            x = _padded(func, x, widths)  # (the padded copy is this call's own)
     if b is not None:
         b = _checks.float_array(func, "b", b, 1, "(K,)")
         if b.dtype != x.dtype:
@@ -278,7 +287,7 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
                              f"of w, shape {w.shape}), got shape {b.shape}")
-    plan = _plan(func, x, w, stride, padding, dilation)
+    plan = taps if taps is not None else _plan(func, x, w, stride, padding, dilation)
     if plan.forward_lanes == "winograd" and not (_finite(w) and _finite(x)):
         plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
     if out is None:
@@ -418,9 +427,24 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
     return gx, gw, gb
 
 
+def _all_sides(padding, widths):
+    """((top, bottom), (left, right)) of the common ``padding`` plus the one-sided ``widths``."""
+    ph, pw = padding
+    (_, _), (_, _), (top, bottom), (left, right) = widths
+    return (ph + top, ph + bottom), (pw + left, pw + right)
+
+
 def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out, widths):
-    """conv2d_backward on the zero-padded copy of ``x``, gx cropped to ``x``'s shape."""
+    """conv2d_backward on the zero-padded copy of ``x``, gx cropped to ``x``'s shape
+    (or tap by tap on ``x`` itself when the padded copy would be mostly padding)."""
     func = "conv2d_backward"
+    taps = conv_taps.plan(func, x, w, stride, _all_sides(padding, widths), dilation)
+    if taps is not None:
+        if gy.shape != taps.output_shape:
+            raise ValueError(f"{func}: gy must have the shape of conv2d's output "
+                             f"{taps.output_shape} {_GY_LAYOUT}, got shape {gy.shape}")
+        gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+        return conv_taps.conv2d_backward(taps, gy, x, w, gx, gw, gb)
     gx_out = gw_out = gb_out = None
     if out is not None:
         gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
@@ -431,7 +455,7 @@ def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, ou
             raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
         _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, (gy, x, w, gw_out,
                                                                            gb_out))
-    padded = np.pad(x, widths)
+    padded = _padded(func, x, widths)
     gx, gw, gb = conv2d_backward(gy, padded, w, stride, padding, dilation, need_input_grad,
                                  out=(None, gw_out, gb_out))
     if gx is not None:

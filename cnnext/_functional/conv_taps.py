@@ -29,7 +29,8 @@ class TapPlan:
     """TapPlan(output_shape, stride, padding, dilation)
 
     The plan of a convolution computed tap by tap (see the module docstring);
-    it has the attributes of a kernel plan that callers consult.
+    it has the attributes of a kernel plan that callers consult.  ``padding``
+    is ((top, bottom), (left, right)).
     """
 
     forward_lanes = data_kernel = filter_kernel = "taps"
@@ -48,7 +49,8 @@ def plan(func, x, w, stride, padding, dilation):
     """A TapPlan when the padded copy of one image would be mostly padding, else None.
 
     "Mostly": over PADDED_COPY_LIMIT elements and over 4 times an image of
-    the input plus an image of the output.  Validates the hyper-parameters
+    the input plus an image of the output.  ``padding`` is an int, an (h, w)
+    pair or ((top, bottom), (left, right)).  Validates the hyper-parameters
     (as the kernel plan does) and the output's byte count.
     """
     n, c, h, wd = x.shape
@@ -56,16 +58,29 @@ def plan(func, x, w, stride, padding, dilation):
     if min(c, h, wd, k, r, s) < 1:
         return None  # refused with the kernel plan's messages
     stride = _checks.pair(func, "stride", stride, 1)
-    padding = _checks.pair(func, "padding", padding, 0)
+    pads = _checks.padding_pairs(func, "padding", padding)
     dilation = _checks.pair(func, "dilation", dilation, 1)
-    ho = _checks.output_size(func, "height", h, r, stride[0], padding[0], dilation[0])
-    wo = _checks.output_size(func, "width", wd, s, stride[1], padding[1], dilation[1])
+    ho = _output_size(func, "height", h, r, stride[0], pads[0], dilation[0])
+    wo = _output_size(func, "width", wd, s, stride[1], pads[1], dilation[1])
     padded = c * ((ho - 1) * stride[0] + (r - 1) * dilation[0] + 1) * (
         (wo - 1) * stride[1] + (s - 1) * dilation[1] + 64)
     if padded <= max(PADDED_COPY_LIMIT, 4 * (c * h * wd + k * ho * wo)):
         return None
     _checks.check_nbytes(func, "the output", (n, k, ho, wo), x.dtype)
-    return TapPlan((n, k, ho, wo), stride, padding, dilation)
+    return TapPlan((n, k, ho, wo), stride, pads, dilation)
+
+
+def _output_size(func, axis, size, kernel, stride, pads, dilation):
+    """``_checks.output_size`` for padding (before, after) along ``axis``."""
+    before, after = pads
+    if before == after:
+        return _checks.output_size(func, axis, size, kernel, stride, before, dilation)
+    extent = dilation * (kernel - 1) + 1
+    padded = size + before + after
+    if extent > padded:
+        raise ValueError(f"{func}: the kernel spans {extent} along {axis} but the padded input "
+                         f"has only {padded} (size {size} + padding {before} + {after})")
+    return (padded - extent) // stride + 1
 
 
 def _reach(tap, size, out, stride, padding, dilation):
@@ -94,7 +109,8 @@ def _taps(plan, x_shape, w_shape):
     _, _, h, wd = x_shape
     _, _, kr, ks = w_shape
     _, _, ho, wo = plan.output_shape
-    (sh, sw), (ph, pw), (dh, dw) = plan.stride, plan.padding, plan.dilation
+    (sh, sw), (dh, dw) = plan.stride, plan.dilation
+    (ph, _), (pw, _) = plan.padding  # only where the windows start matters here
     for r in range(kr):
         i0, ni, h0 = _reach(r, h, ho, sh, ph, dh)
         for s in range(ks):
