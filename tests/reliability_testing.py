@@ -92,7 +92,20 @@ def same_values(result, expected):
 
 
 def rss_bytes():
-    """This process's resident set size in bytes, from /proc/self/statm (Linux), else None."""
+    """This process's resident set size in bytes (Linux), else None.
+
+    /proc/self/smaps_rollup walks the page tables, so it is exact at the
+    moment it is read; /proc/self/statm reads the kernel's per-process
+    counters, which recent kernels update lazily (a 64 MB allocation can
+    stay invisible there), so it is only the fallback.
+    """
+    try:
+        with open("/proc/self/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open("/proc/self/statm") as statm:
             pages = int(statm.read().split()[1])

@@ -1,6 +1,6 @@
 """No leaks: resident memory stays flat over many kernel calls and over training.
 
-RSS is read from /proc/self/statm (Linux; elsewhere the tests skip).  The
+RSS is read from /proc/self/smaps_rollup (Linux; elsewhere the tests skip).  The
 bounds are generous on purpose: allocator caching moves RSS by a few MB,
 while a leak of one output per call (kilobytes, times 10,000 calls) or of
 one batch per step shows up as tens of MB.  Python-level allocations are
@@ -26,7 +26,7 @@ CALLS = scaled(10_000, 1_000)
 MB = 1 << 20
 
 pytestmark = [
-    pytest.mark.skipif(rss_bytes() is None, reason="no /proc/self/statm: RSS unavailable"),
+    pytest.mark.skipif(rss_bytes() is None, reason="no /proc/self RSS: not Linux"),
     pytest.mark.skipif(SANITIZED, reason="ASan's quarantine holds freed memory: RSS is not "
                                          "flat by design under the sanitizer"),
 ]
