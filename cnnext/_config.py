@@ -27,22 +27,39 @@ def kernel_families():
     )
 
 
+OPENMP_MISSING = ("OpenMP was requested at build time but the compiler had none: "
+                  "every kernel runs on ONE thread (see the build log; with clang "
+                  "install libomp, then rebuild)")
+
+
+def openmp_config() -> dict[str, Any]:
+    enabled = _openmp_helpers.openmp_version() > 0
+    requested = _openmp_helpers.openmp_requested()
+    info: dict[str, Any] = {
+        "enabled": enabled,
+        "requested": requested,
+        "version": _openmp_helpers.openmp_version(),
+        "threads": get_num_threads(),
+        "processors": _openmp_helpers.num_procs(),
+    }
+    if requested and not enabled:
+        info["WARNING"] = OPENMP_MISSING
+    return info
+
+
 def config() -> dict[str, dict[str, Any]]:
     """config()
 
     The configuration ``show_config`` prints, as a dict of dicts.
     """
-    features = _platform.x86_features()
+    features = _platform.cpu_features()
     return {
         "cnnext": {"version": __version__, **_platform.build_info()},
-        "openmp": {
-            "enabled": _openmp_helpers.openmp_version() > 0,
-            "version": _openmp_helpers.openmp_version(),
-            "threads": get_num_threads(),
-            "processors": _openmp_helpers.num_procs(),
-        },
+        "openmp": openmp_config(),
         "simd": {
-            "cpu_x86_64_level": _platform.x86_64_level(),
+            "architecture": _dispatch.ARCHITECTURE,
+            "levels": {name: description
+                       for name, (_, _, description) in _dispatch.ISA_LEVELS.items()},
             "cpu_features": sorted(name for name, present in features.items() if present),
             "supported": _dispatch.supported_isas(),
             "in_use": {family: _isa_of(family) for family in kernel_families()},
@@ -61,8 +78,10 @@ def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, dict[s
     """show_config(mode="stdout")
 
     Print (or return) how cnnext was built and how it runs here: version,
-    compiler, OpenMP on/off and thread count, the CPU's vector features, the
-    instruction-set build chosen for each kernel family, NumPy's version.
+    architecture and compiler, OpenMP on/off (with a warning when it was
+    requested but missing) and thread count, the instruction-set levels of
+    this architecture and those the CPU runs, its vector features, the build
+    chosen for each kernel family, NumPy's version.
 
     Parameters
     ----------

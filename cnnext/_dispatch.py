@@ -1,11 +1,15 @@
 """Choose, once per process, which instruction-set build of a kernel family to run.
 
-A *family* (``_conv``, ...) is compiled once per ISA level by setup.py into
-``cnnext._kernels.<family>_<suffix>``.  ``load(family)`` imports the highest
-level that this CPU runs and that was built (non-x86 builds have only the
-baseline).  ``CNNEXT_ISA=baseline|x86-64-v3|x86-64-v4`` lowers the choice,
+A *family* (``_conv``, ...) is compiled by setup.py once per instruction-set
+level of the target architecture into ``cnnext._kernels.<family><suffix>``
+(setup.py's FAMILIES table).  The levels of each architecture, highest first,
+are in ``ARCHITECTURE_LEVELS``: x86-64 has the baseline (SSE2), x86-64-v3
+(AVX2 + FMA) and x86-64-v4 (AVX-512); arm64 has its baseline (NEON), and an
+SVE level would go above it.  ``load(family)`` imports the highest level that
+this CPU runs and that was built.  ``CNNEXT_ISA=<level>`` lowers the choice,
 e.g. to compare results or to work around a CPU bug; asking for a level the
-CPU cannot run warns and is ignored, since running it would crash.
+CPU cannot run, or one of another architecture, warns and is ignored, since
+running it would crash.
 """
 
 import importlib
@@ -16,33 +20,67 @@ import numpy as np
 
 from ._kernels import _platform
 
-# Highest first.  name -> (module suffix, minimum x86-64 level)
-ISA_LEVELS = {
-    "x86-64-v4": ("_x86_64_v4", 4),
-    "x86-64-v3": ("_x86_64_v3", 3),
-    "baseline": ("_baseline", 0),
+# Per architecture (_platform.architecture()), highest first:
+#   level name -> (module suffix, CPU features it needs, what it is)
+ARCHITECTURE_LEVELS = {
+    "x86_64": {
+        "x86-64-v4": ("_x86_64_v4", _platform.V4, "AVX-512"),
+        "x86-64-v3": ("_x86_64_v3", _platform.V3, "AVX2 + FMA"),
+        "baseline": ("_baseline", (), "SSE2"),
+    },
+    "aarch64": {
+        # NEON is part of every arm64 CPU.  An SVE level would go first:
+        # "aarch64-sve": ("_aarch64_sve", ("sve",), "SVE").
+        "baseline": ("_baseline", (), "NEON"),
+    },
 }
+# Any other architecture: the compiler's own code for it.
+OTHER_LEVELS = {"baseline": ("_baseline", (), "the compiler's generic vectors")}
 ENV_VAR = "CNNEXT_ISA"
 
-
-def supported_isas():
-    """ISA level names this CPU runs, highest first (always ends with 'baseline')."""
-    level = _platform.x86_64_level()
-    return [name for name, (_, needed) in ISA_LEVELS.items() if level >= needed]
+ARCHITECTURE = _platform.architecture()
 
 
-def requested_isas(environ=os.environ):
+def levels(architecture=None):
+    """Level name -> (module suffix, features needed, description) of
+    ``architecture`` (this build's by default), highest first."""
+    return ARCHITECTURE_LEVELS.get(architecture or ARCHITECTURE, OTHER_LEVELS)
+
+
+# This architecture's levels (the table the rest of the package uses).
+ISA_LEVELS = levels()
+
+
+def supported_isas(architecture=None, features=None):
+    """Level names this CPU runs, highest first (always ends with 'baseline').
+
+    ``architecture`` and ``features`` (a dict of feature -> bool) default to
+    this machine's; tests pass others to check another architecture's table.
+    """
+    if features is None:
+        features = _platform.cpu_features()
+    return [name for name, (_, needed, _) in levels(architecture).items()
+            if all(features.get(feature, False) for feature in needed)]
+
+
+def requested_isas(environ=os.environ, architecture=None, supported=None):
     """The levels to try, highest first, after applying ``CNNEXT_ISA``."""
-    supported = supported_isas()
+    architecture = architecture or ARCHITECTURE
+    if supported is None:
+        supported = supported_isas() if architecture == ARCHITECTURE else \
+            supported_isas(architecture)
     request = environ.get(ENV_VAR, "").strip().lower()
     if not request:
         return supported
-    if request not in ISA_LEVELS:
-        warnings.warn(
-            f"{ENV_VAR}={request!r} is not one of {', '.join(ISA_LEVELS)}; ignoring it",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    if request not in levels(architecture):
+        elsewhere = [arch for arch, table in ARCHITECTURE_LEVELS.items() if request in table]
+        if elsewhere:
+            message = (f"{ENV_VAR}={request!r} is a level of {' and '.join(elsewhere)}, "
+                       f"not of this {architecture} build; using {supported[0]!r}")
+        else:
+            message = (f"{ENV_VAR}={request!r} is not one of "
+                       f"{', '.join(levels(architecture))}; ignoring it")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
         return supported
     if request not in supported:
         warnings.warn(
@@ -58,18 +96,22 @@ def requested_isas(environ=os.environ):
 _loaded = {}
 
 
+def module_name(family, level):
+    """The module of ``family``'s build for ``level`` on this architecture."""
+    return f"cnnext._kernels.{family}{ISA_LEVELS[level][0]}"
+
+
 def load(family):
     """Import and return the best available build of kernel family ``family``."""
     if family in _loaded:
         return _loaded[family][1]
     errors = []
     for name in requested_isas():
-        module_name = f"cnnext._kernels.{family}{ISA_LEVELS[name][0]}"
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(module_name(family, name))
         except ModuleNotFoundError as exc:
             # Not built for this platform or build (CNNEXT_BASELINE_ONLY=1).
-            errors.append(f"{module_name}: {exc}")
+            errors.append(f"{module_name(family, name)}: {exc}")
             continue
         _loaded[family] = (name, module)
         return module
@@ -100,9 +142,8 @@ def built_variants(family):
     modules = {}
     for name in supported_isas():
         try:
-            modules[name] = importlib.import_module(
-                f"cnnext._kernels.{family}{ISA_LEVELS[name][0]}")
-        except ModuleNotFoundError:  # not built here (CNNEXT_BASELINE_ONLY=1, non-x86)
+            modules[name] = importlib.import_module(module_name(family, name))
+        except ModuleNotFoundError:  # not built here (CNNEXT_BASELINE_ONLY=1, another level set)
             continue
     return modules
 

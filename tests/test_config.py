@@ -12,6 +12,7 @@ import pytest
 
 import cnnext
 from cnnext import _config, _dispatch
+from cnnext._kernels import _platform
 
 
 def run_python(code, **env):
@@ -92,7 +93,7 @@ def test_supported_isas_always_include_baseline():
 def test_each_built_variant_was_compiled_for_its_level(family):
     # compiled_isa() reads the compiler's own macros (__AVX2__, __AVX512F__).
     built = 0
-    for name, (suffix, _) in _dispatch.ISA_LEVELS.items():
+    for name, (suffix, _, _) in _dispatch.ISA_LEVELS.items():
         try:
             module = importlib.import_module(f"cnnext._kernels.{family}{suffix}")
         except ModuleNotFoundError:
@@ -123,14 +124,98 @@ def test_forcing_baseline_gives_the_same_results():
     np.testing.assert_allclose(forced["out"], default["out"], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("value, message", [("avx9000", "not one of"),
-                                            ("x86-64-v4", "lacks")])
-def test_bad_isa_requests_warn_and_fall_back(value, message, monkeypatch):
-    # Pretend to be an AVX2-only CPU, so asking for AVX-512 must be refused.
-    monkeypatch.setattr(_dispatch, "supported_isas", lambda: ["x86-64-v3", "baseline"])
-    with pytest.warns(RuntimeWarning, match=message):
-        isas = _dispatch.requested_isas({"CNNEXT_ISA": value})
-    assert isas == ["x86-64-v3", "baseline"]
+def test_show_config_describes_this_architectures_levels():
+    simd = cnnext.show_config("dicts")["simd"]
+    assert simd["architecture"] == cnnext.show_config("dicts")["cnnext"]["architecture"]
+    assert simd["architecture"] == _dispatch.ARCHITECTURE
+    assert list(simd["levels"]) == list(_dispatch.ISA_LEVELS)
+    assert set(simd["supported"]) <= set(simd["levels"])
+    assert set(simd["in_use"].values()) <= set(simd["supported"])
+    if simd["architecture"] == "aarch64":
+        assert "asimd" in simd["cpu_features"]
+    if simd["architecture"] == "x86_64":
+        assert "x86-64-v3" in simd["levels"]
+
+
+X86_V3 = dict.fromkeys(_platform.V3, True)
+X86_V4 = dict.fromkeys(_platform.V4, True)
+
+
+@pytest.mark.parametrize("architecture, features, expected", [
+    ("x86_64", {}, ["baseline"]),
+    ("x86_64", X86_V3, ["x86-64-v3", "baseline"]),
+    ("x86_64", {**X86_V4, "avx512bw": False}, ["x86-64-v3", "baseline"]),
+    ("x86_64", X86_V4, ["x86-64-v4", "x86-64-v3", "baseline"]),
+    ("aarch64", {"asimd": True, "sve": True}, ["baseline"]),
+    ("aarch64", {}, ["baseline"]),
+    ("riscv64", {}, ["baseline"]),
+])
+def test_levels_a_cpu_runs_per_architecture(architecture, features, expected):
+    assert _dispatch.supported_isas(architecture, features) == expected
+
+
+@pytest.mark.parametrize("architecture", [*_dispatch.ARCHITECTURE_LEVELS, "riscv64"])
+def test_bad_isa_requests_warn_and_fall_back(architecture):
+    table = _dispatch.levels(architecture)
+    # A CPU that runs only the baseline: any higher level must be refused.
+    only_baseline = ["baseline"]
+    requests = [("avx9000", "not one of")]
+    requests += [(name, "lacks") for name in table if name != "baseline"]
+    requests += [(name, "is a level of") for arch, other in _dispatch.ARCHITECTURE_LEVELS.items()
+                 if arch != architecture for name in other if name not in table]
+    for value, message in requests:
+        with pytest.warns(RuntimeWarning, match=message):
+            isas = _dispatch.requested_isas({"CNNEXT_ISA": value}, architecture, only_baseline)
+        assert isas == only_baseline
+    assert _dispatch.requested_isas({"CNNEXT_ISA": "Baseline "}, architecture,
+                                    only_baseline) == ["baseline"]
+
+
+def test_bad_isa_request_on_this_machine(monkeypatch):
+    # Pretend the CPU runs only the baseline, so asking for the highest level must be refused.
+    monkeypatch.setattr(_dispatch, "supported_isas", lambda: ["baseline"])
+    top = next(iter(_dispatch.ISA_LEVELS))
+    if top == "baseline":
+        pytest.skip("this architecture has only the baseline level")
+    with pytest.warns(RuntimeWarning, match="lacks"):
+        assert _dispatch.requested_isas({"CNNEXT_ISA": top}) == ["baseline"]
+
+
+@pytest.mark.parametrize("level", _dispatch.supported_isas())
+def test_cnnext_isa_selects_each_level_this_cpu_runs(level):
+    code = """
+        import json
+        from cnnext import _config, _dispatch
+        modules = {family: _dispatch.load(family) for family in _config.kernel_families()}
+        print(json.dumps({family: [_dispatch.loaded_isas()[family], module.compiled_isa()]
+                          for family, module in modules.items()}))
+    """
+    chosen = json.loads(run_python(code, CNNEXT_ISA=level).stdout)
+    assert chosen
+    levels = list(_dispatch.ISA_LEVELS)
+    for family, (loaded, compiled) in chosen.items():
+        # The requested level, or the next one down where the family has no such build.
+        assert loaded == compiled, family
+        assert levels.index(loaded) >= levels.index(level), family
+        assert loaded in _dispatch.built_variants(family), family
+
+
+def test_openmp_was_found_when_requested():
+    # A build that asked for OpenMP and went serial (no libomp for clang, say)
+    # must not pass as a working one.
+    openmp = cnnext.show_config("dicts")["openmp"]
+    assert openmp["enabled"] or not openmp["requested"], openmp.get("WARNING")
+    assert ("WARNING" in openmp) == (openmp["requested"] and not openmp["enabled"])
+
+
+def test_show_config_warns_loudly_about_missing_openmp(monkeypatch, capsys):
+    monkeypatch.setattr(_config._openmp_helpers, "openmp_version", lambda: 0)
+    monkeypatch.setattr(_config._openmp_helpers, "openmp_requested", lambda: True)
+    info = cnnext.show_config("dicts")["openmp"]
+    assert not info["enabled"] and info["requested"]
+    cnnext.show_config()
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "ONE thread" in out
 
 
 def test_missing_compiled_family_gives_a_clear_import_error():

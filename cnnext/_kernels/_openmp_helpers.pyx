@@ -38,8 +38,13 @@ cdef extern from *:
     static int omp_get_max_threads(void) { return 1; }
     static int omp_get_num_procs(void) { return 1; }
     #endif
+    /* setup.py: 0 for CNNEXT_NO_OPENMP=1, else 1 (whether or not it was found). */
+    #ifndef CNNEXT_OPENMP_REQUESTED
+    #define CNNEXT_OPENMP_REQUESTED 1
+    #endif
     """
     int CNNEXT_OPENMP_VERSION
+    int CNNEXT_OPENMP_REQUESTED
     int omp_get_max_threads() noexcept nogil
     int omp_get_num_procs() noexcept nogil
 
@@ -76,6 +81,16 @@ def openmp_version():
     or 0 for a build without OpenMP.
     """
     return CNNEXT_OPENMP_VERSION
+
+
+def openmp_requested():
+    """openmp_requested()
+
+    Whether the build asked for OpenMP (it did unless CNNEXT_NO_OPENMP=1).
+    True with ``openmp_version() == 0`` means the compiler had none: a serial
+    build nobody asked for.
+    """
+    return bool(CNNEXT_OPENMP_REQUESTED)
 
 
 def num_procs():

@@ -26,6 +26,8 @@ cdef extern from *:
     #pragma clang fp contract(off)
     #elif defined(__GNUC__)
     #pragma GCC optimize("fp-contract=off")
+    #elif defined(_MSC_VER)
+    #pragma fp_contract(off)
     #endif
     """
 

@@ -1,9 +1,17 @@
 """What this CPU can run and how these kernels were built.
 
-The x86-64 feature test reads CPUID and, for the vector state, XCR0: a CPU
-that has AVX-512 but whose OS does not save the zmm registers must not get the
-AVX-512 kernels.  (macOS enables AVX-512 state lazily, so XCR0 reports it off
-until first use there; such Macs get the x86-64-v3 kernels, which is safe.)
+``architecture()`` is the architecture these modules were compiled for, and
+``cpu_features()`` what its CPU offers, the input of cnnext._dispatch's
+choice among the instruction-set levels of that architecture.
+
+x86-64: CPUID and, for the vector state, XCR0: a CPU that has AVX-512 but
+whose OS does not save the zmm registers must not get the AVX-512 kernels.
+(macOS enables AVX-512 state lazily, so XCR0 reports it off until first use
+there; such Macs get the x86-64-v3 kernels, which is safe.)
+
+arm64: NEON (Advanced SIMD) is part of the architecture; the optional
+extensions are read from the kernel's hardware capabilities (getauxval on
+Linux) or sysctl (macOS); elsewhere only NEON is reported.
 """
 
 cdef extern from *:
@@ -39,6 +47,40 @@ cdef extern from *:
     static unsigned long long cnnext_xgetbv0(void) { return 0; }
     #endif
 
+    #if defined(__aarch64__) || defined(_M_ARM64)
+    #define CNNEXT_ARCHITECTURE "aarch64"
+    #elif CNNEXT_X86_64
+    #define CNNEXT_ARCHITECTURE "x86_64"
+    #else
+    #define CNNEXT_ARCHITECTURE "other"
+    #endif
+
+    /* arm64 extensions, as bits of Linux's AT_HWCAP / AT_HWCAP2 (asm/hwcap.h). */
+    #if (defined(__aarch64__) || defined(_M_ARM64)) && defined(__linux__)
+    #include <sys/auxv.h>
+    static unsigned long cnnext_hwcap(int second) {
+        return getauxval(second ? AT_HWCAP2 : AT_HWCAP);
+    }
+    #define CNNEXT_HWCAP 1
+    #else
+    static unsigned long cnnext_hwcap(int second) { (void)second; return 0; }
+    #define CNNEXT_HWCAP 0
+    #endif
+    #if (defined(__aarch64__) || defined(_M_ARM64)) && defined(__APPLE__)
+    #include <sys/types.h>
+    #include <sys/sysctl.h>
+    static int cnnext_sysctl_flag(const char *name) {
+        int value = 0;
+        size_t size = sizeof value;
+        if (sysctlbyname(name, &value, &size, NULL, 0) != 0) return 0;
+        return value != 0;
+    }
+    #define CNNEXT_SYSCTL 1
+    #else
+    static int cnnext_sysctl_flag(const char *name) { (void)name; return 0; }
+    #define CNNEXT_SYSCTL 0
+    #endif
+
     #if defined(__clang__)
     #define CNNEXT_COMPILER "clang " __clang_version__
     #elif defined(__GNUC__)
@@ -68,6 +110,11 @@ cdef extern from *:
     #endif
     """
     int CNNEXT_X86_64
+    const char *CNNEXT_ARCHITECTURE
+    int CNNEXT_HWCAP
+    int CNNEXT_SYSCTL
+    unsigned long cnnext_hwcap(int second) noexcept nogil
+    int cnnext_sysctl_flag(const char *name) noexcept nogil
     int CNNEXT_ASAN
     int CNNEXT_DEBUG_BUILD
     const char *CNNEXT_COMPILER
@@ -75,8 +122,64 @@ cdef extern from *:
     unsigned long long cnnext_xgetbv0() noexcept nogil
 
 
-cdef inline bint bit(unsigned int reg, int n) noexcept nogil:
+cdef inline bint bit(unsigned long reg, int n) noexcept nogil:
     return (reg >> n) & 1
+
+
+def architecture():
+    """architecture()
+
+    The architecture these kernels were compiled for: "x86_64", "aarch64" or
+    "other" (the key of cnnext._dispatch.ARCHITECTURE_LEVELS).
+    """
+    return CNNEXT_ARCHITECTURE.decode("ascii")
+
+
+def cpu_features():
+    """cpu_features()
+
+    This CPU's features relevant to the instruction-set levels of
+    ``architecture()``, as a dict of name -> bool (empty where none matter).
+    """
+    arch = architecture()
+    if arch == "x86_64":
+        return x86_features()
+    if arch == "aarch64":
+        return arm64_features()
+    return {}
+
+
+# Linux's arm64 hwcap bits (AT_HWCAP, then AT_HWCAP2).
+HWCAP_BITS = {"fphp": 9, "asimdhp": 10, "asimddp": 20, "sve": 22}
+HWCAP2_BITS = {"sve2": 1, "i8mm": 13, "bf16": 14}
+# The same extensions as macOS's sysctl names them.
+SYSCTL_NAMES = {"fphp": "hw.optional.arm.FEAT_FP16", "asimdhp": "hw.optional.arm.FEAT_FP16",
+                "asimddp": "hw.optional.arm.FEAT_DotProd", "i8mm": "hw.optional.arm.FEAT_I8MM",
+                "bf16": "hw.optional.arm.FEAT_BF16", "sve": "hw.optional.arm.FEAT_SVE",
+                "sve2": "hw.optional.arm.FEAT_SVE2"}
+
+
+def arm64_features():
+    """arm64_features()
+
+    NEON ("asimd", always present on arm64) and the optional extensions
+    that a later level could use (half-precision, dot product, SVE/SVE2, ...),
+    as a dict of name -> bool; empty on other architectures.
+    """
+    if architecture() != "aarch64":
+        return {}
+    features = {"asimd": True}
+    cdef unsigned long hwcap, hwcap2
+    if CNNEXT_HWCAP:
+        hwcap = cnnext_hwcap(0)
+        hwcap2 = cnnext_hwcap(1)
+        features["asimd"] = bit(hwcap, 1)
+        features.update({name: bit(hwcap, n) for name, n in HWCAP_BITS.items()})
+        features.update({name: bit(hwcap2, n) for name, n in HWCAP2_BITS.items()})
+    elif CNNEXT_SYSCTL:
+        features.update({name: bool(cnnext_sysctl_flag(key.encode()))
+                         for name, key in SYSCTL_NAMES.items()})
+    return features
 
 
 def x86_features():
@@ -143,9 +246,11 @@ def x86_64_level():
 def build_info():
     """build_info()
 
-    How the compiled kernels were built: compiler, debug checks, sanitizer.
+    How the compiled kernels were built: architecture, compiler, debug
+    checks, sanitizer.
     """
     return {
+        "architecture": architecture(),
         "compiler": CNNEXT_COMPILER.decode("utf-8", "replace"),
         "debug": bool(CNNEXT_DEBUG_BUILD),
         "address_sanitizer": bool(CNNEXT_ASAN),
