@@ -160,10 +160,15 @@ def generated_pyi(family, level):
 
 
 def kernel_extensions():
+    # The C headers: a change to one recompiles the modules (Cython's C
+    # output does not change, so setuptools would not notice otherwise).
+    headers = sorted(str(KERNEL_DIR / h.name) for h in (ROOT / KERNEL_DIR).glob("*.h"))
+
     def extension(name, source, level):
         ext = Extension(
             name=".".join((*KERNEL_DIR.parts, name)),
             sources=[str(source)],
+            depends=headers,
             include_dirs=[str(KERNEL_DIR)],
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),

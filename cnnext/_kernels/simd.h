@@ -9,8 +9,9 @@
  *   simd_x86_avx512.h   x86-64-v4: 32 zmm registers, masked loads/stores
  *   simd_x86_avx2.h     x86-64-v3: 16 ymm registers, AVX2 + FMA
  *   simd_x86_sse2.h     x86-64 baseline: 16 xmm registers, no FMA
- *   simd_generic.h      elsewhere (arm64, ...): the compiler's 16-byte
- *                       vectors (gcc/clang vector extensions)
+ *   simd_arm_neon.h     arm64 baseline: 32 NEON registers, FMA
+ *   simd_generic.h      elsewhere: the compiler's 16-byte vectors (gcc and
+ *                       clang vector extensions)
  * Adding an instruction set: a simd_<isa>.h defining every CNX_* constant
  * and cnx_* operation below (or leaving the part loads and the transpose to
  * the fallbacks at the end), and a branch here keyed on isa.h's macro.
@@ -65,6 +66,8 @@
 #include "simd_x86_avx2.h"
 #elif defined(CNX_X86_SSE2)
 #include "simd_x86_sse2.h"
+#elif defined(CNX_ARM_NEON)
+#include "simd_arm_neon.h"
 #elif defined(__GNUC__)
 #include "simd_generic.h"
 #else

@@ -1,7 +1,7 @@
 /* The vector layer on the compiler's generic 16-byte vectors (gcc/clang vector extensions), for
- * architectures without a hand-written layer: the operators map to the
- * target's instructions (NEON on arm64, 32 registers), with FMA contraction
- * left to the compiler's defaults.
+ * architectures without a hand-written layer (not arm64 or x86-64): the
+ * operators map to the target's instructions, with FMA contraction left to
+ * the compiler's defaults.
  *
  * Included by simd.h only, which documents the operations. */
 #ifndef CNNEXT_SIMD_GENERIC_H
