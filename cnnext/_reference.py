@@ -91,6 +91,32 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=T
     return gx, gw, gb
 
 
+def conv2d_max_pool2d(x, w, b=None, stride=1, padding=0, dilation=1, relu=False, pool_size=2,
+                      pool_stride=None):
+    """max_pool2d(relu(conv2d(x, w, b))) (relu optional) and the argmax indices,
+    flat in each plane of the convolution's output."""
+    y = conv2d(x, w, b, stride, padding, dilation)
+    if relu:
+        y = _relu(y)
+    return max_pool2d(y, pool_size, pool_stride, return_indices=True)
+
+
+def conv2d_max_pool2d_backward(gy, idx, x, w, stride=1, padding=0, dilation=1, y=None,
+                               relu=False, pool_size=2, pool_stride=None,
+                               need_input_grad=True):
+    """Gradients (gx or None, gw, gb) of sum(gy * conv2d_max_pool2d(x, w, b, ...)[0]):
+    gy scattered to idx (where the pooled ``y`` > 0 or NaN under relu), then
+    conv2d_backward."""
+    gy = np.asarray(gy, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    *_, out_hw = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
+    if relu:
+        gy = np.where(np.asarray(y) <= 0, 0.0, gy)
+    dense = max_pool2d_backward(gy, idx, (x.shape[0], w.shape[0], *out_hw))
+    return conv2d_backward(dense, x, w, stride, padding, dilation, need_input_grad)
+
+
 def linear(x, w, b=None):
     """x @ w.T + b, with w (O, I) as PyTorch's Linear."""
     y = np.asarray(x, dtype=np.float64) @ np.asarray(w, dtype=np.float64).T
@@ -243,6 +269,9 @@ def relu(x):
     """max(x, 0); NaN stays NaN."""
     x = np.asarray(x, dtype=np.float64)
     return np.where(x > 0, x, np.where(np.isnan(x), x, 0.0))
+
+
+_relu = relu
 
 
 def relu_backward(gy, x):

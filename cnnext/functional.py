@@ -8,6 +8,8 @@ non-contiguous inputs are accepted.  Outputs are fresh arrays unless an
 ========================  ===============================================
 conv2d                    2-D convolution (cross-correlation), bias
 conv2d_backward           gradients of conv2d: (gx, gw, gb)
+conv2d_max_pool2d         conv2d [-> relu] -> max_pool2d in one pass: (y, idx)
+conv2d_max_pool2d_backward  its gradients from the indices: (gx, gw, gb)
 linear                    fully connected layer, x @ w.T + b
 linear_backward           gradients of linear: (gx, gw, gb)
 max_pool2d                max pooling, optional argmax indices
@@ -23,6 +25,7 @@ softmax_cross_entropy     mean cross-entropy loss and its gradient
 from ._functional.activation import relu, relu_backward
 from ._functional.conv import conv2d, conv2d_backward
 from ._functional.dense import linear, linear_backward
+from ._functional.fused import conv2d_max_pool2d, conv2d_max_pool2d_backward
 from ._functional.loss import softmax, softmax_cross_entropy
 from ._functional.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -31,6 +34,8 @@ __all__ = [
     "avg_pool2d_backward",
     "conv2d",
     "conv2d_backward",
+    "conv2d_max_pool2d",
+    "conv2d_max_pool2d_backward",
     "linear",
     "linear_backward",
     "max_pool2d",

@@ -14,7 +14,9 @@ its kernel calls recorded as compiled steps; ``predict``, ``evaluate`` and
 GIL released, returning to Python only for the progress bar, the NaN rule
 and the end of the epoch.  A network with a layer that has no compiled
 steps runs layer by layer instead (``_run_forward`` / ``_run_backward``,
-the reference the plans are tested against, bit for bit).
+the reference the plans are tested against, bit for bit).  Both paths
+compute a Conv2D [-> ReLU] -> MaxPool2D run with the fused kernels
+(cnnext/_plans/fusion.py).
 
 Threads: concurrent ``predict``, ``evaluate`` and ``forward`` calls on one
 model each run on a plan of their own (plans are never shared by two calls
@@ -40,6 +42,7 @@ import numpy as np
 from . import _backup, _checkpoint, _plans, losses, optim
 from ._functional import _checks
 from ._kernels import _program
+from ._plans import fusion
 from ._progress import ProgressBar
 from ._typing import ArrayLike, FloatArray, Path, Seed
 from .history import History
@@ -64,7 +67,7 @@ _training = {}
 _training_lock = threading.Lock()
 # Attributes a pickle leaves out (rebuilt on first use).
 _TRANSIENT = ("_plans", "_lock", "_fit_lock", "_threads", "_layer_checks", "_known_shapes",
-              "_layerwise", "_predict_memo")
+              "_layerwise", "_predict_memo", "_segments")
 
 
 class Sequential:
@@ -147,6 +150,7 @@ class Sequential:
         # (X shape, X dtype, batch_size, result shape, runs) of the last predict
         # whose X needed no conversion: a call with the same is not re-checked.
         self._predict_memo = None
+        self._segments = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -213,7 +217,16 @@ class Sequential:
             checks = ((self.__dict__, "layers", layers), (layers, None, len(layers)),
                       *((layers, i, layer) for i, layer in enumerate(layers)))
             self._layer_checks, self._known_shapes, self._layerwise = checks, {}, None
+            self._segments = None
         return checks
+
+    def _passes(self):
+        """The layer-by-layer path's steps: the layers, with each run the plans
+        fuse (Conv2D [-> ReLU] -> MaxPool2D, cnnext/_plans/fusion.py) as one."""
+        self._check_layers()
+        if self._segments is None:
+            self._segments = fusion.segments(self.layers)
+        return self._segments
 
     # True: every pass layer by layer (tests compare the plans with it).
     _force_layers = False
@@ -311,7 +324,7 @@ class Sequential:
         if plan is None:
             with self._lock:
                 out = x
-                for layer in self.layers:
+                for layer in self._passes():
                     out = layer._forward(out, reuse=False)
                 self._threads.plan = "layers"
             return out.copy() if np.may_share_memory(out, x) else out
@@ -336,7 +349,7 @@ class Sequential:
             raise RuntimeError("Sequential.backward called before forward")
         if plan == "layers":
             with self._lock:
-                for layer in reversed(self.layers):
+                for layer in reversed(self._passes()):
                     gy = layer.backward(gy)
             return gy
         if plan.stale():
@@ -355,12 +368,12 @@ class Sequential:
         return plan.input_gradient.copy()
 
     def _run_forward(self, x):
-        for layer in self.layers:
+        for layer in self._passes():
             x = layer._forward(x, True)
         return x
 
     def _run_backward(self, gy):
-        layers = self.layers
+        layers = self._passes()
         for i in range(len(layers) - 1, 0, -1):
             gy = layers[i]._backward(gy, True, True)
         layers[0]._backward(gy, False, True)

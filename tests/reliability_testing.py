@@ -138,6 +138,9 @@ def kernel_calls(seed, dtype=np.float32, batch=6):
     pooled_gy = fill(*F.avg_pool2d(x, (3, 2), stride=(2, 1), padding=1).shape)
     x16, w16 = fill(batch, 16, 9, 11), fill(16, 16, 3, 3)
     gy16 = fill(batch, 16, 9, 11)
+    fused_y, fused_idx = F.conv2d_max_pool2d(x, w, b, padding=(1, 2), relu=True, pool_size=3,
+                                             pool_stride=2)
+    fused_gy = fill(*fused_y.shape)
     features, weights, bias = fill(64 * batch, 700), fill(10, 700), fill(10)
     gy_linear = fill(64 * batch, 10)
     calls = {
@@ -146,6 +149,12 @@ def kernel_calls(seed, dtype=np.float32, batch=6):
         "conv2d_backward": lambda: (
             F.conv2d_backward(gy, x, w, stride=2, padding=(1, 2), dilation=(1, 2)),
             F.conv2d_backward(gy16, x16, w16, padding=1)),
+        "conv2d_max_pool2d": lambda: (
+            F.conv2d_max_pool2d(x, w, b, padding=(1, 2), relu=True, pool_size=3, pool_stride=2),
+            F.conv2d_max_pool2d(x16, w16, pool_size=2)),
+        "conv2d_max_pool2d_backward": lambda: F.conv2d_max_pool2d_backward(
+            fused_gy, fused_idx, x, w, padding=(1, 2), y=fused_y, relu=True, pool_size=3,
+            pool_stride=2),
         "linear": lambda: F.linear(features, weights, bias),
         "linear_backward": lambda: F.linear_backward(gy_linear, features, weights),
         "max_pool2d": lambda: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True),

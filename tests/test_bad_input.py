@@ -284,6 +284,17 @@ def reference_call(name, kwargs, floats, ints):
         plane = int(x_shape[2]) * int(x_shape[3])
         if not np.all((args["idx"] >= 0) & (args["idx"] < plane)):
             raise ValueError("idx out of range")
+    if name == "conv2d_max_pool2d":
+        # What the unfused conv2d -> relu -> max_pool2d give in the input's
+        # dtype, which the fused call promises (those three are checked
+        # against the float64 reference on their own): where float32
+        # overflows (inf - inf = NaN inside a sum whose float64 value relu
+        # zeroes) or rounds two window elements to one value, float64's
+        # results are not the ones float32 arithmetic can give.
+        return _unfused(kwargs)
+    if name == "conv2d_max_pool2d_backward":
+        # Likewise max_pool2d_backward -> (relu's mask) -> conv2d_backward.
+        return _unfused_backward(kwargs)
     if name in ("relu_backward",) and np.shape(args["gy"]) != np.shape(args["x"]):
         raise ValueError("the reference needs equal shapes")
     if name == "softmax":
@@ -299,11 +310,37 @@ def reference_call(name, kwargs, floats, ints):
     return getattr(ref, name)(**args)
 
 
+def _unfused(kwargs):
+    """conv2d -> relu -> max_pool2d (values and indices) on the arguments of a fused call."""
+    conv = F.conv2d(kwargs["x"], kwargs["w"], kwargs["b"], kwargs["stride"], kwargs["padding"],
+                    kwargs["dilation"])
+    if kwargs["relu"]:
+        conv = F.relu(conv)
+    return F.max_pool2d(conv, kwargs["pool_size"], kwargs["pool_stride"], return_indices=True)
+
+
+def _unfused_backward(kwargs):
+    """max_pool2d_backward -> relu's mask (from y) -> conv2d_backward on the arguments
+    of a fused backward call."""
+    gy, idx, x, w, y = (kwargs[name] for name in ("gy", "idx", "x", "w", "y"))
+    if kwargs["relu"]:
+        if y is None or np.shape(y) != np.shape(gy):
+            raise ValueError("relu's mask needs y of gy's shape")
+        gy = np.where(np.asarray(y) <= 0, np.zeros((), np.asarray(gy).dtype), gy)
+    conv = F.conv2d(x, w, None, kwargs["stride"], kwargs["padding"], kwargs["dilation"])
+    if np.shape(y) != np.shape(gy) or F.max_pool2d(
+            conv, kwargs["pool_size"], kwargs["pool_stride"]).shape != np.shape(gy):
+        raise ValueError("the pooled shapes must agree")
+    dense = F.max_pool2d_backward(gy, idx, conv.shape)
+    return F.conv2d_backward(dense, x, w, kwargs["stride"], kwargs["padding"],
+                             kwargs["dilation"], need_input_grad=kwargs["need_input_grad"])
+
+
 def checked_reference(name, kwargs, floats, ints):
     """The reference result, rejecting results the reference computes but cnnext must not
     (integer sizes given as floats or bools, which NumPy slicing happens to take)."""
     kwargs = dict(kwargs)
-    for key in ("stride", "padding", "dilation", "kernel_size"):
+    for key in ("stride", "padding", "dilation", "kernel_size", "pool_size", "pool_stride"):
         value = kwargs.get(key)
         if value is None:
             continue
@@ -356,6 +393,10 @@ def function_specs():
     gy_pool = _fill(pooled, seed=5)
     _, idx = ref.max_pool2d(x, 2, return_indices=True)
     idx = idx.astype(np.int64)
+    fused_y, fused_idx = ref.conv2d_max_pool2d(x, w, b, relu=True)
+    fused_y = fused_y.astype(np.float32)
+    fused_idx = fused_idx.astype(np.int64)
+    gy_fused = _fill(fused_y.shape, seed=15)
     features = _fill((3, 5), seed=12)
     weights = _fill((4, 5), seed=13)
     gy_linear = _fill((3, 4), seed=14)
@@ -370,6 +411,18 @@ def function_specs():
         "conv2d_backward": FunctionSpec(
             dict(gy=gy_conv, x=x, w=w, stride=1, padding=0, dilation=1, need_input_grad=True),
             ("gy", "x", "w"), pairs=pair_args, bools=("need_input_grad",),
+            out=(((2, 3, 6, 7), np.float32), ((4, 3, 3, 2), np.float32),
+                 ((4,), np.float32))),
+        "conv2d_max_pool2d": FunctionSpec(
+            dict(x=x, w=w, b=b, stride=1, padding=0, dilation=1, relu=True, pool_size=2,
+                 pool_stride=None),
+            ("x", "w", "b"), pairs=(*pair_args, "pool_size", "pool_stride"), bools=("relu",),
+            out=((fused_y.shape, np.float32), (fused_y.shape, np.int64))),
+        "conv2d_max_pool2d_backward": FunctionSpec(
+            dict(gy=gy_fused, idx=fused_idx, x=x, w=w, stride=1, padding=0, dilation=1,
+                 y=fused_y, relu=True, pool_size=2, pool_stride=None, need_input_grad=True),
+            ("gy", "x", "w", "y"), ints=(("idx", 24),),
+            pairs=(*pair_args, "pool_size", "pool_stride"), bools=("relu", "need_input_grad"),
             out=(((2, 3, 6, 7), np.float32), ((4, 3, 3, 2), np.float32),
                  ((4,), np.float32))),
         "linear": FunctionSpec(dict(x=features, w=weights, b=b), ("x", "w", "b"),

@@ -213,6 +213,84 @@ class CopyCase(Case):
         return {"out": inputs["x"].astype(np.float64)}
 
 
+# Fused convolution + [ReLU] + 2x2 max pooling: name -> (convolution, ReLU,
+# whether the backward needs the input gradient).  The notebook's layer has
+# no ReLU and, being the first layer, no input gradient; so has LeNet-5's
+# first pair, whose second needs all three gradients.
+FUSED_SHAPES = {
+    "notebook": (CONV_SHAPES["notebook"], False, False),
+    "lenet-1": (ConvShape(64, 1, 28, 28, 6, 5, 5, 1, 2), True, False),
+    "lenet-2": (ConvShape(64, 6, 14, 14, 16, 5, 5, 1, 0), True, True),
+}
+FUSED_POOL = 2
+
+
+class FusedCase(Case):
+    """conv2d_max_pool2d (and its backward) against the unfused conv2d -> relu -> max_pool2d.
+
+    Inputs are small multiples of powers of two, so that every implementation
+    computes the convolution exactly and the pooled indices agree
+    everywhere (ties go to the first maximum in all of them).
+    """
+
+    family = "fused"
+
+    def __init__(self, op, shape_name):
+        self.op, self.shape_name = op, shape_name
+        self.shape, self.relu, self.need_input_grad = FUSED_SHAPES[shape_name]
+        self.name = f"fused.{op}.{shape_name}"
+        relu = "relu, " if self.relu else ""
+        if op == "forward":
+            what = f"y, idx = conv2d_max_pool2d(x, w, b, {relu}pool_size={FUSED_POOL})"
+        else:
+            what = (f"gx, gw, gb = conv2d_max_pool2d_backward(gy, idx, x, w, {relu}"
+                    f"need_input_grad={self.need_input_grad})")
+        self.description = f"{what}; {self.shape}"
+        self.images = self.shape.n
+
+    def flops(self):
+        passes = 1 if self.op == "forward" else 1 + self.need_input_grad
+        return 2 * self.shape.macs * passes
+
+    @property
+    def geometry(self):
+        return {"stride": self.shape.stride, "padding": self.shape.padding,
+                "pool_size": FUSED_POOL, "relu": self.relu}
+
+    def make_inputs(self, dtype):
+        sh = self.shape
+        rng = _rng(self.name, dtype)
+        x = rng.integers(-16, 17, (sh.n, sh.c, sh.h, sh.w)) / 16
+        w = rng.integers(-16, 17, (sh.k, sh.c, sh.r, sh.s)) / 64
+        b = rng.integers(-16, 17, sh.k) / 16
+        inputs = {"x": x.astype(dtype), "w": w.astype(dtype), "b": b.astype(dtype),
+                  **self.geometry}
+        if self.op == "backward":
+            conv = _reference.conv2d(x, w, b, sh.stride, sh.padding)
+            if self.relu:
+                conv = _reference.relu(conv)
+            y, idx = _reference.max_pool2d(conv, FUSED_POOL, return_indices=True)
+            inputs.update(conv=conv.astype(dtype), y=y.astype(dtype), idx=idx,
+                          gy=rng.standard_normal(y.shape).astype(dtype),
+                          need_input_grad=self.need_input_grad)
+        return inputs
+
+    def reference(self, inputs):
+        geometry = {"stride": inputs["stride"], "padding": inputs["padding"],
+                    "pool_size": inputs["pool_size"], "relu": inputs["relu"]}
+        if self.op == "forward":
+            y, idx = _reference.conv2d_max_pool2d(inputs["x"], inputs["w"], inputs["b"],
+                                                  **geometry)
+            return {"y": y, "idx": idx}
+        gx, gw, gb = _reference.conv2d_max_pool2d_backward(
+            inputs["gy"], inputs["idx"], inputs["x"], inputs["w"], y=inputs["y"],
+            need_input_grad=self.need_input_grad, **geometry)
+        outputs = {"gw": gw, "gb": gb}
+        if gx is not None:
+            outputs["gx"] = gx
+        return outputs
+
+
 class TrainCase(Case):
     """Training steps of a whole network: plain SGD on batches of ``batch`` images."""
 
@@ -335,6 +413,7 @@ def _all_cases():
     cases += [PoolCase(kind, op, window) for kind in ("max", "avg") for window in POOL_WINDOWS
               for op in ("forward", "backward")]
     cases.append(CopyCase())
+    cases += [FusedCase(op, shape) for shape in FUSED_SHAPES for op in ("forward", "backward")]
     cases += [TrainCase("notebook", batch) for batch in (1, 64, 256)]
     cases.append(TrainCase("lenet5", 64))
     cases += [PredictCase(network, batch) for network in ("notebook", "lenet5")
@@ -348,15 +427,16 @@ def _all_cases():
 CASES = _all_cases()
 
 # The --quick suite: every family (each conv op, each pooling op, the copy,
-# training at batch 1 and 64 of both networks, inference of both at batch 1
-# and 64, the overhead of a functional and of a layer call) on the shapes
-# that matter most.
+# the fused pair, training at batch 1 and 64 of both networks, inference of
+# both at batch 1 and 64, the overhead of a functional and of a layer call) on
+# the shapes that matter most.
 QUICK = (
     "conv2d.forward.notebook", "conv2d.forward.mid", "conv2d.backward.mid",
     "conv2d.backward-weights.notebook", "conv2d.forward-backward.notebook",
     "conv2d.forward-backward.notebook-b1",
     "max_pool2d.forward.2x2", "max_pool2d.backward.2x2",
     "avg_pool2d.forward.2x2", "avg_pool2d.backward.2x2", "copy.pool-input",
+    "fused.forward.notebook", "fused.backward.notebook",
     "train.notebook.b1", "train.notebook.b64", "train.lenet5.b64",
     "predict.notebook.b1", "predict.notebook.b64", "predict.lenet5.b1", "predict.lenet5.b64",
     "overhead.conv2d", "overhead.Conv2D.forward",

@@ -1,13 +1,21 @@
 """cnnext as its users call it: ``cnnext.functional``, ``Sequential.fit`` and
 ``Sequential.predict``, ``cnnext.compat``; and its kernels alone (``kernel``: the
-step a repeated call runs, for the ``overhead`` cases)."""
+step a repeated call runs, for the ``overhead`` cases); and, beside the fused
+kernels, the unfused calls they replace (``unfused``)."""
 
 import numpy as np
 
 from . import nets, overhead
 from .cases import train_checks
 from .impl_notebook import NotebookTrain
-from .impls import Bound, Implementation, Unavailable, functional_bound, import_optional
+from .impls import (
+    Bound,
+    Implementation,
+    Unavailable,
+    functional_bound,
+    import_optional,
+    unfused_bound,
+)
 
 
 def load_params(layers, params):
@@ -109,6 +117,21 @@ class Cnnext(Implementation):
         if case.family == "overhead":
             return OverheadCall(overhead.OPS[case.op], inputs, reference)
         return functional_bound(import_optional("cnnext.functional"), case, inputs, reference)
+
+
+class Unfused(Implementation):
+    """The fused cases as cnnext's separate conv2d, relu and max_pool2d calls."""
+
+    name = "unfused"
+
+    def version(self):
+        return import_optional("cnnext").__version__
+
+    def supports(self, case, dtype):
+        return case.family == "fused"
+
+    def bind(self, case, dtype, inputs, reference):
+        return unfused_bound(import_optional("cnnext.functional"), case, inputs, reference)
 
 
 class Compat(Implementation):

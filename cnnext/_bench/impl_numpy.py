@@ -50,8 +50,9 @@ class NumpyBaseline(Implementation):
 
     def supports(self, case, dtype):
         # Inference is compared with the libraries users run models with; the
-        # overhead cases measure cnnext against its own kernels.
-        return case.family not in ("predict", "overhead")
+        # overhead cases measure cnnext against its own kernels; the fused
+        # cases compare cnnext's fused and unfused calls (and torch's).
+        return case.family not in ("predict", "overhead", "fused")
 
     def bind(self, case, dtype, inputs, reference):
         if case.family == "copy":

@@ -119,6 +119,8 @@ class Torch(Implementation):
             return _predict(torch, case, dtype, inputs, reference)
         if case.family == "conv2d":
             return _conv(torch, case, inputs, reference)
+        if case.family == "fused":
+            return _fused(torch, case, inputs, reference)
         return _pool(torch, case, inputs, reference)
 
 
@@ -186,3 +188,33 @@ def _pool(torch, case, inputs, reference):
         call = functools.partial(aten.avg_pool2d_backward, gy, x, kernel, stride, [0, 0], False,
                                  True, None)
     return CallBound(call, lambda gx: _numpy({"gx": gx}), reference)
+
+
+def _fused(torch, case, inputs, reference):
+    """conv2d -> relu -> max_pool2d with indices; the backward as the ATen operators
+    autograd runs for that chain (pooling, threshold, convolution)."""
+    tf, aten = torch.nn.functional, torch.ops.aten
+    x, w, b = (torch.from_numpy(inputs[name]) for name in ("x", "w", "b"))
+    stride, padding, pool, relu = (inputs[name] for name in ("stride", "padding", "pool_size",
+                                                            "relu"))
+    if case.op == "forward":
+        def forward():
+            with torch.no_grad():
+                y = tf.conv2d(x, w, b, stride, padding)
+                return tf.max_pool2d(tf.relu(y, inplace=True) if relu else y, pool,
+                                     return_indices=True)
+
+        return CallBound(forward, lambda r: _numpy({"y": r[0], "idx": r[1]}), reference)
+    gy, idx, activated = (torch.from_numpy(inputs[name]) for name in ("gy", "idx", "conv"))
+    need_input_grad = inputs["need_input_grad"]
+
+    def backward():
+        dense = aten.max_pool2d_with_indices_backward(gy, activated, [pool] * 2, [pool] * 2,
+                                                      [0, 0], [1, 1], False, idx)
+        if relu:
+            dense = aten.threshold_backward(dense, activated, 0)
+        return aten.convolution_backward(dense, x, w, [w.shape[0]], [stride] * 2, [padding] * 2,
+                                         [1, 1], False, [0, 0], 1, [need_input_grad, True, True])
+
+    return CallBound(backward, lambda r: _numpy(dict(zip(("gx", "gw", "gb"), r, strict=True))),
+                     reference)

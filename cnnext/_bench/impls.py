@@ -91,6 +91,8 @@ def functional_bound(F, case, inputs, reference):
 
         return CallBound(forward_backward, lambda r: {"y": r[0], **_gradients(r[1])}, reference)
 
+    if case.family == "fused":
+        return _fused_bound(F, case, inputs, reference)
     kernel, stride, gy = inputs["kernel_size"], inputs["stride"], inputs["gy"]
     if case.family == "max_pool2d" and case.op == "forward":
         call = functools.partial(F.max_pool2d, x, kernel, stride, return_indices=True)
@@ -103,6 +105,42 @@ def functional_bound(F, case, inputs, reference):
     else:
         call = functools.partial(F.avg_pool2d_backward, gy, x.shape, kernel, stride)
     return CallBound(call, lambda gx: {"gx": gx}, reference)
+
+
+def _fused_bound(F, case, inputs, reference):
+    """Bind a fused case to ``F.conv2d_max_pool2d`` and its backward."""
+    x, w = inputs["x"], inputs["w"]
+    geometry = {name: inputs[name] for name in ("stride", "padding", "pool_size", "relu")}
+    if case.op == "forward":
+        call = functools.partial(F.conv2d_max_pool2d, x, w, inputs["b"], **geometry)
+        return CallBound(call, lambda r: {"y": r[0], "idx": r[1]}, reference)
+    call = functools.partial(F.conv2d_max_pool2d_backward, inputs["gy"], inputs["idx"], x, w,
+                             y=inputs["y"], need_input_grad=inputs["need_input_grad"],
+                             **geometry)
+    return CallBound(call, _gradients, reference)
+
+
+def unfused_bound(F, case, inputs, reference):
+    """A fused case as ``F.conv2d`` -> ``F.relu`` -> ``F.max_pool2d`` (and their backward)."""
+    x, w, relu = inputs["x"], inputs["w"], inputs["relu"]
+    conv = {"stride": inputs["stride"], "padding": inputs["padding"]}
+    pool = inputs["pool_size"]
+    if case.op == "forward":
+        def forward():
+            y = F.conv2d(x, w, inputs["b"], **conv)
+            return F.max_pool2d(F.relu(y, inplace=True) if relu else y, pool,
+                                return_indices=True)
+
+        return CallBound(forward, lambda r: {"y": r[0], "idx": r[1]}, reference)
+    gy, idx, activated = inputs["gy"], inputs["idx"], inputs["conv"]
+
+    def backward():
+        dense = F.max_pool2d_backward(gy, idx, activated.shape)
+        if relu:
+            dense = F.relu_backward(dense, activated)
+        return F.conv2d_backward(dense, x, w, **conv, need_input_grad=inputs["need_input_grad"])
+
+    return CallBound(backward, _gradients, reference)
 
 
 def _gradients(result):
@@ -122,8 +160,8 @@ def _registry():
     # Imported here: the adapters import the base classes above.
     from . import impl_cnnext, impl_notebook, impl_numpy, impl_onnxruntime, impl_torch
 
-    impls = [impl_cnnext.Cnnext(), impl_cnnext.Compat(), impl_torch.Torch(),
-             impl_onnxruntime.OnnxRuntime(), impl_numpy.NumpyBaseline(),
+    impls = [impl_cnnext.Cnnext(), impl_cnnext.Compat(), impl_cnnext.Unfused(),
+             impl_torch.Torch(), impl_onnxruntime.OnnxRuntime(), impl_numpy.NumpyBaseline(),
              impl_notebook.Notebook(), impl_cnnext.Kernel()]
     return {impl.name: impl for impl in impls}
 

@@ -19,6 +19,9 @@ SECTIONS = (
     ("pooling (memory-bound; x copy = time / np.copyto of the input)",
      ("max_pool2d", "avg_pool2d", "copy"),
      ("cnnext", "GB/s", "x copy", "torch", "numpy", "notebook", "vs torch", "vs numpy")),
+    ("fused convolution + max pooling (unfused: cnnext's conv2d, relu, max_pool2d)",
+     ("fused",),
+     ("cnnext", "GFLOP/s", "unfused", "torch", "vs unfused", "vs torch")),
     ("training step (time per step; per image = step / batch)", ("train",),
      ("cnnext", "per image", "GFLOP/s", "torch", "numpy", "notebook",
       "vs torch", "vs numpy", "vs notebook")),
@@ -28,7 +31,7 @@ SECTIONS = (
      "run in one compiled loop; overhead = cnnext - kernel)", ("overhead",),
      ("cnnext", "kernel", "overhead")),
 )
-OTHERS = ("torch", "onnxruntime", "numpy", "notebook", "kernel")
+OTHERS = ("torch", "onnxruntime", "numpy", "notebook", "kernel", "unfused")
 # Peers of the headline's geometric means, where a section has their timings.
 PEERS = ("torch", "onnxruntime")
 STATUS_CELLS = {"not installed": "not installed", "not available": "n/a",
@@ -127,7 +130,7 @@ def _block(doc, families, columns, dtype, threads):
             found.get("numpy") if case["family"] == "copy" else None]
         # Pooling keeps its family in the name: max and avg share a block.
         short = case["name"].split(".", 1)[1] if case["family"] in (
-            "conv2d", "train", "overhead") else case["name"]
+            "conv2d", "train", "overhead", "fused") else case["name"]
         for subject in subjects:
             label = short if len(subjects) == 1 else f"{short} [{subject['impl']}]"
             lines.append([label, *_line(columns, subject, others)])
@@ -362,10 +365,17 @@ def goals(doc):
     against_torch = (("notebook forward", ["conv2d.forward.notebook"], 5.0),
                      ("notebook forward+backward", ["conv2d.forward-backward.notebook"], 10.0),
                      (f"{'/'.join(WIDE)} (32+ input channels)", wide, 1.0),
-                     ("/".join(NARROW), narrow, 1.0))
+                     ("/".join(NARROW), narrow, 1.0),
+                     ("fused forward, notebook layer and pool", ["fused.forward.notebook"], 8.0))
     lines = [_judged(f"{label} vs torch >= {goal:g}x, {n} thread(s)", figures(cases, n), goal,
                      format_ratio)
              for label, cases, goal in against_torch for n in threads]
+    # The fused kernels against cnnext's own unfused calls (issue 13).
+    if 1 in threads:
+        lines += [_judged(f"{label} vs unfused >= 2x, 1 thread",
+                          figures([case], 1, "vs_unfused"), 2.0, format_ratio)
+                  for label, case in (("fused forward, notebook", "fused.forward.notebook"),
+                                      ("fused backward, notebook", "fused.backward.notebook"))]
     if 1 in threads:
         lines.append(_judged(f"{'/'.join(WIDE)} share of the 1-thread SGEMM rate >= 80%",
                              figures(wide, 1, "peak_fraction"), 0.8,

@@ -194,7 +194,7 @@ def derive(doc):
             copy = timed.get(("copy.pool-input", row["dtype"], row["threads"], "numpy"))
             if copy is not None:
                 row["copy_multiple"] = seconds / copy
-        for other in ("torch", "onnxruntime", "numpy", "notebook"):
+        for other in ("torch", "onnxruntime", "numpy", "notebook", "unfused"):
             if (*key, other) in timed:
                 row[f"vs_{other}"] = timed[(*key, other)] / seconds
         if case.family == "overhead" and row["impl"] == "cnnext" and (*key, "kernel") in timed:

@@ -1175,3 +1175,4 @@ cdef void backward_filter_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
 
 
 include "_conv_steps.pxi"
+include "_conv_fused.pxi"

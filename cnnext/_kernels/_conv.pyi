@@ -53,3 +53,36 @@ def finite(values: FloatArray) -> bool: ...
 # Names of a plan's algorithm choices (cnnext._tuning) and of the forward algorithms.
 CHOICE_KEYS: tuple[str, ...]
 FORWARD_NAMES: tuple[str, ...]
+
+class FusedPlan:
+    output_shape: tuple[int, int, int, int]
+    conv_shape: tuple[int, int, int, int]
+    forward_workspace: int
+    def __init__(
+        self,
+        N: int, C: int, H: int, W: int, K: int, R: int, S: int,
+        stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+        pool_size: tuple[int, int], pool_stride: tuple[int, int], itemsize: int,
+    ) -> None: ...
+    @property
+    def lanes(self) -> str: ...
+    def block_images(self, whole: Plan) -> int: ...
+    def set_backward(
+        self, block: int, block_plan: Plan, tail_plan: Plan | None,
+        block_safe: Plan | None, tail_safe: Plan | None,
+    ) -> None: ...
+    @property
+    def backward_ready(self) -> bool: ...
+    def backward_workspace(self, need_input_grad: bool) -> int: ...
+    def step_plan(self) -> CapsuleType: ...
+
+def conv2d_max_pool2d_forward(
+    plan: FusedPlan, x: FloatArray, w: FloatArray, b: FloatArray | None, relu: bool,
+    y: FloatArray, idx: npt.NDArray[np.int64], work: FloatArray,
+) -> None: ...
+def conv2d_max_pool2d_backward(
+    plan: FusedPlan, gy: FloatArray, idx: npt.NDArray[np.int64], y: FloatArray | None,
+    x: FloatArray, w: FloatArray, gx: FloatArray | None, gw: FloatArray, gb: FloatArray,
+    work: FloatArray,
+) -> int: ...
+def fused_step_kernels() -> dict[tuple[str, str], CapsuleType]: ...

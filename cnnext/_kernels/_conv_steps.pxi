@@ -97,11 +97,13 @@ def step_kernels():
     """step_kernels()
 
     {(name, dtype name): PyCapsule of the step kernel}: "conv2d" (as
-    ``F.conv2d``) and "conv2d_backward" (as ``F.conv2d_backward``).
+    ``F.conv2d``) and "conv2d_backward" (as ``F.conv2d_backward``), and
+    the fused kernels' (_conv_fused.pxi).
     """
     return {
         ("conv2d", "float32"): step_capsule(forward_f32),
         ("conv2d", "float64"): step_capsule(forward_f64),
         ("conv2d_backward", "float32"): step_capsule(backward_f32),
         ("conv2d_backward", "float64"): step_capsule(backward_f64),
+        **fused_step_kernels(),
     }

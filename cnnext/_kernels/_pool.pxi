@@ -40,6 +40,7 @@ from libc.string cimport memset
 from ._openmp_helpers cimport effective_num_threads
 
 include "_compiled_isa.pxi"
+include "_indices.pxi"
 
 # Below this many input elements a call runs on the calling thread: starting
 # an OpenMP team costs about as much as pooling 64 KiB.
@@ -721,32 +722,6 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gy,   # IN  (N, C, Ho, Wo)
         window_divisors = &divisors[0, 0]
     with nogil:
         avg_backward_pass(&gy[0, 0, 0, 0], window_divisors, &gx[0, 0, 0, 0], planes, &g)
-
-
-# ----------------------------------------------------------- index checks
-
-cdef inline Py_ssize_t first_outside(const int64_t* values,  # IN
-                                     Py_ssize_t count,
-                                     int64_t stop) noexcept nogil:
-    # Position of the first value outside [0, stop), or -1 when all are inside.
-    cdef Py_ssize_t i
-    cdef uint64_t last = <uint64_t>stop - 1
-    cdef uint64_t signs = 0
-    # value is in [0, stop) exactly when value and stop - 1 - value are both
-    # non-negative, so OR-ing them all leaves the sign bit clear.  Plain
-    # subtraction and OR vectorise on every instruction set (SSE2 has no
-    # 64-bit compare); only when something is outside, an error, is it
-    # searched for.
-    if stop <= 0:
-        return 0 if count > 0 else -1
-    for i in range(count):
-        signs |= <uint64_t>values[i] | (last - <uint64_t>values[i])
-    if not (signs >> 63):
-        return -1
-    for i in range(count):
-        if values[i] < 0 or values[i] >= stop:
-            return i
-    return -1
 
 
 include "_pool_steps.pxi"

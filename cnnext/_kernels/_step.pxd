@@ -22,7 +22,7 @@ from cpython.pycapsule cimport PyCapsule_New
 
 
 cdef enum:
-    STEP_POINTERS = 8
+    STEP_POINTERS = 10
     STEP_SIZES = 14
     STEP_SCALARS = 6
     STEP_PLANS = 2

@@ -1,0 +1,55 @@
+# Cython's view of the fused kernels' vector operations (simd_fused.h, on top
+# of simd.h: ReLU, the running maximum with its winner, the store of winners
+# as int64 indices, a branch-free gradient select, the fused tile sizes), and
+# their helpers over the fused ``floating`` type.  Included by
+# _conv_fused.pxi.
+
+cdef extern from "simd_fused.h":
+    enum:
+        FUSED_MR "CNX_FUSED_MR"
+        FUSED_MP "CNX_FUSED_MP"
+        FUSED_G "CNX_FUSED_G"
+    vec cnx_relu_f32(vec) noexcept nogil
+    vec cnx_relu_f64(vec) noexcept nogil
+    void cnx_max_take_f32(vec*, vec*, vec, vec) noexcept nogil
+    void cnx_max_take_f64(vec*, vec*, vec, vec) noexcept nogil
+    void cnx_store_indices_f32(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
+    void cnx_store_indices_f64(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
+    float cnx_keep_f32(int, float) noexcept nogil
+    double cnx_keep_f64(int, double) noexcept nogil
+
+
+cdef inline vec vrelu(const floating* like, vec v) noexcept nogil:
+    """max(v, 0) lane by lane, NaN kept, -0.0 as +0.0 (relu's rule)."""
+    if floating is float:
+        return cnx_relu_f32(v)
+    else:
+        return cnx_relu_f64(v)
+
+
+cdef inline void vmax_take(const floating* like, vec* best, vec* code, vec value,
+                           vec value_code) noexcept nogil:
+    """Where value is greater than best or NaN: best = value, code = value_code."""
+    if floating is float:
+        cnx_max_take_f32(best, code, value, value_code)
+    else:
+        cnx_max_take_f64(best, code, value, value_code)
+
+
+cdef inline void vstore_indices(const floating* like, int64_t* dst, const int64_t* base,
+                                vec code, Py_ssize_t n) noexcept nogil:
+    """dst[l] = base[l] + lane l of ``code`` (integers below 2**31 held in
+    floating lanes) for l < n (n <= lanes); nothing past dst + n written,
+    nothing past base + n read."""
+    if floating is float:
+        cnx_store_indices_f32(dst, base, code, n)
+    else:
+        cnx_store_indices_f64(dst, base, code, n)
+
+
+cdef inline floating keep_if(bint keep, floating gradient) noexcept nogil:
+    """gradient if keep, else +0.0, without a branch on the data."""
+    if floating is float:
+        return cnx_keep_f32(keep, gradient)
+    else:
+        return cnx_keep_f64(keep, gradient)
