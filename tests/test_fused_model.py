@@ -123,7 +123,9 @@ def test_runs_that_are_not_fused():
     assert [type(s) for s in fusion.segments([conv, MaxPool2D(2)])] == [fusion.FusedRun]
     assert [type(s) for s in fusion.segments([conv, ReLU(), MaxPool2D(2)])] == [fusion.FusedRun]
     for layers in ([conv, MaxPool2D(2, padding=1)], [conv, MyReLU(), MaxPool2D(2)],
-                   [conv, Flatten()], [conv, ReLU(), ReLU(), MaxPool2D(2)]):
+                   [conv, Flatten()], [conv, ReLU(), ReLU(), MaxPool2D(2)],
+                   [conv, MaxPool2D(2, dilation=2)], [conv, MaxPool2D(2, ceil_mode=True)],
+                   [Conv2D(1, 2, 3, padding=((1, 0), (0, 1))), MaxPool2D(2)]):
         assert not any(isinstance(s, fusion.FusedRun) for s in fusion.segments(layers))
     # A ReLU after the pooling stays its own layer.
     layers = [conv, MaxPool2D(2), ReLU()]

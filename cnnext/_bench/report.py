@@ -370,7 +370,7 @@ def goals(doc):
     lines = [_judged(f"{label} vs torch >= {goal:g}x, {n} thread(s)", figures(cases, n), goal,
                      format_ratio)
              for label, cases, goal in against_torch for n in threads]
-    # The fused kernels against cnnext's own unfused calls (issue 13).
+    # The fused kernels against cnnext's own unfused calls.
     if 1 in threads:
         lines += [_judged(f"{label} vs unfused >= 2x, 1 thread",
                           figures([case], 1, "vs_unfused"), 2.0, format_ratio)

@@ -61,6 +61,13 @@ def forget_plans():
     _plans.clear()
     _CONV2D = _repeat.Calls()
     _CONV2D_BACKWARD = _repeat.Calls()
+    for cache in DEPENDENT_CACHES:
+        cache.clear()
+
+
+# Caches of plans that hold this module's plans (the fused kernels'), dropped
+# with them.
+DEPENDENT_CACHES = []
 
 _X_LAYOUT = "(N, C, H, W)"
 _W_LAYOUT = "(K, C, R, S)"

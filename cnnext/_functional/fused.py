@@ -48,6 +48,8 @@ _by_dtype = _specialised(_kernels)
 
 _PLAN_CACHE_SIZE = 128
 _plans = {}
+# (Their backward passes take conv plans, which conv.forget_plans drops.)
+_conv.DEPENDENT_CACHES.append(_plans)
 _INT64 = np.dtype(np.int64)
 # The kernels track each window's winner as its offset in the convolution
 # plane, a*Wo + t, in the vector lanes of the data (exact below 2**24 in float32).

@@ -13,7 +13,8 @@ reads the Conv2D's ``params`` and writes its ``grads``.
 
 A run whose pooling windows lie too far apart for the fused kernels (more
 than 2**24 elements of the convolution's output) is left to its layers, in
-both paths.
+both paths, as are convolutions padded differently on two sides and
+poolings with padding, dilation or ceil mode.
 """
 
 import numpy as np
@@ -28,13 +29,17 @@ from .network import register_fusion
 
 def fusible(layers):
     """Whether the run ``layers`` is fused: Conv2D [ReLU] MaxPool2D, exactly those
-    classes (a subclass may compute something else), one group, no pooling padding."""
+    classes (a subclass may compute something else), a convolution of one
+    group with the same padding on both sides, a pooling without padding,
+    dilation or ceil mode."""
     if len(layers) not in (2, 3):
         return False
     conv, pool = layers[0], layers[-1]
     return (type(conv) is Conv2D and type(pool) is MaxPool2D
             and (len(layers) == 2 or type(layers[1]) is ReLU)
-            and getattr(conv, "groups", 1) == 1 and pool.padding == (0, 0))
+            and getattr(conv, "groups", 1) == 1 and not isinstance(conv.padding[0], tuple)
+            and pool.padding == (0, 0) and tuple(getattr(pool, "dilation", (1, 1))) == (1, 1)
+            and not getattr(pool, "ceil_mode", False))
 
 
 def _fits(conv, pool, example_shape):
