@@ -162,6 +162,43 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
     best->d = _mm_or_pd(_mm_and_pd(take, value.d), _mm_andnot_pd(take, best->d));
     code->d = _mm_or_pd(_mm_and_pd(take, value_code.d), _mm_andnot_pd(take, code->d));
 }
+#elif defined(CNX_ARM_NEON)
+/* 32 registers as with AVX-512, but 4 float lanes: the generic sizes. */
+#define CNX_FUSED_MR 4
+#define CNX_FUSED_MP 6
+#define CNX_FUSED_G 4
+static inline cnx_vec cnx_relu_f32(cnx_vec v)
+{
+    cnx_vec r;
+    r.f = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(v.f),
+                                          vcleq_f32(v.f, vdupq_n_f32(0.0f))));
+    return r;
+}
+static inline cnx_vec cnx_relu_f64(cnx_vec v)
+{
+    cnx_vec r;
+    r.d = vreinterpretq_f64_u64(vbicq_u64(vreinterpretq_u64_f64(v.d),
+                                          vcleq_f64(v.d, vdupq_n_f64(0.0))));
+    return r;
+}
+static inline void cnx_max_take_f32(cnx_vec *best, cnx_vec *code, cnx_vec value,
+                                    cnx_vec value_code)
+{
+    /* greater, or unordered with itself (NaN): not equal to itself */
+    uint32x4_t take = vorrq_u32(vcgtq_f32(value.f, best->f),
+                                vmvnq_u32(vceqq_f32(value.f, value.f)));
+    best->f = vbslq_f32(take, value.f, best->f);
+    code->f = vbslq_f32(take, value_code.f, code->f);
+}
+static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
+                                    cnx_vec value_code)
+{
+    uint64x2_t take = vorrq_u64(vcgtq_f64(value.d, best->d),
+                                vreinterpretq_u64_u32(vmvnq_u32(vreinterpretq_u32_u64(
+                                    vceqq_f64(value.d, value.d)))));
+    best->d = vbslq_f64(take, value.d, best->d);
+    code->d = vbslq_f64(take, value_code.d, code->d);
+}
 #else
 /* The compiler's generic vectors: one lane at a time. */
 #define CNX_FUSED_MR 4
@@ -204,7 +241,8 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
 #endif
 
 #if !defined(CNX_X86_AVX512) && !defined(CNX_X86_AVX2)
-/* One lane at a time (SSE2 has no int32 -> int64 widening). */
+/* One lane at a time (SSE2 has no int32 -> int64 widening; on NEON a
+   partial store would go lane by lane anyway). */
 static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
