@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import _cpuinfo, _dispatch, _files
+from . import _cpuinfo, _dispatch, _files, _validation
 from ._kernels import _openmp_helpers
 from ._version import __version__
 
@@ -145,8 +145,8 @@ def entry_path(kernels, args, directory=None):
 
 def _fmas(args):
     n, c, h, w, k, r, s, stride, padding, dilation, _ = args
-    ho = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    ho = _validation.output_extent(h, r, stride[0], padding[0], dilation[0])
+    wo = _validation.output_extent(w, s, stride[1], padding[1], dilation[1])
     return n * k * ho * wo * c * r * s
 
 

@@ -39,9 +39,8 @@ import math
 
 import numpy as np
 
+from . import _validation, optim
 from . import functional as F
-from . import optim
-from ._functional import _checks
 from ._functional import dense as _dense
 from ._functional import pooling as _pooling
 
@@ -54,47 +53,11 @@ _UINT8 = np.dtype(np.uint8)
 _UINT8_SCALED = np.arange(256) / 255 - 0.5
 
 
-def _size(owner, name, value, minimum):
-    """An int >= ``minimum`` (Python or NumPy int; bool refused)."""
-    value = _checks.to_int(owner, name, value)
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _learn_rate(owner, name, value):
-    """A finite real number, as a float."""
-    if type(value) is float and math.isfinite(value):
-        return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be finite, got {value}")
-    return value
-
-
-def _real_array(owner, name, value):
-    """``value`` as an ndarray of real numbers (bool, integer or float)."""
-    if isinstance(value, np.ndarray):
-        array = value
-    else:
-        try:
-            array = np.asarray(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{owner}: {name} must be an array of real numbers, got "
-                            f"{type(value).__name__} ({exc})") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{owner}: {name} must hold real numbers, got dtype {array.dtype}")
-    return array
-
-
 def _float64(owner, name, value, ndim=None, shape=None):
     """``value`` as a float64 array (integers and floats accepted, as NumPy would)."""
     array = value
     if type(array) is not np.ndarray or array.dtype != _FLOAT64:
-        array = _real_array(owner, name, value).astype(np.float64)
+        array = _validation.real_array(owner, name, value).astype(np.float64)
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{owner}: {name} must be {ndim}-D, got shape {array.shape}")
     if shape is not None and array.shape != shape:
@@ -134,11 +97,12 @@ class Conv:
     """
 
     def __init__(self, num_filters, filters_length):
-        self.num_filters = _size("Conv", "num_filters", num_filters, 1)
-        self.filters_length = _size("Conv", "filters_length", filters_length, 1)
+        self.num_filters = _validation.positive_int("Conv", "num_filters", num_filters)
+        self.filters_length = _validation.positive_int("Conv", "filters_length", filters_length)
         shape = self._shape()
-        _checks.check_nbytes("Conv", "the filters (num_filters, filters_length, filters_length)",
-                             shape, np.float64)
+        _validation.check_nbytes(
+            "Conv", "the filters (num_filters, filters_length, filters_length)", shape,
+            np.float64)
         # The notebook's draws, from the legacy global generator.
         draws = np.random.randn(*shape)  # noqa: NPY002
         self.filters = draws / (self.filters_length * self.filters_length)
@@ -204,7 +168,7 @@ class Conv:
             last_input = self.last_input
         except AttributeError:
             raise _before_forward(owner) from None
-        learn_rate = _learn_rate(owner, "learn_rate", learn_rate)
+        learn_rate = _validation.finite_real(owner, "learn_rate", learn_rate)
         image = self._image(owner, "last_input", last_input)
         filters = _parameter(owner, self, "filters", self._shape())
         gy = _float64(owner, "d_L_d_out", d_L_d_out, shape=self._out_shape(image.shape))
@@ -215,8 +179,8 @@ class Conv:
 
     def _out_shape(self, image_shape):
         """The (h', w', num_filters) output of an (h, w) image (the notebook's valid conv)."""
-        length = self.filters_length
-        return (image_shape[0] - length + 1, image_shape[1] - length + 1, self.num_filters)
+        return (*(_validation.output_extent(side, self.filters_length, 1, 0)
+                  for side in image_shape[:2]), self.num_filters)
 
 
 class MaxPool:
@@ -236,7 +200,7 @@ class MaxPool:
     _maxima_of = (None, None)
 
     def __init__(self, Pool_length):
-        self.Pool_length = _size("MaxPool", "Pool_length", Pool_length, 2)
+        self.Pool_length = _validation.int_at_least("MaxPool", "Pool_length", Pool_length, 2)
 
     def _windows(self, x, owner, name):
         """x (h, w, c) as an NCHW view covering exactly the 2x2 windows, and the output shape."""
@@ -332,10 +296,10 @@ class Softmax:
     """
 
     def __init__(self, input_len, nodes):
-        input_len = _size("Softmax", "input_len", input_len, 1)
-        nodes = _size("Softmax", "nodes", nodes, 1)
-        _checks.check_nbytes("Softmax", "the weights (input_len, nodes)", (input_len, nodes),
-                             np.float64)
+        input_len = _validation.positive_int("Softmax", "input_len", input_len)
+        nodes = _validation.positive_int("Softmax", "nodes", nodes)
+        _validation.check_nbytes("Softmax", "the weights (input_len, nodes)", (input_len, nodes),
+                                 np.float64)
         # Same draws as the notebook, stored column-major (see the module docstring).
         draws = np.random.randn(input_len, nodes)  # noqa: NPY002
         self.weights = np.asfortranarray(draws / input_len)
@@ -414,7 +378,7 @@ class Softmax:
             raise _before_forward(owner) from None
         _, biases, weights_t, (input_len, nodes) = self._checked_parameters(owner, True)
         gradient = _float64(owner, "d_L_d_out", d_L_d_out, shape=(nodes,))
-        learn_rate = _learn_rate(owner, "learn_rate", learn_rate)
+        learn_rate = _validation.finite_real(owner, "learn_rate", learn_rate)
         last_input = _float64(owner, "last_input", last_input, shape=(input_len,))
         nonzero = gradient.nonzero()[0]
         if not len(nonzero):
@@ -449,15 +413,18 @@ class NotebookCNN:
     def __init__(self, num_filters=8, filters_length=3, pool_length=2, image_shape=(28, 28),
                  classes=10):
         owner = "NotebookCNN"
-        num_filters = _size(owner, "num_filters", num_filters, 1)
-        filters_length = _size(owner, "filters_length", filters_length, 1)
-        pool_length = _size(owner, "pool_length", pool_length, 2)
+        num_filters = _validation.positive_int(owner, "num_filters", num_filters)
+        filters_length = _validation.positive_int(owner, "filters_length", filters_length)
+        pool_length = _validation.int_at_least(owner, "pool_length", pool_length, 2)
         if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2:
             raise TypeError(f"{owner}: image_shape must be a pair (height, width), got "
                             f"{image_shape!r}")
-        image_shape = tuple(_size(owner, "image_shape", side, 1) for side in image_shape)
-        self.classes = _size(owner, "classes", classes, 1)
-        convolved = [side - filters_length + 1 for side in image_shape]
+        image_shape = tuple(_validation.positive_int(owner, "image_shape", side)
+                            for side in image_shape)
+        self.classes = _validation.positive_int(owner, "classes", classes)
+        # (Too small an image is reported below, in the notebook's terms.)
+        convolved = [_validation.output_extent(side, filters_length, 1, 0)
+                     for side in image_shape]
         if min(convolved) < pool_length:
             raise ValueError(f"{owner}: image_shape {image_shape} convolved with "
                              f"filters_length={filters_length} leaves {tuple(convolved)}, "
@@ -472,14 +439,14 @@ class NotebookCNN:
         """``image / 255 - 0.5``, with the image checked against image_shape."""
         if type(image) is np.ndarray and image.dtype == _UINT8 and image.shape == self.image_shape:
             return _UINT8_SCALED.take(image)
-        array = _real_array(owner, "image", image)
+        array = _validation.real_array(owner, "image", image)
         if array.shape != self.image_shape:
             raise ValueError(f"{owner}: image must have shape {self.image_shape}, got "
                              f"{array.shape}")
         return array / 255 - 0.5
 
     def _label(self, owner, label):
-        label = _checks.to_int(owner, "label", label)
+        label = _validation.to_int(owner, "label", label)
         if not 0 <= label < self.classes:
             raise ValueError(f"{owner}: label must be in [0, {self.classes}), got {label}")
         return label
@@ -505,7 +472,7 @@ class NotebookCNN:
         """
         owner = "NotebookCNN.train_step"
         label = self._label(owner, label)
-        lr = _learn_rate(owner, "lr", lr)
+        lr = _validation.finite_real(owner, "lr", lr)
         out, loss, acc = self._forward(owner, image, label)
         gradient = np.zeros(self.classes)
         gradient[label] = -1 / out[label]

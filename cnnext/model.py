@@ -39,8 +39,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import _backup, _checkpoint, _plans, losses, optim
-from ._functional import _checks
+from . import _backup, _checkpoint, _plans, _validation, losses, optim
 from ._kernels import _program
 from ._plans import fusion
 from ._progress import ProgressBar
@@ -133,7 +132,7 @@ class Sequential:
             if not isinstance(input_shape, (tuple, list)):
                 raise TypeError(f"Sequential: input_shape must be a tuple of ints such as "
                                 f"(1, 28, 28), got {input_shape!r}")
-            shape = tuple(_checks.to_int("Sequential", "input_shape", d) for d in input_shape)
+            shape = tuple(_validation.to_int("Sequential", "input_shape", d) for d in input_shape)
             self._shapes("Sequential", shape)
             self.input_shape = shape
         self.optimizer = None
@@ -308,7 +307,7 @@ class Sequential:
         ``backward`` follows the calling thread's last ``forward``).
         Returns a new array.
         """
-        x = _checks.float_array("Sequential.forward", "x", x)
+        x = _validation.float_array("Sequential.forward", "x", x)
         if x.dtype != self.dtype:
             raise TypeError(f"Sequential.forward: x has dtype {x.dtype}, the model computes in "
                             f"{self.dtype}")
@@ -355,7 +354,7 @@ class Sequential:
         if plan.stale():
             raise RuntimeError("Sequential.backward: the layers or their parameters changed "
                                "since the last forward; call forward again")
-        gy = _checks.float_array("Sequential.backward", "gy", gy)
+        gy = _validation.float_array("Sequential.backward", "gy", gy)
         if gy.shape != plan.output.shape or gy.dtype != self.dtype:
             raise ValueError(f"Sequential.backward: gy must have shape {plan.output.shape} and "
                              f"dtype {self.dtype} (the last forward's output), got shape "
@@ -401,23 +400,6 @@ class Sequential:
                              f"takes {self.input_shape}")
         shapes = self._shapes(owner, X.shape[1:])
         return X, X.dtype == np.uint8, shapes[-1]
-
-    def _labels(self, owner, name, y, count, classes_shape):
-        if len(classes_shape) != 1:
-            raise ValueError(f"{owner}: the model's outputs have shape {classes_shape} per "
-                             f"example; class labels need one score per class")
-        classes = classes_shape[0]
-        y = np.asarray(y)
-        if y.dtype.kind not in "iu":
-            raise TypeError(f"{owner}: {name} must hold integer class labels, got dtype {y.dtype}")
-        if y.ndim != 1 or len(y) != count:
-            raise ValueError(f"{owner}: {name} must have shape ({count},), one label per example, "
-                             f"got {y.shape}")
-        if count and (y.min() < 0 or y.max() >= classes):
-            bad = y[(y < 0) | (y >= classes)][0]
-            raise ValueError(f"{owner}: {name} holds label {bad}, outside [0, {classes}) for a "
-                             f"model with {classes} outputs")
-        return y.astype(np.int64)
 
     def _batches(self, X, scale, batch_size, order=None):
         """Yield (start, scaled batch) in the given order, staged a chunk at a time."""
@@ -513,13 +495,9 @@ class Sequential:
         """
         owner = "Sequential.fit"
         X, scale, out_shape = self._images(owner, "X", X)
-        y = self._labels(owner, "y", y, len(X), out_shape)
-        epochs = _checks.to_int(owner, "epochs", epochs)
-        if epochs < 0:
-            raise ValueError(f"{owner}: epochs must be >= 0, got {epochs}")
-        batch_size = _checks.to_int(owner, "batch_size", batch_size)
-        if batch_size < 1:
-            raise ValueError(f"{owner}: batch_size must be >= 1, got {batch_size}")
+        y = _validation.class_labels(owner, "y", y, len(X), out_shape)
+        epochs = _validation.int_at_least(owner, "epochs", epochs, 0)
+        batch_size = _validation.batch_size(owner, batch_size)
         if len(X) == 0:
             raise ValueError(f"{owner}: X holds no examples")
         if optimizer is None:
@@ -536,7 +514,8 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError(f"{owner}: validation_data must be a pair (X, y)")
             Xv, scale_v, _ = self._images(owner, "validation_data[0]", validation_data[0])
-            yv = self._labels(owner, "validation_data[1]", validation_data[1], len(Xv), out_shape)
+            yv = _validation.class_labels(owner, "validation_data[1]", validation_data[1],
+                                          len(Xv), out_shape)
             validation = (Xv, scale_v, yv)
         try:
             callbacks = iter(() if callbacks is None else callbacks)
@@ -824,8 +803,8 @@ class Sequential:
         """
         owner = "Sequential.evaluate"
         X, scale, out_shape = self._images(owner, "X", X)
-        y = self._labels(owner, "y", y, len(X), out_shape)
-        batch_size = self._batch_size(owner, batch_size)
+        y = _validation.class_labels(owner, "y", y, len(X), out_shape)
+        batch_size = _validation.batch_size(owner, batch_size)
         if len(X) == 0:
             raise ValueError(f"{owner}: X holds no examples")
         return self._evaluate(X, scale, y, batch_size)
@@ -879,7 +858,7 @@ class Sequential:
         owner = "Sequential.predict"
         given = X
         X, scale, out_shape = self._images(owner, "X", X)
-        batch_size = self._batch_size(owner, batch_size)
+        batch_size = _validation.batch_size(owner, batch_size)
         result = np.empty((len(X), *out_shape), dtype=self.dtype)
         if len(X) and len(out_shape) == 1 and self._compiled():
             X = self._stageable(X)
@@ -911,13 +890,6 @@ class Sequential:
             if status:
                 _plans.network.raise_status(owner, status, where, None)
         return True
-
-    @staticmethod
-    def _batch_size(owner, batch_size):
-        batch_size = _checks.to_int(owner, "batch_size", batch_size)
-        if batch_size < 1:
-            raise ValueError(f"{owner}: batch_size must be >= 1, got {batch_size}")
-        return batch_size
 
     # ------------------------------------------------------------ checkpoints
     def save(self, path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dispatch
+from . import _dispatch, _validation
 from ._functional import _repeat
 from ._kernels import _program
 from ._plans import kernels as _kernels
@@ -106,16 +106,6 @@ def _descend(param, grad, lr):
 
 # State entries shared, not copied, by _state_copy: shapes, dtypes, step counts, None.
 _IMMUTABLE = (type(None), bool, int, float, tuple, np.dtype, np.integer, np.floating)
-
-
-def _number(owner, name, value, minimum=0.0, below=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (below is not None and value >= below):
-        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
-        raise ValueError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -375,14 +365,14 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.lr = _number("SGD", "lr", lr)
-        self.momentum = _number("SGD", "momentum", momentum)
+        self.lr = _validation.number("SGD", "lr", lr)
+        self.momentum = _validation.number("SGD", "momentum", momentum)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
-        self.weight_decay = _number("SGD", "weight_decay", weight_decay)
+        self.weight_decay = _validation.number("SGD", "weight_decay", weight_decay)
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -448,13 +438,13 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.lr = _number("Adam", "lr", lr)
+        self.lr = _validation.number("Adam", "lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"Adam: betas must be a pair of numbers, got {betas!r}")
-        self.betas = (_number("Adam", "betas[0]", betas[0], below=1.0),
-                      _number("Adam", "betas[1]", betas[1], below=1.0))
-        self.eps = _number("Adam", "eps", eps)
-        self.weight_decay = _number("Adam", "weight_decay", weight_decay)
+        self.betas = (_validation.number("Adam", "betas[0]", betas[0], below=1.0),
+                      _validation.number("Adam", "betas[1]", betas[1], below=1.0))
+        self.eps = _validation.number("Adam", "eps", eps)
+        self.weight_decay = _validation.number("Adam", "weight_decay", weight_decay)
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,

@@ -184,7 +184,7 @@ BAD_CALLS = [
     (lambda: F.linear_backward(GY.T, X, W), ValueError,
      r"linear_backward: gy must have the shape of linear's output \(3, 4\)"),
     (lambda: F.linear_backward(GY, X, W, need_input_grad=1), TypeError,
-     "linear_backward: need_input_grad must be a bool"),
+     "linear_backward: need_input_grad must be True or False, got 1"),
     (lambda: F.linear_backward(GY, X, W, False, out=(np.zeros_like(X), None, None)), ValueError,
      r"linear_backward: out\[0\] \(gx\) must be None"),
     (lambda: F.linear_backward(GY, X, W, out=(None, X[:, :4].T.copy()[:4], None)), ValueError,

@@ -1,4 +1,4 @@
-"""The out= overlap test of cnnext._functional._checks: ranges_overlap (the
+"""The out= overlap test of cnnext._validation: ranges_overlap (the
 compiled byte-range test) agrees with numpy.may_share_memory, and out_array
 accepts exactly the buffers numpy.shares_memory says are disjoint."""
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnnext._functional import _checks
+from cnnext import _validation
 from cnnext._kernels._memory import ranges_overlap
 
 BASE = np.arange(64, dtype=np.float64).reshape(8, 8)
@@ -47,6 +47,6 @@ def test_out_array_takes_buffers_whose_bounds_overlap_but_not_their_memory():
     buffer = np.zeros(12)
     out, skipping = buffer[4:8], buffer[::8]  # skipping holds elements 0 and 8 only
     assert ranges_overlap(out, (skipping,))
-    assert _checks.out_array("f", "out", out, (4,), out.dtype, (skipping,)) is out
+    assert _validation.out_array("f", "out", out, (4,), out.dtype, (skipping,)) is out
     with pytest.raises(ValueError, match="f: out overlaps an input array"):
-        _checks.out_array("f", "out", out, (4,), out.dtype, (skipping, buffer[7:]))
+        _validation.out_array("f", "out", out, (4,), out.dtype, (skipping, buffer[7:]))

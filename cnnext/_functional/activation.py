@@ -7,10 +7,10 @@ microsecond.
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, _validation
 from .._kernels import _activation
 from .._typing import FloatArray
-from . import _checks, _repeat
+from . import _repeat
 
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
 _RELU = _dispatch.by_dtype(_activation.relu)
@@ -21,7 +21,7 @@ _RELU_BACKWARD_CALLS = _repeat.Calls()
 
 def _flat(array):
     """A flat C-contiguous view of ``array`` (a copy only when not contiguous)."""
-    return _checks.contiguous(array).reshape(-1)
+    return _validation.contiguous(array).reshape(-1)
 
 
 def relu(x: FloatArray, *, inplace: bool = False, out: FloatArray | None = None) -> FloatArray:
@@ -63,7 +63,7 @@ def relu(x: FloatArray, *, inplace: bool = False, out: FloatArray | None = None)
         raise TypeError(f"{func}: inplace=True needs x to be a numpy.ndarray, got "
                         f"{type(x).__name__}")
     given = x
-    x = _checks.float_array(func, "x", x)
+    x = _validation.float_array(func, "x", x)
     if inplace:
         if out is not None:
             raise ValueError(f"{func}: give either inplace=True or out, not both")
@@ -76,7 +76,7 @@ def relu(x: FloatArray, *, inplace: bool = False, out: FloatArray | None = None)
             result = relu(x)
             x[...] = result
         return given  # the caller's object even when x is a view of a subclass
-    y = np.empty(x.shape, x.dtype) if out is None else _checks.out_array(
+    y = np.empty(x.shape, x.dtype) if out is None else _validation.out_array(
         func, "out", out, x.shape, x.dtype, (x,))
     _RELU[x.dtype](_flat(x), y.reshape(-1))
     if _repeat.plain(given) and x.size:
@@ -111,13 +111,13 @@ def relu_backward(gy: FloatArray, x: FloatArray, *,
         return gx
     func = "relu_backward"
     given = _repeat.plain(gy, x)
-    gy = _checks.float_array(func, "gy", gy)
-    x = _checks.float_array(func, "x", x)
+    gy = _validation.float_array(func, "gy", gy)
+    x = _validation.float_array(func, "x", x)
     if gy.shape != x.shape:
         raise ValueError(f"{func}: gy has shape {gy.shape} but x has {x.shape}; they must "
                          f"match")
-    _checks.same_dtype(func, "gy", gy, x=x)
-    gx = np.empty(gy.shape, gy.dtype) if out is None else _checks.out_array(
+    _validation.same_dtype(func, "gy", gy, x=x)
+    gx = np.empty(gy.shape, gy.dtype) if out is None else _validation.out_array(
         func, "out", out, gy.shape, gy.dtype, (gy, x))
     _RELU_BACKWARD[gy.dtype](_flat(gy), _flat(x), gx.reshape(-1))
     if given and gy.size:

@@ -24,9 +24,9 @@ import threading
 
 import numpy as np
 
-from .. import _dispatch, _tuning
+from .. import _dispatch, _tuning, _validation
 from .._typing import FloatArray, IntPair, Padding
-from . import _checks, _repeat, conv_taps
+from . import _repeat, conv_taps
 
 _kernels = _dispatch.load("_conv")
 # The repeat-call fast paths run the dispatched build's step kernels: they
@@ -96,18 +96,17 @@ def _plan_args(func, x_shape, w_shape, dtype, stride, padding, dilation):
     if cw != c:
         raise ValueError(f"{func}: w has {cw} input channels (shape {w_shape}) but x has {c} "
                          f"(shape {x_shape}); w must be {_W_LAYOUT} with C = x.shape[1]")
-    stride = _checks.pair(func, "stride", stride, 1)
-    padding = _checks.pair(func, "padding", padding, 0)
-    dilation = _checks.pair(func, "dilation", dilation, 1)
-    ho = _checks.output_size(func, "height", h, r, stride[0], padding[0], dilation[0])
-    wo = _checks.output_size(func, "width", wd, s, stride[1], padding[1], dilation[1])
-    _checks.check_nbytes(func, "the output", (n, k, ho, wo), dtype)
+    stride = _validation.pair(func, "stride", stride, 1)
+    padding = _validation.pair(func, "padding", padding, 0)
+    dilation = _validation.pair(func, "dilation", dilation, 1)
+    ho, wo = _validation.conv_output_hw(func, h, wd, (r, s), stride, padding, dilation)
+    _validation.check_nbytes(func, "the output", (n, k, ho, wo), dtype)
     # Scratch of one image: im2col columns or Winograd transforms, a padded copy.
-    _checks.check_nbytes(func, "the workspace of one image",
-                         (c * r * s + 16 * (c + k) + k + 64, ho * wo + 64), np.float64)
+    _validation.check_nbytes(func, "the workspace of one image",
+                             (c * r * s + 16 * (c + k) + k + 64, ho * wo + 64), np.float64)
     # (Only the rows and columns some window reaches are copied.)
-    _checks.check_nbytes(func, "the padded copy of one image",
-                         (c, (ho - 1) * stride[0] + (r - 1) * dilation[0] + 1,
+    _validation.check_nbytes(func, "the padded copy of one image",
+                             (c, (ho - 1) * stride[0] + (r - 1) * dilation[0] + 1,
                           (wo - 1) * stride[1] + (s - 1) * dilation[1] + 64), np.float64)
     return (n, c, h, wd, k, r, s, stride, padding, dilation, dtype.itemsize)
 
@@ -158,7 +157,7 @@ def _one_sided(func, x, padding):
     or None when the padding is symmetric already."""
     if type(padding) is int or _plain(padding):
         return padding, None
-    (top, bottom), (left, right) = _checks.padding_pairs(func, "padding", padding)
+    (top, bottom), (left, right) = _validation.padding_pairs(func, "padding", padding)
     common = (min(top, bottom), min(left, right))
     if (top, left) == (bottom, right):
         return common, None
@@ -169,9 +168,9 @@ def _one_sided(func, x, padding):
 
 def _padded(func, x, widths):
     """``x`` zero-padded by ``widths`` (np.pad), its size checked first."""
-    _checks.check_nbytes(func, "the padded input",
-                         (*x.shape[:2], x.shape[2] + sum(widths[2]), x.shape[3] + sum(widths[3])),
-                         x.dtype)
+    _validation.check_nbytes(
+        func, "the padded input",
+        (*x.shape[:2], x.shape[2] + sum(widths[2]), x.shape[3] + sum(widths[3])), x.dtype)
     return np.pad(x, widths)
 
 
@@ -216,12 +215,12 @@ def step_plans(x_shape, w_shape, dtype, stride, padding, dilation):
 def _arrays(func, x, w):
     """x and w as float arrays of one dtype."""
     if (type(x) is np.ndarray and type(w) is np.ndarray and x.ndim == 4 and w.ndim == 4
-            and x.dtype in _checks.FLOAT_DTYPES and w.dtype == x.dtype):
+            and x.dtype in _validation.FLOAT_DTYPES and w.dtype == x.dtype):
         return x, w
-    x = _checks.float_array(func, "x", x, 4, _X_LAYOUT)
-    w = _checks.float_array(func, "w", w, 4, _W_LAYOUT)
+    x = _validation.float_array(func, "x", x, 4, _X_LAYOUT)
+    w = _validation.float_array(func, "w", w, 4, _W_LAYOUT)
     if w.dtype != x.dtype:
-        _checks.same_dtype(func, "x", x, w=w)
+        _validation.same_dtype(func, "x", x, w=w)
     return x, w
 
 
@@ -288,9 +287,9 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
         if taps is None:
             x = _padded(func, x, widths)  # (the padded copy is this call's own)
     if b is not None:
-        b = _checks.float_array(func, "b", b, 1, "(K,)")
+        b = _validation.float_array(func, "b", b, 1, "(K,)")
         if b.dtype != x.dtype:
-            _checks.same_dtype(func, "x", x, b=b)
+            _validation.same_dtype(func, "x", x, b=b)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
                              f"of w, shape {w.shape}), got shape {b.shape}")
@@ -300,13 +299,13 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     if out is None:
         y = np.empty(plan.output_shape, x.dtype)
     else:
-        y = _checks.out_array(func, "out", out, plan.output_shape, x.dtype, inputs=(x, w, b))
+        y = _validation.out_array(func, "out", out, plan.output_shape, x.dtype, inputs=(x, w, b))
     if type(plan) is conv_taps.TapPlan:
         return conv_taps.conv2d(plan, x, w, b, y)
     if x.shape[0]:
         forward = _by_dtype[x.dtype][0]
-        forward(plan, _checks.contiguous(x), _checks.contiguous(w),
-                None if b is None else _checks.contiguous(b), y,
+        forward(plan, _validation.contiguous(x), _validation.contiguous(w),
+                None if b is None else _validation.contiguous(b), y,
                 _workspace(plan.forward_workspace, x.dtype))
         if given:
             _remember_forward(x, w, b, stride, padding, dilation)
@@ -397,13 +396,11 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
             return result
     func = "conv2d_backward"
     given = _repeat.plain(gy, x, w) and _kernels is _DISPATCHED
-    gy = _checks.float_array(func, "gy", gy, 4, _GY_LAYOUT)
+    gy = _validation.float_array(func, "gy", gy, 4, _GY_LAYOUT)
     x, w = _arrays(func, x, w)
     if gy.dtype != x.dtype:
-        _checks.same_dtype(func, "x", x, gy=gy)
-    if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
-        raise TypeError(f"{func}: need_input_grad must be a bool, "
-                        f"got {type(need_input_grad).__name__}")
+        _validation.same_dtype(func, "x", x, gy=gy)
+    need_input_grad = _validation.boolean(func, "need_input_grad", need_input_grad)
     padding, widths = _one_sided(func, x, padding)
     if widths is not None:
         return _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out,
@@ -415,7 +412,7 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
     if need_input_grad and plan.data_kernel != "col2im" and not (
             _finite(w) and (plan.data_kernel != "winograd" or _finite(gy))):
         plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
-    gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+    gx, gw, gb = _validation.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if type(plan) is conv_taps.TapPlan:
         return conv_taps.conv2d_backward(plan, gy, x, w, gx, gw, gb)
     if x.shape[0] == 0:
@@ -423,11 +420,11 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
         gb.fill(0)
         return gx, gw, gb
     _, backward_data, backward_filter = _by_dtype[x.dtype]
-    gy = _checks.contiguous(gy)
+    gy = _validation.contiguous(gy)
     if need_input_grad:
-        backward_data(plan, gy, _checks.contiguous(w), gx,
+        backward_data(plan, gy, _validation.contiguous(w), gx,
                       _workspace(plan.backward_data_workspace, x.dtype))
-    backward_filter(plan, gy, _checks.contiguous(x), gw, gb,
+    backward_filter(plan, gy, _validation.contiguous(x), gw, gb,
                     _workspace(plan.backward_filter_workspace, x.dtype))
     if given:
         _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad)
@@ -450,17 +447,17 @@ def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, ou
         if gy.shape != taps.output_shape:
             raise ValueError(f"{func}: gy must have the shape of conv2d's output "
                              f"{taps.output_shape} {_GY_LAYOUT}, got shape {gy.shape}")
-        gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+        gx, gw, gb = _validation.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
         return conv_taps.conv2d_backward(taps, gy, x, w, gx, gw, gb)
     gx_out = gw_out = gb_out = None
     if out is not None:
-        gx_out, gw_out, gb_out = _checks.out_tuple(func, out, 3)
+        gx_out, gw_out, gb_out = _validation.out_tuple(func, out, 3)
     # The buffers are checked against the unpadded call's shapes first.
-    _checks.gradient_out_buffers(func, (None, gw_out, gb_out), False, gy, x, w)
+    _validation.gradient_out_buffers(func, (None, gw_out, gb_out), False, gy, x, w)
     if gx_out is not None:
         if not need_input_grad:
             raise ValueError(f"{func}: out[0] (gx) must be None when need_input_grad is False")
-        _checks.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, (gy, x, w, gw_out,
+        _validation.out_array(func, "out[0] (gx)", gx_out, x.shape, x.dtype, (gy, x, w, gw_out,
                                                                            gb_out))
     padded = _padded(func, x, widths)
     gx, gw, gb = conv2d_backward(gy, padded, w, stride, padding, dilation, need_input_grad,

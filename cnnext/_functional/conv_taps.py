@@ -18,7 +18,7 @@ such a product are set to NaN, as the kernels and the reference give.
 
 import numpy as np
 
-from . import _checks
+from .. import _validation
 
 # A padded copy of one image up to this many elements is always made (the
 # kernels' way); above it, only when it is not mostly padding.
@@ -57,30 +57,16 @@ def plan(func, x, w, stride, padding, dilation):
     k, _, r, s = w.shape
     if min(c, h, wd, k, r, s) < 1:
         return None  # refused with the kernel plan's messages
-    stride = _checks.pair(func, "stride", stride, 1)
-    pads = _checks.padding_pairs(func, "padding", padding)
-    dilation = _checks.pair(func, "dilation", dilation, 1)
-    ho = _output_size(func, "height", h, r, stride[0], pads[0], dilation[0])
-    wo = _output_size(func, "width", wd, s, stride[1], pads[1], dilation[1])
+    stride = _validation.pair(func, "stride", stride, 1)
+    pads = _validation.padding_pairs(func, "padding", padding)
+    dilation = _validation.pair(func, "dilation", dilation, 1)
+    ho, wo = _validation.conv_output_hw(func, h, wd, (r, s), stride, pads, dilation)
     padded = c * ((ho - 1) * stride[0] + (r - 1) * dilation[0] + 1) * (
         (wo - 1) * stride[1] + (s - 1) * dilation[1] + 64)
     if padded <= max(PADDED_COPY_LIMIT, 4 * (c * h * wd + k * ho * wo)):
         return None
-    _checks.check_nbytes(func, "the output", (n, k, ho, wo), x.dtype)
+    _validation.check_nbytes(func, "the output", (n, k, ho, wo), x.dtype)
     return TapPlan((n, k, ho, wo), stride, pads, dilation)
-
-
-def _output_size(func, axis, size, kernel, stride, pads, dilation):
-    """``_checks.output_size`` for padding (before, after) along ``axis``."""
-    before, after = pads
-    if before == after:
-        return _checks.output_size(func, axis, size, kernel, stride, before, dilation)
-    extent = dilation * (kernel - 1) + 1
-    padded = size + before + after
-    if extent > padded:
-        raise ValueError(f"{func}: the kernel spans {extent} along {axis} but the padded input "
-                         f"has only {padded} (size {size} + padding {before} + {after})")
-    return (padded - extent) // stride + 1
 
 
 def _reach(tap, size, out, stride, padding, dilation):

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, _validation
 from .._typing import FloatArray
-from . import _checks, _repeat
+from . import _repeat
 
 _dense = _dispatch.load("_dense")
 
@@ -40,13 +40,13 @@ def _arrays(func, x, w):
     """x (N, I) and w (O, I) as C-contiguous float arrays of one dtype, O and I >= 1
     (copies only when the layout needs one)."""
     if (type(x) is np.ndarray and type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2
-            and x.dtype in _checks.FLOAT_DTYPES and w.dtype == x.dtype
+            and x.dtype in _validation.FLOAT_DTYPES and w.dtype == x.dtype
             and x.shape[1] == w.shape[1] and w.shape[0] and w.shape[1]
             and x.flags.c_contiguous and w.flags.c_contiguous):
         return x, w
-    x = _checks.float_array(func, "x", x, 2, "(N, I)")
-    w = _checks.float_array(func, "w", w, 2, "(O, I)")
-    _checks.same_dtype(func, "x", x, w=w)
+    x = _validation.float_array(func, "x", x, 2, "(N, I)")
+    w = _validation.float_array(func, "w", w, 2, "(O, I)")
+    _validation.same_dtype(func, "x", x, w=w)
     if w.shape[0] < 1 or w.shape[1] < 1:
         raise ValueError(f"{func}: w must have at least one row and one column (O, I), got "
                          f"shape {w.shape}")
@@ -54,7 +54,7 @@ def _arrays(func, x, w):
         raise ValueError(f"{func}: x has {x.shape[1]} features (shape {x.shape}) but w takes "
                          f"{w.shape[1]} (shape {w.shape}); w must be (O, I) with "
                          f"I = x.shape[1]")
-    return _checks.contiguous(x), _checks.contiguous(w)
+    return _validation.contiguous(x), _validation.contiguous(w)
 
 
 def _vector(func, b, length, dtype):
@@ -62,13 +62,13 @@ def _vector(func, b, length, dtype):
     if (type(b) is np.ndarray and b.ndim == 1 and b.dtype == dtype and b.shape[0] == length
             and b.flags.c_contiguous):
         return b
-    b = _checks.float_array(func, "b", b, 1, "(O,)")
+    b = _validation.float_array(func, "b", b, 1, "(O,)")
     if b.dtype != dtype:
         raise TypeError(f"{func}: b has dtype {b.dtype} but w has {dtype}; they must match")
     if b.shape[0] != length:
         raise ValueError(f"{func}: b must have shape ({length},) (one value per row of w), "
                          f"got shape {b.shape}")
-    return _checks.contiguous(b)
+    return _validation.contiguous(b)
 
 
 def _gradient(func, gy, x, w):
@@ -77,12 +77,12 @@ def _gradient(func, gy, x, w):
     if (type(gy) is np.ndarray and gy.dtype == x.dtype and gy.shape == shape
             and gy.flags.c_contiguous):
         return gy
-    gy = _checks.float_array(func, "gy", gy, 2, "(N, O)")
-    _checks.same_dtype(func, "x", x, gy=gy)
+    gy = _validation.float_array(func, "gy", gy, 2, "(N, O)")
+    _validation.same_dtype(func, "x", x, gy=gy)
     if gy.shape != shape:
         raise ValueError(f"{func}: gy must have the shape of linear's output {shape} (N, O), "
                          f"got shape {gy.shape}")
-    return _checks.contiguous(gy)
+    return _validation.contiguous(gy)
 
 
 def linear(x: FloatArray, w: FloatArray, b: FloatArray | None = None, *,
@@ -129,8 +129,8 @@ def linear(x: FloatArray, w: FloatArray, b: FloatArray | None = None, *,
         b = _vector(func, b, w.shape[0], x.dtype)
     shape = (x.shape[0], w.shape[0])
     if shape[0] * shape[1] >= _SMALL:
-        _checks.check_nbytes(func, "the output", shape, x.dtype)
-    y = np.empty(shape, x.dtype) if out is None else _checks.out_array(
+        _validation.check_nbytes(func, "the output", shape, x.dtype)
+    y = np.empty(shape, x.dtype) if out is None else _validation.out_array(
         func, "out", out, shape, x.dtype, (x, w, b))
     if shape[0]:
         _KERNELS[x.dtype][0](x, w, b, y)
@@ -180,10 +180,8 @@ def linear_backward(gy: FloatArray, x: FloatArray, w: FloatArray, need_input_gra
     given = _repeat.plain(gy, x, w) and _KERNELS is _DISPATCHED
     x, w = _arrays(func, x, w)
     gy = _gradient(func, gy, x, w)
-    if type(need_input_grad) is not bool and not isinstance(need_input_grad, np.bool_):
-        raise TypeError(f"{func}: need_input_grad must be a bool, "
-                        f"got {type(need_input_grad).__name__}")
-    gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+    need_input_grad = _validation.boolean(func, "need_input_grad", need_input_grad)
+    gx, gw, gb = _validation.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if x.shape[0] == 0:
         gw.fill(0)
         gb.fill(0)
@@ -236,9 +234,9 @@ def linear_backward_step(gy, x, w, b, lr):
     gy = _gradient(func, gy, x, w)
     if b is not None:
         b = _vector(func, b, w.shape[0], x.dtype)
-        if _checks.overlap(b, w) or _checks.overlap(b, x):
+        if _validation.overlap(b, w) or _validation.overlap(b, x):
             raise ValueError(f"{func}: b overlaps w or x")
-    if _checks.overlap(w, x):
+    if _validation.overlap(w, x):
         raise ValueError(f"{func}: w overlaps x")
     if type(lr) is not float or not math.isfinite(lr):
         raise ValueError(f"{func}: lr must be a finite float, got {lr!r}")

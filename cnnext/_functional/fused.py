@@ -28,10 +28,10 @@ where rounding moves a tie.
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, _validation
 from .._typing import FloatArray, IntArray, IntPair
-from . import _checks, conv_taps
 from . import conv as _conv
+from . import conv_taps
 from .activation import relu as _relu
 from .pooling import int64_within, max_pool2d, max_pool2d_backward
 
@@ -98,19 +98,11 @@ class _Entry:
         return fused
 
 
-def _flag(func, name, value):
-    if type(value) is bool:
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    raise TypeError(f"{func}: {name} must be a bool, got {type(value).__name__}")
-
-
 def _pooled_size(func, axis, size, window, stride):
     if window > size:
         raise ValueError(f"{func}: the pooling window spans {window} along {axis} but the "
                          f"convolution's output has only {size}")
-    return (size - window) // stride + 1
+    return _validation.output_extent(size, window, stride, 0)
 
 
 def _entry(func, x, w, stride, padding, dilation, pool_size, pool_stride):
@@ -125,12 +117,12 @@ def _entry(func, x, w, stride, padding, dilation, pool_size, pool_stride):
             return entry
     taps = conv_taps.plan(func, x, w, stride, padding, dilation) is not None
     args = _conv._plan_args(func, x.shape, w.shape, x.dtype, stride, padding, dilation)
-    pool = _checks.pair(func, "pool_size", pool_size, 1)
-    pool_stride = pool if pool_stride is None else _checks.pair(func, "pool_stride",
+    pool = _validation.pair(func, "pool_size", pool_size, 1)
+    pool_stride = pool if pool_stride is None else _validation.pair(func, "pool_stride",
                                                                 pool_stride, 1)
     n, _, h, wd, k, r, s, stride, padding, dilation, _ = args
-    ho = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    wo = (wd + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    ho = _validation.output_extent(h, r, stride[0], padding[0], dilation[0])
+    wo = _validation.output_extent(wd, s, stride[1], padding[1], dilation[1])
     hq = _pooled_size(func, "height", ho, pool[0], pool_stride[0])
     wq = _pooled_size(func, "width", wo, pool[1], pool_stride[1])
     if not taps and (pool[0] - 1) * wo + pool[1] > _MAX_WINDOW_OFFSET:
@@ -147,13 +139,13 @@ def _entry(func, x, w, stride, padding, dilation, pool_size, pool_stride):
 def _bias(func, b, x, w):
     if b is None:
         return None
-    b = _checks.float_array(func, "b", b, 1, "(K,)")
+    b = _validation.float_array(func, "b", b, 1, "(K,)")
     if b.dtype != x.dtype:
-        _checks.same_dtype(func, "x", x, b=b)
+        _validation.same_dtype(func, "x", x, b=b)
     if b.shape[0] != w.shape[0]:
         raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
                          f"of w, shape {w.shape}), got shape {b.shape}")
-    return _checks.contiguous(b)
+    return _validation.contiguous(b)
 
 
 def conv2d_max_pool2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None,
@@ -204,16 +196,16 @@ def conv2d_max_pool2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None,
     func = "conv2d_max_pool2d"
     x, w = _conv._arrays(func, x, w)
     b = _bias(func, b, x, w)
-    relu = _flag(func, "relu", relu)
+    relu = _validation.boolean(func, "relu", relu)
     entry = _entry(func, x, w, stride, padding, dilation, pool_size, pool_stride)
     shape = entry.output_shape
     inputs = (x, w, b)
     if out is None:
         y, idx = np.empty(shape, x.dtype), np.empty(shape, _INT64)
     else:
-        y_out, idx_out = _checks.out_tuple(func, out, 2)
-        y = _checks.out_array(func, "out[0] (y)", y_out, shape, x.dtype, inputs)
-        idx = _checks.out_array(func, "out[1] (idx)", idx_out, shape, _INT64,
+        y_out, idx_out = _validation.out_tuple(func, out, 2)
+        y = _validation.out_array(func, "out[0] (y)", y_out, shape, x.dtype, inputs)
+        idx = _validation.out_array(func, "out[1] (idx)", idx_out, shape, _INT64,
                                 inputs + ((y,) if y_out is not None else ()))
     if x.shape[0] and entry.fused is None:
         conv = _conv.conv2d(x, w, b, stride, padding, dilation)
@@ -221,7 +213,7 @@ def conv2d_max_pool2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None,
                    return_indices=True, out=(y, idx))
     elif x.shape[0]:
         forward = _by_dtype[x.dtype][0]
-        forward(entry.fused, _checks.contiguous(x), _checks.contiguous(w), b, relu, y, idx,
+        forward(entry.fused, _validation.contiguous(x), _validation.contiguous(w), b, relu, y, idx,
                 _conv._workspace(entry.fused.forward_workspace, x.dtype))
     return y, idx
 
@@ -282,12 +274,12 @@ def conv2d_max_pool2d_backward(gy: FloatArray, idx: IntArray, x: FloatArray, w: 
         The bias gradient: the passed gradients summed per filter.
     """
     func = "conv2d_max_pool2d_backward"
-    gy = _checks.float_array(func, "gy", gy, 4, _Y_LAYOUT)
+    gy = _validation.float_array(func, "gy", gy, 4, _Y_LAYOUT)
     x, w = _conv._arrays(func, x, w)
     if gy.dtype != x.dtype:
-        _checks.same_dtype(func, "x", x, gy=gy)
-    relu = _flag(func, "relu", relu)
-    need_input_grad = _flag(func, "need_input_grad", need_input_grad)
+        _validation.same_dtype(func, "x", x, gy=gy)
+    relu = _validation.boolean(func, "relu", relu)
+    need_input_grad = _validation.boolean(func, "need_input_grad", need_input_grad)
     entry = _entry(func, x, w, stride, padding, dilation, pool_size, pool_stride)
     shape = entry.output_shape
     if gy.shape != shape:
@@ -295,9 +287,9 @@ def conv2d_max_pool2d_backward(gy: FloatArray, idx: IntArray, x: FloatArray, w: 
                          f"{_Y_LAYOUT}, got shape {gy.shape}")
     idx = _indices(func, idx, gy)
     if y is not None:
-        y = _checks.float_array(func, "y", y, 4, _Y_LAYOUT)
+        y = _validation.float_array(func, "y", y, 4, _Y_LAYOUT)
         if y.dtype != x.dtype:
-            _checks.same_dtype(func, "x", x, y=y)
+            _validation.same_dtype(func, "x", x, y=y)
         if y.shape != shape:
             raise ValueError(f"{func}: y must be the forward's pooled output, of shape {shape} "
                              f"{_Y_LAYOUT}, got shape {y.shape}")
@@ -306,12 +298,12 @@ def conv2d_max_pool2d_backward(gy: FloatArray, idx: IntArray, x: FloatArray, w: 
                          f"is the ReLU's gradient)")
     plane = entry.conv_shape[2] * entry.conv_shape[3]
     if idx.dtype == _INT64:  # checked by the kernel, before it writes anything
-        idx, bad = _checks.contiguous(idx), -1
+        idx, bad = _validation.contiguous(idx), -1
     else:
         idx, bad = int64_within(idx, plane)
     if bad >= 0:
         raise _outside(func, idx, bad, plane)
-    gx, gw, gb = _checks.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
+    gx, gw, gb = _validation.gradient_out_buffers(func, out, need_input_grad, gy, x, w)
     if out is not None:
         _separate(func, (gx, gw, gb), out, (idx, y))
     if x.shape[0] == 0:
@@ -327,8 +319,9 @@ def conv2d_max_pool2d_backward(gy: FloatArray, idx: IntArray, x: FloatArray, w: 
     fused = entry.backward()
     work = _conv._workspace(fused.backward_workspace(need_input_grad), x.dtype)
     backward = _by_dtype[x.dtype][1]
-    bad = backward(fused, _checks.contiguous(gy), idx, None if not relu else _checks.contiguous(y),
-                   _checks.contiguous(x), _checks.contiguous(w), gx, gw, gb, work)
+    contiguous = _validation.contiguous
+    bad = backward(fused, contiguous(gy), idx, None if not relu else contiguous(y),
+                   contiguous(x), contiguous(w), gx, gw, gb, work)
     if bad >= 0:
         raise _outside(func, idx, bad, plane)
     return gx, gw, gb
@@ -341,7 +334,7 @@ def _separate(func, buffers, given, inputs):
         if requested is None:
             continue
         for array in inputs:
-            if array is not None and _checks.overlap(buffer, array):
+            if array is not None and _validation.overlap(buffer, array):
                 raise ValueError(f"{func}: out[{i}] overlaps an input array")
 
 

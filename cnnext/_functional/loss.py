@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, _validation
 from .._kernels import _loss
 from .._typing import ArrayLike, FloatArray
-from . import _checks, _repeat
+from . import _repeat
 from .pooling import int64_within
 
 _INT64 = np.dtype(np.int64)
@@ -40,15 +40,15 @@ def softmax(x: FloatArray, axis: int = -1) -> FloatArray:
         return result
     func = "softmax"
     given = _repeat.plain(x)
-    x = _checks.float_array(func, "x", x)
+    x = _validation.float_array(func, "x", x)
     if x.ndim == 0:
         raise ValueError(f"{func}: x must be at least 1-D, got a scalar")
-    axis = _checks.to_int(func, "axis", axis)
+    axis = _validation.to_int(func, "axis", axis)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{func}: axis {axis} is out of range for x of shape {x.shape}")
     if axis % x.ndim != x.ndim - 1:
         return np.moveaxis(softmax(np.moveaxis(x, axis, -1)), -1, axis)
-    rows = _checks.contiguous(x).reshape(
+    rows = _validation.contiguous(x).reshape(
         math.prod(x.shape[:-1]), x.shape[-1])
     out = np.empty(rows.shape, x.dtype)
     if out.size:
@@ -96,7 +96,7 @@ def softmax_cross_entropy(logits: FloatArray, labels: ArrayLike) -> tuple[float,
         return result
     func = "softmax_cross_entropy"
     given = _repeat.plain(logits, labels)
-    logits = _checks.float_array(func, "logits", logits, 2, "(N, K)")
+    logits = _validation.float_array(func, "logits", logits, 2, "(N, K)")
     rows, classes = logits.shape
     if rows == 0 or classes == 0:
         raise ValueError(f"{func}: logits must have at least one row and one class, got shape "
@@ -109,12 +109,12 @@ def softmax_cross_entropy(logits: FloatArray, labels: ArrayLike) -> tuple[float,
         raise ValueError(f"{func}: labels must have shape ({rows},), one per row of logits, "
                          f"got {labels.shape}")
     if labels.dtype == _INT64:  # checked by the kernel, in the pass that reads them
-        labels, bad = _checks.contiguous(labels), -1
+        labels, bad = _validation.contiguous(labels), -1
     else:
         labels, bad = int64_within(labels, classes)
     if bad < 0:
         grad = np.empty((rows, classes), logits.dtype)
-        loss, bad = _CROSS_ENTROPY[logits.dtype](_checks.contiguous(logits), labels, grad)
+        loss, bad = _CROSS_ENTROPY[logits.dtype](_validation.contiguous(logits), labels, grad)
     if bad >= 0:
         raise ValueError(f"{func}: labels[{bad}] = {labels[bad]} is outside [0, {classes}), "
                          f"the classes of logits {logits.shape}")

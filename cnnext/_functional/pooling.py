@@ -10,9 +10,9 @@ from typing import Literal, overload
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, _validation
 from .._typing import FloatArray, IntArray, IntPair, Padding
-from . import _checks, _repeat
+from . import _repeat
 
 _pool = _dispatch.load("_pool")
 
@@ -49,10 +49,10 @@ def _step_sizes(in_shape, out_shape, kernel, stride, padding, check=0, dilation=
 
 def _float_input(func, name, value):
     """A 4-D float32/float64 ndarray with non-empty planes."""
-    if (type(value) is np.ndarray and value.ndim == 4 and value.dtype in _checks.FLOAT_DTYPES
+    if (type(value) is np.ndarray and value.ndim == 4 and value.dtype in _validation.FLOAT_DTYPES
             and value.shape[2] and value.shape[3]):
         return value
-    value = _checks.float_array(func, name, value, ndim=4, layout="(N, C, H, W)")
+    value = _validation.float_array(func, name, value, ndim=4, layout="(N, C, H, W)")
     if value.shape[2] == 0 or value.shape[3] == 0:
         raise ValueError(f"{func}: {name} must have non-empty (H, W) planes, got shape "
                          f"{value.shape}")
@@ -87,12 +87,11 @@ def _geometry(func, in_shape, kernel_size, stride, padding, dilation=1, ceil_mod
         known = _known_geometries.get(key)
         if known is not None:
             return known
-    kernel = _checks.pair(func, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else _checks.pair(func, "stride", stride, 1)
-    pads = _checks.padding_pairs(func, "padding", padding)
-    dilation = _checks.pair(func, "dilation", dilation, 1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{func}: ceil_mode must be True or False, got {ceil_mode!r}")
+    kernel = _validation.pair(func, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else _validation.pair(func, "stride", stride, 1)
+    pads = _validation.padding_pairs(func, "padding", padding)
+    dilation = _validation.pair(func, "dilation", dilation, 1)
+    ceil_mode = _validation.boolean(func, "ceil_mode", ceil_mode)
     extents = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
     if max(extents) > _MAX_EXTENT:
         raise ValueError(f"{func}: a window may span at most {_MAX_EXTENT} along each axis "
@@ -102,7 +101,7 @@ def _geometry(func, in_shape, kernel_size, stride, padding, dilation=1, ceil_mod
     out = []
     for axis, size, k, s, p, d in zip(("height", "width"), (height, width), kernel, stride, pads,
                                       dilation, strict=True):
-        count = _checks.output_size(func, axis, size, k, s, p, d, bool(ceil_mode))
+        count = _validation.output_size(func, axis, size, k, s, p, d, ceil_mode)
         _check_windows(func, axis, size, k, s, p, d, count)
         out.append(count)
     geometry = (kernel, stride, (pads[0][0], pads[1][0]), dilation, (n, c, *out), pads)
@@ -170,12 +169,6 @@ def _divisors(geometry, in_shape, count_include_pad, dtype):
     return divisors
 
 
-def _boolean(func, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def int64_within(values, stop):
     """Integer array ``values`` of a dtype other than int64 as C-contiguous
     int64, and the flat position of its first entry outside [0, stop), or -1
@@ -206,14 +199,14 @@ def _x_shape(func, x_shape, gy):
     if type(n) is type(c) is type(height) is type(width) is int:  # x.shape: skip the checks
         shape = tuple(x_shape)
     else:
-        shape = tuple(_checks.to_int(func, "x_shape", dim) for dim in x_shape)
+        shape = tuple(_validation.to_int(func, "x_shape", dim) for dim in x_shape)
     if min(shape) < 0 or shape[2] == 0 or shape[3] == 0:
         raise ValueError(f"{func}: x_shape must hold non-negative sizes with non-empty "
                          f"(H, W), got {shape}")
     if shape[:2] != gy.shape[:2]:
         raise ValueError(f"{func}: gy has shape {gy.shape} but x_shape is {shape}; their "
                          f"(N, C) must match")
-    _checks.check_nbytes(func, "x_shape", shape, gy.dtype)
+    _validation.check_nbytes(func, "x_shape", shape, gy.dtype)
     return shape
 
 
@@ -304,13 +297,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False, *, 
     if return_indices and out is None:
         y, indices = np.empty(out_shape, x.dtype), np.empty(out_shape, _INT64)
     elif return_indices:
-        y_out, indices_out = _checks.out_tuple(func, out, 2)
-        y = _checks.out_array(func, "out[0]", y_out, out_shape, x.dtype, (x,))
-        indices = _checks.out_array(func, "out[1]", indices_out, out_shape, _INT64, (x, y))
+        y_out, indices_out = _validation.out_tuple(func, out, 2)
+        y = _validation.out_array(func, "out[0]", y_out, out_shape, x.dtype, (x,))
+        indices = _validation.out_array(func, "out[1]", indices_out, out_shape, _INT64, (x, y))
     else:
-        y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
+        y = _validation.out_array(func, "out", out, out_shape, x.dtype, (x,))
         indices = None
-    _MAX_FORWARD[x.dtype](_checks.contiguous(x), y, indices, kernel, stride, padding, dilation)
+    _MAX_FORWARD[x.dtype](_validation.contiguous(x), y, indices, kernel, stride, padding, dilation)
     if given and x.shape[0] * x.shape[1]:
         outputs = ((1, out_shape, x.dtype, _repeat.ARRAY),)
         if return_indices:
@@ -349,7 +342,7 @@ def max_pool2d_backward(gy: FloatArray, idx: IntArray, x_shape: tuple[int, ...],
         return result
     func = "max_pool2d_backward"
     given = _repeat.plain(gy, idx) and type(x_shape) is tuple
-    gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
+    gy = _validation.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu":
         kind = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
         raise TypeError(f"{func}: idx must be an integer ndarray (int64 indices from "
@@ -360,12 +353,12 @@ def max_pool2d_backward(gy: FloatArray, idx: IntArray, x_shape: tuple[int, ...],
     shape = _x_shape(func, x_shape, gy)
     plane_size = shape[2] * shape[3]
     if idx.dtype == _INT64:  # checked by the kernel, before it writes anything
-        idx, bad = _checks.contiguous(idx), -1
+        idx, bad = _validation.contiguous(idx), -1
     else:
         idx, bad = int64_within(idx, plane_size)
     if bad < 0:
-        gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
-        bad = _MAX_BACKWARD[gy.dtype](_checks.contiguous(gy), idx, gx)
+        gx = _validation.out_array(func, "out", out, shape, gy.dtype, (gy, idx))
+        bad = _MAX_BACKWARD[gy.dtype](_validation.contiguous(gy), idx, gx)
     if bad >= 0:
         where = np.unravel_index(bad, idx.shape)
         raise ValueError(f"{func}: idx{tuple(int(i) for i in where)} = {idx[where]} lies "
@@ -414,10 +407,10 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
     func = "max_pool2d_backward_all_maxima"
     given = _repeat.plain(gy, x, y)
     x = _float_input(func, "x", x)
-    gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
-    y = _checks.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
+    gy = _validation.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
+    y = _validation.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
     if gy.dtype != x.dtype or y.dtype != x.dtype:
-        _checks.same_dtype(func, "x", x, gy=gy, y=y)
+        _validation.same_dtype(func, "x", x, gy=gy, y=y)
     kernel, stride, _, _, out_shape, _ = _geometry(func, x.shape, kernel_size, stride, 0)
     if stride[0] < kernel[0] or stride[1] < kernel[1]:
         raise ValueError(f"{func}: windows must not overlap: stride {stride} must be at least "
@@ -426,9 +419,9 @@ def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=No
         if array.shape != out_shape:
             raise ValueError(f"{func}: {name} must have shape {out_shape} (the pooled shape of "
                              f"x {x.shape}), got {array.shape}")
-    gx = _checks.out_array(func, "out", out, x.shape, x.dtype, (gy, x, y))
-    _ALL_MAXIMA_BACKWARD[x.dtype](_checks.contiguous(gy), _checks.contiguous(x),
-                                  _checks.contiguous(y), gx, kernel, stride)
+    gx = _validation.out_array(func, "out", out, x.shape, x.dtype, (gy, x, y))
+    _ALL_MAXIMA_BACKWARD[x.dtype](_validation.contiguous(gy), _validation.contiguous(x),
+                                  _validation.contiguous(y), gx, kernel, stride)
     if given and x.shape[0] * x.shape[1]:
         _repeat.remember(_ALL_MAXIMA_CALLS, "max_pool2d_backward_all_maxima", x.dtype,
                          ((0, gy), (1, x), (2, y)), ((3, x.shape, x.dtype, _repeat.ARRAY),),
@@ -489,10 +482,10 @@ def avg_pool2d(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = Non
     kernel, stride, padding, dilation, out_shape, _ = geometry
     divisors = None
     if count_include_pad is not True or ceil_mode:
-        divisors = _divisors(geometry, x.shape,
-                             _boolean(func, "count_include_pad", count_include_pad), x.dtype)
-    y = _checks.out_array(func, "out", out, out_shape, x.dtype, (x,))
-    _pool.avg_pool2d_forward(_checks.contiguous(x), y, divisors, kernel, stride, padding,
+        include_pad = _validation.boolean(func, "count_include_pad", count_include_pad)
+        divisors = _divisors(geometry, x.shape, include_pad, x.dtype)
+    y = _validation.out_array(func, "out", out, out_shape, x.dtype, (x,))
+    _pool.avg_pool2d_forward(_validation.contiguous(x), y, divisors, kernel, stride, padding,
                              dilation)
     # (Divisors are no argument a remembered call can bind.)
     if given and divisors is None and x.shape[0] * x.shape[1]:
@@ -536,7 +529,7 @@ def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: I
         return result
     func = "avg_pool2d_backward"
     given = _repeat.plain(gy) and type(x_shape) is tuple
-    gy = _checks.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
+    gy = _validation.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
     shape = _x_shape(func, x_shape, gy)
     geometry = _geometry(func, shape, kernel_size, stride, padding, dilation, ceil_mode)
     kernel, stride, padding, dilation, out_shape, _ = geometry
@@ -545,10 +538,10 @@ def avg_pool2d_backward(gy: FloatArray, x_shape: tuple[int, ...], kernel_size: I
                          f"{shape}), got {gy.shape}")
     divisors = None
     if count_include_pad is not True or ceil_mode:
-        divisors = _divisors(geometry, shape,
-                             _boolean(func, "count_include_pad", count_include_pad), gy.dtype)
-    gx = _checks.out_array(func, "out", out, shape, gy.dtype, (gy,))
-    _pool.avg_pool2d_backward(_checks.contiguous(gy), gx, divisors, kernel, stride, padding,
+        include_pad = _validation.boolean(func, "count_include_pad", count_include_pad)
+        divisors = _divisors(geometry, shape, include_pad, gy.dtype)
+    gx = _validation.out_array(func, "out", out, shape, gy.dtype, (gy,))
+    _pool.avg_pool2d_backward(_validation.contiguous(gy), gx, divisors, kernel, stride, padding,
                               dilation)
     if given and divisors is None and shape[0] * shape[1]:
         _repeat.remember(_AVG_BACKWARD_CALLS, "avg_pool2d_backward", gy.dtype, ((0, gy),),

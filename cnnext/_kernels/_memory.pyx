@@ -1,11 +1,11 @@
 # Memory extents of arrays: the cheap half of the out= overlap check.
 #
-# Layers: cnnext/_functional/_checks.py asks, for every out= buffer, whether
+# Layers: cnnext/_validation.py asks, for every out= buffer, whether
 # it shares memory with an input.  The first, sufficient test for "no" is
 # that their byte ranges are disjoint, which is what numpy.may_share_memory
 # computes; through NumPy's Python entry it costs about 0.3 us a pair, and a
 # training step checks a dozen pairs.  Here one call tests a buffer against
-# all the inputs.  Only when some range overlaps does _checks run
+# all the inputs.  Only when some range overlaps does _validation run
 # numpy.shares_memory's exact test.
 
 cimport numpy as cnp

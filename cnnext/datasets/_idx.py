@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from .. import _files
-from .._functional._checks import to_int
+from .._validation import to_int
 
 # Type byte -> big-endian NumPy dtype, as defined by the IDX format.
 IDX_DTYPES = {

@@ -31,10 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from .._functional import _checks
+from .. import _validation
 from .._typing import FloatArray
 
-DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+# The layers' argument rules (cnnext._validation), under the names layers import.
+from .._validation import (  # noqa: F401
+    DTYPES,
+    INITS,
+    boolean,
+    check_init,
+    check_seed,
+    check_weight_shape,
+    layer_dtype,
+    positive_int,
+)
+
 # glibc's default threshold for serving an allocation with its own mmap.
 WORKSPACE_MIN_BYTES = 128 * 1024
 
@@ -48,28 +59,6 @@ class ParameterBudgetExceeded(ValueError):
     """A layer asked for more parameters than a checkpoint being loaded holds."""
 
 
-def layer_dtype(owner, dtype):
-    """``dtype`` ("float32", "float64", or the NumPy dtype or type) as a NumPy dtype."""
-    if isinstance(dtype, str):
-        resolved = DTYPES.get(dtype)
-    elif isinstance(dtype, np.dtype) or dtype is np.float32 or dtype is np.float64:
-        resolved = np.dtype(dtype)
-    else:
-        resolved = None
-    # Not `in DTYPES.values()`: NumPy dtypes compare equal to None (float64).
-    if resolved is None or not any(resolved == d for d in DTYPES.values()):
-        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dtype!r}")
-    return resolved
-
-
-def positive_int(owner, name, value):
-    """An int >= 1 (bool and float rejected)."""
-    value = _checks.to_int(owner, name, value)
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
-    return value
-
-
 def compact(pair):
     """(a, a) as a, for the kernels' argument checks (an int is quicker to check than a pair)."""
     return pair[0] if pair[0] == pair[1] else pair
@@ -78,7 +67,7 @@ def compact(pair):
 def layer_padding(owner, value):
     """Padding as an (h, w) pair, or as ((top, bottom), (left, right)) where the two
     sides of an axis differ."""
-    (top, bottom), (left, right) = _checks.padding_pairs(owner, "padding", value)
+    (top, bottom), (left, right) = _validation.padding_pairs(owner, "padding", value)
     if top == bottom and left == right:
         return top, left
     return (top, bottom), (left, right)
@@ -89,24 +78,6 @@ def compact_padding(padding):
     return padding if isinstance(padding[0], tuple) else compact(padding)
 
 
-def boolean(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_seed(owner, seed):
-    """Refuse a ``seed`` that is not None, an int >= 0 or a numpy.random.Generator."""
-    if seed is None or isinstance(seed, np.random.Generator):
-        return
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{owner}: seed must be None, an int >= 0 or a numpy.random.Generator, "
-                        f"got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"{owner}: seed must be None, an int >= 0 or a numpy.random.Generator, "
-                         f"got {seed}")
-
-
 def random_generator(owner, seed):
     """``seed`` (None, an int >= 0 or a numpy.random.Generator) as a Generator.
 
@@ -115,15 +86,6 @@ def random_generator(owner, seed):
     check_seed(owner, seed)
     return np.random.default_rng(seed if seed is None or isinstance(seed, np.random.Generator)
                                  else int(seed))
-
-
-def check_weight_shape(owner, arguments, shape):
-    """Refuse a weight ``shape`` (set by the constructor's ``arguments``) whose initial
-    values could not even be addressed, before anything is allocated.
-
-    They are drawn in float64 whatever the layer's dtype, hence the dtype checked.
-    """
-    _checks.check_nbytes(owner, f"the initial weights given by {arguments}", shape, np.float64)
 
 
 def initial_weights(shape, init, fan_in, fan_out, dtype, rng):
@@ -157,15 +119,6 @@ def _claim_parameters(count):
             f"the architecture asks for more parameters than the file holds "
             f"({count} more requested, {budget[0]} left)")
     budget[0] -= count
-
-
-INITS = ("he_normal", "glorot_uniform")
-
-
-def check_init(owner, init):
-    if init not in INITS:
-        raise ValueError(f"{owner}: init must be one of {INITS}, got {init!r}")
-    return init
 
 
 class Layer:
@@ -217,7 +170,7 @@ class Layer:
         x_shape, x_dtype = cache[:2]
         expected = self._batch_output_shape(x_shape)
         if type(gy) is not np.ndarray or gy.shape != expected or gy.dtype != x_dtype:
-            gy = _checks.float_array(f"{self._name()}.backward", "gy", gy)
+            gy = _validation.float_array(f"{self._name()}.backward", "gy", gy)
             if gy.shape != expected or gy.dtype != x_dtype:
                 raise ValueError(f"{self._name()}.backward: gy must have shape {expected} and "
                                  f"dtype {x_dtype} (the last forward's output), got shape "
@@ -251,7 +204,7 @@ class Layer:
         return type(self).__name__
 
     def _checked(self, x):
-        x = _checks.float_array(f"{self._name()}.forward", "x", x)
+        x = _validation.float_array(f"{self._name()}.forward", "x", x)
         if self.dtype is not None and x.dtype != self.dtype:
             raise TypeError(f"{self._name()}.forward: x has dtype {x.dtype} but the layer "
                             f"computes in {self.dtype}")

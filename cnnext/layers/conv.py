@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from .. import _validation
 from .. import functional as F
-from .._functional import _checks
 from .._functional import conv as _conv
 from .._typing import DTypeLike, IntPair, Padding, Seed
 from .base import (
@@ -77,10 +77,10 @@ class Conv2D(Layer):
         name = "Conv2D"
         self.in_channels = positive_int(name, "in_channels", in_channels)
         self.out_channels = positive_int(name, "out_channels", out_channels)
-        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
-        self.stride = _checks.pair(name, "stride", stride, 1)
+        self.kernel_size = _validation.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = _validation.pair(name, "stride", stride, 1)
         self.padding = layer_padding(name, padding)
-        self.dilation = _checks.pair(name, "dilation", dilation, 1)
+        self.dilation = _validation.pair(name, "dilation", dilation, 1)
         self._geometry = (compact(self.stride), compact_padding(self.padding),
                           compact(self.dilation))
         self.bias = boolean(name, "bias", bias)
@@ -132,10 +132,8 @@ class Conv2D(Layer):
             raise ValueError(f"{self!r} expects {self.in_channels} input channel(s), "
                              f"got {channels}")
         return (self.out_channels,
-                _checks.output_size("Conv2D", "height", height, self.kernel_size[0],
-                                    self.stride[0], self.padding[0], self.dilation[0]),
-                _checks.output_size("Conv2D", "width", width, self.kernel_size[1],
-                                    self.stride[1], self.padding[1], self.dilation[1]))
+                *_validation.conv_output_hw("Conv2D", height, width, self.kernel_size,
+                                            self.stride, self.padding, self.dilation))
 
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)

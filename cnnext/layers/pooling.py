@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from .. import _validation
 from .. import functional as F
-from .._functional import _checks
 from .._functional import pooling as _pooling
 from .._typing import IntPair, Padding
 from .base import Layer, boolean, compact, compact_padding, layer_padding
@@ -23,21 +23,14 @@ class _Pool2D(Layer):
                  options: dict[str, object]) -> None:
         super().__init__()
         name = type(self).__name__
-        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _checks.pair(
+        self.kernel_size = _validation.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _validation.pair(
             name, "stride", stride, 1)
         self.padding = layer_padding(name, padding)
-        self.dilation = _checks.pair(name, "dilation", options.pop("dilation"), 1)
+        self.dilation = _validation.pair(name, "dilation", options.pop("dilation"), 1)
         for key, value in options.items():
             setattr(self, key, boolean(name, key, value))
-        sides = self.padding if isinstance(self.padding[0], tuple) else tuple(
-            (p, p) for p in self.padding)
-        for axis, pads, kernel, dilation in zip(("height", "width"), sides, self.kernel_size,
-                                                self.dilation, strict=True):
-            if max(pads) >= dilation * (kernel - 1) + 1:
-                raise ValueError(f"{name}: padding {pads} along {axis} holds whole windows of "
-                                 f"kernel_size {kernel}; it must be smaller than the kernel's "
-                                 f"extent (at most half the kernel size in PyTorch)")
+        _validation.pool_layer_padding(name, self.padding, self.kernel_size, self.dilation)
         self._geometry = (compact(self.kernel_size), compact(self.stride),
                           compact_padding(self.padding))
         # The functional calls' options: those that differ from the defaults.

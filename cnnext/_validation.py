@@ -1,14 +1,20 @@
-"""Argument checks shared by every public kernel wrapper.
+"""Every argument check of cnnext, written once: functional ops, layers, models,
+optimisers, the notebook API (compat), plans and the command line use these.
 
 The compiled kernels run with bounds checks off, so a shape they were not
 promised is memory corruption, not an exception.  Everything a kernel relies
-on is established here first; each error names the function, the argument,
-what it got and what was expected.
+on is established here first; each error names the function (``func``),
+the argument, what it got and what was expected.
+
+Sections: arrays (dtypes, layouts, out= buffers, byte counts); numbers
+(ints, pairs, bools, finite reals, seeds); geometry (padding, output sizes);
+layers and models (dtypes, initialisations, batch sizes, class labels).
 
 Per-image training calls each kernel a few times per step, so every check
 opens with a fast path for the common valid case (an exact ndarray, a plain
 int) that costs a few hundred nanoseconds; anything else takes the general
-path, which also writes the error messages.
+path, which also writes the error messages.  (Calls that repeat a validated
+call skip these checks altogether: cnnext/_kernels/_calls.pyx.)
 """
 
 import math
@@ -16,9 +22,11 @@ import operator
 
 import numpy as np
 
-from .._kernels._memory import ranges_overlap
+from ._kernels._memory import ranges_overlap
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The dtypes layers and models compute in, by name.
+DTYPES = {"float32": FLOAT_DTYPES[0], "float64": FLOAT_DTYPES[1]}
 _INTP_MAX = np.iinfo(np.intp).max
 # The largest kernel size, stride, padding or dilation ``pair`` accepts.  The
 # kernels take these as Py_ssize_t, where 2**63 does not fit, and no float
@@ -70,6 +78,77 @@ def to_int(func, name, value):
         kind = (f"an array of shape {value.shape} and dtype {value.dtype}"
                 if isinstance(value, np.ndarray) else type(value).__name__)
         raise TypeError(f"{func}: {name} must be an int, got {kind}") from None
+
+
+def int_at_least(func, name, value, minimum):
+    """An int >= ``minimum`` (Python or NumPy int; bool and float refused)."""
+    value = to_int(func, name, value)
+    if value < minimum:
+        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(func, name, value):
+    """An int >= 1 (bool and float refused)."""
+    return int_at_least(func, name, value, 1)
+
+
+def boolean(func, name, value):
+    """True or False (a NumPy bool too), as a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def number(func, name, value, minimum=0.0, below=None):
+    """A finite real number in [minimum, below) (or >= minimum), as a float (bool refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{func}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (below is not None and value >= below):
+        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
+        raise ValueError(f"{func}: {name} must be a finite number {bound}, got {value!r}")
+    return value
+
+
+def finite_real(func, name, value):
+    """A finite real number of any sign, as a float (bool refused)."""
+    if type(value) is float and math.isfinite(value):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{func}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{func}: {name} must be finite, got {value}")
+    return value
+
+
+def real_array(func, name, value):
+    """``value`` as an ndarray of real numbers (bool, integer or float)."""
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{func}: {name} must be an array of real numbers, got "
+                            f"{type(value).__name__} ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: {name} must hold real numbers, got dtype {array.dtype}")
+    return array
+
+
+def check_seed(func, seed):
+    """Refuse a ``seed`` that is not None, an int >= 0 or a numpy.random.Generator."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{func}: seed must be None, an int >= 0 or a numpy.random.Generator, "
+                        f"got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{func}: seed must be None, an int >= 0 or a numpy.random.Generator, "
+                         f"got {seed}")
 
 
 def pair(func, name, value, minimum):
@@ -125,6 +204,23 @@ def padding_pairs(func, name, value):
     return (h, h), (w, w)
 
 
+def output_extent(size, kernel, stride, padding, dilation=1):
+    """floor((size + padding before + after - dilation (kernel - 1) - 1) / stride) + 1:
+    the output length of a convolution or a pooling along one axis, as
+    PyTorch's (0 or less when no window fits; ``output_size`` checks).
+    ``padding``: an int (both sides) or (before, after)."""
+    before, after = (padding, padding) if type(padding) is int else padding
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_output_hw(func, height, width, kernel, stride, padding, dilation):
+    """(Ho, Wo) of a convolution of (height, width) planes: ``kernel``, ``stride``
+    and ``dilation`` (h, w) pairs, ``padding`` an (h, w) pair or ((top, bottom),
+    (left, right)).  ValueError naming the axis when a side is below 1."""
+    return tuple(output_size(func, axis, size, k, s, p, d) for axis, size, k, s, p, d in zip(
+        ("height", "width"), (height, width), kernel, stride, padding, dilation, strict=True))
+
+
 def output_size(func, axis, size, kernel, stride, padding, dilation=1, ceil_mode=False):
     """Output length along ``axis`` ("height"/"width"); ValueError when below 1.
 
@@ -140,11 +236,24 @@ def output_size(func, axis, size, kernel, stride, padding, dilation=1, ceil_mode
         raise ValueError(f"{func}: the kernel spans {extent} along {axis} but the padded input "
                          f"has only {padded} (size {size} + {sides})")
     if not ceil_mode:
-        return (padded - extent) // stride + 1
+        return output_extent(size, kernel, stride, (before, after), dilation)
     count = -(-(padded - extent) // stride) + 1
     if (count - 1) * stride >= size + before:
         count -= 1
     return count
+
+
+def pool_layer_padding(func, padding, kernel, dilation):
+    """Refuse a pooling layer's ``padding`` (an (h, w) pair or ((top, bottom),
+    (left, right))) that holds whole windows of ``kernel`` (dilated by
+    ``dilation``) on some side, whatever the input.  The functional ops take
+    more (ONNX models use it) and check each input's windows instead."""
+    sides = padding if isinstance(padding[0], tuple) else tuple((p, p) for p in padding)
+    for axis, pads, k, d in zip(("height", "width"), sides, kernel, dilation, strict=True):
+        if max(pads) >= d * (k - 1) + 1:
+            raise ValueError(f"{func}: padding {pads} along {axis} holds whole windows of "
+                             f"kernel_size {k}; it must be smaller than the kernel's "
+                             f"extent (at most half the kernel size in PyTorch)")
 
 
 def check_nbytes(func, name, shape, dtype):
@@ -231,3 +340,62 @@ def gradient_out_buffers(func, out, need_input_grad, gy, x, w):
     if gw_out is not None:
         inputs += (gw,)
     return gx, gw, out_array(func, "out[2] (gb)", gb_out, (w.shape[0],), x.dtype, inputs)
+
+
+# ---------------------------------------------------------- layers and models
+
+INITS = ("he_normal", "glorot_uniform")
+
+
+def layer_dtype(func, dtype):
+    """``dtype`` ("float32", "float64", or the NumPy dtype or type) as a NumPy dtype."""
+    if isinstance(dtype, str):
+        resolved = DTYPES.get(dtype)
+    elif isinstance(dtype, np.dtype) or dtype is np.float32 or dtype is np.float64:
+        resolved = np.dtype(dtype)
+    else:
+        resolved = None
+    # Not `in DTYPES.values()`: NumPy dtypes compare equal to None (float64).
+    if resolved is None or not any(resolved == d for d in DTYPES.values()):
+        raise TypeError(f"{func}: dtype must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def check_init(func, init):
+    if init not in INITS:
+        raise ValueError(f"{func}: init must be one of {INITS}, got {init!r}")
+    return init
+
+
+def check_weight_shape(func, arguments, shape):
+    """Refuse a weight ``shape`` (set by the constructor's ``arguments``) whose initial
+    values could not even be addressed, before anything is allocated.
+
+    They are drawn in float64 whatever the layer's dtype, hence the dtype checked.
+    """
+    check_nbytes(func, f"the initial weights given by {arguments}", shape, np.float64)
+
+
+def batch_size(func, value):
+    """A batch size: an int >= 1."""
+    return int_at_least(func, "batch_size", value, 1)
+
+
+def class_labels(func, name, y, count, classes_shape):
+    """``y`` as int64 class labels, one per example (``count``), each in [0, classes)
+    for a model whose outputs have ``classes_shape`` per example."""
+    if len(classes_shape) != 1:
+        raise ValueError(f"{func}: the model's outputs have shape {classes_shape} per "
+                         f"example; class labels need one score per class")
+    classes = classes_shape[0]
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{func}: {name} must hold integer class labels, got dtype {y.dtype}")
+    if y.ndim != 1 or len(y) != count:
+        raise ValueError(f"{func}: {name} must have shape ({count},), one label per example, "
+                         f"got {y.shape}")
+    if count and (y.min() < 0 or y.max() >= classes):
+        bad = y[(y < 0) | (y >= classes)][0]
+        raise ValueError(f"{func}: {name} holds label {bad}, outside [0, {classes}) for a "
+                         f"model with {classes} outputs")
+    return y.astype(np.int64)
