@@ -221,3 +221,37 @@ def test_show_config_warns_loudly_about_missing_openmp(monkeypatch, capsys):
 def test_missing_compiled_family_gives_a_clear_import_error():
     with pytest.raises(ImportError, match="no compiled build"):
         _dispatch.load("_no_such_family")
+
+
+@pytest.mark.parametrize("environ, hidden", [
+    ({}, {}),
+    ({"OMP_NUM_THREADS": "4"}, {}),
+    ({"OMP_NUM_THREADS": " 3 "}, {}),
+    ({"OMP_NUM_THREADS": "4,100000"}, {}),
+    ({"OMP_NUM_THREADS": "4096"}, {}),
+    ({"OMP_NUM_THREADS": "4097"}, {"OMP_NUM_THREADS": 4097}),
+    ({"OMP_NUM_THREADS": "2147483648"}, {"OMP_NUM_THREADS": 2147483648}),
+    ({"OMP_NUM_THREADS": "-1"}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_NUM_THREADS": "abc"}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_NUM_THREADS": ""}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_NUM_THREADS": "1e3"}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_NUM_THREADS": "0"}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_NUM_THREADS": "2,0"}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_NUM_THREADS": "18446744073709551617"}, {"OMP_NUM_THREADS": None}),
+    ({"OMP_STACKSIZE": "16K", "GOMP_STACKSIZE": "1048576G"}, {}),
+    ({"OMP_STACKSIZE": "100000000000000000000"}, {"OMP_STACKSIZE": None}),
+    ({"OMP_STACKSIZE": "bogus", "GOMP_STACKSIZE": "1M"}, {"OMP_STACKSIZE": None}),
+])
+def test_settings_libomp_would_abort_on_are_found(environ, hidden):
+    # libomp builds hide these from the runtime while it starts (it aborts on
+    # values libgomp ignores); the classification is the same on every build.
+    assert cnnext._kernels._openmp_helpers.hidden_settings(environ) == hidden
+
+
+def test_hidden_settings_reach_child_processes():
+    # Hidden from libomp only while it initialises: os.environ keeps them.
+    out = run_python("""
+        import os, cnnext
+        print(os.environ["OMP_NUM_THREADS"], os.environ["OMP_STACKSIZE"])
+        """, OMP_NUM_THREADS="abc", OMP_STACKSIZE="bogus").stdout
+    assert out.split() == ["abc", "bogus"]

@@ -21,6 +21,14 @@ the OpenMP runtime parses them) of the machine's memory or more cannot be
 mapped, and the runtime exits the process when it fails to start a thread:
 then the kernels run on the calling thread only (no worker is started),
 with a RuntimeWarning at import.
+
+LLVM's runtime (libomp: clang's, the macOS wheels') aborts the process on
+values libgomp ignores (``OMP_NUM_THREADS=-1``, ``abc``, an empty value, an
+``OMP_STACKSIZE`` beyond 2**64 bytes) and reads a thread count beyond int's
+range as 1.  So a libomp build hides, while the runtime initialises (at this
+module's import), the settings libgomp would ignore or find out of range
+(``hidden_settings``), then restores them: both runtimes then start from the
+same settings, and child processes still inherit the user's environment.
 """
 
 import os
@@ -42,9 +50,16 @@ cdef extern from *:
     #ifndef CNNEXT_OPENMP_REQUESTED
     #define CNNEXT_OPENMP_REQUESTED 1
     #endif
+    /* LLVM's omp.h (libomp) defines KMP_VERSION_MAJOR; libgomp's does not. */
+    #if defined(_OPENMP) && defined(KMP_VERSION_MAJOR)
+    #define CNNEXT_LIBOMP 1
+    #else
+    #define CNNEXT_LIBOMP 0
+    #endif
     """
     int CNNEXT_OPENMP_VERSION
     int CNNEXT_OPENMP_REQUESTED
+    int CNNEXT_LIBOMP
     int omp_get_max_threads() noexcept nogil
     int omp_get_num_procs() noexcept nogil
 
@@ -56,8 +71,11 @@ MAX_THREADS = _MAX_THREADS
 
 # 0 means "follow omp_get_max_threads()".
 cdef int _requested_threads = 0
-# Used instead of an out-of-range count from OpenMP.
-cdef int _fallback_threads = max(1, min(omp_get_num_procs(), _MAX_THREADS))
+# Used instead of an out-of-range count from OpenMP (set at import, by
+# _initialize_runtime: the first call into the runtime).
+cdef int _fallback_threads = 1
+# The OMP_NUM_THREADS count hidden from libomp as out of range (0: none).
+cdef object _hidden_count = 0
 # 1 when no worker thread can be started (see the module docstring).
 cdef int _calling_thread_only = 0
 
@@ -166,6 +184,52 @@ def _memory_bytes():
         return None
 
 
+_NUM_THREADS = re.compile(r"\s*([0-9]+)\s*(?:,\s*[0-9]+\s*)*")
+
+
+def hidden_settings(environ=os.environ):
+    """hidden_settings(environ=os.environ)
+
+    The OpenMP settings of ``environ`` that a libomp build hides from its
+    runtime while it initialises: name -> the thread count libgomp would
+    report for it (OMP_NUM_THREADS beyond MAX_THREADS), or None (a value
+    libgomp ignores: not a list of positive counts, a count or stack size of
+    2**64 or more, a stack size it cannot parse).  Empty for a libgomp
+    build's usual settings; computed the same on every build.
+    """
+    hidden = {}
+    setting = environ.get("OMP_NUM_THREADS")
+    if setting is not None:
+        match = _NUM_THREADS.fullmatch(setting)
+        counts = [] if match is None else [int(c) for c in setting.split(",")]
+        if not counts or not all(0 < c < 2**64 for c in counts):
+            hidden["OMP_NUM_THREADS"] = None
+        elif counts[0] > _MAX_THREADS:
+            hidden["OMP_NUM_THREADS"] = counts[0]
+    for name in ("OMP_STACKSIZE", "GOMP_STACKSIZE"):
+        if name in environ and parse_stacksize(environ[name]) is None:
+            hidden[name] = None
+    return hidden
+
+
+def _initialize_runtime():
+    global _fallback_threads, _hidden_count
+    saved = {}
+    if CNNEXT_LIBOMP:
+        hidden = hidden_settings()
+        _hidden_count = hidden.get("OMP_NUM_THREADS") or 0
+        saved = {name: os.environ.pop(name) for name in hidden}
+    try:
+        # libomp reads the environment at its first call.
+        _fallback_threads = max(1, min(omp_get_num_procs(), _MAX_THREADS))
+        omp_get_max_threads()
+    finally:
+        os.environ.update(saved)
+
+
+_initialize_runtime()
+
+
 def check_environment(environ=os.environ):
     """check_environment(environ=os.environ)
 
@@ -183,7 +247,8 @@ def check_environment(environ=os.environ):
     messages = []
     if CNNEXT_OPENMP_VERSION == 0:
         return messages
-    n = omp_get_max_threads()
+    # A count hidden from libomp is what libgomp would have reported.
+    n = _hidden_count or omp_get_max_threads()
     if not 1 <= n <= _MAX_THREADS:
         setting = environ.get("OMP_NUM_THREADS")
         source = "OpenMP's default" if setting is None else f"OMP_NUM_THREADS={setting!r}"
