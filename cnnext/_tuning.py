@@ -16,10 +16,13 @@ shape on this CPU the first time the shape is used, and keeps the winner:
   is ``$CNNEXT_TUNE_DIR`` or the user cache directory's ``tuning`` folder
   (``~/.cache/cnnext/tuning`` on Linux) and the CPU key names vendor, family
   and model (``cnnext._cpuinfo``): a choice timed on one CPU is never used
-  on another.  Files are written to a temporary name and linked into place
-  (the first of two processes tuning one shape at once wins, and both then
-  use its choice); a file that cannot be read or names an impossible choice
-  is ignored (and, when tuning is on, replaced).
+  on another.  The kernel build is its instruction-set level and a digest of
+  the compiled module's bytes, so a rebuilt or upgraded module (whose
+  kernels may rank differently) times its shapes afresh.  Files are written
+  to a temporary name and linked into place (the first of two processes
+  tuning one shape at once wins, and both then use its choice); a file that
+  cannot be read or names an impossible choice is ignored (and, when tuning
+  is on, replaced).
 
 ``CNNEXT_TUNE`` sets the mode: ``on`` (default: time a new shape on first
 use), ``cached`` (use winners already on disk, never time) or ``off`` (the
@@ -39,6 +42,8 @@ thread and a shape's choice is kept for every thread count.
 """
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -140,7 +145,26 @@ def entry_path(kernels, args, directory=None):
     base = Path(directory) if directory is not None else cache_dir()
     if base is None:
         return None
-    return base / __version__ / cpu / kernels.compiled_isa() / f"{shape_key(args)}.json"
+    return base / __version__ / cpu / build_key(kernels) / f"{shape_key(args)}.json"
+
+
+def build_key(kernels):
+    """``<ISA level>-<digest of the compiled module's bytes>`` for the kernel build ``kernels``."""
+    return f"{kernels.compiled_isa()}-{_module_digest(getattr(kernels, '__file__', None))}"
+
+
+@functools.cache
+def _module_digest(path):
+    if path is None:
+        return "unknown"
+    digest = hashlib.blake2b(digest_size=6)
+    try:
+        with open(path, "rb") as module:
+            for chunk in iter(lambda: module.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return "unknown"
+    return digest.hexdigest()
 
 
 def _fmas(args):
@@ -449,7 +473,7 @@ def tune_shape(kernels, args, directory=None, replace=False):
                 {"choices": {key: option[key] for key in _pass_keys(pass_name)},
                  "seconds": seconds[i]} for i, option in enumerate(options)]
     entry = {"schema": SCHEMA, "choices": chosen, "timings": timings,
-             "cpu": _cpuinfo.identify()["name"], "kernels": kernels.compiled_isa(),
+             "cpu": _cpuinfo.identify()["name"], "kernels": build_key(kernels),
              "cnnext": __version__, "python": platform.python_version(),
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fmas": _fmas(args)}
     path = entry_path(kernels, args, directory)

@@ -195,6 +195,31 @@ def test_a_choice_from_another_cpu_is_not_used(cache, monkeypatch):
     assert len(entry_files(cache)) == 3
 
 
+
+def test_a_choice_from_another_kernel_build_is_not_used(cache, tmp_path_factory):
+    """A rebuilt module (other bytes, same ISA level) keeps its choices apart."""
+    kernels = conv_module._kernels
+    builds = tmp_path_factory.mktemp("builds")
+    built = [builds / "a.so", builds / "b.so", builds / "c.so"]
+    for path, data in zip(built, (b"one build", b"another build", b"one build"), strict=True):
+        path.write_bytes(data)
+
+    class Build:
+        def __init__(self, path):
+            self.__file__ = str(path)
+
+        def compiled_isa(self):
+            return kernels.compiled_isa()
+
+    paths = [_tuning.entry_path(Build(path), ARGS, cache) for path in built]
+    assert paths[0] != paths[1] and paths[0] == paths[2]
+    assert paths[0].parent.name.startswith(kernels.compiled_isa() + "-")
+    x, w = operands()
+    F.conv2d(x, w, None, 1, 1)
+    (ours,) = entry_files(cache)
+    assert ours == _tuning.entry_path(kernels, ARGS, cache)
+    assert json.loads(ours.read_text())["kernels"] == _tuning.build_key(kernels)
+
 CHILD = textwrap.dedent("""
     import json, os, sys, time
     import numpy as np
