@@ -85,6 +85,8 @@ FAMILIES = {
     "_optim": ("baseline", "x86_64_v3", "x86_64_v4"),
     # AVX-512 did not pay for pooling (memory-bound).
     "_pool": ("baseline", "x86_64_v3"),
+    "_norm": ("baseline", "x86_64_v3", "x86_64_v4"),
+    "_depthwise": ("baseline", "x86_64_v3", "x86_64_v4"),
 }
 
 

@@ -4,7 +4,18 @@ Convolution and pooling kernels are typed Cython; layers, models and
 optimisers are plain Python on top of ``cnnext.functional``.
 """
 
-from . import compat, datasets, functional, history, layers, losses, models, optim
+from . import (
+    callbacks,
+    compat,
+    datasets,
+    functional,
+    history,
+    layers,
+    losses,
+    models,
+    optim,
+    schedules,
+)
 from ._checkpoint import CheckpointError
 from ._config import get_num_threads, set_num_threads, show_config
 from ._tuning import tune
@@ -15,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "Sequential",
     "__version__",
+    "callbacks",
     "compat",
     "datasets",
     "functional",
@@ -25,6 +37,7 @@ __all__ = [
     "losses",
     "models",
     "optim",
+    "schedules",
     "set_num_threads",
     "show_config",
     "tune",

@@ -8,9 +8,15 @@ writes it:
   "model": {"input_shape", "loss", "layers": [{"type", "config"}, ...]},
   "params": {name: {"shape", "dtype"}}, "optimizer": null or {"type",
   "config", "state": {name: {"arrays": {slot: {"shape", "dtype"}},
-  "counters": {counter: int}}}}}``;
-* ``params/<name>.npy`` for every parameter ("0.weight", ...);
+  "counters": {counter: int}}}}}``, plus ``"buffers": {name: {"shape",
+  "dtype"}}`` when the model has buffers (running statistics);
+* ``params/<name>.npy`` for every parameter ("0.weight", "3.block.0.weight",
+  ...);
+* ``buffers/<name>.npy`` for every buffer ("1.running_mean", ...);
 * ``optimizer/<name>/<slot>.npy`` for every optimiser array.
+
+A layer holding others (``Residual``) has the specs of those layers in its
+config: ``{"block": [{"type", "config"}, ...], "shortcut": null or [...]}``.
 
 Writing goes to a temporary file in the destination directory, is flushed
 to disk, then renamed over the destination: an interrupted save leaves
@@ -50,8 +56,12 @@ META_MEMBER = "cnnext_checkpoint.npy"
 MAX_META_BYTES = 1 << 20
 # An .npy header is padded to 64 bytes and rarely exceeds a few hundred.
 MAX_NPY_HEADER = 4096
-OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam)}
-_PARAM_NAME = re.compile(r"^[0-9]{1,6}\.[a-z_]{1,32}$")
+OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop)}
+# "<layer>.<name>", or "<layer>.block.<i>.<name>" inside Residuals (nested at most MAX_DEPTH).
+MAX_DEPTH = 8
+_PARAM_NAME = re.compile(
+    rf"^[0-9]{{1,6}}(\.(block|shortcut)\.[0-9]{{1,6}}){{0,{MAX_DEPTH}}}\.[a-z_]{{1,32}}$")
+BUFFER_DTYPES = ("float32", "float64", "int64")
 _SLOT_NAME = re.compile(r"^[a-z_]{1,32}$")
 
 
@@ -85,6 +95,10 @@ def save(model, path, owner="Sequential.save"):
         "params": {name: _describe(array) for name, array in params.items()},
         "optimizer": None,
     }
+    buffers = model.buffers()
+    if buffers:
+        meta["buffers"] = {name: _describe(array) for name, array in buffers.items()}
+        arrays.update({f"buffers/{name}": array for name, array in buffers.items()})
     if model.optimizer is not None:
         state_dict = model.optimizer.state_dict()
         state = {}
@@ -380,16 +394,16 @@ class _Reader:
             self.fail(f"{where} must be a list of at most 8 non-negative ints, got {value!r}")
         return tuple(value)
 
-    def _spec(self, where, value):
+    def _spec(self, where, value, dtypes=tuple(_layer_base.DTYPES)):
         self._keys(where, value, ("shape", "dtype"))
-        if not isinstance(value["dtype"], str) or value["dtype"] not in _layer_base.DTYPES:
-            self.fail(f"{where}.dtype must be 'float32' or 'float64', got {value['dtype']!r}")
+        if not isinstance(value["dtype"], str) or value["dtype"] not in dtypes:
+            self.fail(f"{where}.dtype must be one of {list(dtypes)}, got {value['dtype']!r}")
         return self._shape(f"{where}.shape", value["shape"]), value["dtype"]
 
     def model(self):
         meta = self._keys("the header", self._meta(),
                           ("format", "format_version", "cnnext_version", "model", "params",
-                           "optimizer"))
+                           "optimizer"), ("buffers",))
         if meta["format"] != FORMAT:
             self.fail(f"not a cnnext checkpoint (format {meta['format']!r})")
         if meta["format_version"] != FORMAT_VERSION:
@@ -397,15 +411,17 @@ class _Reader:
                       f"{meta['cnnext_version']!r}); this cnnext {__version__} reads version "
                       f"{FORMAT_VERSION}")
         params = self._params(meta["params"])
+        buffers = self._buffers(meta.get("buffers", {}), "buffers" in meta)
         optimizer_meta = meta["optimizer"]
         optimizer_arrays = {} if optimizer_meta is None else self._optimizer_arrays(
             optimizer_meta, params)
         expected = {META_MEMBER, *(f"params/{n}.npy" for n in params),
+                    *(f"buffers/{n}.npy" for n in buffers),
                     *(f"optimizer/{n}/{s}.npy" for n, s in optimizer_arrays)}
         if set(self.members) != expected:
             self.fail(f"unexpected members {sorted(set(self.members) - expected)[:5]} / missing "
                       f"members {sorted(expected - set(self.members))[:5]}")
-        model = self._build(meta["model"], params)
+        model = self._build(meta["model"], params, buffers)
         if optimizer_meta is not None:
             model.optimizer = self._optimizer(optimizer_meta, optimizer_arrays)
         return model
@@ -424,12 +440,28 @@ class _Reader:
             params[name] = array
         return params
 
-    def _build(self, spec, params):
+    def _buffers(self, declared, present):
+        if not isinstance(declared, dict) or (present and not declared):
+            self.fail("'buffers' must be a non-empty JSON object (left out when there are none)")
+        buffers = {}
+        for name, spec in declared.items():
+            if not _PARAM_NAME.match(name):
+                self.fail(f"invalid buffer name {name!r}")
+            shape, dtype = self._spec(f"buffers[{name!r}]", spec, BUFFER_DTYPES)
+            array = self._array(f"buffers/{name}.npy", shape, dtype)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                self.fail(f"buffer {name!r} holds NaN or infinite values")
+            if array.dtype.kind == "i" and array.size and array.min() < 0:
+                self.fail(f"buffer {name!r} holds negative counts")
+            buffers[name] = array
+        return buffers
+
+    def _build(self, spec, params, buffers):
         spec = self._keys("'model'", spec, ("input_shape", "loss", "layers"))
         layer_specs = spec["layers"]
         if not isinstance(layer_specs, list) or not layer_specs or len(layer_specs) > 10_000:
             self.fail("'model.layers' must be a non-empty list")
-        budget = [sum(array.size for array in params.values())]
+        budget = [sum(array.size for array in (*params.values(), *buffers.values()))]
         token = _layer_base._parameter_budget.set(budget)
         try:
             built = [self._layer(i, s) for i, s in enumerate(layer_specs)]
@@ -443,24 +475,35 @@ class _Reader:
             model.loss = losses.get(spec["loss"])
         except (TypeError, ValueError) as exc:
             self.fail(f"invalid model: {exc}")
-        own = model.parameters()
-        if set(own) != set(params):
-            self.fail(f"the layers have parameters {sorted(own)}, the file holds "
-                      f"{sorted(params)}")
-        for name, array in own.items():
-            if array.shape != params[name].shape or array.dtype != params[name].dtype:
-                self.fail(f"parameter {name!r} has shape {params[name].shape} and dtype "
-                          f"{params[name].dtype}; the layer needs {array.shape} {array.dtype}")
-            np.copyto(array, params[name])
+        for kind, own, stored in (("parameter", model.parameters(), params),
+                                  ("buffer", model.buffers(), buffers)):
+            if set(own) != set(stored):
+                self.fail(f"the layers have {kind}s {sorted(own)}, the file holds "
+                          f"{sorted(stored)}")
+            for name, array in own.items():
+                if array.shape != stored[name].shape or array.dtype != stored[name].dtype:
+                    self.fail(f"{kind} {name!r} has shape {stored[name].shape} and dtype "
+                              f"{stored[name].dtype}; the layer needs {array.shape} "
+                              f"{array.dtype}")
+        for name, array in buffers.items():
+            index, _, inner = name.partition(".")
+            problem = model.layers[int(index)]._invalid_buffer(inner, array)
+            if problem:
+                self.fail(f"buffer {name!r}: {problem}")
+        for own, stored in ((model.parameters(), params), (model.buffers(), buffers)):
+            for name, array in own.items():
+                np.copyto(array, stored[name])
         return model
 
-    def _layer(self, index, spec):
+    def _layer(self, index, spec, depth=0):
         where = f"layer {index}"
         spec = self._keys(where, spec, ("type", "config"))
         cls = _layers.LAYER_TYPES.get(spec["type"]) if isinstance(spec["type"], str) else None
         if cls is None:
             self.fail(f"{where}: unknown layer type {spec['type']!r}")
         config = spec["config"]
+        if cls is _layers.Residual:
+            return self._residual(where, index, config, depth)
         if not isinstance(config, dict) or "seed" in config or not all(
                 _is_plain(v) for v in config.values()):
             self.fail(f"{where}: invalid config {config!r}")
@@ -473,6 +516,25 @@ class _Reader:
         if layer.config() != config:
             self.fail(f"{where}: config {config!r} is not in canonical form")
         return layer
+
+    def _residual(self, where, index, config, depth):
+        if depth >= MAX_DEPTH:
+            self.fail(f"{where}: Residual layers nested deeper than {MAX_DEPTH}")
+        config = self._keys(f"{where} config", config, ("block", "shortcut"))
+        parts = {}
+        for part in ("block", "shortcut"):
+            specs = config[part]
+            if specs is None and part == "shortcut":
+                parts[part] = None
+                continue
+            if not isinstance(specs, list) or not specs or len(specs) > 10_000:
+                self.fail(f"{where}: Residual {part} must be a non-empty list of layers")
+            parts[part] = [self._layer(f"{index}.{part}.{i}", s, depth + 1)
+                           for i, s in enumerate(specs)]
+        try:
+            return _layers.Residual(parts["block"], parts["shortcut"])
+        except (TypeError, ValueError) as exc:
+            self.fail(f"{where}: invalid Residual ({exc})")
 
     def _optimizer_arrays(self, spec, params):
         spec = self._keys("'optimizer'", spec, ("type", "config", "state"))

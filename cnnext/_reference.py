@@ -48,13 +48,20 @@ def _pad(x, padding, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
-    """y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[n,c,i*sh + r*dh, j*sw + s*dw].
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[n,c,i*sh + r*dh, j*sw + s*dw];
+    with groups, each group of K / groups filters sees its C / groups channels.
 
     ``padding``: an int, (h, w), or ((top, bottom), (left, right)).
     """
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
+    if groups != 1:
+        cg, kg = x.shape[1] // groups, w.shape[0] // groups
+        return np.concatenate([
+            conv2d(x[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg],
+                   None if b is None else np.asarray(b)[g * kg:(g + 1) * kg], stride, padding,
+                   dilation) for g in range(groups)], axis=1)
     stride, padding, dilation, out_hw = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
     xp = _pad(x, padding)
     y = np.zeros((x.shape[0], w.shape[0], *out_hw))
@@ -67,11 +74,19 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
     return y
 
 
-def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True):
-    """Gradients (gx or None, gw, gb) of sum(gy * conv2d(x, w, b))."""
+def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True,
+                    groups=1):
+    """Gradients (gx or None, gw, gb) of sum(gy * conv2d(x, w, b, ..., groups))."""
     gy = np.asarray(gy, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
+    if groups != 1:
+        cg, kg = x.shape[1] // groups, w.shape[0] // groups
+        parts = [conv2d_backward(gy[:, g * kg:(g + 1) * kg], x[:, g * cg:(g + 1) * cg],
+                                 w[g * kg:(g + 1) * kg], stride, padding, dilation,
+                                 need_input_grad) for g in range(groups)]
+        gx = np.concatenate([p[0] for p in parts], axis=1) if need_input_grad else None
+        return gx, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
     stride, padding, dilation, out_hw = _conv_geometry(x.shape, w.shape, stride, padding, dilation)
     xp = _pad(x, padding)
     gxp = np.zeros_like(xp) if need_input_grad else None
@@ -297,3 +312,138 @@ def softmax_cross_entropy(logits, labels):
     grad = softmax(z)
     grad[rows, labels] -= 1.0
     return loss, grad / z.shape[0]
+
+
+def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
+                 training=False, momentum=0.1, eps=1e-5, return_stats=False):
+    """(x - mean) / sqrt(var + eps) * weight + bias per channel; the batch's biased
+    statistics when training, the running ones otherwise.  Running statistics are
+    not modified (see batch_norm2d_running)."""
+    x = np.asarray(x, dtype=np.float64)
+    if training:
+        mean = x.mean(axis=(0, 2, 3))
+        var = ((x - mean[None, :, None, None]) ** 2).mean(axis=(0, 2, 3))
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    w = np.ones_like(mean) if weight is None else np.asarray(weight, dtype=np.float64)
+    b = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
+    y = (x - mean[None, :, None, None]) * (invstd * w)[None, :, None, None] \
+        + b[None, :, None, None]
+    return (y, mean, invstd) if return_stats else y
+
+
+def batch_norm2d_running(x, running_mean, running_var, momentum=0.1):
+    """The running statistics after one training step: (1 - momentum) r + momentum s,
+    with the batch's unbiased variance."""
+    x = np.asarray(x, dtype=np.float64)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = x.mean(axis=(0, 2, 3))
+    var = ((x - mean[None, :, None, None]) ** 2).sum(axis=(0, 2, 3)) / (count - 1)
+    return ((1 - momentum) * np.asarray(running_mean, dtype=np.float64) + momentum * mean,
+            (1 - momentum) * np.asarray(running_var, dtype=np.float64) + momentum * var)
+
+
+def batch_norm2d_backward(gy, x, mean, invstd, weight=None, training=True,
+                          need_input_grad=True):
+    """Gradients (gx or None, gweight, gbias) of sum(gy * batch_norm2d(x, ...)) for the
+    given statistics; through the batch's statistics too when training."""
+    gy = np.asarray(gy, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    invstd = np.asarray(invstd, dtype=np.float64)
+    w = np.ones_like(mean) if weight is None else np.asarray(weight, dtype=np.float64)
+    xhat = (x - mean[None, :, None, None]) * invstd[None, :, None, None]
+    gbias = gy.sum(axis=(0, 2, 3))
+    gweight = (gy * xhat).sum(axis=(0, 2, 3))
+    gx = None
+    if need_input_grad:
+        scale = (w * invstd)[None, :, None, None]
+        if training:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            gx = scale * (gy - gbias[None, :, None, None] / count
+                          - xhat * gweight[None, :, None, None] / count)
+        else:
+            gx = scale * gy
+    return gx, gweight, gbias
+
+
+def global_avg_pool2d(x):
+    """The mean of every (H, W) plane: (N, C, H, W) -> (N, C)."""
+    return np.asarray(x, dtype=np.float64).mean(axis=(2, 3))
+
+
+def global_avg_pool2d_backward(gy, x_shape):
+    """gy[n, c] / (H * W) over every element of plane (n, c)."""
+    _n, _c, height, width = x_shape
+    gy = np.asarray(gy, dtype=np.float64)
+    return np.broadcast_to(gy[:, :, None, None] / (height * width), x_shape).copy()
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else x * negative_slope (NaN stays NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_backward(gy, x, negative_slope=0.01):
+    """gy where x > 0, else gy * negative_slope (NaN x included), as in PyTorch."""
+    gy = np.asarray(gy, dtype=np.float64)
+    return np.where(np.asarray(x) > 0, gy, gy * negative_slope)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), without overflow warnings for very negative x."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def sigmoid_backward(gy, y):
+    """gy * (1 - y) * y from sigmoid's output y."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.asarray(gy, dtype=np.float64) * (1 - y) * y
+
+
+def tanh(x):
+    return np.tanh(np.asarray(x, dtype=np.float64))
+
+
+def tanh_backward(gy, y):
+    """gy * (1 - y * y) from tanh's output y."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.asarray(gy, dtype=np.float64) * (1 - y * y)
+
+
+def _mix32(h):
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x7FEB352D)
+    h = h ^ (h >> np.uint32(15))
+    h = h * np.uint32(0x846CA68B)
+    return h ^ (h >> np.uint32(16))
+
+
+def dropout_mask(size, p, key):
+    """Which of ``size`` flat elements dropout with probability ``p`` and ``key`` keeps:
+    element i is kept when mix(mix(lo32(i) ^ lo32(key)) ^ hi32(key) ^ hi32(i)) >=
+    round(p * 2**32), mix being the lowbias32 hash (written out again here, in NumPy)."""
+    index = np.arange(size, dtype=np.uint64)
+    low = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    high = (index >> np.uint64(32)).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        h = _mix32(_mix32(low ^ np.uint32(key & 0xFFFFFFFF)) ^ np.uint32(key >> 32) ^ high)
+    return h.astype(np.uint64) >= min(round(p * 2**32), 2**32)
+
+
+def dropout(x, p=0.5, key=0):
+    """x * mask / (1 - p), dropped elements multiplied by 0 (NaN stays NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    scale = 0.0 if p == 1 else 1 / (1 - p)
+    keep = dropout_mask(x.size, p, key).reshape(x.shape)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in the kernel
+        return x * np.where(keep, scale, 0.0)
+
+
+def dropout_backward(gy, p=0.5, key=0):
+    return dropout(gy, p, key)

@@ -21,7 +21,7 @@ __all__ = ["History"]
 # Metrics drawn on the loss axes; every other metric but the bookkeeping ones
 # (seconds, skipped steps) is a rate in [0, 1] drawn on the accuracy axes.
 _LOSS_KEYS = ("loss", "val_loss")
-_NOT_PLOTTED = ("seconds", "skipped_steps")
+_NOT_PLOTTED = ("seconds", "skipped_steps", "lr")
 
 
 class History(dict[str, list[Any]]):

@@ -112,14 +112,17 @@ class Sequential:
                             f"{type(layers).__name__}")
         if not layers:
             raise ValueError("Sequential: layers must not be empty")
+        seen = set()
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: layers[{i}] is a {type(layer).__name__}, "
                                 f"not a cnnext layer")
-            if any(layer is other for other in layers[:i]):
+            for leaf in layer._leaves():
                 # A layer keeps its last input for backward: it cannot appear twice.
-                raise ValueError(f"Sequential: layers[{i}] ({layer!r}) appears twice; "
-                                 f"build a new layer for each position")
+                if id(leaf) in seen:
+                    raise ValueError(f"Sequential: layers[{i}] ({leaf!r}) appears twice; "
+                                     f"build a new layer for each position")
+                seen.add(id(leaf))
         dtypes = {layer.dtype for layer in layers if layer.dtype is not None}
         if len(dtypes) > 1:
             raise TypeError(f"Sequential: the layers mix dtypes {sorted(d.name for d in dtypes)}; "
@@ -166,6 +169,53 @@ class Sequential:
         inner = "".join(f"\n    {layer!r}," for layer in self.layers)
         return f"Sequential([{inner}\n])"
 
+    def __call__(self, x: ArrayLike) -> FloatArray:
+        """model(x) is model.forward(x)."""
+        return self.forward(x)
+
+    @property
+    def training(self) -> bool:
+        """True in training mode (after ``train()``, the default), False after ``eval()``."""
+        return all(layer.training for layer in self.layers)
+
+    def train(self, mode: bool = True) -> "Sequential":
+        """train(mode=True)
+
+        Put every layer in training mode (BatchNorm2D normalises with the
+        batch's statistics and updates its running ones, Dropout drops), or
+        in evaluation mode with ``mode=False``.  ``forward`` and ``model(x)``
+        compute in the current mode; ``fit`` trains in training mode and
+        ``evaluate`` / ``predict`` run in evaluation mode whatever the
+        current mode, which they leave as it was.  Returns the model.
+        """
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"Sequential.train: mode must be True or False, got {mode!r}")
+        for layer in self.layers:
+            layer.train(bool(mode))
+        return self
+
+    def eval(self) -> "Sequential":
+        """eval()
+
+        Put every layer in evaluation mode (``train(False)``).  Returns the model.
+        """
+        return self.train(False)
+
+    @contextlib.contextmanager
+    def _mode(self, training):
+        """Run the body with every layer in training (or evaluation) mode, the
+        layers' modes restored afterwards."""
+        modes = [layer.training for layer in self.layers]
+        if all(mode == training for mode in modes):
+            yield
+            return
+        self.train(training)
+        try:
+            yield
+        finally:
+            for layer, mode in zip(self.layers, modes, strict=True):
+                layer.train(mode)
+
     def parameters(self) -> dict[str, FloatArray]:
         """Every parameter as {"<layer index>.<name>": array} (the arrays themselves)."""
         return {f"{i}.{name}": array for i, layer in enumerate(self.layers)
@@ -175,6 +225,82 @@ class Sequential:
         """The gradient arrays of the last backward pass, named as ``parameters()``."""
         return {f"{i}.{name}": array for i, layer in enumerate(self.layers)
                 for name, array in layer.grads.items()}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Every buffer (running statistics, ...) as {"<layer index>.<name>": array}
+        (the arrays themselves)."""
+        return {f"{i}.{name}": array for i, layer in enumerate(self.layers)
+                for name, array in layer.buffers.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """state_dict()
+
+        Copies of every parameter and buffer, keyed and laid out as the
+        matching ``torch.nn.Sequential``'s ``state_dict()``: "0.weight",
+        "1.running_mean", "3.block.0.weight", ...  Conv2D weights are
+        (out_channels, in_channels / groups, kh, kw), Dense weights
+        (out_features, in_features), BatchNorm2D's num_batches_tracked a 0-d
+        int64 array.  ``{k: torch.from_numpy(v) for k, v in d.items()}``
+        loads into that PyTorch model (a Residual is a module with
+        ``nn.Sequential`` submodules ``block`` and ``shortcut``;
+        GlobalAvgPool2D is ``nn.Sequential(nn.AdaptiveAvgPool2d(1),
+        nn.Flatten())``).
+        """
+        return {f"{i}.{name}": array.copy() for i, layer in enumerate(self.layers)
+                for name, array in layer.state_items()}
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """load_state_dict(state_dict)
+
+        Copy the values of ``state_dict`` (a mapping with exactly the keys of
+        ``state_dict()``; NumPy arrays, array-likes or PyTorch CPU tensors of
+        the same shapes, finite real numbers) into the model's parameters
+        and buffers, converted to their dtypes.  Everything is checked before
+        anything is copied: on error the model is unchanged.
+        """
+        owner = "Sequential.load_state_dict"
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"{owner}: state_dict must be a mapping of names to arrays, got "
+                            f"{type(state_dict).__name__}")
+        own = {f"{i}.{name}": array for i, layer in enumerate(self.layers)
+               for name, array in layer.state_items()}
+        buffers = self.buffers()
+        keys = list(state_dict.keys())
+        missing = sorted(set(own) - set(keys))
+        unexpected = sorted(set(keys) - set(own), key=str)
+        if missing or unexpected:
+            raise ValueError(f"{owner}: state_dict has missing keys {missing[:8]} and "
+                             f"unexpected keys {unexpected[:8]}")
+        values = {}
+        for name, target in own.items():
+            value = state_dict[name]
+            if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
+                value = value.detach().cpu().numpy()
+            try:
+                array = np.asarray(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{owner}: state_dict[{name!r}] is not an array ({exc})") from None
+            if array.dtype.kind not in "iuf":
+                raise TypeError(f"{owner}: state_dict[{name!r}] must hold real numbers, got "
+                                f"dtype {array.dtype}")
+            if array.shape != target.shape:
+                raise ValueError(f"{owner}: state_dict[{name!r}] has shape {array.shape}, the "
+                                 f"model needs {target.shape}")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ValueError(f"{owner}: state_dict[{name!r}] holds NaN or infinite values")
+            if target.dtype.kind != "f":
+                if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+                    raise ValueError(f"{owner}: state_dict[{name!r}] must hold integers")
+                if array.size and array.min() < 0:
+                    raise ValueError(f"{owner}: state_dict[{name!r}] must be >= 0")
+            if name in buffers:
+                index, _, inner = name.partition(".")
+                problem = self.layers[int(index)]._invalid_buffer(inner, array)
+                if problem:
+                    raise ValueError(f"{owner}: state_dict[{name!r}]: {problem}")
+            values[name] = array
+        for name, target in own.items():
+            np.copyto(target, values[name], casting="unsafe")
 
     def num_parameters(self) -> int:
         return sum(layer.num_parameters() for layer in self.layers)
@@ -281,11 +407,23 @@ class Sequential:
         input_shape = self.input_shape if input_shape is None else tuple(input_shape)
         if input_shape is None:  # a first layer taking flat examples fixes their shape
             input_shape = _flat_input_shape(self.layers[0])
-        shapes = self._shapes("Sequential.summary", input_shape)[1:] if input_shape else None
+        shapes = self._shapes("Sequential.summary", input_shape) if input_shape else None
         rows = [("#", "layer", "output shape", "parameters")]
         for i, layer in enumerate(self.layers):
-            shape = str(shapes[i]) if shapes else "?"
-            rows.append((str(i), repr(layer), shape, f"{layer.num_parameters():,}"))
+            shape = str(shapes[i + 1]) if shapes else "?"
+            inner = getattr(layer, "sublayer_shapes", None)
+            if inner is None:
+                rows.append((str(i), repr(layer), shape, f"{layer.num_parameters():,}"))
+                continue
+            rows.append((str(i), type(layer).__name__, shape, f"{layer.num_parameters():,}"))
+            if shapes:
+                nested = inner(shapes[i])
+            else:
+                nested = [(f"{prefix}.{j}", sub, None) for prefix in ("block", "shortcut")
+                          for j, sub in enumerate(getattr(layer, prefix) or ())]
+            for name, sub, sub_shape in nested:
+                rows.append((f"{i}.{name}", f"  {sub!r}", "?" if sub_shape is None
+                             else str(sub_shape), f"{sub.num_parameters():,}"))
         widths = [max(len(row[k]) for row in rows) for k in range(4)]
         rule = "-" * (sum(widths) + 6)
         unknown = "? (pass input_shape=..., e.g. (1, 28, 28), or fit once to see the shapes)"
@@ -424,10 +562,13 @@ class Sequential:
             seed: Seed = None, progress: bool = True,
             callbacks: Sequence[Callable[..., Any]] | None = None, on_nan: str = "raise",
             backup_dir: Path | None = None, backup_steps: int | None = None,
-            backup_seconds: float | None = None) -> History:
+            backup_seconds: float | None = None,
+            lr_schedule: Callable[[int, float], float] | None = None,
+            validation_split: float | None = None) -> History:
         """fit(X, y, epochs=1, batch_size=32, optimizer=None, loss="softmax_cross_entropy",
         validation_data=None, shuffle=True, seed=None, progress=True, callbacks=None,
-        on_nan="raise", backup_dir=None, backup_steps=None, backup_seconds=None)
+        on_nan="raise", backup_dir=None, backup_steps=None, backup_seconds=None,
+        lr_schedule=None, validation_split=None)
 
         Train the network with mini-batch gradient descent.
 
@@ -447,7 +588,7 @@ class Sequential:
         loss : str
             "softmax_cross_entropy".
         validation_data : (X, y), optional
-            Evaluated after every epoch.
+            Evaluated after every epoch (in evaluation mode).
         shuffle : bool
             Visit the examples in a new random order every epoch.
         seed : None, int >= 0 or numpy.random.Generator
@@ -458,7 +599,9 @@ class Sequential:
         callbacks : list of callables, optional
             Each is called as ``callback(model, epoch, logs)`` after every
             epoch (``logs``: that epoch's figures); returning True stops
-            training.
+            training.  A callback with an ``on_train_begin(model)`` or
+            ``on_train_end(model)`` method has it called before the first
+            epoch and after the last (see ``cnnext.callbacks``).
         on_nan : {"raise", "skip"}
             When a batch's loss is NaN or infinite: raise FloatingPointError
             naming the epoch and step, with the weights as they were before
@@ -479,6 +622,15 @@ class Sequential:
             Steps between backups within an epoch (default: none).
         backup_seconds : float > 0, optional
             Seconds between backups within an epoch (default: none).
+        lr_schedule : callable, optional
+            ``lr_schedule(epoch, base_lr) -> lr``: the optimiser's learning
+            rate for each epoch (0-based), given its rate when ``fit`` began
+            (see ``cnnext.schedules``).  The rate is restored when ``fit``
+            returns.
+        validation_split : float in (0, 1), optional
+            Hold out this fraction of (X, y), the last examples as given
+            (before any shuffling), and evaluate on it after every epoch as
+            on ``validation_data`` (not both).
 
         Returns
         -------
@@ -486,8 +638,12 @@ class Sequential:
             A dict of lists, one entry per epoch, of Python floats:
             "loss" and "accuracy" (running means over the epoch's batches,
             as the notebook prints them), "val_loss" and "val_accuracy"
-            with validation data, "seconds", and with on_nan="skip"
-            "skipped_steps" (ints).  ``history.plot()`` draws the curves.
+            with validation data, "seconds", "lr" with an ``lr_schedule``,
+            and with on_nan="skip" "skipped_steps" (ints).  ``history.plot()``
+            draws the curves.
+
+        Training runs in training mode (``train()``); the mode the model
+        was in is restored when ``fit`` returns.
 
         If an exception interrupts training, the model stays usable: its
         weights are finite (restored to the start of the epoch if a step
@@ -510,6 +666,21 @@ class Sequential:
         except ValueError as exc:
             raise ValueError(f"{owner}: {exc}") from None
         validation = None
+        if validation_split is not None:
+            if validation_data is not None:
+                raise ValueError(f"{owner}: give validation_data or validation_split, not both")
+            if isinstance(validation_split, (bool, np.bool_)) or not isinstance(
+                    validation_split, (int, float, np.number)) or not (
+                    0 < float(validation_split) < 1):
+                raise ValueError(f"{owner}: validation_split must be a number in (0, 1), got "
+                                 f"{validation_split!r}")
+            split_at = int(len(X) * (1 - float(validation_split)))
+            if split_at < 1 or split_at >= len(X):
+                raise ValueError(f"{owner}: validation_split={validation_split!r} of "
+                                 f"{len(X)} examples leaves no example to train or to validate "
+                                 f"on")
+            validation = (X[split_at:], scale, y[split_at:])
+            X, y = X[:split_at], y[:split_at]
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError(f"{owner}: validation_data must be a pair (X, y)")
@@ -529,6 +700,14 @@ class Sequential:
                 raise TypeError(f"{owner}: callbacks must be callables, got {callback!r}")
         if on_nan not in _NAN_POLICIES:
             raise ValueError(f"{owner}: on_nan must be one of {_NAN_POLICIES}, got {on_nan!r}")
+        if lr_schedule is not None:
+            if not callable(lr_schedule):
+                raise TypeError(f"{owner}: lr_schedule must be a callable "
+                                f"lr_schedule(epoch, base_lr) -> lr (e.g. "
+                                f"cnnext.schedules.CosineDecay(epochs)), got {lr_schedule!r}")
+            if not hasattr(optimizer, "lr"):
+                raise TypeError(f"{owner}: lr_schedule needs an optimiser with an lr, got "
+                                f"{type(optimizer).__name__}")
         check_seed(owner, seed)
         # Drawing a seed from the operating system costs ~10 us: only when shuffling.
         rng = random_generator(owner, seed) if shuffle else None
@@ -539,13 +718,13 @@ class Sequential:
             with self._training_claim(owner):
                 return self._fit_run(X, scale, y, epochs, batch_size, optimizer, loss_fn,
                                      validation, shuffle, seed, rng, progress, callbacks,
-                                     on_nan, backup)
+                                     on_nan, backup, lr_schedule)
         finally:
             if backup is not None:
                 backup.close()
 
     def _fit_run(self, X, scale, y, epochs, batch_size, optimizer, loss_fn, validation,
-                 shuffle, seed, rng, progress, callbacks, on_nan, backup):
+                 shuffle, seed, rng, progress, callbacks, on_nan, backup, lr_schedule=None):
         """fit's epochs, once its arguments are checked (``backup``: a Backup or None)."""
         run = None
         if backup is not None:
@@ -563,26 +742,43 @@ class Sequential:
             history.update(val_loss=[], val_accuracy=[])
         if on_nan == "skip":
             history["skipped_steps"] = []
+        if lr_schedule is not None:
+            history["lr"] = []
         X = self._stageable(X)
         first = 0
+        base_lr = getattr(optimizer, "lr", None)
         if run is not None:
             first, history = run.start(self, optimizer, history)
-        for epoch in range(first, epochs):
-            snapshot = self._snapshot()
-            try:
-                # A diverging step shows up as a non-finite loss, handled below
-                # per on_nan; NumPy's overflow warnings on the way add nothing.
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
-                                           shuffle, progress, on_nan, validation, run)
-            except BaseException:
-                self._restore_if_not_finite(snapshot)
-                raise
-            history.append(logs)
-            if any([callback(self, epoch, logs) is True for callback in callbacks]):
-                break
-            if run is not None and epoch + 1 < epochs:
-                run.epoch_ends(self, epoch)
+        try:
+            for callback in callbacks:
+                if hasattr(callback, "on_train_begin"):
+                    callback.on_train_begin(self)
+            for epoch in range(first, epochs):
+                if lr_schedule is not None:
+                    optimizer.lr = _scheduled_lr("Sequential.fit", lr_schedule, epoch, base_lr)
+                snapshot = self._snapshot()
+                try:
+                    # A diverging step shows up as a non-finite loss, handled below
+                    # per on_nan; NumPy's overflow warnings on the way add nothing.
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
+                                               shuffle, progress, on_nan, validation, run)
+                except BaseException:
+                    self._restore_if_not_finite(snapshot)
+                    raise
+                if lr_schedule is not None:
+                    logs["lr"] = optimizer.lr
+                history.append(logs)
+                if any([callback(self, epoch, logs) is True for callback in callbacks]):
+                    break
+                if run is not None and epoch + 1 < epochs:
+                    run.epoch_ends(self, epoch)
+            for callback in callbacks:
+                if hasattr(callback, "on_train_end"):
+                    callback.on_train_end(self)
+        finally:
+            if lr_schedule is not None:
+                optimizer.lr = base_lr
         if run is not None:
             run.finish()
         return history
@@ -609,13 +805,16 @@ class Sequential:
             if progress:
                 bar.update(len(resume.predicted))
         try:
-            totals = None
-            if self._compiled():
-                totals = self._fit_epoch_compiled(X, order, labels, batch_size, epoch, progress,
-                                                  on_nan, predicted, bar, resume, run)
-            if totals is None:
-                totals = self._fit_epoch_layers(X, scale, order, labels, batch_size, epoch,
-                                                progress, on_nan, predicted, bar, resume, run)
+            with self._mode(True):
+                totals = None
+                if self._compiled():
+                    totals = self._fit_epoch_compiled(X, order, labels, batch_size, epoch,
+                                                      progress, on_nan, predicted, bar, resume,
+                                                      run)
+                if totals is None:
+                    totals = self._fit_epoch_layers(X, scale, order, labels, batch_size, epoch,
+                                                    progress, on_nan, predicted, bar, resume,
+                                                    run)
         except BaseException:
             if progress:
                 bar.close()  # end the bar's line before the error is shown
@@ -779,11 +978,12 @@ class Sequential:
         return total_loss, counted, skipped
 
     def _snapshot(self):
-        params = {name: array.copy() for name, array in self.parameters().items()}
+        params = {name: array.copy() for name, array in
+                  (*self.parameters().items(), *self.buffers().items())}
         return params, self.optimizer._state_copy()
 
     def _restore_if_not_finite(self, snapshot):
-        current = self.parameters()
+        current = {**self.parameters(), **self.buffers()}
         if all(np.isfinite(array).all() for array in current.values()):
             return
         params, optimizer_state = snapshot
@@ -795,7 +995,8 @@ class Sequential:
     def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = 256) -> tuple[float, float]:
         """evaluate(X, y, batch_size=256)
 
-        Mean loss and accuracy on (X, y), images scaled as in ``fit``.
+        Mean loss and accuracy on (X, y), images scaled as in ``fit``,
+        computed in evaluation mode (the model's mode is left as it was).
 
         Returns
         -------
@@ -810,6 +1011,10 @@ class Sequential:
         return self._evaluate(X, scale, y, batch_size)
 
     def _evaluate(self, X, scale, y, batch_size):
+        with self._mode(False):
+            return self._evaluate_in_mode(X, scale, y, batch_size)
+
+    def _evaluate_in_mode(self, X, scale, y, batch_size):
         if self._compiled():
             X = self._stageable(X)
             total, correct = 0.0, 0
@@ -840,12 +1045,17 @@ class Sequential:
         """predict(X, batch_size=256)
 
         Class probabilities for every example of X (images scaled as in
-        ``fit``), computed ``batch_size`` examples at a time.
+        ``fit``), computed ``batch_size`` examples at a time in evaluation
+        mode (the model's mode is left as it was).
 
         Returns
         -------
         ndarray, (N, classes), the model's dtype
         """
+        with self._mode(False):
+            return self._predict(X, batch_size)
+
+    def _predict(self, X, batch_size):
         memo = self._predict_memo
         if (memo is not None and type(X) is np.ndarray and X.shape == memo[0]
                 and X.dtype == memo[1] and batch_size == memo[2] and type(batch_size) is int
@@ -938,6 +1148,16 @@ class _TrainingClaim:
                 if _training.get(id(layer)) is self.model:
                     del _training[id(layer)]
         self.model._fit_lock.release()
+
+
+def _scheduled_lr(owner, schedule, epoch, base_lr):
+    lr = schedule(epoch, base_lr)
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.floating,
+                                                               np.integer)) or not (
+            math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"{owner}: lr_schedule({epoch}, {base_lr}) returned {lr!r}; a learning "
+                         f"rate must be a finite number >= 0")
+    return float(lr)
 
 
 def _batch_runs(n, batch_size):

@@ -1,11 +1,24 @@
-"""Ready-made networks for 28x28 grayscale digits: the seed notebook's CNN and LeNet-5."""
+"""Ready-made networks: the seed notebook's CNN and LeNet-5 for 28x28 grayscale
+digits, and a small ResNet for 28x28 or 32x32 images."""
+
+import numpy as np
 
 from ._typing import DTypeLike, Seed
-from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from .layers.base import random_generator
+from .layers import (
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool2D,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Residual,
+)
+from .layers.base import positive_int, random_generator
 from .model import Sequential
 
-__all__ = ["lenet5", "seed_cnn"]
+__all__ = ["lenet5", "resnet8", "seed_cnn"]
 
 
 def seed_cnn(dtype: DTypeLike = "float32", seed: Seed = None) -> Sequential:
@@ -82,6 +95,78 @@ def lenet5(dtype: DTypeLike = "float32", seed: Seed = None) -> Sequential:
         ReLU(),
         Dense(84, 10, dtype=dtype, seed=rng),
     ], input_shape=(1, 28, 28))
+
+
+def _basic_block(in_channels: int, out_channels: int, stride: int, dtype: DTypeLike,
+                 rng: np.random.Generator) -> list[Layer]:
+    """Two 3x3 convolutions with batch norm, around a skip connection (a 1x1
+    strided convolution where the shape changes), then a ReLU."""
+    block = [
+        Conv2D(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, dtype=dtype,
+               seed=rng),
+        BatchNorm2D(out_channels, dtype=dtype),
+        ReLU(),
+        Conv2D(out_channels, out_channels, 3, padding=1, bias=False, dtype=dtype, seed=rng),
+        BatchNorm2D(out_channels, dtype=dtype),
+    ]
+    shortcut = None
+    if stride != 1 or in_channels != out_channels:
+        shortcut = [Conv2D(in_channels, out_channels, 1, stride=stride, bias=False, dtype=dtype,
+                           seed=rng),
+                    BatchNorm2D(out_channels, dtype=dtype)]
+    return [Residual(block, shortcut), ReLU()]
+
+
+def resnet8(in_channels: int = 1, num_classes: int = 10, dtype: DTypeLike = "float32",
+            seed: Seed = None) -> Sequential:
+    """resnet8(in_channels=1, num_classes=10, dtype="float32", seed=None)
+
+    A small residual network (He et al., 2016, in the CIFAR style) for
+    (in_channels, 28, 28) or (in_channels, 32, 32) images: a 3x3 stem
+    convolution to 16 channels, three stages of one basic block each (16,
+    32 and 64 channels; the last two halve the resolution, their shortcut a
+    strided 1x1 convolution), global average pooling and a dense layer, so 8
+    weight layers on the main path.  Every convolution is followed by
+    BatchNorm2D and has no bias::
+
+        Conv2D(C, 16, 3, padding=1) -> BatchNorm2D -> ReLU
+        Residual([Conv2D(16, 16, 3, p=1), BN, ReLU, Conv2D(16, 16, 3, p=1), BN]) -> ReLU
+        Residual([Conv2D(16, 32, 3, s=2, p=1), BN, ReLU, Conv2D(32, 32, 3, p=1), BN],
+                 shortcut=[Conv2D(16, 32, 1, s=2), BN]) -> ReLU
+        Residual([Conv2D(32, 64, 3, s=2, p=1), BN, ReLU, Conv2D(64, 64, 3, p=1), BN],
+                 shortcut=[Conv2D(32, 64, 1, s=2), BN]) -> ReLU
+        GlobalAvgPool2D -> Dense(64, num_classes)
+
+    (77,754 parameters for one input channel and 10 classes.)  Input
+    shape is left to the data (28x28 becomes 14x14 then 7x7; 32x32 16x16
+    then 8x8); train it with ``fit``, which switches batch normalisation
+    between batch statistics (training) and running statistics
+    (``evaluate`` / ``predict``) by itself.
+
+    Parameters
+    ----------
+    in_channels : int
+        1 for grayscale, 3 for RGB.
+    num_classes : int
+    dtype : {"float32", "float64"}
+    seed : None, int >= 0 or numpy.random.Generator
+        Source of the initial weights (convolutions He-normal, the dense
+        layer Glorot-uniform; batch norm starts at weight 1, bias 0).
+    """
+    in_channels = positive_int("resnet8", "in_channels", in_channels)
+    num_classes = positive_int("resnet8", "num_classes", num_classes)
+    rng = random_generator("resnet8", seed)
+    layers = [
+        Conv2D(in_channels, 16, 3, padding=1, bias=False, dtype=dtype, seed=rng),
+        BatchNorm2D(16, dtype=dtype),
+        ReLU(),
+        *_basic_block(16, 16, 1, dtype, rng),
+        *_basic_block(16, 32, 2, dtype, rng),
+        *_basic_block(32, 64, 2, dtype, rng),
+        GlobalAvgPool2D(),
+        Dense(64, num_classes, dtype=dtype, seed=rng),
+    ]
+    return Sequential(layers)
 
 
 def __dir__():

@@ -1,4 +1,4 @@
-"""Optimisers: SGD (momentum, Nesterov, weight decay) and Adam, as in PyTorch.
+"""Optimisers: SGD (momentum, Nesterov, weight decay), Adam, AdamW and RMSprop, as in PyTorch.
 
 An optimiser is built without parameters (``optim.SGD(lr=0.01)``) and is
 handed them at each step as two dicts with the same keys, name -> array:
@@ -7,8 +7,9 @@ buffers, Adam's moments and step counts) is kept per parameter name and is
 created on the first step; ``state_dict()`` / ``load_state_dict()`` save and
 restore hyper-parameters and state.
 
-The update rules follow ``torch.optim.SGD`` and ``torch.optim.Adam``
-(weight decay is added to the gradient, "L2" style, in both).  Each step
+The update rules follow ``torch.optim.SGD``, ``Adam``, ``AdamW`` and
+``RMSprop`` (weight decay is added to the gradient, "L2" style, except in
+AdamW, which shrinks the parameters: decoupled weight decay).  Each step
 updates a parameter and its state in one compiled pass (``_kernels/_optim.pxi``),
 so parameters must be writeable C-contiguous float32/float64 arrays, as the
 layers make them.  ``fit`` runs the same kernels as steps of a compiled
@@ -37,7 +38,7 @@ from ._kernels import _program
 from ._plans import kernels as _kernels
 from ._typing import FloatArray
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 
 def __dir__():
@@ -49,6 +50,8 @@ _optim = _dispatch.load("_optim")
 # dtype -> the kernels' compiled specialisations (skipping the fused-type dispatch).
 _SGD_STEP = _dispatch.by_dtype(_optim.sgd_step)
 _ADAM_STEP = _dispatch.by_dtype(_optim.adam_step)
+_ADAMW_STEP = _dispatch.by_dtype(_optim.adamw_step)
+_RMSPROP_STEP = _dispatch.by_dtype(_optim.rmsprop_step)
 
 
 # ids of the optimisers inside ``in_use`` (a registry, not a lock per object:
@@ -473,3 +476,119 @@ class Adam(Optimizer):
         return ("adam", (param, grad, state["exp_avg"].reshape(-1),
                          state["exp_avg_sq"].reshape(-1)), (param.size,),
                 (self.lr, *self.betas, self.eps, self.weight_decay))
+
+
+class AdamW(Adam):
+    """AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01)
+
+    Adam with decoupled weight decay, as ``torch.optim.AdamW`` (no AMSGrad)::
+
+        p = p * (1 - lr * weight_decay)
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad * grad
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    with t the parameter's step count, starting at 1.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, >= 0.
+    betas : (float, float)
+        Decay rates of the first and second moment estimates, in [0, 1).
+    eps : float
+        Added to the denominator, >= 0.
+    weight_decay : float
+        Decoupled weight decay, >= 0 (0.01 by default, as PyTorch's).
+    """
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+    def _stepper(self, param, grad, state):
+        kernel = _ADAMW_STEP[param.dtype]
+        if state["exp_avg"] is None:
+            state["exp_avg"] = np.zeros(state["shape"], param.dtype)
+            state["exp_avg_sq"] = np.zeros(state["shape"], param.dtype)
+        exp_avg, exp_avg_sq = state["exp_avg"].reshape(-1), state["exp_avg_sq"].reshape(-1)
+        beta1, beta2 = self.betas
+
+        def step():
+            state["step"] += 1
+            t = state["step"]
+            kernel(param, grad, exp_avg, exp_avg_sq, self.lr / (1 - beta1**t),
+                   math.sqrt(1 - beta2**t), beta1, beta2, self.eps,
+                   1 - self.lr * self.weight_decay)
+
+        return step
+
+    def _step_args(self, param, grad, state):
+        return None  # Adam's step kernel would apply the decay as L2
+
+
+class RMSprop(Optimizer):
+    """RMSprop(lr=0.01, alpha=0.99, eps=1e-08, weight_decay=0.0, momentum=0.0, centered=False)
+
+    RMSprop, as ``torch.optim.RMSprop``::
+
+        g = grad + weight_decay * p
+        s = alpha * s + (1 - alpha) * g * g
+        a = alpha * a + (1 - alpha) * g           (centered)
+        avg = sqrt(s - a * a) + eps (centered) or sqrt(s) + eps
+        buf = momentum * buf + g / avg, p = p - lr * buf     (momentum > 0)
+        or p = p - lr * g / avg
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, >= 0.
+    alpha : float
+        Smoothing constant of the squared-gradient average, in [0, 1).
+    eps : float
+        Added to the denominator, >= 0.
+    weight_decay : float
+        L2 penalty, >= 0.
+    momentum : float
+        Momentum factor, >= 0.
+    centered : bool
+        Normalise by an estimate of the gradient's variance instead of its
+        second moment.
+    """
+
+    slots = ("square_avg", "momentum_buffer", "grad_avg")
+    optional_slots = ("momentum_buffer", "grad_avg")
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__()
+        self.lr = _validation.number("RMSprop", "lr", lr)
+        self.alpha = _validation.number("RMSprop", "alpha", alpha, below=1.0)
+        self.eps = _validation.number("RMSprop", "eps", eps)
+        self.weight_decay = _validation.number("RMSprop", "weight_decay", weight_decay)
+        self.momentum = _validation.number("RMSprop", "momentum", momentum)
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"RMSprop: centered must be True or False, got {centered!r}")
+        self.centered = bool(centered)
+
+    def config(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}
+
+    def _stepper(self, param, grad, state):
+        kernel = _RMSPROP_STEP[param.dtype]
+        if state["square_avg"] is None:
+            state["square_avg"] = np.zeros(state["shape"], param.dtype)
+        if self.momentum and state["momentum_buffer"] is None:
+            state["momentum_buffer"] = np.zeros(state["shape"], param.dtype)
+        if self.centered and state["grad_avg"] is None:
+            state["grad_avg"] = np.zeros(state["shape"], param.dtype)
+        square_avg = state["square_avg"].reshape(-1)
+        buffer = state["momentum_buffer"].reshape(-1) if self.momentum else None
+        grad_avg = state["grad_avg"].reshape(-1) if self.centered else None
+
+        def step():
+            kernel(param, grad, square_avg, grad_avg, buffer, self.lr, self.alpha, self.eps,
+                   self.weight_decay, self.momentum)
+
+        return step

@@ -167,4 +167,43 @@ def kernel_calls(seed, dtype=np.float32, batch=6):
         "softmax": lambda: F.softmax(logits),
         "softmax_cross_entropy": lambda: F.softmax_cross_entropy(logits, labels),
     }
+    # The modern layers' kernels: batch norm (training: batch statistics; the
+    # running ones are left out so repeated calls compute the same), dropout,
+    # global pooling, the smooth activations, and depthwise and grouped
+    # convolutions through conv2d's groups.
+    channel_scale, channel_shift = fill(5), fill(5)
+    running_var = np.abs(fill(5)) + 0.5
+    _, mean, invstd = F.batch_norm2d(x, None, None, channel_scale, channel_shift, True,
+                                     return_stats=True)
+    w_depthwise, w_grouped = fill(10, 1, 3, 3), fill(10, 2, 3, 2)
+    gy_depthwise = fill(batch, 10, 17, 19)
+    x_grouped, gy_grouped = fill(batch, 10, 8, 9), fill(batch, 10, 3, 10)
+    calls.update({
+        "conv2d": lambda: (F.conv2d(x, w, b, stride=2, padding=(1, 2), dilation=(1, 2)),
+                           F.conv2d(x16, w16, padding=1),
+                           F.conv2d(x, w_depthwise, b[:5].repeat(2), 1, 1, 1, 5),
+                           F.conv2d(x_grouped, w_grouped, None, (2, 1), (0, 1), 1, 5)),
+        "conv2d_backward": lambda: (
+            F.conv2d_backward(gy, x, w, stride=2, padding=(1, 2), dilation=(1, 2)),
+            F.conv2d_backward(gy16, x16, w16, padding=1),
+            F.conv2d_backward(gy_depthwise, x, w_depthwise, 1, 1, groups=5),
+            F.conv2d_backward(gy_grouped, x_grouped, w_grouped, (2, 1), (0, 1), groups=5)),
+        "batch_norm2d": lambda: (
+            F.batch_norm2d(x, None, None, channel_scale, channel_shift, True, return_stats=True),
+            F.batch_norm2d(x, channel_shift, running_var, channel_scale, None, False)),
+        "batch_norm2d_backward": lambda: (
+            F.batch_norm2d_backward(x[::-1].copy(), x, mean, invstd, channel_scale),
+            F.batch_norm2d_backward(x[::-1].copy(), x, mean, invstd, None, False)),
+        "global_avg_pool2d": lambda: F.global_avg_pool2d(x),
+        "global_avg_pool2d_backward": lambda: F.global_avg_pool2d_backward(x[:, :, 0, 0].copy(),
+                                                                           x.shape),
+        "leaky_relu": lambda: F.leaky_relu(x, 0.1),
+        "leaky_relu_backward": lambda: F.leaky_relu_backward(x, x[::-1].copy(), 0.1),
+        "sigmoid": lambda: F.sigmoid(x),
+        "sigmoid_backward": lambda: F.sigmoid_backward(x, F.sigmoid(x[::-1])),
+        "tanh": lambda: F.tanh(x),
+        "tanh_backward": lambda: F.tanh_backward(x, F.tanh(x[::-1])),
+        "dropout": lambda: F.dropout(x, 0.3, 12345),
+        "dropout_backward": lambda: F.dropout_backward(x, 0.3, 12345),
+    })
     return calls

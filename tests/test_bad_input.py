@@ -24,6 +24,7 @@ that crashes the interpreter (the kernels run with bounds checks off) fails
 a test instead of killing pytest, and the last line printed names it.
 """
 
+import copy
 import functools
 import itertools
 import json
@@ -295,8 +296,65 @@ def reference_call(name, kwargs, floats, ints):
     if name == "conv2d_max_pool2d_backward":
         # Likewise max_pool2d_backward -> (relu's mask) -> conv2d_backward.
         return _unfused_backward(kwargs)
-    if name in ("relu_backward",) and np.shape(args["gy"]) != np.shape(args["x"]):
+    if name in ("relu_backward", "leaky_relu_backward") and np.shape(args["gy"]) != np.shape(
+            args["x"]):
         raise ValueError("the reference needs equal shapes")
+    if name in ("sigmoid_backward", "tanh_backward") and np.shape(args["gy"]) != np.shape(
+            args["y"]):
+        raise ValueError("the reference needs equal shapes")
+    if name.startswith("batch_norm2d") and np.ndim(args["x"]) != 4:
+        raise ValueError("the reference needs (N, C, H, W)")
+    if name == "batch_norm2d_backward" and np.shape(args["gy"]) != np.shape(args["x"]):
+        raise ValueError("the reference needs equal shapes")
+    if name.startswith("batch_norm2d"):
+        channels = np.shape(args["x"])[1]
+        for key in ("running_mean", "running_var", "weight", "bias", "mean", "invstd"):
+            if key in args and args[key] is not None and np.shape(args[key]) != (channels,):
+                raise ValueError(f"the reference needs ({channels},) {key}")
+    if name == "global_avg_pool2d" and (np.ndim(args["x"]) != 4 or 0 in np.shape(args["x"])[2:]):
+        raise ValueError("the reference needs (N, C, H, W) with non-empty planes")
+    if name == "global_avg_pool2d_backward":
+        x_shape = args["x_shape"]
+        if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4 or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_))
+                for d in x_shape) or tuple(x_shape)[:2] != np.shape(args["gy"]) or min(
+                x_shape[2:]) < 1:
+            raise ValueError("the reference needs a matching (N, C, H, W)")
+    if name.startswith("dropout"):
+        for key, low, high in (("p", 0, 1), ("key", 0, 2**64 - 1)):
+            value = args[key]
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                    value, (int, float, np.integer, np.floating)) or not low <= value <= high:
+                raise ValueError(f"{key} out of range")
+        if not isinstance(args["key"], (int, np.integer)):
+            raise TypeError("key must be an int")
+        args["key"] = int(args["key"])
+    if name in ("leaky_relu", "leaky_relu_backward"):
+        slope = args["negative_slope"]
+        if isinstance(slope, (bool, np.bool_)) or not isinstance(
+                slope, (int, float, np.integer, np.floating)) or not math.isfinite(slope):
+            raise ValueError("negative_slope must be a finite number")
+    if name.startswith("batch_norm2d"):
+        for key, low in (("momentum", 0), ("eps", 0)):
+            value = args.get(key)
+            if key in args and (isinstance(value, (bool, np.bool_)) or not isinstance(
+                    value, (int, float)) or not math.isfinite(value) or value < low
+                    or (key == "momentum" and value > 1) or (key == "eps" and value == 0)):
+                raise ValueError(f"{key} out of range")
+        for key in ("training", "return_stats", "need_input_grad"):
+            if key in args and not isinstance(args[key], (bool, np.bool_)):
+                raise TypeError(f"{key} must be a bool")
+        if name == "batch_norm2d" and not args.get("training", False) and (
+                args["running_mean"] is None or args["running_var"] is None):
+            raise ValueError("evaluation needs running statistics")
+    if "groups" in args:
+        groups = args["groups"]
+        if isinstance(groups, (bool, np.bool_)):
+            raise TypeError("groups is a bool")
+        groups = args["groups"] = operator.index(groups)
+        c, k = np.shape(args["x"])[1], np.shape(args["w"])[0]
+        if groups < 1 or c % groups or k % groups or np.shape(args["w"])[1] * groups != c:
+            raise ValueError("groups must divide the channels")
     if name == "softmax":
         axis = args.pop("axis", -1)
         if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
@@ -405,14 +463,31 @@ def function_specs():
     small = _fill((3, 5), seed=7)
     pair_args = ("stride", "padding", "dilation")
     pool_pairs = ("kernel_size", "stride", "padding", "dilation")
+    # Three channels: groups of 3 need K % 3 == 0, refused for these 4 filters.
+    groups = ("groups", [("0", 0), ("-1", -1), ("2", 2), ("3", 3), ("1.0", 1.0), ("True", True),
+                         ("None", None), ("'1'", "1"), ("np.int64(1)", np.int64(1)),
+                         ("2**80", 2**80)])
+    depthwise_x, depthwise_w = _fill((2, 4, 7, 9), seed=30), _fill((8, 1, 3, 3), seed=31)
+    channels = x.shape[1]
+    positive = np.abs(_fill((channels,), seed=32)) + 0.5
+    stats = (_fill((channels,), seed=33), positive.copy())
+    probability = ("p", [("-0.1", -0.1), ("1.5", 1.5), ("nan", math.nan), ("None", None),
+                         ("'0.5'", "0.5"), ("True", True), ("1.0", 1.0), ("0", 0)])
+    key = ("key", [("-1", -1), ("2**64", 2**64), ("1.5", 1.5), ("None", None), ("True", True),
+                   ("np.uint64(2**63)", np.uint64(2**63)), ("'3'", "3")])
+    slope = ("negative_slope", [("nan", math.nan), ("inf", math.inf), ("None", None),
+                                ("'0.1'", "0.1"), ("True", True), ("-0.5", -0.5),
+                                ("np.float32(0.2)", np.float32(0.2))])
     return {
-        "conv2d": FunctionSpec(dict(x=x, w=w, b=b, stride=1, padding=0, dilation=1),
-                               ("x", "w", "b"), pairs=pair_args, out=((2, 4, 4, 6), np.float32)),
+        "conv2d": FunctionSpec(dict(x=x, w=w, b=b, stride=1, padding=0, dilation=1, groups=1),
+                               ("x", "w", "b"), pairs=pair_args, out=((2, 4, 4, 6), np.float32),
+                               others=(groups,)),
         "conv2d_backward": FunctionSpec(
-            dict(gy=gy_conv, x=x, w=w, stride=1, padding=0, dilation=1, need_input_grad=True),
+            dict(gy=gy_conv, x=x, w=w, stride=1, padding=0, dilation=1, need_input_grad=True,
+                 groups=1),
             ("gy", "x", "w"), pairs=pair_args, bools=("need_input_grad",),
             out=(((2, 3, 6, 7), np.float32), ((4, 3, 3, 2), np.float32),
-                 ((4,), np.float32))),
+                 ((4,), np.float32)), others=(groups,)),
         "conv2d_max_pool2d": FunctionSpec(
             dict(x=x, w=w, b=b, stride=1, padding=0, dilation=1, relu=True, pool_size=2,
                  pool_stride=None),
@@ -425,6 +500,50 @@ def function_specs():
             pairs=(*pair_args, "pool_size", "pool_stride"), bools=("relu", "need_input_grad"),
             out=(((2, 3, 6, 7), np.float32), ((4, 3, 3, 2), np.float32),
                  ((4,), np.float32))),
+        "depthwise conv2d": FunctionSpec(
+            dict(x=depthwise_x, w=depthwise_w, b=_fill((8,), seed=34), stride=1, padding=1,
+                 dilation=1, groups=4),
+            ("x", "w", "b"), pairs=pair_args, out=((2, 8, 7, 9), np.float32)),
+        "depthwise conv2d_backward": FunctionSpec(
+            dict(gy=_fill((2, 8, 7, 9), seed=35), x=depthwise_x, w=depthwise_w, stride=1,
+                 padding=1, dilation=1, need_input_grad=True, groups=4),
+            ("gy", "x", "w"), pairs=pair_args, bools=("need_input_grad",),
+            out=(((2, 4, 7, 9), np.float32), ((8, 1, 3, 3), np.float32), ((8,), np.float32))),
+        "batch_norm2d": FunctionSpec(
+            dict(x=x, running_mean=stats[0], running_var=stats[1], weight=positive * 2,
+                 bias=_fill((channels,), seed=36), training=False, momentum=0.1, eps=1e-5,
+                 return_stats=False),
+            ("x", "running_mean", "running_var", "weight", "bias"),
+            bools=("training", "return_stats"), out=(x.shape, np.float32),
+            others=(("momentum", [("-0.1", -0.1), ("1.5", 1.5), ("nan", math.nan),
+                                  ("None", None), ("'0.1'", "0.1"), ("True", True)]),
+                    ("eps", [("0", 0), ("-1", -1), ("inf", math.inf), ("None", None),
+                             ("1", 1)]))),
+        "batch_norm2d_backward": FunctionSpec(
+            dict(gy=_fill(x.shape, seed=37), x=x, mean=stats[0], invstd=positive,
+                 weight=positive * 2, training=True, need_input_grad=True),
+            ("gy", "x", "mean", "invstd", "weight"), bools=("training", "need_input_grad"),
+            out=((x.shape, np.float32), ((channels,), np.float32), ((channels,), np.float32))),
+        "global_avg_pool2d": FunctionSpec(dict(x=x), ("x",), out=((2, 3), np.float32)),
+        "global_avg_pool2d_backward": FunctionSpec(
+            dict(gy=_fill((2, 3), seed=38), x_shape=x.shape), ("gy",), shapes=("x_shape",),
+            out=(x.shape, np.float32)),
+        "leaky_relu": FunctionSpec(dict(x=small, negative_slope=0.01), ("x",),
+                                   out=(small.shape, np.float32), others=(slope,)),
+        "leaky_relu_backward": FunctionSpec(
+            dict(gy=_fill((3, 5), seed=39), x=small, negative_slope=0.01), ("gy", "x"),
+            out=(small.shape, np.float32), others=(slope,)),
+        "sigmoid": FunctionSpec(dict(x=small), ("x",), out=(small.shape, np.float32)),
+        "sigmoid_backward": FunctionSpec(dict(gy=_fill((3, 5), seed=40), y=F.sigmoid(small)),
+                                         ("gy", "y"), out=(small.shape, np.float32)),
+        "tanh": FunctionSpec(dict(x=small), ("x",), out=(small.shape, np.float32)),
+        "tanh_backward": FunctionSpec(dict(gy=_fill((3, 5), seed=41), y=F.tanh(small)),
+                                      ("gy", "y"), out=(small.shape, np.float32)),
+        "dropout": FunctionSpec(dict(x=small, p=0.5, key=7), ("x",),
+                                out=(small.shape, np.float32), others=(probability, key)),
+        "dropout_backward": FunctionSpec(dict(gy=small, p=0.5, key=7), ("gy",),
+                                         out=(small.shape, np.float32),
+                                         others=(probability, key)),
         "linear": FunctionSpec(dict(x=features, w=weights, b=b), ("x", "w", "b"),
                                out=((3, 4), np.float32)),
         "linear_backward": FunctionSpec(
@@ -557,7 +676,9 @@ def spoiled_outputs(spec):
 
 
 def function_cases():
-    for name, spec in function_specs().items():
+    for spec_name, spec in function_specs().items():
+        # "depthwise conv2d": conv2d again, on a depthwise problem.
+        name = spec_name.split()[-1]
         func = getattr(F, name)
         for label, changes, names in spoiled_arguments(name, spec):
             kwargs = {**spec.kwargs, **changes}
@@ -566,6 +687,8 @@ def function_cases():
             inputs = tuple(kwargs[a] for a in (*floats, *ints) if a in kwargs)
             if kwargs.get("inplace"):
                 inputs = tuple(v for v in inputs if v is not kwargs["x"])
+            if " " in spec_name:
+                label = f"{spec_name.split()[0]}: {label}"
             yield Case(name, label, functools.partial(func, **kwargs), names,
                        functools.partial(checked_reference, name, kwargs, floats, ints),
                        inputs)
@@ -574,7 +697,14 @@ def function_cases():
 # ------------------------------------------------------------------- layers
 LAYER_INPUTS = {
     "Conv2D": ((3, 2, 4), dict(in_channels=3, out_channels=2, kernel_size=3, padding=1,
-                                stride=1, dilation=1)),
+                                stride=1, dilation=1, groups=1)),
+    "BatchNorm2D": ((2, 3, 5, 4), dict(num_features=3, eps=1e-5, momentum=0.1, affine=True)),
+    "Dropout": ((3, 5), dict(p=0.5)),
+    "GlobalAvgPool2D": ((3, 2, 6, 7), {}),
+    "LeakyReLU": ((3, 5), dict(negative_slope=0.01)),
+    "Sigmoid": ((3, 5), {}),
+    "Tanh": ((3, 5), {}),
+    "Residual": ((3, 5), {}),
     "MaxPool2D": ((3, 2, 6, 7), dict(kernel_size=2, stride=None, padding=0)),
     "AvgPool2D": ((3, 2, 6, 7), dict(kernel_size=2, stride=None, padding=0)),
     "ReLU": ((3, 5), {}),
@@ -590,12 +720,57 @@ def layer_input(name):
     return _fill(shape, seed=11)
 
 
+def _dropout_key(layer):
+    """The mask key ``layer``'s next training forward draws (from a copy of its generator)."""
+    return int(copy.deepcopy(layer._rng).integers(2**64, dtype=np.uint64))
+
+
+ELEMENTWISE = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout")
+
+
+def _residual_parts(layer, x):
+    """The float64 inputs of each layer of a Residual's block and shortcut, and the outputs."""
+    def chain(part):
+        inputs = [x]
+        for sub in part or ():
+            inputs.append(layer_reference(sub, inputs[-1]))
+        return inputs
+
+    return chain(layer.block), chain(layer.shortcut)
+
+
 def layer_reference(layer, x):
     """The reference forward output of ``layer`` on ``x`` (float64)."""
     name = type(layer).__name__
     raw, x = x, canon_float(x) if name != "Flatten" else np.asarray(x)
-    if not isinstance(x, np.ndarray) or x.ndim < (1 if name == "ReLU" else 2):
+    if not isinstance(x, np.ndarray) or x.ndim < (1 if name in ELEMENTWISE else 2):
         raise ValueError("the reference takes batches")
+    if name in ("BatchNorm2D", "GlobalAvgPool2D") and x.ndim != 4:
+        raise ValueError("the reference takes (N, C, H, W)")
+    if name == "BatchNorm2D":
+        if x.shape[1] != layer.num_features or 0 in x.shape[2:] or (
+                layer.training and x.shape[0] * x.shape[2] * x.shape[3] < 2):
+            raise ValueError("BatchNorm2D needs its channels and more than one value each")
+        return ref.batch_norm2d(x, layer.buffers["running_mean"], layer.buffers["running_var"],
+                                layer.params.get("weight"), layer.params.get("bias"),
+                                layer.training, 0.1, layer.eps)
+    if name == "GlobalAvgPool2D":
+        if 0 in x.shape[2:]:
+            raise ValueError("empty planes")
+        return ref.global_avg_pool2d(x)
+    if name == "LeakyReLU":
+        return ref.leaky_relu(x, layer.negative_slope)
+    if name == "Sigmoid":
+        return ref.sigmoid(x)
+    if name == "Tanh":
+        return ref.tanh(x)
+    if name == "Dropout":
+        return ref.dropout(x, layer.p, _dropout_key(layer)) if layer.training and layer.p else x
+    if name == "Residual":
+        block, shortcut = _residual_parts(layer, x)
+        if block[-1].shape != shortcut[-1].shape:
+            raise ValueError("the block and the shortcut disagree")
+        return block[-1] + shortcut[-1]
     if name == "Conv2D":
         return ref.conv2d(x, layer.params["weight"].astype(np.float64),
                           layer.params.get("bias"), layer.stride, layer.padding, layer.dilation)
@@ -621,6 +796,37 @@ def layer_backward_reference(layer, x, gy):
     if not isinstance(gy, np.ndarray) or gy.shape != expected_shape:
         raise ValueError("gy must have the output's shape")
     x = x.astype(np.float64)
+    if name == "BatchNorm2D":
+        # With the batch's own statistics mean(xhat) = 0, so centring gy first gives
+        # the same gradient without float64 noise of order max(|gy|) * 1e-16 (a
+        # constant gy at float32's maximum has the exact gradient 0).
+        _, mean, invstd = ref.batch_norm2d(x, training=True, return_stats=True, eps=layer.eps)
+        if not np.isfinite(gy).all():  # inf - inf: the plain formula's NaN where it has them
+            return ref.batch_norm2d_backward(gy, x, mean, invstd, layer.params.get("weight"))[0]
+        xhat = (x - mean[None, :, None, None]) * invstd[None, :, None, None]
+        centred = gy - gy.mean(axis=(0, 2, 3), keepdims=True)
+        scale = invstd * layer.params["weight"].astype(np.float64)
+        return scale[None, :, None, None] * (
+            centred - xhat * (centred * xhat).mean(axis=(0, 2, 3), keepdims=True))
+    if name == "GlobalAvgPool2D":
+        return ref.global_avg_pool2d_backward(gy, x.shape)
+    if name == "LeakyReLU":
+        return ref.leaky_relu_backward(gy, x, layer.negative_slope)
+    if name == "Sigmoid":
+        return ref.sigmoid_backward(gy, ref.sigmoid(x))
+    if name == "Tanh":
+        return ref.tanh_backward(gy, ref.tanh(x))
+    if name == "Dropout":  # the first forward's mask, from a layer built as the one tested
+        return ref.dropout(gy, layer.p, _dropout_key(layer)) if layer.p else gy
+    if name == "Residual":
+        total = 0
+        for part, inputs in zip((layer.block, layer.shortcut), _residual_parts(layer, x),
+                                strict=True):
+            g = gy
+            for sub, sub_x in reversed(list(zip(part or (), inputs, strict=False))):
+                g = layer_backward_reference(sub, sub_x, g)
+            total = total + g
+        return total
     if name == "Conv2D":
         return ref.conv2d_backward(gy, x, layer.params["weight"].astype(np.float64),
                                    layer.stride, layer.padding, layer.dilation)[0]
@@ -657,32 +863,66 @@ def _backward_first(layer, gy):
 
 def _construct_then_forward(cls, config):
     layer = cls(**config)
-    return layer, layer.forward(layer_input(cls.__name__))
+    return layer, layer.forward(layer_input(type(layer).__name__))
 
 
 def _constructed_reference(cls, config, construct):
     # Seeded construction is deterministic, so the reference can rebuild the layer.
-    layer, _ = construct()
-    return layer_reference(layer, layer_input(cls.__name__))
+    layer = cls(**config)
+    return layer_reference(layer, layer_input(type(layer).__name__))
 
 
 def _forward_only(result):
     return result[1]
 
 
+def _residual(block=None, shortcut=None, default=True):
+    """A Residual over fresh seeded layers: (5,) -> Dense -> ReLU, plus a Dense shortcut."""
+    if default:
+        block = [layers.Dense(5, 5, seed=0), layers.ReLU()]
+        shortcut = layers.Dense(5, 5, seed=1)
+    return layers.Residual(block, shortcut)
+
+
+def residual_cases():
+    for label, kwargs in [("block = 3", {"block": 3}), ("block = None", {"block": None}),
+                          ("block = []", {"block": []}), ("block = [3]", {"block": [3]}),
+                          ("block = (ReLU, 'x')", {"block": (layers.ReLU(), "x")}),
+                          ("block = a layer class", {"block": layers.ReLU}),
+                          ("shortcut = []", {"block": layers.ReLU(), "shortcut": []}),
+                          ("shortcut = 1.5", {"block": layers.ReLU(), "shortcut": 1.5}),
+                          ("shortcut = 'identity'", {"block": layers.ReLU(),
+                                                     "shortcut": "identity"})]:
+        names = ("shortcut",) if "shortcut" in kwargs else ("block",)
+        yield Case("Residual", label, functools.partial(layers.Residual, **kwargs), names,
+                   _refuse)
+    relu = layers.ReLU()
+    yield Case("Residual", "a layer twice", functools.partial(layers.Residual, [relu, relu]),
+               ("twice",), _refuse)
+    yield Case("Residual", "mixed dtypes", lambda: layers.Residual(
+        layers.Dense(2, 2), layers.Dense(2, 2, dtype="float64")), ("dtypes",), _refuse)
+    yield Case("Residual", "shapes that cannot be added", lambda: layers.Residual(
+        layers.Dense(5, 4)).forward(_fill((3, 5))), ("match", "x"), _refuse)
+
+
 def layer_cases():
+    yield from residual_cases()
     for name in layers.__all__:
         if name == "Layer":
             continue
-        cls = getattr(layers, name)
+        cls = _residual if name == "Residual" else getattr(layers, name)
         _, config = LAYER_INPUTS[name]
-        extra = {"seed": 0} if name in ("Conv2D", "Dense") else {}
+        extra = {"seed": 0} if name in ("Conv2D", "Dense", "Dropout") else {}
         # Constructor arguments.
         ctor_args = list(config)
         if name in ("Conv2D", "Dense"):
             ctor_args += ["bias", "dtype", "init", "seed"]
+        if name == "BatchNorm2D":
+            ctor_args += ["dtype"]
+        if name == "Dropout":
+            ctor_args += ["seed"]
         for arg in ctor_args:
-            if arg in ("bias",):
+            if arg in ("bias", "affine"):
                 values = bool_variants()
             elif arg == "dtype":
                 values = [("'float16'", "float16"), ("int", int), ("np.complex64", np.complex64),
@@ -702,7 +942,7 @@ def layer_cases():
                 construct = functools.partial(_construct_then_forward, cls, kwargs)
                 # A valid but extreme geometry may be refused by the first forward,
                 # in the words of the functional kernel the layer calls.
-                geometry = arg not in ("bias", "dtype", "init", "seed")
+                geometry = arg not in ("bias", "dtype", "init", "seed", "affine")
                 yield Case(f"{name}", f"{arg} = {label}",
                            lambda construct=construct: _forward_only(construct()),
                            (arg, "x", "kernel", "output") if geometry else (arg,),
@@ -933,6 +1173,14 @@ def model_cases():
                 ("callbacks", [("a non-callable", [1]), ("an int", 3)]),
                 ("on_nan", [("'ignore'", "ignore"), ("None", None)]),
                 ("seed", [("'x'", "x"), ("-1", -1)]),
+                ("lr_schedule", [("a number", 0.1), ("returning None", lambda e, lr: None),
+                                 ("returning -1", lambda e, lr: -1.0),
+                                 ("returning NaN", lambda e, lr: math.nan),
+                                 ("returning a str", lambda e, lr: "0.1"),
+                                 ("a decay", cnnext.schedules.StepDecay(1, 0.5))]),
+                ("validation_split", [("0", 0), ("1", 1), ("'0.2'", "0.2"), ("True", True),
+                                      ("nan", math.nan), ("-0.5", -0.5), ("0.5", 0.5),
+                                      ("0.01 (nothing held out)", 0.01)]),
             ]:
                 for label, value in values:
                     spoiled.append((f"{arg} = {label}", {arg: value}, (arg,)))
@@ -948,6 +1196,7 @@ def model_cases():
             yield Case(owner, label, functools.partial(_model_method, method, call_kwargs),
                        names, functools.partial(_model_method, method, call_kwargs, True),
                        inputs, documented)
+    yield from state_dict_cases()
     for label, value in [("a layer, not a list", layers.ReLU()), ("an empty list", []),
                          ("a list with an int", [layers.ReLU(), 3]),
                          ("mixed dtypes", [layers.Dense(2, 2), layers.Dense(2, 2,
@@ -960,6 +1209,66 @@ def model_cases():
         yield Case("Sequential", f"input_shape = {label}",
                    functools.partial(lambda v: cnnext.Sequential(_model().layers, v), value),
                    ("input_shape", "layer"), _refuse)
+
+
+def _bn_model():
+    from cnnext.layers import BatchNorm2D, Conv2D, Dense, GlobalAvgPool2D
+
+    return cnnext.Sequential([Conv2D(1, 2, 3, seed=0), BatchNorm2D(2), GlobalAvgPool2D(),
+                              Dense(2, 3, seed=1)])
+
+
+def _load_state(state):
+    model = _bn_model()
+    model.load_state_dict(state)
+    return [value for _, value in sorted(model.state_dict().items())]
+
+
+def _loaded_reference(state):
+    """What load_state_dict must leave: the state's values in the model's dtypes."""
+    model = _bn_model()
+    own = model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(own):
+        raise ValueError("keys differ")
+    result = {}
+    for key, value in own.items():
+        given = np.asarray(state[key])
+        if given.shape != value.shape or given.dtype.kind not in "iuf" or (
+                given.dtype.kind == "f" and not np.isfinite(given).all()):
+            raise ValueError("bad value")
+        result[key] = given.astype(value.dtype)
+    return [value for _, value in sorted(result.items())]
+
+
+def state_dict_cases():
+    good = _bn_model().state_dict()
+    spoiled = {
+        "a missing key": {k: v for k, v in good.items() if k != "1.running_var"},
+        "an extra key": {**good, "9.weight": np.ones(2, np.float32)},
+        "a wrong shape": {**good, "0.weight": good["0.weight"][:1]},
+        "a NaN": {**good, "3.bias": np.full(3, np.nan, np.float32)},
+        "a negative variance": {**good, "1.running_var": -np.ones(2, np.float32)},
+        "a fractional count": {**good, "1.num_batches_tracked": np.array(0.5)},
+        "a negative count": {**good, "1.num_batches_tracked": np.array(-1)},
+        "str values": {**good, "1.weight": np.array(["a", "b"])},
+        "complex values": {**good, "1.bias": np.ones(2, np.complex64)},
+        "an object value": {**good, "1.bias": object()},
+        "float64 values": {k: v.astype(np.float64) for k, v in good.items()},
+        "lists": {k: v.tolist() for k, v in good.items()},
+        "non-contiguous values": {k: strided(v) for k, v in good.items()},
+    }
+    for label, state in spoiled.items():
+        yield Case("Sequential.load_state_dict", f"state_dict: {label}",
+                   functools.partial(_load_state, state),
+                   ("state_dict", "missing", "variance", "keys"),
+                   functools.partial(_loaded_reference, state))
+    for label, value in [("a list", [1, 2]), ("None", None), ("an int", 3)]:
+        yield Case("Sequential.load_state_dict", f"state_dict: {label}",
+                   functools.partial(_load_state, value), ("state_dict",), _refuse)
+    for label, value in [("1", 1), ("'eval'", "eval"), ("None", None)]:
+        yield Case("Sequential.train", f"mode = {label}",
+                   functools.partial(lambda v: _bn_model().train(v), value), ("mode",),
+                   _refuse)
 
 
 def checkpoint_cases(directory):

@@ -1,7 +1,8 @@
 """The named benchmark cases: what is computed, on which shapes, and how much work it is.
 
 Case names read ``<family>.<op>.<shape>``: ``conv2d.forward.notebook``,
-``max_pool2d.backward.3x3s2``, ``train.lenet5.b64``, ``predict.lenet5.b1``.  Every case runs in
+``max_pool2d.backward.3x3s2``, ``train.lenet5.b64``, ``predict.lenet5.b1``,
+``batch_norm2d.forward-backward.b64``.  Every case runs in
 float32 and float64 unless it says otherwise.  A case makes its inputs from a
 fixed seed and computes its float64 reference outputs with
 ``cnnext._reference``, against which every implementation is checked before
@@ -289,6 +290,75 @@ class FusedCase(Case):
         if gx is not None:
             outputs["gx"] = gx
         return outputs
+LAYER_INPUT = (64, 32, 16, 16)
+
+
+class BatchNormCase(Case):
+    """A BatchNorm2D training step's kernels: forward with the batch's statistics
+    (updating the running ones), then the gradients of x, weight and bias."""
+
+    family = "batch_norm2d"
+    op = "forward-backward"
+    name = "batch_norm2d.forward-backward.b64"
+    description = (f"y = batch_norm2d(x, rm, rv, w, b, training=True); gx, gw, gb = "
+                   f"batch_norm2d_backward(gy, x, ...); x {LAYER_INPUT}")
+    images = LAYER_INPUT[0]
+
+    def nbytes(self, dtype):
+        # Reading x and gy, writing y and gx: the least any implementation moves.
+        return int(4 * np.prod(LAYER_INPUT) * np.dtype(dtype).itemsize)
+
+    def make_inputs(self, dtype):
+        rng = _rng(self.name, dtype)
+        c = LAYER_INPUT[1]
+        return {"x": (rng.standard_normal(LAYER_INPUT) * 2 + 1).astype(dtype),
+                "gy": rng.standard_normal(LAYER_INPUT).astype(dtype),
+                "weight": rng.uniform(0.5, 1.5, c).astype(dtype),
+                "bias": rng.standard_normal(c).astype(dtype),
+                "running_mean": np.zeros(c, dtype), "running_var": np.ones(c, dtype)}
+
+    def reference(self, inputs):
+        x, w = inputs["x"], inputs["weight"]
+        y, mean, invstd = _reference.batch_norm2d(x, None, None, w, inputs["bias"], True,
+                                                  return_stats=True)
+        gx, gw, gb = _reference.batch_norm2d_backward(inputs["gy"], x, mean, invstd, w)
+        return {"y": y, "gx": gx, "gw": gw, "gb": gb}
+
+
+class DepthwiseCase(Case):
+    """A depthwise 3x3 convolution's training step: forward, then the input, weight
+    and bias gradients (conv2d with groups == channels)."""
+
+    family = "depthwise2d"
+    op = "forward-backward"
+    name = "depthwise2d.forward-backward.b64"
+    description = (f"y = conv2d(x, w, b, 1, 1, groups=32); gx, gw, gb = conv2d_backward(gy, x, "
+                   f"w, 1, 1, groups=32); x {LAYER_INPUT}, w (32, 1, 3, 3)")
+    images = LAYER_INPUT[0]
+
+    def flops(self):
+        return 2 * 3 * int(np.prod(LAYER_INPUT)) * 9
+
+    def make_inputs(self, dtype):
+        rng = _rng(self.name, dtype)
+        c = LAYER_INPUT[1]
+        return {"x": rng.standard_normal(LAYER_INPUT).astype(dtype),
+                "w": (rng.standard_normal((c, 1, 3, 3)) / 3).astype(dtype),
+                "b": rng.standard_normal(c).astype(dtype),
+                "gy": rng.standard_normal(LAYER_INPUT).astype(dtype)}
+
+    def reference(self, inputs):
+        x, w, gy = inputs["x"], inputs["w"], inputs["gy"]
+        ys, gxs, gws, gbs = [], [], [], []
+        for c in range(x.shape[1]):
+            part = slice(c, c + 1)
+            ys.append(_reference.conv2d(x[:, part], w[part], inputs["b"][part], 1, 1))
+            gx, gw, gb = _reference.conv2d_backward(gy[:, part], x[:, part], w[part], 1, 1)
+            gxs.append(gx)
+            gws.append(gw)
+            gbs.append(gb)
+        return {"y": np.concatenate(ys, axis=1), "gx": np.concatenate(gxs, axis=1),
+                "gw": np.concatenate(gws), "gb": np.concatenate(gbs)}
 
 
 class TrainCase(Case):
@@ -421,6 +491,8 @@ def _all_cases():
     from .overhead import OPS
 
     cases += [OverheadCase(op) for op in OPS]
+    cases += [BatchNormCase(), DepthwiseCase()]
+    cases += [TrainCase("resnet8", batch) for batch in (1, 64)]
     return {case.name: case for case in cases}
 
 
@@ -440,6 +512,7 @@ QUICK = (
     "train.notebook.b1", "train.notebook.b64", "train.lenet5.b64",
     "predict.notebook.b1", "predict.notebook.b64", "predict.lenet5.b1", "predict.lenet5.b64",
     "overhead.conv2d", "overhead.Conv2D.forward",
+    "batch_norm2d.forward-backward.b64", "depthwise2d.forward-backward.b64",
 )
 
 

@@ -10,6 +10,7 @@ from .cases import train_checks
 from .impl_notebook import NotebookTrain
 from .impls import (
     Bound,
+    CallBound,
     Implementation,
     Unavailable,
     functional_bound,
@@ -27,9 +28,22 @@ def load_params(layers, params):
 
 def build_layers(layers_module, network, dtype):
     """cnnext layers for ``network``, one per layer record (so layer i holds params[i])."""
+    return _layers(layers_module, network.layers, dtype)
+
+
+def _layers(layers_module, records, dtype):
     layers = []
-    for layer in network.layers:
-        if isinstance(layer, nets.Conv):
+    for layer in records:
+        if isinstance(layer, nets.Residual):
+            layers.append(layers_module.Residual(
+                _layers(layers_module, layer.block, dtype),
+                None if layer.shortcut is None else _layers(layers_module, layer.shortcut,
+                                                            dtype)))
+        elif isinstance(layer, nets.BatchNorm):
+            layers.append(layers_module.BatchNorm2D(layer.num_features, dtype=dtype))
+        elif isinstance(layer, nets.GlobalAvgPool):
+            layers.append(layers_module.GlobalAvgPool2D())
+        elif isinstance(layer, nets.Conv):
             layers.append(layers_module.Conv2D(layer.in_channels, layer.out_channels,
                                                layer.kernel_size, stride=layer.stride,
                                                padding=layer.padding, bias=layer.bias,
@@ -116,7 +130,10 @@ class Cnnext(Implementation):
             return Predict(case, dtype, inputs, reference)
         if case.family == "overhead":
             return OverheadCall(overhead.OPS[case.op], inputs, reference)
-        return functional_bound(import_optional("cnnext.functional"), case, inputs, reference)
+        F = import_optional("cnnext.functional")
+        if case.family in ("batch_norm2d", "depthwise2d"):
+            return _layer_step(F, case, inputs, reference)
+        return functional_bound(F, case, inputs, reference)
 
 
 class Unfused(Implementation):
@@ -223,3 +240,27 @@ class Kernel(Implementation):
 
     def bind(self, case, dtype, inputs, reference):
         return KernelRepeats(overhead.OPS[case.op], inputs, reference)
+
+
+def _layer_step(F, case, inputs, reference):
+    """A layer's forward and backward kernels, as a training step calls them."""
+    x, gy = inputs["x"], inputs["gy"]
+    if case.family == "batch_norm2d":
+        w, b = inputs["weight"], inputs["bias"]
+        running = (inputs["running_mean"].copy(), inputs["running_var"].copy())
+
+        def step():
+            y, mean, invstd = F.batch_norm2d(x, *running, w, b, True, return_stats=True)
+            return y, F.batch_norm2d_backward(gy, x, mean, invstd, w)
+    else:
+        w, b, groups = inputs["w"], inputs["b"], x.shape[1]
+
+        def step():
+            return (F.conv2d(x, w, b, 1, 1, 1, groups),
+                    F.conv2d_backward(gy, x, w, 1, 1, groups=groups))
+
+    def outputs(result):
+        y, (gx, gw, gb) = result
+        return {"y": y, "gx": gx, "gw": gw, "gb": gb}
+
+    return CallBound(step, outputs, reference)

@@ -51,8 +51,11 @@ class NumpyBaseline(Implementation):
     def supports(self, case, dtype):
         # Inference is compared with the libraries users run models with; the
         # overhead cases measure cnnext against its own kernels; the fused
-        # cases compare cnnext's fused and unfused calls (and torch's).
-        return case.family not in ("predict", "overhead", "fused")
+        # cases compare cnnext's fused and unfused calls (and torch's); the
+        # baseline has convolution, pooling and the notebook's layers only.
+        return case.family not in ("predict", "overhead", "fused", "batch_norm2d",
+                                   "depthwise2d") and not (
+            case.family == "train" and case.network.name == "resnet8")
 
     def bind(self, case, dtype, inputs, reference):
         if case.family == "copy":

@@ -52,7 +52,7 @@ class TorchTrain(Bound):
     def check(self):
         self.load(self.inputs["params"])
         loss = self.step(*self.batches[0]).item()
-        params = [{name: getattr(module, name).detach().numpy() for name in p}
+        params = [{name: module.get_parameter(name).detach().numpy() for name in p}
                   for module, p in zip(self.model, self.inputs["params"], strict=True)]
         return train_checks(self.reference, loss, self.inputs["params"], params, self.dtype)
 
@@ -62,7 +62,7 @@ def load_params(torch, model, params):
     with torch.no_grad():
         for module, p in zip(model, params, strict=True):
             for name, value in p.items():
-                getattr(module, name).copy_(torch.from_numpy(value))
+                module.get_parameter(name).copy_(torch.from_numpy(value))
 
 
 def predict_model(torch, case, dtype, params):
@@ -73,10 +73,31 @@ def predict_model(torch, case, dtype, params):
 
 
 def build_model(torch, network):
+    return torch.nn.Sequential(*_modules(torch, network.layers))
+
+
+def _modules(torch, layers):
     nn = torch.nn
+
+    class Residual(nn.Module):
+        def __init__(self, block, shortcut):
+            super().__init__()
+            self.block = nn.Sequential(*block)
+            self.shortcut = None if shortcut is None else nn.Sequential(*shortcut)
+
+        def forward(self, x):
+            return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+
     modules = []
-    for layer in network.layers:
-        if isinstance(layer, nets.Conv):
+    for layer in layers:
+        if isinstance(layer, nets.Residual):
+            modules.append(Residual(_modules(torch, layer.block), None if layer.shortcut is None
+                                    else _modules(torch, layer.shortcut)))
+        elif isinstance(layer, nets.BatchNorm):
+            modules.append(nn.BatchNorm2d(layer.num_features))
+        elif isinstance(layer, nets.GlobalAvgPool):
+            modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+        elif isinstance(layer, nets.Conv):
             modules.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                                      layer.stride, layer.padding, bias=layer.bias))
         elif isinstance(layer, nets.MaxPool):
@@ -89,7 +110,7 @@ def build_model(torch, network):
             modules.append(nn.Flatten())
         else:
             modules.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias))
-    return nn.Sequential(*modules)
+    return modules
 
 
 class Torch(Implementation):
@@ -121,6 +142,8 @@ class Torch(Implementation):
             return _conv(torch, case, inputs, reference)
         if case.family == "fused":
             return _fused(torch, case, inputs, reference)
+        if case.family in ("batch_norm2d", "depthwise2d"):
+            return _layer_step(torch, case, inputs, reference)
         return _pool(torch, case, inputs, reference)
 
 
@@ -217,4 +240,34 @@ def _fused(torch, case, inputs, reference):
                                          [1, 1], False, [0, 0], 1, [need_input_grad, True, True])
 
     return CallBound(backward, lambda r: _numpy(dict(zip(("gx", "gw", "gb"), r, strict=True))),
+                     reference)
+
+
+def _layer_step(torch, case, inputs, reference):
+    """A layer's forward and backward through autograd, as a training step runs them."""
+    tf = torch.nn.functional
+    x, gy = torch.from_numpy(inputs["x"]), torch.from_numpy(inputs["gy"])
+    if case.family == "batch_norm2d":
+        running = [torch.from_numpy(inputs[name].copy()) for name in ("running_mean",
+                                                                      "running_var")]
+        params = [torch.from_numpy(inputs[name]) for name in ("weight", "bias")]
+
+        def forward(leaves):
+            return tf.batch_norm(leaves[0], *running, *leaves[1:], training=True)
+    else:
+        params = [torch.from_numpy(inputs[name]) for name in ("w", "b")]
+
+        def forward(leaves):
+            return tf.conv2d(*leaves, 1, 1, 1, x.shape[1])
+    leaves = [t.clone().requires_grad_() for t in (x, *params)]
+
+    def forward_backward():
+        for leaf in leaves:
+            leaf.grad = None
+        y = forward(leaves)
+        y.backward(gy)
+        return y, *(leaf.grad for leaf in leaves)
+
+    names = ("y", "gx", "gw", "gb")
+    return CallBound(forward_backward, lambda r: _numpy(dict(zip(names, r, strict=True))),
                      reference)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _dispatch, _tuning, _validation
 from .._typing import FloatArray, IntPair, Padding
-from . import _repeat, conv_taps
+from . import _repeat, conv_taps, grouped
 
 _kernels = _dispatch.load("_conv")
 # The repeat-call fast paths run the dispatched build's step kernels: they
@@ -225,9 +225,9 @@ def _arrays(func, x, w):
 
 
 def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
-           padding: Padding = 0, dilation: IntPair = 1, *,
+           padding: Padding = 0, dilation: IntPair = 1, groups: int = 1, *,
            out: FloatArray | None = None) -> FloatArray:
-    """conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, out=None)
+    """conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, out=None)
 
     2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
 
@@ -239,7 +239,7 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     ----------
     x : ndarray of float32 or float64, shape (N, C, H, W)
         Input images.  Any memory layout; never modified.
-    w : ndarray, shape (K, C, R, S), same dtype as x
+    w : ndarray, shape (K, C / groups, R, S), same dtype as x
         Filters.
     b : ndarray, shape (K,), same dtype as x, optional
         Bias added to each output channel.
@@ -247,6 +247,10 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
         Step between windows (>= 1), zero padding on each side (>= 0) and
         spacing of the filter taps (>= 1), as (height, width) or one int
         for both.  ``padding`` may also be ((top, bottom), (left, right)).
+    groups : int
+        Split the channels into this many groups (dividing C and K), group
+        g's K / groups filters seeing only its C / groups channels, as in
+        PyTorch; groups == C is a depthwise convolution.
     out : ndarray, shape (N, K, Ho, Wo), optional
         Writeable C-contiguous array of the dtype of x to store the result
         in; it must not overlap the inputs.
@@ -271,7 +275,8 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     >>> F.conv2d(x, w, stride=2).shape
     (2, 4, 3, 3)
     """
-    if _kernels is _DISPATCHED:
+    # Remembered calls are plain (groups=1) ones: anything else is checked below.
+    if _kernels is _DISPATCHED and type(groups) is int and groups == 1:
         y = _CONV2D.run((x, w, b), (stride, padding, dilation), None if out is None else (out,))
         if y is not None:
             return y
@@ -279,11 +284,14 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
     given = _repeat.plain(x, w, b) and _kernels is _DISPATCHED
     x, w = _arrays(func, x, w)
     padding, widths = _one_sided(func, x, padding)
+    if type(groups) is not int or groups != 1:
+        groups = grouped.check_groups(func, groups)
     taps = None
     if widths is not None:
         given = False
         # A one-sided padding that is mostly padding is not padded for real.
-        taps = conv_taps.plan(func, x, w, stride, _all_sides(padding, widths), dilation)
+        if groups == 1:
+            taps = conv_taps.plan(func, x, w, stride, _all_sides(padding, widths), dilation)
         if taps is None:
             x = _padded(func, x, widths)  # (the padded copy is this call's own)
     if b is not None:
@@ -293,6 +301,8 @@ def conv2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: In
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"{func}: b must have shape ({w.shape[0]},) (one value per filter "
                              f"of w, shape {w.shape}), got shape {b.shape}")
+    if groups != 1:
+        return grouped.conv2d(x, w, b, stride, padding, dilation, groups, out)
     plan = taps if taps is not None else _plan(func, x, w, stride, padding, dilation)
     if plan.forward_lanes == "winograd" and not (_finite(w) and _finite(x)):
         plan = _plan(func, x, w, stride, padding, dilation, reformulate=False)
@@ -342,9 +352,11 @@ def _remember_backward(gy, x, w, stride, padding, dilation, need_input_grad):
 
 def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPair = 1,
                     padding: Padding = 0, dilation: IntPair = 1, need_input_grad: bool = True,
-                    *, out: tuple[FloatArray | None, FloatArray, FloatArray] | None = None,
+                    *, groups: int = 1,
+                    out: tuple[FloatArray | None, FloatArray, FloatArray] | None = None,
                     ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
-    """conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *, out=None)
+    """conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, need_input_grad=True, *,
+    groups=1, out=None)
 
     Gradients of ``sum(gy * conv2d(x, w, b, stride, padding, dilation))``.
 
@@ -354,9 +366,9 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
         Gradient of the loss with respect to the output of conv2d.
     x : ndarray, shape (N, C, H, W), same dtype as gy
         The input conv2d saw.
-    w : ndarray, shape (K, C, R, S), same dtype as gy
+    w : ndarray, shape (K, C / groups, R, S), same dtype as gy
         The filters conv2d used.
-    stride, padding, dilation
+    stride, padding, dilation, groups
         As given to conv2d.
     need_input_grad : bool
         False skips the input gradient (for a first layer) and returns None
@@ -370,7 +382,7 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
     -------
     gx : ndarray, shape (N, C, H, W), or None
         Gradient with respect to x.
-    gw : ndarray, shape (K, C, R, S)
+    gw : ndarray, shape (K, C / groups, R, S)
         Gradient with respect to w, summed over the batch.
     gb : ndarray, shape (K,)
         Gradient with respect to the bias: gy summed over N, Ho and Wo.
@@ -389,7 +401,8 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
     >>> float(gb[0])                                     # gy summed over N, H, W
     128.0
     """
-    if (out is None or type(out) is tuple) and _kernels is _DISPATCHED:
+    if (out is None or type(out) is tuple) and _kernels is _DISPATCHED and (
+            type(groups) is int and groups == 1):
         result = _CONV2D_BACKWARD.run((gy, x, w), (stride, padding, dilation, need_input_grad),
                                       out)
         if result is not None:
@@ -404,7 +417,12 @@ def conv2d_backward(gy: FloatArray, x: FloatArray, w: FloatArray, stride: IntPai
     padding, widths = _one_sided(func, x, padding)
     if widths is not None:
         return _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out,
-                                   widths)
+                                   widths, groups)
+    if type(groups) is not int or groups != 1:
+        groups = grouped.check_groups(func, groups)
+        if groups != 1:
+            return grouped.conv2d_backward(gy, x, w, stride, padding, dilation,
+                                           bool(need_input_grad), groups, out)
     plan = _plan(func, x, w, stride, padding, dilation)
     if gy.shape != plan.output_shape:
         raise ValueError(f"{func}: gy must have the shape of conv2d's output "
@@ -438,11 +456,14 @@ def _all_sides(padding, widths):
     return (ph + top, ph + bottom), (pw + left, pw + right)
 
 
-def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out, widths):
+def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, out, widths,
+                        groups=1):
     """conv2d_backward on the zero-padded copy of ``x``, gx cropped to ``x``'s shape
     (or tap by tap on ``x`` itself when the padded copy would be mostly padding)."""
     func = "conv2d_backward"
-    taps = conv_taps.plan(func, x, w, stride, _all_sides(padding, widths), dilation)
+    taps = None
+    if type(groups) is int and groups == 1:  # grouped: the padded copy, per group
+        taps = conv_taps.plan(func, x, w, stride, _all_sides(padding, widths), dilation)
     if taps is not None:
         if gy.shape != taps.output_shape:
             raise ValueError(f"{func}: gy must have the shape of conv2d's output "
@@ -461,7 +482,7 @@ def _backward_one_sided(gy, x, w, stride, padding, dilation, need_input_grad, ou
                                                                            gb_out))
     padded = _padded(func, x, widths)
     gx, gw, gb = conv2d_backward(gy, padded, w, stride, padding, dilation, need_input_grad,
-                                 out=(None, gw_out, gb_out))
+                                 groups=groups, out=(None, gw_out, gb_out))
     if gx is not None:
         (_, _), (_, _), (top, _), (left, _) = widths
         crop = gx[:, :, top:top + x.shape[2], left:left + x.shape[3]]

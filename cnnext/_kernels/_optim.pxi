@@ -167,4 +167,137 @@ def adam_step(floating[::1] param,        # IN/OUT (n,)
                   bias_correction2_sqrt, beta1, beta2, eps, weight_decay)
 
 
+cdef inline void adamw_loop(floating* param,         # IN/OUT (n,)
+                            const floating* grad,    # IN  (n,)
+                            floating* exp_avg,       # IN/OUT (n,)
+                            floating* exp_avg_sq,    # IN/OUT (n,)
+                            Py_ssize_t n, floating step_size, floating correction,
+                            floating beta1, floating beta2, floating keep1, floating keep2,
+                            floating eps, floating shrink) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, m, v, p
+    for i in range(n):
+        g = grad[i]
+        p = param[i] * shrink
+        m = exp_avg[i] * beta1 + keep1 * g
+        v = exp_avg_sq[i] * beta2 + keep2 * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        param[i] = p - m / (<floating>sqrt(v) / correction + eps) * step_size
+
+
+def adamw_step(floating[::1] param,        # IN/OUT (n,)
+               const floating[::1] grad,   # IN  (n,)
+               floating[::1] exp_avg,      # IN/OUT (n,) first moment
+               floating[::1] exp_avg_sq,   # IN/OUT (n,) second moment
+               double step_size, double bias_correction2_sqrt,
+               double beta1, double beta2, double eps, double shrink):
+    """adamw_step(param, grad, exp_avg, exp_avg_sq, step_size, bias_correction2_sqrt,
+    beta1, beta2, eps, shrink)
+
+    One step of AdamW (torch.optim.AdamW, no AMSGrad) in place: Adam's
+    update (see ``adam_step``, without weight decay) of the parameter shrunk
+    first by shrink = 1 - lr * weight_decay (decoupled weight decay)::
+
+        param = param * shrink
+        exp_avg = exp_avg * beta1 + (1 - beta1) * grad
+        exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+        param = param - exp_avg / (sqrt(exp_avg_sq) / bias_correction2_sqrt + eps) * step_size
+    """
+    cdef Py_ssize_t n = param.shape[0]
+    cdef floating f_step = <floating>step_size, f_correction = <floating>bias_correction2_sqrt
+    cdef floating f_beta1 = <floating>beta1, f_beta2 = <floating>beta2
+    cdef floating f_keep1 = <floating>(1 - beta1), f_keep2 = <floating>(1 - beta2)
+    cdef floating f_eps = <floating>eps, f_shrink = <floating>shrink
+    if n == 0:
+        return
+    with nogil:
+        adamw_loop(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], n, f_step, f_correction,
+                   f_beta1, f_beta2, f_keep1, f_keep2, f_eps, f_shrink)
+
+
+cdef inline void rmsprop_loop(floating* param,         # IN/OUT (n,)
+                              const floating* grad,    # IN  (n,)
+                              floating* square_avg,    # IN/OUT (n,)
+                              floating* grad_avg,      # IN/OUT (n,) centred only
+                              floating* buffer,        # IN/OUT (n,) momentum only
+                              Py_ssize_t n, floating lr, floating alpha, floating keep,
+                              floating eps, floating decay, floating momentum,
+                              const bint with_decay, const bint centered,
+                              const bint with_momentum) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, s, a, avg, buf
+    for i in range(n):
+        g = grad[i]
+        if with_decay:
+            g = g + param[i] * decay
+        s = square_avg[i] * alpha + keep * g * g
+        square_avg[i] = s
+        if centered:
+            a = grad_avg[i] * alpha + keep * g
+            grad_avg[i] = a
+            avg = <floating>sqrt(s - a * a) + eps
+        else:
+            avg = <floating>sqrt(s) + eps
+        if with_momentum:
+            buf = buffer[i] * momentum + g / avg
+            buffer[i] = buf
+            param[i] = param[i] - buf * lr
+        else:
+            param[i] = param[i] - g / avg * lr
+
+
+def rmsprop_step(floating[::1] param,        # IN/OUT (n,)
+                 const floating[::1] grad,   # IN  (n,)
+                 floating[::1] square_avg,   # IN/OUT (n,)
+                 floating[::1] grad_avg,     # IN/OUT (n,) or None (not centred)
+                 floating[::1] buffer,       # IN/OUT (n,) or None (no momentum)
+                 double lr, double alpha, double eps, double weight_decay, double momentum):
+    """rmsprop_step(param, grad, square_avg, grad_avg, buffer, lr, alpha, eps,
+    weight_decay, momentum)
+
+    One step of RMSprop (torch.optim.RMSprop) in place::
+
+        g = grad + weight_decay * param                  (when weight_decay != 0)
+        square_avg = square_avg * alpha + (1 - alpha) * g * g
+        grad_avg = grad_avg * alpha + (1 - alpha) * g    (centred: grad_avg given)
+        avg = sqrt(square_avg - grad_avg * grad_avg) + eps   (centred)
+              or sqrt(square_avg) + eps
+        buffer = buffer * momentum + g / avg, param = param - buffer * lr
+                                                         (buffer given)
+        or param = param - g / avg * lr
+    """
+    cdef Py_ssize_t n = param.shape[0]
+    cdef floating f_lr = <floating>lr, f_alpha = <floating>alpha
+    cdef floating f_keep = <floating>(1 - alpha), f_eps = <floating>eps
+    cdef floating f_decay = <floating>weight_decay, f_momentum = <floating>momentum
+    cdef floating* gavg = NULL
+    cdef floating* buf = NULL
+    cdef bint with_decay = f_decay != 0
+    if n == 0:
+        return
+    if grad_avg is not None:
+        gavg = &grad_avg[0]
+    if buffer is not None:
+        buf = &buffer[0]
+    with nogil:
+        # Each combination its own instance, so gcc drops the untaken branches.
+        if gavg == NULL and buf == NULL:
+            if with_decay:
+                rmsprop_loop(&param[0], &grad[0], &square_avg[0], gavg, buf, n, f_lr, f_alpha,
+                             f_keep, f_eps, f_decay, 0, True, False, False)
+            else:
+                rmsprop_loop(&param[0], &grad[0], &square_avg[0], gavg, buf, n, f_lr, f_alpha,
+                             f_keep, f_eps, 0, 0, False, False, False)
+        elif gavg == NULL:
+            rmsprop_loop(&param[0], &grad[0], &square_avg[0], gavg, buf, n, f_lr, f_alpha,
+                         f_keep, f_eps, f_decay, f_momentum, with_decay, False, True)
+        elif buf == NULL:
+            rmsprop_loop(&param[0], &grad[0], &square_avg[0], gavg, buf, n, f_lr, f_alpha,
+                         f_keep, f_eps, f_decay, 0, with_decay, True, False)
+        else:
+            rmsprop_loop(&param[0], &grad[0], &square_avg[0], gavg, buf, n, f_lr, f_alpha,
+                         f_keep, f_eps, f_decay, f_momentum, with_decay, True, True)
+
+
 include "_optim_steps.pxi"

@@ -41,6 +41,7 @@ from ._openmp_helpers cimport effective_num_threads
 
 include "_compiled_isa.pxi"
 include "_indices.pxi"
+include "_reduce.pxi"
 
 # Below this many input elements a call runs on the calling thread: starting
 # an OpenMP team costs about as much as pooling 64 KiB.
@@ -722,6 +723,53 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gy,   # IN  (N, C, Ho, Wo)
         window_divisors = &divisors[0, 0]
     with nogil:
         avg_backward_pass(&gy[0, 0, 0, 0], window_divisors, &gx[0, 0, 0, 0], planes, &g)
+
+
+def global_avg_pool2d_forward(const floating[:, ::1] x,  # IN  (N C, H W)
+                              floating[::1] y):           # OUT (N C,)
+    """global_avg_pool2d_forward(x, y)
+
+    The mean of every plane (a row of ``x``): its sum in the fixed lane
+    order of _reduce.pxi, in double precision, divided by H * W.  The
+    caller checks everything; H * W >= 1.
+    """
+    cdef Py_ssize_t p, planes = x.shape[0], size = x.shape[1]
+    cdef int n_threads = num_threads_for(planes * size)
+    if planes == 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                y[p] = <floating>(span_sum(&x[0, 0] + p * size, size) / size)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                y[p] = <floating>(span_sum(&x[0, 0] + p * size, size) / size)
+
+
+cdef inline void fill_plane(floating* gx, Py_ssize_t size, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(size):
+        gx[i] = value
+
+
+def global_avg_pool2d_backward(const floating[::1] gy,  # IN  (N C,)
+                               floating[:, ::1] gx):    # OUT (N C, H W)
+    """global_avg_pool2d_backward(gy, gx)
+
+    Every element of plane p gets gy[p] / (H * W).  The caller checks
+    everything.
+    """
+    cdef Py_ssize_t p, planes = gx.shape[0], size = gx.shape[1]
+    cdef int n_threads = num_threads_for(planes * size)
+    if planes == 0 or size == 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            for p in range(planes):
+                fill_plane(&gx[0, 0] + p * size, size, <floating>(<double>gy[p] / size))
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                fill_plane(&gx[0, 0] + p * size, size, <floating>(<double>gy[p] / size))
 
 
 include "_pool_steps.pxi"

@@ -22,6 +22,14 @@ Two entry points per direction:
 
 ``grads`` always holds persistent arrays (one per parameter, overwritten by
 each backward pass), like PyTorch's ``.grad``.
+
+Every layer also has a ``training`` flag (set by ``train()`` / ``eval()``;
+layers such as BatchNorm2D and Dropout compute differently in evaluation
+mode), ``buffers`` (name -> array: state that is saved and loaded but not
+trained, such as running statistics) and is callable: ``layer(x)`` is
+``layer.forward(x)``.  A layer holding other layers (``Residual``) lists
+them in ``_children()`` and exposes their parameters and buffers under
+dotted names ("block.0.weight"), the names PyTorch gives them.
 """
 
 import contextvars
@@ -137,11 +145,47 @@ class Layer:
     # (shape, dtype) of the last input ``forward`` validated: the same again
     # needs no checks (they depend on nothing else).
     _input_memo = None
+    training = True
 
     def __init__(self) -> None:
         self.params: dict[str, FloatArray] = {}
         self.grads: dict[str, FloatArray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.training = True
         self._workspaces = {}
+
+    def __call__(self, x):
+        """layer(x) is layer.forward(x)."""
+        return self.forward(x)
+
+    def train(self, mode=True):
+        """train(mode=True)
+
+        Put the layer (and the layers it holds) in training mode, or in
+        evaluation mode with ``mode=False``.  Returns the layer.
+        """
+        mode = boolean(f"{self._name()}.train", "mode", mode)
+        self.training = mode
+        for child in self._children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        """eval()
+
+        Put the layer in evaluation mode (``train(False)``).  Returns the layer.
+        """
+        return self.train(False)
+
+    def state_items(self):
+        """state_items()
+
+        (name, array) for every parameter and buffer, in PyTorch's
+        ``state_dict`` order (a layer's parameters, then its buffers; a
+        layer holding others: theirs, in order).  The arrays themselves.
+        """
+        yield from self.params.items()
+        yield from self.buffers.items()
 
     # ------------------------------------------------------------- public API
     def forward(self, x: FloatArray) -> FloatArray:
@@ -202,6 +246,26 @@ class Layer:
     # -------------------------------------------------------------- internals
     def _name(self):
         return type(self).__name__
+
+    def _children(self):
+        """The layers this layer holds (none for a plain layer)."""
+        return ()
+
+    def _invalid_buffer(self, name, value):
+        """What is wrong with ``value`` as the layer's buffer ``name`` (a message), or None.
+
+        Shapes and dtypes are checked by the callers; layers whose buffers
+        must satisfy more (a variance is >= 0) say so here.
+        """
+        return None
+
+    def _leaves(self):
+        """This layer, or the plain layers it holds, depth first."""
+        children = self._children()
+        if not children:
+            yield self
+        for child in children:
+            yield from child._leaves()
 
     def _checked(self, x):
         x = _validation.float_array(f"{self._name()}.forward", "x", x)

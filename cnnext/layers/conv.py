@@ -24,7 +24,7 @@ from .base import (
 
 class Conv2D(Layer):
     """Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-    bias=True, dtype="float32", init="he_normal", seed=None)
+    bias=True, dtype="float32", init="he_normal", seed=None, groups=1)
 
     2-D convolution of (N, in_channels, H, W) batches, as ``F.conv2d``.
 
@@ -43,12 +43,17 @@ class Conv2D(Layer):
         Weight initialisation; fan-in is in_channels * kernel area.
     seed : None, int >= 0 or numpy.random.Generator
         Source of the initial weights.
+    groups : int
+        Grouped convolution, as PyTorch's: groups divides both channel
+        counts and each output channel sees in_channels / groups inputs;
+        groups == in_channels is depthwise (fan-in kernel area times
+        in_channels / groups).
 
     Attributes
     ----------
     params : dict
-        "weight" (out_channels, in_channels, kh, kw) and, with bias, "bias"
-        (out_channels,).
+        "weight" (out_channels, in_channels / groups, kh, kw) and, with bias,
+        "bias" (out_channels,).
     grads : dict
         Gradients of the same names and shapes, written by ``backward``.
 
@@ -72,7 +77,7 @@ class Conv2D(Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
                  stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
                  bias: bool = True, dtype: DTypeLike = "float32", init: str = "he_normal",
-                 seed: Seed = None) -> None:
+                 seed: Seed = None, groups: int = 1) -> None:
         super().__init__()
         name = "Conv2D"
         self.in_channels = positive_int(name, "in_channels", in_channels)
@@ -86,18 +91,24 @@ class Conv2D(Layer):
         self.bias = boolean(name, "bias", bias)
         self.dtype = layer_dtype(name, dtype)
         self.init = check_init(name, init)
+        self.groups = positive_int(name, "groups", groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{name}: groups={self.groups} must divide in_channels "
+                             f"({self.in_channels}) and out_channels ({self.out_channels})")
         rng = random_generator(name, seed)
-        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        per_group = self.in_channels // self.groups
+        shape = (self.out_channels, per_group, *self.kernel_size)
         check_weight_shape(name, "out_channels, in_channels and kernel_size", shape)
         area = self.kernel_size[0] * self.kernel_size[1]
         self.params["weight"] = initial_weights(
-            shape, self.init, self.in_channels * area, self.out_channels * area, self.dtype, rng)
+            shape, self.init, per_group * area, self.out_channels // self.groups * area,
+            self.dtype, rng)
         if self.bias:
             self.params["bias"] = zero_parameter((self.out_channels,), self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def config(self):
-        return {
+        config = {
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
             "kernel_size": list(self.kernel_size),
@@ -109,6 +120,9 @@ class Conv2D(Layer):
             "dtype": self.dtype.name,
             "init": self.init,
         }
+        if self.groups != 1:  # left out otherwise, as in checkpoints written before groups
+            config["groups"] = self.groups
+        return config
 
     def __repr__(self):
         extra = "".join(
@@ -121,8 +135,9 @@ class Conv2D(Layer):
         bias = "" if self.bias else ", bias=False"
         dtype = "" if self.dtype.name == "float32" else f", dtype={self.dtype.name!r}"
         init = "" if self.init == "he_normal" else f", init={self.init!r}"
+        groups = "" if self.groups == 1 else f", groups={self.groups}"
         return (f"Conv2D({self.in_channels}, {self.out_channels}, {kernel}{extra}{bias}{dtype}"
-                f"{init})")
+                f"{init}{groups})")
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -138,18 +153,19 @@ class Conv2D(Layer):
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)
         params = self.params
-        if not reuse and _conv._kernels is _conv._DISPATCHED:
+        if not reuse and _conv._kernels is _conv._DISPATCHED and self.groups == 1:
             # A call repeating a remembered one: straight to its kernel.
             y = _conv._CONV2D.run((x, params["weight"], params.get("bias")), self._geometry)
             if y is not None:
                 return y
         out = self._output("y", self._batch_output_shape(x.shape), x.dtype, reuse)
-        return F.conv2d(x, params["weight"], params.get("bias"), *self._geometry, out=out)
+        return F.conv2d(x, params["weight"], params.get("bias"), *self._geometry, self.groups,
+                        out=out)
 
     def _backward(self, gy, need_input_grad, reuse):
         x = self._cache[2]
         grads = self.grads
-        if not reuse and _conv._kernels is _conv._DISPATCHED:
+        if not reuse and _conv._kernels is _conv._DISPATCHED and self.groups == 1:
             result = _conv._CONV2D_BACKWARD.run(
                 (gy, x, self.params["weight"]), (*self._geometry, need_input_grad),
                 (None, grads["weight"], grads.get("bias")))
@@ -158,11 +174,11 @@ class Conv2D(Layer):
         gx = self._output("gx", x.shape, x.dtype, reuse) if need_input_grad else None
         gx, _, _ = F.conv2d_backward(
             gy, x, self.params["weight"], *self._geometry, need_input_grad=need_input_grad,
-            out=(gx, grads["weight"], grads.get("bias")))
+            groups=self.groups, out=(gx, grads["weight"], grads.get("bias")))
         return gx
 
     def _build_steps(self, b, x):
-        if getattr(self, "groups", 1) != 1:
+        if self.groups != 1:
             return NotImplemented  # grouped convolutions: no step kernel yet
         if isinstance(self.padding[0], tuple):
             return NotImplemented  # one-sided padding goes through a padded copy

@@ -1,0 +1,60 @@
+"""Dropout: inverted dropout in training mode, the identity in evaluation mode."""
+
+import numpy as np
+
+from .. import functional as F
+from .._functional.dropout import dropout_parameters
+from .base import Layer, random_generator
+
+_KEY_LIMIT = 2**64
+
+
+class Dropout(Layer):
+    """Dropout(p=0.5, seed=None)
+
+    In training mode each element is zeroed with probability ``p`` and the
+    others are scaled by 1 / (1 - p) (PyTorch's ``nn.Dropout``); in
+    evaluation mode the input passes unchanged.  Each training forward pass
+    draws a new mask key from the layer's generator, so a layer built with
+    the same ``seed`` drops the same elements in the same passes; the mask
+    is recomputed from the key in backward, not stored.
+
+    Parameters
+    ----------
+    p : float in [0, 1]
+        Probability of dropping an element.
+    seed : None, int >= 0 or numpy.random.Generator
+        Source of the mask keys.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        dropout_parameters("Dropout", p, 0)  # refuses a bad p with the layer's name
+        self.p = float(p)
+        self._rng = random_generator("Dropout", seed)
+
+    def config(self):
+        return {"p": self.p}
+
+    def __repr__(self):
+        return "Dropout()" if self.p == 0.5 else f"Dropout(p={self.p!r})"
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def _forward(self, x, reuse):
+        if not self.training or self.p == 0:
+            self._cache = (x.shape, x.dtype, None)
+            return x
+        key = int(self._rng.integers(_KEY_LIMIT, dtype=np.uint64))
+        self._cache = (x.shape, x.dtype, key)
+        return F.dropout(x, self.p, key, out=self._output("y", x.shape, x.dtype, reuse))
+
+    def _backward(self, gy, need_input_grad, reuse):
+        if not need_input_grad:
+            return None
+        key = self._cache[2]
+        if key is None:
+            return gy
+        return F.dropout_backward(gy, self.p, key,
+                                  out=self._output("gx", gy.shape, gy.dtype, reuse))
