@@ -86,6 +86,24 @@ def test_evaluation_mode_is_deterministic_and_training_mode_is_not():
     assert not np.array_equal(model(x), model(x))  # dropout draws new masks
 
 
+def test_dropout_compiles_in_evaluation_mode_only():
+    def lenet_with_dropout():
+        return Sequential([Conv2D(1, 3, 3, seed=1), ReLU(), MaxPool2D(2), Flatten(),
+                           Dropout(0.5, seed=2), Dense(27, 4, seed=3)], input_shape=(1, 8, 8))
+
+    model, reference_model = lenet_with_dropout().eval(), lenet_with_dropout().eval()
+    reference_model._force_layers = True
+    x, _ = data()
+    assert model._compiled()
+    np.testing.assert_array_equal(model(x), reference_model(x))
+    np.testing.assert_array_equal(model.predict(x[:1]), reference_model.predict(x[:1]))
+    model.train()  # the evaluation plan no longer holds: masks, layer by layer
+    reference_model.train()
+    np.testing.assert_array_equal(model(x), reference_model(x))
+    assert not model._compiled()
+    assert not np.array_equal(model(x), reference_model.eval()(x))
+
+
 def test_fit_trains_in_training_mode_and_evaluate_predict_in_evaluation_mode():
     model = small_resnet()
     x, y = data(16)
