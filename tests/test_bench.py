@@ -28,6 +28,7 @@ from cnnext._bench import (
     impl_torch,
     machine,
     nets,
+    overhead,
     report,
     suite,
     timing,
@@ -526,3 +527,15 @@ def test_png_without_matplotlib_is_one_line(tmp_path, monkeypatch):
     document = _run(["copy.pool-input"], [IMPLEMENTATIONS["numpy"]])
     assert report.write_png(document, path) == "no chart: matplotlib is not installed"
     assert not path.exists()
+
+
+@pytest.mark.parametrize("name", sorted(overhead.OPS))
+def test_every_overhead_op_binds_the_step_its_repeated_call_runs(name):
+    # The kernel column reads "not available" when the case's repeat key no
+    # longer matches the one the functional call remembers.
+    op = overhead.OPS[name]
+    inputs = op.make(np.dtype(np.float32), np.random.default_rng(0))
+    bound = impl_cnnext.KernelRepeats(op, inputs, op.reference(inputs))
+    for label, got, want, _ in bound.check():
+        assert got is not None, label
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=label)

@@ -125,8 +125,10 @@ def _dense_backward_kernel(inputs):
     return _calls("dense", "_LINEAR_BACKWARD"), (inputs["gy"], inputs["x"], inputs["w"]), True
 
 
+# max_pool2d's repeat key: (kernel_size, stride, padding, return_indices,
+# dilation, ceil_mode) as the call gave them.
 def _pool_kernel(inputs):
-    return _calls("pooling", "_MAX_CALLS"), (inputs["x"],), (2, None, 0, True)
+    return _calls("pooling", "_MAX_CALLS"), (inputs["x"],), (2, None, 0, True, 1, False)
 
 
 def _pool_backward_kernel(inputs):
@@ -177,7 +179,7 @@ def _pool_backward_reference(inputs):
 
 def _layer_pool_kernel(inputs):
     # MaxPool2D passes its stride and asks for the indices.
-    return _calls("pooling", "_MAX_CALLS"), (inputs["x"],), (2, 2, 0, True)
+    return _calls("pooling", "_MAX_CALLS"), (inputs["x"],), (2, 2, 0, True, 1, False)
 
 
 def _layer_conv_backward_kernel(inputs):
