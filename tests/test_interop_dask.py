@@ -53,3 +53,18 @@ def test_predict_over_a_dask_array_on_two_worker_processes():
         got = probs.compute()
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_model_with_running_statistics_pickles_them():
+    """BatchNorm2D's running statistics are state, not plan memory: they travel."""
+    model = models.resnet8(seed=4)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    model.fit(x, rng.integers(0, 10, 64), epochs=1, batch_size=32, progress=False, seed=0)
+    want = model.eval().predict(x[:8])
+    again = pickle.loads(pickle.dumps(model))
+    assert not again.training  # the mode travels too
+    for (key, value), (_, copied) in zip(model.state_dict().items(),
+                                         again.state_dict().items(), strict=True):
+        np.testing.assert_array_equal(copied, value, err_msg=key)
+    np.testing.assert_array_equal(again.predict(x[:8]), want)

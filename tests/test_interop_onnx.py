@@ -15,7 +15,21 @@ import pytest
 from onnx_testing import node_cases, run_case, spatial_rank
 
 from cnnext import Sequential, models
-from cnnext.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from cnnext.layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Residual,
+    Sigmoid,
+    Tanh,
+)
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -108,21 +122,60 @@ def every_layer_model(dtype="float32"):
     return model
 
 
+def new_layer_model(dtype="float32", affine=True):
+    """BatchNorm (running statistics that are not 0 and 1; one without affine parameters
+    unless ``affine``), depthwise and grouped convolutions, LeakyReLU, Sigmoid, Tanh,
+    Dropout, global average pooling, and Residuals with the identity and with a
+    convolution as shortcut."""
+    rng = _rng(2)
+    model = Sequential([
+        Conv2D(1, 8, 3, padding=1, bias=False, dtype=dtype, seed=1), BatchNorm2D(8, dtype=dtype),
+        LeakyReLU(0.2),
+        Residual([Conv2D(8, 8, 3, padding=1, groups=8, dtype=dtype, seed=2),
+                  BatchNorm2D(8, affine=affine, dtype=dtype), Tanh()]),
+        Residual([Conv2D(8, 12, 3, stride=2, padding=1, groups=4, bias=False, dtype=dtype,
+                         seed=3), BatchNorm2D(12, eps=1e-3, dtype=dtype), Sigmoid()],
+                 [Conv2D(8, 12, 1, stride=2, bias=False, dtype=dtype, seed=4)]),
+        Dropout(0.3, seed=5), GlobalAvgPool2D(), Dense(12, 10, dtype=dtype, seed=6)],
+        input_shape=(1, 28, 28))
+    for leaf in (leaf for layer in model.layers for leaf in layer._leaves()):
+        for name, array in leaf.buffers.items():
+            if name == "running_mean":
+                array[...] = rng.uniform(-0.5, 0.5, array.shape)
+            elif name == "running_var":
+                array[...] = rng.uniform(0.5, 2.0, array.shape)
+        if isinstance(leaf, BatchNorm2D) and leaf.params:
+            leaf.params["weight"][...] = rng.uniform(0.5, 1.5, leaf.num_features)
+            leaf.params["bias"][...] = rng.uniform(-0.2, 0.2, leaf.num_features)
+    return model.eval()
+
+
 # --------------------------------------------------------- cnnext -> ONNX -> cnnext
 
 @pytest.mark.parametrize("make", [lambda: models.seed_cnn(seed=0),
                                   lambda: models.lenet5(seed=1),
                                   lambda: models.lenet5(dtype="float64", seed=2),
-                                  every_layer_model])
+                                  every_layer_model, new_layer_model,
+                                  lambda: new_layer_model("float64"),
+                                  lambda: models.resnet8(seed=7).eval()])
 def test_round_trip_keeps_weights_bitwise_and_outputs(make, tmp_path):
     model = make()
     path = tmp_path / "model.onnx"
-    proto = to_onnx(model, path)
+    proto = to_onnx(model, path, input_shape=(1, 28, 28))  # resnet8 has none
     assert isinstance(proto, onnx.ModelProto)
     onnx.checker.check_model(onnx.load(path))
     back = from_onnx(path)
-    assert [type(a) for a in back.layers] == [type(b) for b in model.layers]
-    for a, b in zip(model.layers, back.layers, strict=True):
+    # Dropout is dropped (inference); everything else comes back as it was.
+    kept = [layer for layer in model.layers if not isinstance(layer, Dropout)]
+    assert [type(a) for a in back.layers] == [type(b) for b in kept]
+    state, back_state = model.state_dict(), back.state_dict()
+    assert len(state) == len(back_state)
+    for (key, value), (_, again) in zip(state.items(), back_state.items(), strict=True):
+        assert value.dtype == again.dtype, key
+        # num_batches_tracked has no ONNX counterpart: training state, not inference
+        if not key.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(again, value, err_msg=key)
+    for a, b in zip(kept, back.layers, strict=True):
         # (How weights were first drawn is no part of the function; a pool's ceil mode
         # may come back as the floor mode that computes the same, see to_onnx.)
         if a.params:
@@ -137,11 +190,13 @@ def test_round_trip_keeps_weights_bitwise_and_outputs(make, tmp_path):
 
 
 @pytest.mark.parametrize("make", [lambda: models.lenet5(seed=5), every_layer_model,
+                                  lambda: new_layer_model(affine=False),
+                                  lambda: models.resnet8(seed=8).eval(),
                                   lambda: models.seed_cnn(dtype="float64", seed=6)])
 def test_exports_run_in_onnxruntime_equal_to_cnnext(make, tmp_path):
     model = make()
     path = tmp_path / "model.onnx"
-    to_onnx(model, path)
+    to_onnx(model, path, input_shape=(1, 28, 28))
     x = _rng(7).standard_normal((5, 1, 28, 28)).astype(model.dtype)
     if model.dtype == np.float64 and any(isinstance(layer, Conv2D) for layer in model.layers):
         # onnxruntime's CPU provider has no float64 Conv: it must say so, not compute.
@@ -226,6 +281,103 @@ def test_a_torch_lenet5_exported_to_onnx_runs_as_onnxruntime_runs_it(torch, tmp_
     _assert_close(_ort(again, x), want)
 
 
+def _residual_torch(torch):
+    """A small BatchNorm + residual net, with running statistics that are not 0 and 1."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, channels, down=False):
+            super().__init__()
+            stride = 2 if down else 1
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, channels * stride, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(channels * stride), nn.ReLU(),
+                nn.Conv2d(channels * stride, channels * stride, 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels * stride))
+            self.down = nn.Sequential(nn.Conv2d(channels, channels * stride, 1, stride,
+                                                bias=False),
+                                      nn.BatchNorm2d(channels * stride)) if down else None
+
+        def forward(self, x):
+            shortcut = x if self.down is None else self.down(x)
+            return torch.relu(self.body(x) + shortcut)
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                        Block(8), Block(8, down=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 10))
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.2, 0.2, generator=generator)
+    return net.eval()
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_a_torch_batchnorm_residual_net_exported_to_onnx_runs_as_onnxruntime_runs_it(
+        torch, tmp_path, folded):
+    """torch.onnx folds BatchNorm into the convolutions by default; unfolded, the graph keeps
+    its BatchNormalization nodes."""
+    module = _residual_torch(torch)
+    path = tmp_path / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 1, 16, 16),), str(path), input_names=["x"],
+                          output_names=["y"], dynamo=False, do_constant_folding=folded,
+                          dynamic_axes={"x": {0: "batch"}})
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert ("BatchNormalization" in ops) is not folded and ops.count("Add") == 2
+    model = from_onnx(path)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Residual") == 2 and ("BatchNorm2D" in kinds) is not folded
+    x = _rng(16).standard_normal((5, 1, 16, 16)).astype(np.float32)
+    want = _ort(path, x)
+    _assert_close(model.forward(x), want)
+    with torch.no_grad():
+        _assert_close(model.forward(x), module(torch.from_numpy(x)).numpy())
+    again = tmp_path / "again.onnx"
+    to_onnx(model, again)
+    _assert_close(_ort(again, x), want)
+    back = from_onnx(again)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_a_torch_depthwise_net_exported_to_onnx_runs_as_onnxruntime_runs_it(torch, tmp_path):
+    """Depthwise and grouped convolutions, LeakyReLU, Tanh, Sigmoid, Dropout (absent from the
+    exported graph: evaluation mode) and global average pooling, from torch.onnx."""
+    nn = torch.nn
+    torch.manual_seed(3)
+    module = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Tanh(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=4, bias=False), nn.Sigmoid(),
+        nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    path = tmp_path / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 1, 16, 16),), str(path), input_names=["x"],
+                          output_names=["y"], dynamo=False, do_constant_folding=False,
+                          dynamic_axes={"x": {0: "batch"}})
+    model = from_onnx(path)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Conv2D", "BatchNorm2D", "LeakyReLU", "Conv2D", "Tanh", "Conv2D",
+                     "Sigmoid", "GlobalAvgPool2D", "Dense"], kinds
+    assert [layer.groups for layer in model.layers if isinstance(layer, Conv2D)] == [1, 8, 4]
+    assert model.layers[2].negative_slope == 0.1 and model.layers[1].eps == 1e-5
+    x = _rng(17).standard_normal((4, 1, 16, 16)).astype(np.float32)
+    want = _ort(path, x)
+    _assert_close(model.forward(x), want)
+    with torch.no_grad():
+        _assert_close(model.forward(x), module(torch.from_numpy(x)).numpy())
+    again = tmp_path / "again.onnx"
+    to_onnx(model, again)
+    _assert_close(_ort(again, x), want)
+
+
 def test_the_torch_export_based_exporter_too(torch, tmp_path):
     pytest.importorskip("onnxscript")  # what torch.onnx.export(dynamo=True) needs
     module = _lenet5_torch(torch)
@@ -248,6 +400,32 @@ def _graph_file(path, nodes, inputs, outputs, initializers=(), opset=17, **model
 
 def _value(name, shape, elem=TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem, shape)
+
+
+def test_identities_of_weights_are_weights(tmp_path):
+    """torch.onnx writes equal tensors once, the others as Identity nodes of it."""
+    rng = _rng(21)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    initializers = [numpy_helper.from_array(a, n) for a, n in ((ones, "scale"), (zeros, "b"),
+                                                                (w, "w"))]
+    nodes = [helper.make_node("Identity", ["scale"], ["var"], name="same_var"),
+             helper.make_node("Identity", ["b"], ["mean"], name="same_mean"),
+             helper.make_node("Conv", ["x", "w"], ["c"], name="conv", group=3, pads=[1] * 4),
+             helper.make_node("BatchNormalization", ["c", "scale", "b", "mean", "var"], ["y"],
+                              name="bn", epsilon=1e-3)]
+    path = _graph_file(tmp_path / "m.onnx", nodes, [_value("x", ["N", 3, 5, 5])],
+                       [_value("y", ["N", 3, 5, 5])], initializers)
+    model = from_onnx(path)
+    assert [type(layer).__name__ for layer in model.layers] == ["Conv2D", "BatchNorm2D"]
+    assert model.layers[0].groups == 3 and model.layers[1].eps == 1e-3
+    np.testing.assert_array_equal(model.layers[1].buffers["running_var"], ones)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    want = x.astype(np.float64)
+    want = np.stack([np.sum([np.pad(want[:, c], ((0, 0), (1, 1), (1, 1)))[
+        :, i:i + 5, j:j + 5] * w[c, 0, i, j] for i in range(3) for j in range(3)], axis=0)
+        for c in range(3)], axis=1) / np.sqrt(1 + 1e-3)
+    _assert_close(model.forward(x), want)
 
 
 def test_unsupported_operators_are_named_with_what_is_supported(tmp_path):
@@ -345,6 +523,33 @@ def test_huge_declared_tensors_are_refused_before_any_allocation(tmp_path):
                        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                        [_value("x", [1, 4])], [_value("y", [1, 4])], [negative])
     assert "negative dimension" in _bounded(lambda: from_onnx(path))
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_deeply_nested_graphs_are_refused(tmp_path):
+    """Graphs inside attributes inside nodes inside graphs, 500 deep (wire format by hand:
+    the protobuf library refuses to build it)."""
+    graph = b""
+    for _ in range(500):
+        attribute = _field(1, b"then_branch") + _field(6, graph)  # AttributeProto.name, .g
+        graph = _field(1, _field(5, attribute))  # GraphProto.node, NodeProto.attribute
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(b"\x08\x07" + _field(7, graph))  # ModelProto.ir_version, .graph
+    assert "not an ONNX model, or a truncated or corrupt one" in _bounded(
+        lambda: from_onnx(path))
 
 
 def test_cycles_and_undefined_values_are_refused(tmp_path):

@@ -9,7 +9,20 @@ import numpy as np
 import pytest
 
 from cnnext import Sequential, models
-from cnnext.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from cnnext.layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
+    MaxPool2D,
+    Residual,
+    Sigmoid,
+    Tanh,
+)
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -121,8 +134,6 @@ class Net(nn.Module):
 
 
 def test_a_residual_module_is_traced_into_residual_layers():
-    if not hasattr(__import__("cnnext").layers, "Residual"):
-        pytest.skip("cnnext.layers.Residual has not landed in this build")
     torch.manual_seed(7)
     module = Net().eval()
     model = from_torch(module, (1, 12, 12))
@@ -183,3 +194,58 @@ def test_dense_only_models():
     x = _x((4, 6), seed=12)
     _close(model.predict(x), torch.softmax(torch.from_numpy(_torch_out(module, x)), 1).numpy())
     assert isinstance(to_torch(Sequential([Dense(6, 3)]))[0], nn.Linear)
+
+
+def test_every_layer_kind_crosses_both_ways():
+    rng = np.random.default_rng(13)
+    model = Sequential([
+        Conv2D(2, 4, 3, padding=1, dtype="float64", seed=1), BatchNorm2D(4, dtype="float64"),
+        LeakyReLU(0.2),
+        Residual([Conv2D(4, 4, 3, padding=1, groups=2, bias=False, dtype="float64", seed=2),
+                  BatchNorm2D(4, momentum=None, affine=False, dtype="float64"), Tanh()]),
+        Residual([Conv2D(4, 8, 3, stride=2, padding=1, dtype="float64", seed=3), Sigmoid()],
+                 [Conv2D(4, 8, 1, stride=2, bias=False, dtype="float64", seed=4)]),
+        Dropout(0.25), GlobalAvgPool2D(), Dense(8, 3, dtype="float64", seed=5)],
+        input_shape=(2, 8, 8))
+    for layer in (model.layers[1], model.layers[3].block[1]):
+        layer.buffers["running_mean"][...] = rng.uniform(-1, 1, layer.num_features)
+        layer.buffers["running_var"][...] = rng.uniform(0.5, 2, layer.num_features)
+    model.eval()
+    module = to_torch(model)
+    assert list(module.state_dict()) == list(model.state_dict())
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(module.state_dict()[key].numpy(), value)
+    x = _x((3, 2, 8, 8), np.float64, seed=14)
+    _close(_torch_out(module, x), model.forward(x), 1e-12)
+    back = from_torch(module, (2, 8, 8))
+    assert [type(layer).__name__ for layer in back.layers] == [
+        type(layer).__name__ for layer in model.layers]
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_a_torch_mobile_style_sequential_comes_across():
+    """BatchNorm with trained statistics, depthwise and grouped convolutions, LeakyReLU,
+    Tanh, Sigmoid, Dropout and global average pooling, from a plain nn.Sequential."""
+    torch.manual_seed(5)
+    module = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Tanh(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=4, bias=False), nn.Sigmoid(),
+        nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    module.train()
+    with torch.no_grad():  # running statistics that are not 0 and 1
+        for _ in range(3):
+            module(torch.randn(8, 1, 12, 12))
+    module.eval()
+    model = from_torch(module, (1, 12, 12))
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D", "BatchNorm2D", "LeakyReLU", "Conv2D", "Tanh", "Conv2D", "Sigmoid", "Dropout",
+        "GlobalAvgPool2D", "Dense"]
+    assert not model.training
+    # (AdaptiveAvgPool2d and Flatten become one GlobalAvgPool2D: the keys after it shift.)
+    for (key, tensor), array in zip(module.state_dict().items(), model.state_dict().values(),
+                                    strict=True):
+        np.testing.assert_array_equal(array, tensor.numpy(), err_msg=key)
+    x = _x((3, 1, 12, 12), seed=15)
+    _close(model.forward(x), _torch_out(module, x))
+    _close(_torch_out(to_torch(model), x), model.forward(x))

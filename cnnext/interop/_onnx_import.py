@@ -17,6 +17,7 @@ model's ``predict`` applies the softmax; ``model.onnx_output`` names it).
 1-D convolutions and pools become 2-D ones over (N, C, 1, L) batches.
 """
 
+import decimal
 import math
 import os
 from pathlib import Path
@@ -39,6 +40,13 @@ _INTEGER_INPUTS = {2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16"}
 SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, "
              "BatchNormalization, Flatten, Reshape (to (N, -1)), Gemm, MatMul, Add (of a bias "
              "or of two branches), Dropout, Identity, and a final Softmax or LogSoftmax")
+
+
+def _written(value):
+    """A float attribute (ONNX keeps float32) as the shortest decimal that rounds to it,
+    exactly: what the writer meant (eps=1e-5 comes back as 1e-5, not 9.99999975e-06), so
+    a round trip gives the layer it started from and a PyTorch model's own constants."""
+    return decimal.Decimal(str(np.float32(value)))
 
 
 def from_onnx(path: PathLike, *, input_shape: tuple[int, ...] | None = None) -> Sequential:
@@ -138,7 +146,7 @@ class _Importer:
                 f"output(s) (besides its weights); cnnext models have one of each")
         source, output = inputs[0], graph.output[0].name
         _onnx_file.topological_order(graph, {source.name, *self.constants}, self.where)
-        ops = []
+        ops, folded = [], set()
         for index, node in enumerate(graph.node):
             if node.domain not in ("", "ai.onnx"):
                 raise ConversionError(f"{self.where}: node {node.name or f'#{index}'} "
@@ -146,8 +154,14 @@ class _Importer:
                                       f"{node.domain!r}; cnnext converts {SUPPORTED}")
             if node.op_type == "Constant":
                 self._constant(node)
+            elif (node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1
+                  and node.input[0] in self.constants and not node.attribute):
+                # An Identity of a weight is that weight: torch.onnx writes equal tensors
+                # (a fresh BatchNorm's scale and running_var) once and the others so.
+                self.constants[node.output[0]] = self.constants[node.input[0]]
+                folded.add(index)
         for index, node in enumerate(graph.node):  # in the file's order, for the messages
-            if node.op_type == "Constant":
+            if node.op_type == "Constant" or index in folded:
                 continue
             ops.append(Op(node.op_type, node.name or f"#{index}",
                           [v for v in node.input if v and v not in self.constants],
@@ -476,8 +490,7 @@ class _Importer:
 
     def _op_LeakyRelu(self, op, shape):
         attrs = self.check_attributes(op, {"alpha": 0.01})
-        # ONNX keeps alpha as a float32; the layer's slope is that value.
-        return self._emit(op, [self.layer("LeakyReLU")(negative_slope=float(np.float32(
+        return self._emit(op, [self.layer("LeakyReLU")(negative_slope=float(_written(
             attrs["alpha"])))], shape)
 
     def _op_Sigmoid(self, op, shape):
@@ -503,8 +516,9 @@ class _Importer:
         channels = shape[0]
         if any(a.shape != (channels,) for a in (scale, bias, mean, var)):
             self._fail(op, f"its scale, B, mean and var must have shape ({channels},)")
-        momentum = 1.0 - float(attrs["momentum"])
-        layer = self.layer("BatchNorm2D")(channels, eps=float(np.float32(attrs["epsilon"])),
+        # ONNX's momentum weighs the old running value, PyTorch's the new one.
+        momentum = float(1 - _written(attrs["momentum"]))
+        layer = self.layer("BatchNorm2D")(channels, eps=float(_written(attrs["epsilon"])),
                                           momentum=min(max(momentum, 0.0), 1.0),
                                           dtype=self.layer_dtype)
         layer.params["weight"][...] = scale
