@@ -125,7 +125,13 @@ def test_workspace_path_gives_the_public_path_results_and_keeps_earlier_outputs(
     model._run_forward(x)
     model._run_backward(gy)
     for name, grad in model.gradients().items():
-        np.testing.assert_array_equal(grad, public[name], err_msg=name)
+        if name.startswith("0."):
+            # The first layer needs no input gradient on the workspace path, so its
+            # fused Conv2D -> ReLU -> MaxPool2D sums the weight gradient over the
+            # argmax windows only: the same terms in another order.
+            np.testing.assert_allclose(grad, public[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(grad, public[name], err_msg=name)
 
 
 def test_large_outputs_reuse_workspaces_small_ones_are_fresh():

@@ -262,7 +262,10 @@ def conv2d_max_pool2d_backward(gy: FloatArray, idx: IntArray, x: FloatArray, w: 
         passes where y > 0 or y is NaN (where the ReLU passed its input).
     need_input_grad : bool
         False skips the input gradient (for a first layer) and returns None
-        in its place.
+        in its place; the weight and bias gradients are then summed over
+        the argmax windows alone (a quarter of the work for 2x2 pooling),
+        the same terms in another order: they agree with those of
+        ``need_input_grad=True`` to rounding, not bitwise.
     out : tuple (gx, gw, gb), optional
         Buffers for the results, as in ``conv2d_backward``.
 
