@@ -24,12 +24,18 @@ AARCH64_PYTHON_VERSION=3.11
 # activation, loss, optimisers) and dispatch/show_config.  Left out for
 # CI's time (the x86-64 builds run them; they hold no aarch64-specific code
 # path): the bad-input battery and kernel edge sweep (minutes natively),
-# thread-count invariance and concurrency, layers, models, compat, plans,
+# concurrency, layers, models, compat, plans,
 # resumable training, and everything that computes no result (benchmarks,
 # RSS, CLI, datasets, files, tuning's cache).
 AARCH64_TESTS=(test_activation test_config test_conv test_conv_choices test_conv_errors
     test_conv_padding test_fused test_linear test_loss test_optim test_pool test_pool_options)
 mapfile -t AARCH64_PYTEST_ARGS < <(only_tests "${AARCH64_TESTS[@]}")
+# Deselected, for time and flakiness under emulation (the x86-64 builds run
+# them): the GIL-release tests (timing: another thread's clock readings must
+# fall inside one kernel call; 127 s on qemu), thread-count invariance (106 s
+# for one fused case) and conv's mostly-padding sweep (79 s).
+AARCH64_PYTEST_ARGS+=(-k "not gil_is_released and not do_not_depend_on_the_thread_count and \
+not mostly_padding_go_tap_by_tap")
 
 aarch64_packages() {
     # Runtime closure of the arm64 interpreter (+ headers, + libgomp for the
