@@ -201,20 +201,28 @@ class Sequential:
         """
         return self.train(False)
 
+    def _in_mode(self, training):
+        """Whether every layer that computes by mode is in training (or evaluation) mode."""
+        for layer in self.layers:
+            if layer.training != training and layer._depends_on_mode:
+                return False
+        return True
+
     @contextlib.contextmanager
     def _mode(self, training):
         """Run the body with every layer in training (or evaluation) mode, the
         layers' modes restored afterwards."""
-        modes = [layer.training for layer in self.layers]
-        if all(mode == training for mode in modes):
+        if self._in_mode(training):
             yield
             return
-        self.train(training)
+        modes = [layer.training for layer in self.layers]
+        for layer in self.layers:
+            layer._set_training(training)
         try:
             yield
         finally:
             for layer, mode in zip(self.layers, modes, strict=True):
-                layer.train(mode)
+                layer._set_training(mode)
 
     def parameters(self) -> dict[str, FloatArray]:
         """Every parameter as {"<layer index>.<name>": array} (the arrays themselves)."""
@@ -1052,6 +1060,8 @@ class Sequential:
         -------
         ndarray, (N, classes), the model's dtype
         """
+        if self._in_mode(False):  # a mode switch costs more than a small batch's kernels
+            return self._predict(X, batch_size)
         with self._mode(False):
             return self._predict(X, batch_size)
 

@@ -123,6 +123,28 @@ def test_fit_trains_in_training_mode_and_evaluate_predict_in_evaluation_mode():
     assert np.isfinite(loss) and 0 <= accuracy <= 1
 
 
+def test_predict_and_evaluate_show_a_custom_layer_the_evaluation_mode():
+    """Built-in layers that compute alike in both modes are not switched by
+    predict; a user's layer may read ``self.training``, so it is."""
+    seen = []
+
+    class Watch(ReLU):
+        _depends_on_mode = cnnext.layers.Layer._depends_on_mode
+
+        def _forward(self, x, reuse):
+            seen.append(self.training)
+            return super()._forward(x, reuse)
+
+    model = Sequential([Flatten(), Dense(16, 3, seed=0), Watch()], input_shape=(1, 4, 4))
+    assert not model._in_mode(False)
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    model.predict(x)
+    model.evaluate(x, np.zeros(2, np.int64))
+    assert seen and not any(seen) and model.training
+    plain = Sequential([Flatten(), Dense(16, 3, seed=0), ReLU()], input_shape=(1, 4, 4))
+    assert plain.training and plain._in_mode(False)
+
+
 def test_fit_restores_the_mode_after_an_error():
     model = small_resnet()
     x, y = data(8)

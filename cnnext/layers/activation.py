@@ -12,6 +12,8 @@ class ReLU(Layer):
     NaN.  The gradient passes where the input was positive.
     """
 
+    _depends_on_mode = False
+
     def config(self):
         return {}
 

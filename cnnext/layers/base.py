@@ -146,6 +146,10 @@ class Layer:
     # needs no checks (they depend on nothing else).
     _input_memo = None
     training = True
+    # Whether the layer computes differently in training and evaluation mode.
+    # True unless a layer says otherwise, so a subclass that reads
+    # ``self.training`` sees the mode ``predict`` and ``evaluate`` set.
+    _depends_on_mode = True
 
     def __init__(self) -> None:
         self.params: dict[str, FloatArray] = {}
@@ -164,11 +168,15 @@ class Layer:
         Put the layer (and the layers it holds) in training mode, or in
         evaluation mode with ``mode=False``.  Returns the layer.
         """
-        mode = boolean(f"{self._name()}.train", "mode", mode)
+        self._set_training(boolean(f"{self._name()}.train", "mode", mode))
+        return self
+
+    def _set_training(self, mode):
+        """``train(mode)`` without the check (``mode`` is a bool): ``predict`` and
+        ``evaluate`` switch modes on every call."""
         self.training = mode
         for child in self._children():
-            child.train(mode)
-        return self
+            child._set_training(mode)
 
     def eval(self):
         """eval()

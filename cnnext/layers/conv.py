@@ -74,6 +74,8 @@ class Conv2D(Layer):
     ['bias', 'weight']
     """
 
+    _depends_on_mode = False
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
                  stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
                  bias: bool = True, dtype: DTypeLike = "float32", init: str = "he_normal",

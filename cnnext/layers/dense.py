@@ -58,6 +58,8 @@ class Dense(Layer):
     13530
     """
 
+    _depends_on_mode = False
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: DTypeLike = "float32", init: str = "glorot_uniform",
                  seed: Seed = None) -> None:

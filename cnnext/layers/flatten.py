@@ -13,6 +13,8 @@ class Flatten(Layer):
     contiguous, as ``numpy.reshape``.
     """
 
+    _depends_on_mode = False
+
     def config(self):
         return {}
 

@@ -12,6 +12,8 @@ class GlobalAvgPool2D(Layer):
     layer (PyTorch: ``nn.AdaptiveAvgPool2d(1)`` then ``nn.Flatten()``).
     """
 
+    _depends_on_mode = False
+
     def config(self):
         return {}
 

@@ -6,6 +6,8 @@ from .base import Layer
 
 
 class _Elementwise(Layer):
+    _depends_on_mode = False
+
     def output_shape(self, input_shape):
         return tuple(input_shape)
 

@@ -17,6 +17,7 @@ class _Pool2D(Layer):
     defaults, so checkpoints written before they existed stay canonical.
     """
 
+    _depends_on_mode = False
     _defaults: tuple[tuple[str, object], ...] = ()  # (option, default) pairs
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None, padding: Padding,

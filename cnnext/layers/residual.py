@@ -120,6 +120,10 @@ class Residual(Layer):
     def _children(self):
         return (*self.block, *(self.shortcut or ()))
 
+    @property
+    def _depends_on_mode(self):
+        return any(layer._depends_on_mode for layer in self._children())
+
     def _invalid_buffer(self, name, value):
         prefix, index, inner = name.split(".", 2)
         return getattr(self, prefix)[int(index)]._invalid_buffer(inner, value)
