@@ -12,7 +12,7 @@ __GNUC__, __SSE2__, __FMA__, __aarch64__ or __ARM_NEON).  For each
 configuration setup.py builds on Windows (x64 baseline, /arch:AVX2,
 /arch:AVX512, and arm64 for completeness), this script
 
-1. runs every kernel header (isa.h, simd.h) and every ``cdef extern from *``
+1. runs every kernel header (isa.h, simd.h, simd_fused.h) and every ``cdef extern from *``
    C block of cnnext/_kernels through gcc's preprocessor with only MSVC's
    macros defined (``-undef``, system headers replaced by empty stubs), plus
    the define setup.py gives that build, and checks that each build takes
@@ -24,7 +24,7 @@ configuration setup.py builds on Windows (x64 baseline, /arch:AVX2,
    inline ``asm``, ``typeof``, statement expressions, ``#pragma GCC``,
    ``__int128``) survives preprocessing, i.e. every one is behind a
    ``__GNUC__``/``__clang__`` guard;
-3. when clang is installed, compiles simd.h and the _platform block for
+3. when clang is installed, compiles simd.h, simd_fused.h and the _platform block for
    x64 in clang's MSVC mode (``--target=x86_64-pc-windows-msvc
    -fms-compatibility``: _MSC_VER, no __GNUC__), so the intrinsics' types
    and the MSVC-only code paths (__cpuidex, _xgetbv) are checked by a
@@ -89,7 +89,7 @@ DEFINE = re.compile(r"^\s*#\s*define\s+((?:CNNEXT|CNX)_\w+)(?!\()\b", re.M)
 
 def c_blocks():
     """(label, C text) for each header and each verbatim C block of the kernels."""
-    blocks = [("simd.h", '#include "simd.h"\n')]
+    blocks = [(header, f'#include "{header}"\n') for header in ("simd.h", "simd_fused.h")]
     for path in sorted([*KERNELS.glob("*.pyx"), *KERNELS.glob("*.pxi")]):
         for n, match in enumerate(VERBATIM.finditer(path.read_text())):
             blocks.append((f"{path.name}[{n}]", textwrap.dedent(match.group(2)) + "\n"))
@@ -147,7 +147,7 @@ def audit_preprocessor(verbose):
                 for name, value in re.findall(r"cnx_audit_(\w+) = (.*?);$", body, re.M):
                     if value != name:  # defined in this configuration
                         values.setdefault(name, value)
-            simd = next((h for h in headers if h.startswith("simd_")), None)
+            simd = next((h for h in headers if h.startswith("simd_") and h != "simd_fused.h"), None)
             values["simd"] = simd
             for name, want in expected.items():
                 if values.get(name) != want:
@@ -199,9 +199,10 @@ def audit_clang(verbose):
         for name, text in CLANG_STUBS.items():
             (tmp / name).write_text(text)
         (tmp / "simd_probe.c").write_text('#include "simd.h"\n')
+        (tmp / "fused_probe.c").write_text('#include "simd_fused.h"\n')
         (tmp / "platform_probe.c").write_text(platform_block)
         for config, (define, flags) in CLANG_FLAGS.items():
-            for probe in ("simd_probe.c", "platform_probe.c"):
+            for probe in ("simd_probe.c", "fused_probe.c", "platform_probe.c"):
                 command = [clang, "--target=x86_64-pc-windows-msvc", "-fms-compatibility",
                            "-fms-extensions", "-fsyntax-only", "-Wall", "-Wno-unused-function",
                            f"-D{define}=1", "-D_OPENMP=200203", *flags,
