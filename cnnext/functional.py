@@ -5,27 +5,27 @@ runs a compiled kernel with the GIL released.  Inputs are never modified;
 non-contiguous inputs are accepted.  Outputs are fresh arrays unless an
 ``out=`` buffer is given.
 
-========================  ===============================================
-conv2d                    2-D convolution (cross-correlation), bias
-conv2d_backward           gradients of conv2d: (gx, gw, gb)
-conv2d_max_pool2d         conv2d [-> relu] -> max_pool2d in one pass: (y, idx)
-conv2d_max_pool2d_backward  its gradients from the indices: (gx, gw, gb)
-linear                    fully connected layer, x @ w.T + b
-linear_backward           gradients of linear: (gx, gw, gb)
-max_pool2d                max pooling, optional argmax indices
-max_pool2d_backward       gradient of max_pool2d from its indices
-avg_pool2d                average pooling (padding counted)
-avg_pool2d_backward       gradient of avg_pool2d
-relu, relu_backward       rectified linear unit
-softmax                   softmax over the last axis
-softmax_cross_entropy     mean cross-entropy loss and its gradient
-batch_norm2d              batch normalisation per channel
-batch_norm2d_backward     gradients of batch_norm2d: (gx, gweight, gbias)
-global_avg_pool2d         mean of every plane, (N, C, H, W) -> (N, C)
-global_avg_pool2d_backward  gradient of global_avg_pool2d
-leaky_relu, sigmoid, tanh   and their ``_backward`` gradients
-dropout, dropout_backward   inverted dropout with a mask hashed from a key
-========================  ===============================================
+============================  ===============================================
+conv2d                        2-D convolution (cross-correlation), bias
+conv2d_backward               gradients of conv2d: (gx, gw, gb)
+conv2d_max_pool2d             conv2d [-> relu] -> max_pool2d in one pass: (y, idx)
+conv2d_max_pool2d_backward    its gradients from the indices: (gx, gw, gb)
+linear                        fully connected layer, x @ w.T + b
+linear_backward               gradients of linear: (gx, gw, gb)
+max_pool2d                    max pooling, optional argmax indices
+max_pool2d_backward           gradient of max_pool2d from its indices
+avg_pool2d                    average pooling (padding counted)
+avg_pool2d_backward           gradient of avg_pool2d
+relu, relu_backward           rectified linear unit
+softmax                       softmax over the last axis
+softmax_cross_entropy         mean cross-entropy loss and its gradient
+batch_norm2d                  batch normalisation per channel
+batch_norm2d_backward         gradients of batch_norm2d: (gx, gweight, gbias)
+global_avg_pool2d             mean of every plane, (N, C, H, W) -> (N, C)
+global_avg_pool2d_backward    gradient of global_avg_pool2d
+leaky_relu, sigmoid, tanh     and their ``_backward`` gradients
+dropout, dropout_backward     inverted dropout with a mask hashed from a key
+============================  ===============================================
 """
 
 from ._functional.activation import relu, relu_backward

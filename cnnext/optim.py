@@ -529,7 +529,9 @@ class AdamW(Adam):
 class RMSprop(Optimizer):
     """RMSprop(lr=0.01, alpha=0.99, eps=1e-08, weight_decay=0.0, momentum=0.0, centered=False)
 
-    RMSprop, as ``torch.optim.RMSprop``::
+    RMSprop, as ``torch.optim.RMSprop``.
+
+    Each step, for every parameter ``p`` and its gradient::
 
         g = grad + weight_decay * p
         s = alpha * s + (1 - alpha) * g * g

@@ -31,6 +31,7 @@ class Residual(Layer):
     """Residual(block, shortcut=None)
 
     ``block(x) + shortcut(x)``: the skip connection of residual networks.
+
     ``block`` and ``shortcut`` are a layer or a list of layers applied in
     order; ``shortcut=None`` is the identity, so the block must keep the
     shape of its input.  A Residual is one layer of a ``Sequential`` (and may
