@@ -262,7 +262,9 @@ def test_results_do_not_depend_on_the_thread_count(cache):
     try:
         cnnext.set_num_threads(2)
         y2 = F.conv2d(x, w, None, 1, 1)  # tunes (on one thread), then runs on two
-        assert cnnext.get_num_threads() == 2
+        # Without OpenMP every kernel runs on the calling thread.
+        assert cnnext.get_num_threads() == (2 if cnnext.show_config("dicts")["openmp"]["enabled"]
+                                            else 1)
         gy = rng.standard_normal(y2.shape).astype(np.float32)
         g2 = F.conv2d_backward(gy, x, w, 1, 1)
         cnnext.set_num_threads(1)
