@@ -165,3 +165,48 @@ def test_repeated_layer_calls_equal_the_first(build, shape, dtype):
     if "weight" in layer.params:
         layer.params["weight"] = layer.params["weight"] * 0
         assert not layer.forward(x).any() or "bias" in layer.params
+
+
+def test_layer_fast_paths_keep_the_layer_checks():
+    """A layer call matching a remembered functional call of other arrays still
+    gets the layer's own errors: a dtype the layer does not compute in, a
+    gradient before any forward, a gradient of the wrong shape."""
+    conv = Conv2D(3, 4, 3, seed=1)                      # float32
+    x64 = rng.standard_normal((2, 3, 10, 9))
+    w64 = conv.params["weight"].astype(np.float64)
+    for _ in range(2):                                  # remembered: float64, these shapes
+        F.conv2d(x64, w64, np.zeros(4), 1, 0, 1)
+    with pytest.raises(TypeError, match=r"Conv2D\.forward: x has dtype float64"):
+        conv.forward(x64)
+    dense = Dense(20, 5, seed=2)
+    for _ in range(2):
+        F.linear(rng.standard_normal((3, 20)), dense.params["weight"].astype(np.float64),
+                 np.zeros(5))
+    with pytest.raises(TypeError, match=r"Dense\.forward: x has dtype float64"):
+        dense.forward(rng.standard_normal((3, 20)))
+    for layer, shape in ((Conv2D(3, 4, 3), (2, 4, 8, 7)), (Dense(20, 5), (3, 5))):
+        with pytest.raises(RuntimeError, match="backward called before forward"):
+            layer.backward(np.zeros(shape, np.float32))
+    x = rng.standard_normal((2, 3, 10, 9)).astype(np.float32)
+    for _ in range(2):
+        y = conv.forward(x)
+        conv.backward(np.ones_like(y))
+    with pytest.raises(ValueError, match=r"gy must have shape \(2, 4, 8, 7\)"):
+        conv.backward(np.ones((2, 4, 8, 6), np.float32))
+
+
+@pytest.mark.parametrize("build, shape", LAYERS[:3])
+def test_subclasses_changing_forward_are_not_bypassed(build, shape):
+    """The exact classes' repeat paths skip ``_forward``: a subclass overriding it
+    still has it called on every call."""
+    base = type(build("float32"))
+
+    class Doubled(base):
+        def _forward(self, x, reuse):
+            return 2 * super()._forward(x, reuse)
+
+    layer, plain = Doubled.__new__(Doubled), build("float32")
+    layer.__dict__.update(plain.__dict__)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_array_equal(layer.forward(x), 2 * plain.forward(x))

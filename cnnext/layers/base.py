@@ -145,6 +145,8 @@ class Layer:
     # (shape, dtype) of the last input ``forward`` validated: the same again
     # needs no checks (they depend on nothing else).
     _input_memo = None
+    # What the last forward left for backward (see _forward).
+    _cache = None
     training = True
     # Whether the layer computes differently in training and evaluation mode.
     # True unless a layer says otherwise, so a subclass that reads
