@@ -161,6 +161,43 @@ def test_against_torch(torch, groups, dtype):
         np.testing.assert_allclose(got, want, **tol)
 
 
+# Depthwise geometries against PyTorch: widths that leave vector tails in
+# every build (lanes 2 to 16), strides 2 and 3, padding beyond the kernel,
+# dilation, a channel multiplier.
+TORCH_DEPTHWISE = [
+    ((2, 4, 16, 16), (4, 1, 3, 3), 1, 1, 1),
+    ((2, 3, 9, 33), (3, 1, 3, 3), 1, 1, 1),
+    ((2, 3, 11, 31), (6, 1, 3, 3), 2, 1, 1),
+    ((1, 2, 10, 19), (2, 1, 3, 3), (2, 1), 2, 1),
+    ((1, 2, 12, 23), (4, 1, 3, 5), (1, 3), (1, 2), (2, 1)),
+    ((1, 3, 5, 17), (3, 1, 3, 3), 1, 3, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding", "dilation"),
+                         TORCH_DEPTHWISE)
+def test_depthwise_against_torch(torch, x_shape, w_shape, stride, padding, dilation, dtype):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    groups = x_shape[1]
+    ts = [torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b)]
+    yt = torch.nn.functional.conv2d(*ts, stride=stride, padding=padding, dilation=dilation,
+                                    groups=groups)
+    gy = rng.standard_normal(yt.shape).astype(dtype)
+    yt.backward(torch.from_numpy(gy))
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-11,
+                                                                     "atol": 1e-11}
+    np.testing.assert_allclose(F.conv2d(x, w, b, stride, padding, dilation, groups),
+                               yt.detach().numpy(), **tol)
+    for got, want, name in zip(F.conv2d_backward(gy, x, w, stride, padding, dilation,
+                                                 groups=groups),
+                               (t.grad.numpy() for t in ts), ("gx", "gw", "gb"), strict=True):
+        np.testing.assert_allclose(got, want, err_msg=name, **tol)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("groups", [2, 4])
 def test_poisoned_outputs_and_layouts(dtype, groups):
@@ -216,6 +253,15 @@ def test_nan_and_inf_stay_in_the_definition():
     gy = np.ones_like(y)
     _, gw, _ = F.conv2d_backward(gy, x, w, 2, 0, groups=2)
     assert np.isfinite(gw[0]).all()
+    # The same along the columns, whose stride splits the padded rows in phases.
+    x = np.ones((1, 2, 7, 7), np.float32)
+    x[0, 0, :, 6] = np.inf
+    x[0, 1, 3, 3] = np.nan
+    y = F.conv2d(x, w, None, 2, 0, 1, 2)
+    assert np.isfinite(y[0, 0]).all()
+    assert np.isnan(y[0, 1, 1, 1]) and np.isfinite(y[0, 1]).sum() == 8
+    _, gw, _ = F.conv2d_backward(np.ones_like(y), x, w, 2, 0, groups=2)
+    assert np.isfinite(gw[0]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -239,14 +285,15 @@ def test_results_do_not_depend_on_the_thread_count(num_threads, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_instruction_set_build_against_the_reference(dtype):
+@pytest.mark.parametrize("geometry", [((1, 1), (1, 1), (1, 1)), ((2, 2), (1, 1), (1, 1)),
+                                      ((1, 2), (2, 0), (2, 1))])
+def test_every_instruction_set_build_against_the_reference(dtype, geometry):
     modules = _dispatch.built_variants("_depthwise")
     assert "baseline" in modules
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 19, 37)).astype(dtype)
     w = rng.standard_normal((6, 1, 3, 3)).astype(dtype)
     b = rng.standard_normal(6).astype(dtype)
-    geometry = ((1, 1), (1, 1), (1, 1))
     want = grouped_reference(x, w, b, *geometry, 3)
     gy = rng.standard_normal(want.shape).astype(dtype)
     want_grads = grouped_reference_backward(gy, x, w, *geometry, 3)

@@ -9,21 +9,31 @@
 #   for a depthwise layer (w of shape (C m, 1, R, S): m filters a channel).
 # * The def functions release the GIL and hand the N*C input planes to the
 #   helpers, spread over OpenMP threads (each with its own padded copy of a
-#   plane, on the heap).  A plane is computed by one thread in a fixed order; weight and
-#   bias gradients are kept per image and summed over the images in order
-#   afterwards, so results do not depend on the thread count.
-# * The cdef inline helpers work on one plane.  Every row of output is
-#   computed in blocks of BLOCK columns held in a small accumulator array:
-#   the filter taps are the outer loop and the BLOCK lanes the inner one, so
-#   the compiler vectorises the lanes and keeps the block in registers.  A
-#   plane is first copied into a zero-padded buffer wide enough for whole
-#   blocks, so the loops never test bounds.
+#   plane, on the heap).  A plane is computed by one thread in a fixed
+#   order; weight and bias gradients are kept per image and summed over the
+#   images in order afterwards, so results do not depend on the thread count.
+# * The cdef inline helpers work on one plane with the vectors of simd.h,
+#   lanes along the output row.  A plane is first copied into a zero-padded
+#   buffer wide enough for whole vectors, so the loops never test bounds;
+#   each filter tap is then one offset into that buffer (tap_offsets).  For
+#   a column stride sw the buffer's rows are split into sw phases (columns
+#   c = k sw + p stored at p phase_len + k), so that the window columns
+#   j sw + s dw of consecutive outputs j are consecutive elements.  The
+#   buffers are zeroed once per call: every plane writes the same interior.
 #
-# The input gradient of a stride-1 layer is the forward correlation of the
-# padded gy with the flipped filters; other strides scatter each output's
-# gradient over its window.  The im2col/GEMM paths of _conv.pxi would spend
-# most of their time copying here: a depthwise layer does R*S multiply-adds
-# per output, so it is bound by memory, not arithmetic.
+# The forward pass keeps ROWS output rows of one vector of columns in
+# registers (independent FMA chains) with the taps as the reduction.  The
+# input gradient of a stride-1 layer is the same correlation of the padded
+# gy with the flipped filters; other strides, and filters holding inf or NaN
+# (whose products with the padding's zeros would add NaN), scatter each
+# output's gradient over its window.  The weight gradient of a plane is a
+# dot product per tap over the plane, GROUP taps at a time in vector
+# accumulators, reduced once per plane.  The im2col/GEMM paths of _conv.pxi
+# would spend most of their time copying here: a depthwise layer does R*S
+# multiply-adds per output, so it is bound by memory, not arithmetic.
+#
+# float32 sums that overflow where the exact sum might not are summed again
+# in double precision (checked once per plane, from the vectors).
 #
 # The shared source of _depthwise_baseline, _depthwise_x86_64_v3 and
 # _depthwise_x86_64_v4 (setup.py compiles each with its instruction set).
@@ -31,10 +41,11 @@
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport isfinite
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
 
 from ._openmp_helpers cimport effective_num_threads
+from .simd cimport *
 
 include "_compiled_isa.pxi"
 
@@ -42,8 +53,14 @@ cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef enum:
-    # Output columns per accumulator block (one AVX-512 vector of float32).
+    # Columns the padded buffers are rounded up to: the most lanes of any
+    # vector (AVX-512 float32).
     BLOCK = 16
+    # Output rows per forward tile: independent FMA chains enough to cover
+    # the FMA latency.
+    ROWS = 4
+    # Taps per weight-gradient tile (3 x 3 filters in one).
+    GROUP = 9
 
 # Below this many multiply-adds a call runs on the calling thread.
 cdef Py_ssize_t MIN_PARALLEL_WORK = 1 << 16
@@ -55,8 +72,12 @@ cdef struct Geometry:
     Py_ssize_t kh, kw                 # filter
     Py_ssize_t sh, sw, ph, pw, dh, dw
     Py_ssize_t multiplier             # filters per input channel
-    # The padded copy of an input plane: rows x stride elements.
-    Py_ssize_t pad_rows, pad_stride
+    # The padded, phase-split copy of an input plane: pad_rows rows of
+    # row_stride elements, phases runs of phase_len; the columns 0..reach-1
+    # of a padded row are the ones some window reads.
+    Py_ssize_t pad_rows, reach, phases, phase_len, row_stride
+    # The padded copy of an input plane for the scatter: pad_rows x pad_stride.
+    Py_ssize_t pad_stride
     # The padded copy of a gy plane (the stride-1 input gradient).
     Py_ssize_t gy_rows, gy_stride
     Py_ssize_t gy_top, gy_left        # where gy[0, 0] sits in it
@@ -78,8 +99,12 @@ cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
     g.ph, g.pw = padding
     g.dh, g.dw = dilation
     g.multiplier = w_shape[0] // x_shape[1]
-    # Every row read by some output row, and whole blocks of columns.
+    # Every row read by some output row; whole vectors of every phase.
     g.pad_rows = (g.out_height - 1) * g.sh + (g.kh - 1) * g.dh + 1
+    g.reach = (g.out_width - 1) * g.sw + (g.kw - 1) * g.dw + 1
+    g.phases = min(g.sw, g.reach)
+    g.phase_len = round_up(g.out_width, BLOCK) + (g.kw - 1) * g.dw // g.sw + 1
+    g.row_stride = g.phases * g.phase_len
     g.pad_stride = round_up(g.out_width, BLOCK) * g.sw + (g.kw - 1) * g.dw + 1
     # gy padded for the stride-1 input gradient: gx[a, b] = sum over taps of
     # w[R-1-r, S-1-s] * gyp[a + r dh, b + s dw], gy[0, 0] at (top, left).
@@ -90,94 +115,216 @@ cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
     return g
 
 
-cdef inline void padded_copy(const floating* src,   # IN  (rows, cols)
-                             Py_ssize_t rows, Py_ssize_t cols,
-                             floating* dst,         # OUT (dst_rows, dst_stride)
-                             Py_ssize_t dst_rows, Py_ssize_t dst_stride,
-                             Py_ssize_t top, Py_ssize_t left) noexcept nogil:
-    # dst[u, v] = src[u - top, v - left] where that is inside src, else 0
-    # (top and left may be negative: src is cropped).
-    cdef Py_ssize_t u, v, first, last
-    memset(dst, 0, dst_rows * dst_stride * sizeof(floating))
-    first = max(left, 0)
-    last = min(cols + left, dst_stride)
+cdef inline void fill_offsets(Py_ssize_t* offsets,  # OUT (round_up(kh kw, GROUP),)
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                              Py_ssize_t sw, Py_ssize_t phase_len, Py_ssize_t row_stride,
+                              bint flip) noexcept nogil:
+    # offsets[r kw + s] = where tap (r, s) (or (kh-1-r, kw-1-s) when flip) of
+    # output 0 sits in a padded buffer; the entries past the taps repeat
+    # offsets[0], so that whole GROUP tiles read inside the buffer.
+    cdef Py_ssize_t r, s, t, rr, ss, taps = kh * kw
+    for r in range(kh):
+        for s in range(kw):
+            rr = kh - 1 - r if flip else r
+            ss = kw - 1 - s if flip else s
+            offsets[r * kw + s] = (rr * dh * row_stride + (ss * dw) % sw * phase_len
+                                   + (ss * dw) // sw)
+    for t in range(taps, round_up(taps, GROUP)):
+        offsets[t] = offsets[0]
+
+
+cdef inline void copy_interior(const floating* src,   # IN  (rows, cols)
+                               Py_ssize_t rows, Py_ssize_t cols,
+                               floating* dst,         # OUT padded buffer, zero outside
+                               Py_ssize_t dst_rows, Py_ssize_t reach,
+                               Py_ssize_t row_stride, Py_ssize_t sw, Py_ssize_t phase_len,
+                               Py_ssize_t top, Py_ssize_t left) noexcept nogil:
+    # Column v < reach of padded row u < dst_rows, stored at
+    # u row_stride + (v % sw) phase_len + v // sw, is src[u - top, v - left]
+    # where that is inside src.  The same elements for every plane, so the
+    # others keep the zeros the buffer started with.
+    cdef Py_ssize_t u, v, p, first = max(left, 0), last = min(cols + left, reach)
+    cdef floating* d
+    cdef const floating* s
     if last <= first:
         return
     for u in range(max(top, 0), min(rows + top, dst_rows)):
-        for v in range(first, last):
-            dst[u * dst_stride + v] = src[(u - top) * cols + v - left]
+        d = dst + u * row_stride
+        s = src + (u - top) * cols - left
+        if sw == 1:
+            memcpy(d + first, s + first, (last - first) * sizeof(floating))
+            continue
+        for p in range(min(sw, reach)):
+            v = first + (p - first % sw + sw) % sw
+            while v < last:
+                d[p * phase_len + v // sw] = s[v]
+                v += sw
 
 
-cdef inline void correlate_plane(const floating* xp,   # IN  padded plane (rows, stride)
-                                 Py_ssize_t stride,
-                                 const floating* w,    # IN  (kh, kw) taps
-                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                                 Py_ssize_t dh, Py_ssize_t dw,
-                                 floating bias,
-                                 floating* y,          # OUT (out_h, out_w)
-                                 Py_ssize_t out_h, Py_ssize_t out_w,
-                                 bint flip) noexcept nogil:
-    # y[i, j] = bias + sum over taps of w[r, s] (or w[kh-1-r, kw-1-s] when
-    # flip) * xp[i sh + r dh, j sw + s dw].
-    cdef floating acc[BLOCK]
-    cdef floating tap
-    cdef const floating* row
-    cdef Py_ssize_t i, jb, j, r, s, width, block
+cdef inline void init_rows(vec* acc, Py_ssize_t count,
+                           const floating* y,  # IN  (count, out_w) when accumulating
+                           Py_ssize_t out_w, Py_ssize_t width, bint accumulate,
+                           floating bias) noexcept nogil:
+    # acc[m] = the first width columns of row m of y, or bias in every lane.
+    cdef Py_ssize_t m
+    if not accumulate:
+        for m in range(count):
+            acc[m] = vsplat(bias)
+    elif width == lanes(y):
+        for m in range(count):
+            acc[m] = vload(y + m * out_w)
+    else:
+        for m in range(count):
+            acc[m] = vload_part(y + m * out_w, width)
+
+
+cdef inline void store_rows(const vec* acc, Py_ssize_t count,
+                            floating* y,  # OUT (count, out_w), width columns of each row
+                            Py_ssize_t out_w, Py_ssize_t width) noexcept nogil:
+    cdef Py_ssize_t m
+    if width == lanes(y):
+        for m in range(count):
+            vstore(y + m * out_w, acc[m])
+    else:
+        for m in range(count):
+            vstore_part(y + m * out_w, acc[m], width)
+
+
+cdef inline bint correlate_rows(const floating* src,     # IN  padded plane
+                                Py_ssize_t row_step,     # its elements per output row
+                                const Py_ssize_t* offsets,  # IN  (taps,) tap offsets
+                                const floating* w,       # IN  (taps,)
+                                Py_ssize_t taps, floating bias,
+                                floating* y,             # IN/OUT (out_h, out_w)
+                                Py_ssize_t out_h, Py_ssize_t out_w,
+                                bint accumulate) noexcept nogil:
+    # y[i, j] = (y[i, j] if accumulate else bias) + the sum over taps t, in
+    # order, of w[t] * src[i row_step + offsets[t] + j].  Returns whether
+    # every lane computed stayed finite.
+    cdef vec acc[ROWS]
+    cdef vec tap, check = cnx_zero()
+    cdef Py_ssize_t n = lanes(src), vectors = (out_w + n - 1) // n
+    cdef Py_ssize_t i = 0, jv, t, m, width
+    cdef const floating* base
+    cdef floating* dst
+    while i + ROWS <= out_h:
+        for jv in range(vectors):
+            base = src + i * row_step + jv * n
+            dst = y + i * out_w + jv * n
+            width = min(n, out_w - jv * n)
+            init_rows(acc, ROWS, dst, out_w, width, accumulate, bias)
+            for t in range(taps):
+                tap = vsplat(w[t])
+                for m in range(ROWS):
+                    acc[m] = vfma(src, acc[m], vload(base + m * row_step + offsets[t]), tap)
+            for m in range(ROWS):
+                check = vadd(src, check, vsub(src, acc[m], acc[m]))
+            store_rows(acc, ROWS, dst, out_w, width)
+        i += ROWS
+    while i < out_h:
+        for jv in range(vectors):
+            base = src + i * row_step + jv * n
+            dst = y + i * out_w + jv * n
+            width = min(n, out_w - jv * n)
+            init_rows(acc, 1, dst, out_w, width, accumulate, bias)
+            for t in range(taps):
+                acc[0] = vfma(src, acc[0], vload(base + offsets[t]), vsplat(w[t]))
+            check = vadd(src, check, vsub(src, acc[0], acc[0]))
+            store_rows(acc, 1, dst, out_w, width)
+        i += 1
+    return vsum(src, check) == 0
+
+
+cdef inline void wide_outputs(const floating* src, Py_ssize_t row_step,
+                              const Py_ssize_t* offsets, const floating* w, Py_ssize_t taps,
+                              floating bias,
+                              floating* y,  # IN/OUT (out_h, out_w)
+                              Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil:
+    # The outputs of correlate_rows (not accumulating) that are not finite,
+    # again in double precision: a float32 sum may overflow where the exact
+    # one would not.
+    cdef Py_ssize_t i, j, t
+    cdef double value
     for i in range(out_h):
-        for block in range((out_w + BLOCK - 1) // BLOCK):
-            jb = block * BLOCK
-            for j in range(BLOCK):
-                acc[j] = bias
-            for r in range(kh):
-                for s in range(kw):
-                    tap = w[(kh - 1 - r) * kw + kw - 1 - s] if flip else w[r * kw + s]
-                    row = xp + (i * sh + r * dh) * stride + jb * sw + s * dw
-                    for j in range(BLOCK):
-                        acc[j] = acc[j] + tap * row[j * sw]
-            width = min(BLOCK, out_w - jb)
-            for j in range(width):
-                y[i * out_w + jb + j] = acc[j]
-            if floating is float:
-                if not block_finite(acc, width):
-                    # A float32 sum may overflow where the exact one would not:
-                    # such blocks are summed again in double precision.
-                    wide_block(xp, stride, w, kh, kw, sh, sw, dh, dw, bias,
-                               y + i * out_w + jb, width, i, jb, flip)
+        for j in range(out_w):
+            if isfinite(y[i * out_w + j]):
+                continue
+            value = bias
+            for t in range(taps):
+                value += <double>w[t] * src[i * row_step + offsets[t] + j]
+            y[i * out_w + j] = <floating>value
 
 
-cdef inline bint block_finite(const float* values, Py_ssize_t n) noexcept nogil:
-    # Whether values[:n] are all finite: v - v is NaN for inf and NaN, else 0,
-    # summed in BLOCK independent lanes so that the loop vectorises.
-    cdef float lanes[BLOCK]
-    cdef Py_ssize_t i, k, full = n // BLOCK * BLOCK
-    cdef float total = 0
-    for k in range(BLOCK):
-        lanes[k] = 0
-    for i in range(full // BLOCK):
-        for k in range(BLOCK):
-            lanes[k] = lanes[k] + (values[i * BLOCK + k] - values[i * BLOCK + k])
-    for k in range(n - full):
-        lanes[k] = lanes[k] + (values[full + k] - values[full + k])
-    for k in range(BLOCK):
-        total += lanes[k]
-    return total == 0
+cdef inline void filter_grad_rows(const floating* gy,  # IN  (out_h, out_w)
+                                  const floating* xp,  # IN  padded input plane
+                                  Py_ssize_t row_step,
+                                  const Py_ssize_t* offsets,  # IN  (round_up(taps, GROUP),)
+                                  Py_ssize_t taps, Py_ssize_t out_h, Py_ssize_t out_w,
+                                  double* out          # OUT (taps + 1,) taps, then bias
+                                  ) noexcept nogil:
+    # out[t] = sum over i, j of gy[i, j] * xp[i row_step + offsets[t] + j]
+    # and out[taps] = sum of gy, each in vector lanes (columns modulo the
+    # lanes) reduced once in a fixed order.  The row tails load neither gy
+    # nor x past the row's end: those columns may hold input no window
+    # reaches.  The whole vectors of all rows are one loop, so that gcc
+    # keeps the accumulators in registers for the whole plane.
+    cdef vec acc[GROUP]
+    cdef vec gv, total
+    cdef Py_ssize_t n = lanes(gy), full = out_w // n * n, tail = out_w - full
+    cdef Py_ssize_t t0, i, j, v, k, tile
+    cdef const floating* grow
+    cdef const floating* xrow
+    for tile in range((taps + GROUP - 1) // GROUP):
+        t0 = tile * GROUP
+        for k in range(GROUP):
+            acc[k] = cnx_zero()
+        total = cnx_zero()
+        grow = gy
+        xrow = xp
+        j = 0
+        for v in range(out_h * (full // n)):
+            gv = vload(grow + j)
+            for k in range(GROUP):
+                acc[k] = vfma(gy, acc[k], gv, vload(xrow + offsets[t0 + k] + j))
+            total = vadd(gy, total, gv)
+            j += n
+            if j == full:
+                j = 0
+                grow += out_w
+                xrow += row_step
+        if tail:
+            for i in range(out_h):
+                grow = gy + i * out_w + full
+                xrow = xp + i * row_step + full
+                gv = vload_part(grow, tail)
+                for k in range(GROUP):
+                    acc[k] = vfma(gy, acc[k], gv, vload_part(xrow + offsets[t0 + k], tail))
+                total = vadd(gy, total, gv)
+        for k in range(min(<Py_ssize_t>GROUP, taps - t0)):
+            out[t0 + k] = vsum(gy, acc[k])
+        if tile == 0:
+            out[taps] = vsum(gy, total)
+    if floating is float:
+        for k in range(taps + 1):
+            if not isfinite(out[k]):  # float32 lanes overflowed: again in double
+                out[k] = wide_dot(gy, xp, row_step, offsets[k] if k < taps else -1,
+                                  out_h, out_w)
 
 
-cdef inline void wide_block(const floating* xp, Py_ssize_t stride, const floating* w,
-                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                            Py_ssize_t dh, Py_ssize_t dw, floating bias,
-                            floating* y,  # OUT (width,) one block of one output row
-                            Py_ssize_t width, Py_ssize_t i, Py_ssize_t jb,
-                            bint flip) noexcept nogil:
-    cdef Py_ssize_t j, r, s
-    cdef double value, tap
-    for j in range(width):
-        value = bias
-        for r in range(kh):
-            for s in range(kw):
-                tap = w[(kh - 1 - r) * kw + kw - 1 - s] if flip else w[r * kw + s]
-                value += tap * xp[(i * sh + r * dh) * stride + (jb + j) * sw + s * dw]
-        y[j] = <floating>value
+cdef inline double wide_dot(const floating* gy, const floating* xp, Py_ssize_t row_step,
+                            Py_ssize_t offset, Py_ssize_t out_h,
+                            Py_ssize_t out_w) noexcept nogil:
+    # One tap's (or, offset -1, the bias's) sum of filter_grad_rows in double
+    # precision.
+    cdef Py_ssize_t i, j
+    cdef double total = 0
+    for i in range(out_h):
+        for j in range(out_w):
+            if offset < 0:
+                total += gy[i * out_w + j]
+            else:
+                total += <double>gy[i * out_w + j] * xp[i * row_step + offset + j]
+    return total
 
 
 cdef inline void scatter_plane(const floating* gy,  # IN  (out_h, out_w)
@@ -200,76 +347,43 @@ cdef inline void scatter_plane(const floating* gy,  # IN  (out_h, out_w)
                     row[j * g.sw] = row[j * g.sw] + tap * grow[j]
 
 
-cdef inline void filter_grad_plane(const floating* gy,  # IN  (out_h, out_w)
-                                   const floating* xp,  # IN  padded input plane
-                                   Py_ssize_t stride,
-                                   const Geometry* g,
-                                   double* out          # OUT (kh kw + 1,) taps, then bias
-                                   ) noexcept nogil:
-    # out[r kw + s] = sum over i, j of gy[i, j] * xp[i sh + r dh, j sw + s dw]
-    # and out[kh kw] = sum of gy, each in BLOCK lanes (the columns modulo
-    # BLOCK) folded in lane order.  Partial blocks stop at the row's end:
-    # the columns past it may hold input that no window reaches.
-    cdef floating acc[BLOCK]
-    cdef const floating* row
-    cdef const floating* grow
-    cdef Py_ssize_t i, jb, j, r, s, k, block, full = g.out_width // BLOCK * BLOCK
-    cdef double total
-    for r in range(g.kh + 1):
-        for s in range(g.kw if r < g.kh else 1):
-            for j in range(BLOCK):
-                acc[j] = 0
-            for i in range(g.out_height):
-                grow = gy + i * g.out_width
-                if r == g.kh:  # the bias: gy alone
-                    for block in range(full // BLOCK):
-                        jb = block * BLOCK
-                        for j in range(BLOCK):
-                            acc[j] = acc[j] + grow[jb + j]
-                    for j in range(g.out_width - full):
-                        acc[j] = acc[j] + grow[full + j]
-                    continue
-                row = xp + (i * g.sh + r * g.dh) * stride + s * g.dw
-                for block in range(full // BLOCK):
-                    jb = block * BLOCK
-                    for j in range(BLOCK):
-                        acc[j] = acc[j] + grow[jb + j] * row[(jb + j) * g.sw]
-                for j in range(g.out_width - full):
-                    acc[j] = acc[j] + grow[full + j] * row[(full + j) * g.sw]
-            total = 0
-            for k in range(BLOCK):
-                total += acc[k]
-            if floating is float:
-                if not isfinite(total):  # float32 lanes overflowed: again in double
-                    total = wide_dot(gy, xp, stride, g, r, s)
-            out[r * g.kw + s] = total
-
-
-cdef inline double wide_dot(const floating* gy, const floating* xp, Py_ssize_t stride,
-                            const Geometry* g, Py_ssize_t r, Py_ssize_t s) noexcept nogil:
-    # One tap's (or, r == kh, the bias's) sum of filter_grad_plane in double precision.
-    cdef Py_ssize_t i, j
-    cdef double total = 0
-    for i in range(g.out_height):
-        for j in range(g.out_width):
-            if r == g.kh:
-                total += gy[i * g.out_width + j]
-            else:
-                total += <double>gy[i * g.out_width + j] * xp[
-                    (i * g.sh + r * g.dh) * stride + j * g.sw + s * g.dw]
-    return total
+cdef inline bint span_finite(const floating* values, Py_ssize_t count) noexcept nogil:
+    # Whether values[:count] are all finite: v - v is NaN for inf and NaN, else 0.
+    cdef vec check = cnx_zero()
+    cdef Py_ssize_t n = lanes(values), full = count // n * n, i
+    for i in range(full // n):
+        check = vadd(values, check, vsub(values, vload(values + i * n),
+                                         vload(values + i * n)))
+    if count > full:
+        check = vadd(values, check, vsub(values, vload_part(values + full, count - full),
+                                         vload_part(values + full, count - full)))
+    return vsum(values, check) == 0
 
 
 cdef void* thread_scratch(int n_threads, Py_ssize_t nbytes, str owner) except NULL:
-    # One padded-plane buffer of nbytes per thread, on the heap: OpenMP threads
-    # may have small stacks (OMP_STACKSIZE).
+    # One zeroed padded-plane buffer of nbytes per thread, on the heap: OpenMP
+    # threads may have small stacks (OMP_STACKSIZE).
     cdef void* scratch = NULL
     if nbytes <= PY_SSIZE_T_MAX // n_threads:
-        scratch = malloc(max(n_threads * nbytes, 1))
+        scratch = calloc(max(n_threads * nbytes, 1), 1)
     if scratch == NULL:
         raise MemoryError(f"{owner}: no memory for {n_threads} padded plane(s) of {nbytes} "
                           f"bytes")
     return scratch
+
+
+cdef Py_ssize_t* new_offsets(const Geometry* g, bint flip) except NULL:
+    """The tap offsets of a call (fill_offsets), on the heap: the x buffer's
+    layout, or with flip the gy buffer's of the stride-1 input gradient."""
+    cdef Py_ssize_t taps = round_up(g.kh * g.kw, GROUP)
+    cdef Py_ssize_t* offsets = <Py_ssize_t*>malloc(taps * sizeof(Py_ssize_t))
+    if offsets == NULL:
+        raise MemoryError(f"depthwise: no memory for {taps} tap offsets")
+    if flip:
+        fill_offsets(offsets, g.kh, g.kw, g.dh, g.dw, 1, 0, g.gy_stride, True)
+    else:
+        fill_offsets(offsets, g.kh, g.kw, g.dh, g.dw, g.sw, g.phase_len, g.row_stride, False)
+    return offsets
 
 
 cdef inline int num_threads_for(Py_ssize_t work) noexcept nogil:
@@ -278,58 +392,67 @@ cdef inline int num_threads_for(Py_ssize_t work) noexcept nogil:
     return effective_num_threads()
 
 
+cdef inline void pad_input(const floating* x,  # IN  (H, W)
+                           const Geometry* g,
+                           floating* xp        # OUT (pad_rows, row_stride), zero outside
+                           ) noexcept nogil:
+    copy_interior(x, g.height, g.width, xp, g.pad_rows, g.reach, g.row_stride, g.sw,
+                  g.phase_len, g.ph, g.pw)
+
+
 cdef inline void forward_plane(const floating* x,   # IN  (H, W) one input plane
                                const floating* w,   # IN  (m, R, S) its filters
                                const floating* b,   # IN  (m,) their biases, or NULL
                                floating* y,         # OUT (m, Ho, Wo) their output planes
                                Py_ssize_t y_step,   # elements between those planes
                                const Geometry* g,
-                               floating* xp         # TMP (pad_rows, pad_stride)
+                               const Py_ssize_t* offsets,  # IN  new_offsets(g, False)
+                               floating* xp         # TMP (pad_rows, row_stride), zeroed
                                ) noexcept nogil:
-    cdef Py_ssize_t q, taps = g.kh * g.kw
-    padded_copy(x, g.height, g.width, xp, g.pad_rows, g.pad_stride, g.ph, g.pw)
+    cdef Py_ssize_t q, taps = g.kh * g.kw, row_step = g.sh * g.row_stride
+    cdef floating bias
+    pad_input(x, g, xp)
     for q in range(g.multiplier):
-        correlate_plane(xp, g.pad_stride, w + q * taps, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
-                        b[q] if b != NULL else 0, y + q * y_step, g.out_height, g.out_width,
-                        False)
+        bias = b[q] if b != NULL else 0
+        if not correlate_rows(xp, row_step, offsets, w + q * taps, taps, bias, y + q * y_step,
+                              g.out_height, g.out_width, False):
+            if floating is float:
+                wide_outputs(xp, row_step, offsets, w + q * taps, taps, bias, y + q * y_step,
+                             g.out_height, g.out_width)
 
 
 cdef inline void backward_data_plane(const floating* gy,  # IN  (m, Ho, Wo) planes y_step apart
                                      Py_ssize_t y_step,
                                      const floating* w,   # IN  (m, R, S)
                                      floating* gx,        # OUT (H, W)
-                                     const Geometry* g, bint scatter,
-                                     floating* buf      # TMP (data_scratch(g, scatter),)
+                                     const Geometry* g, bint unit,
+                                     const Py_ssize_t* offsets,  # IN  new_offsets(g, True)
+                                     floating* buf      # TMP (data_scratch(g, unit),), zeroed
                                      ) noexcept nogil:
-    cdef bint unit = g.sh == 1 and g.sw == 1 and not scatter
-    cdef Py_ssize_t rows = g.gy_rows if unit else g.pad_rows
-    cdef Py_ssize_t cols = g.gy_stride if unit else g.pad_stride
     cdef Py_ssize_t plane_in = g.height * g.width, taps = g.kh * g.kw
     cdef Py_ssize_t q, u, v
-    cdef floating* acc = buf + rows * cols
+    cdef bint finite = True
     if unit:
         # The sum over the filters of the correlation of gy, padded, with the
         # flipped filter.
         for q in range(g.multiplier):
-            padded_copy(gy + q * y_step, g.out_height, g.out_width, buf, rows, cols, g.gy_top,
-                        g.gy_left)
-            correlate_plane(buf, cols, w + q * taps, g.kh, g.kw, 1, 1, g.dh, g.dw, 0,
-                            gx if q == 0 else acc, g.height, g.width, True)
-            if q > 0:
-                for u in range(plane_in):
-                    gx[u] = gx[u] + acc[u]
+            copy_interior(gy + q * y_step, g.out_height, g.out_width, buf, g.gy_rows,
+                          g.width + (g.kw - 1) * g.dw, g.gy_stride, 1, 0, g.gy_top, g.gy_left)
+            finite &= correlate_rows(buf, g.gy_stride, offsets, w + q * taps, taps, 0, gx,
+                                     g.height, g.width, q > 0)
     else:
-        memset(buf, 0, rows * cols * sizeof(floating))
+        memset(buf, 0, g.pad_rows * g.pad_stride * sizeof(floating))
         for q in range(g.multiplier):
-            scatter_plane(gy + q * y_step, w + q * taps, buf, cols, g)
+            scatter_plane(gy + q * y_step, w + q * taps, buf, g.pad_stride, g)
         # Rows ph.. and columns pw.. of the padded buffer are the plane; rows
         # or columns no window reached get no gradient.
         for u in range(g.height):
             for v in range(g.width):
-                gx[u * g.width + v] = buf[(u + g.ph) * cols + v + g.pw] \
-                    if u + g.ph < rows and v + g.pw < cols else 0
+                gx[u * g.width + v] = buf[(u + g.ph) * g.pad_stride + v + g.pw] \
+                    if u + g.ph < g.pad_rows and v + g.pw < g.pad_stride else 0
+        finite = span_finite(gx, plane_in)
     if floating is float:
-        if not block_finite(gx, plane_in):
+        if not finite:
             # Some float32 sum overflowed (or the data holds inf or NaN): the
             # plane again in double precision.
             wide_input_grad(gy, y_step, w, gx, g)
@@ -363,19 +486,21 @@ cdef inline void backward_filter_plane(const floating* gy,  # IN  (m, Ho, Wo) y_
                                        const floating* x,   # IN  (H, W)
                                        double* partial,     # OUT (m, R S + 1)
                                        const Geometry* g,
-                                       floating* xp         # TMP (pad_rows, pad_stride)
+                                       const Py_ssize_t* offsets,  # IN  new_offsets(g, False)
+                                       floating* xp         # TMP (pad_rows, row_stride), zeroed
                                        ) noexcept nogil:
     cdef Py_ssize_t q, taps = g.kh * g.kw
-    padded_copy(x, g.height, g.width, xp, g.pad_rows, g.pad_stride, g.ph, g.pw)
+    pad_input(x, g, xp)
     for q in range(g.multiplier):
-        filter_grad_plane(gy + q * y_step, xp, g.pad_stride, g, partial + q * (taps + 1))
+        filter_grad_rows(gy + q * y_step, xp, g.sh * g.row_stride, offsets, taps,
+                         g.out_height, g.out_width, partial + q * (taps + 1))
 
 
-cdef inline Py_ssize_t data_scratch(const Geometry* g, bint scatter) noexcept nogil:
+cdef inline Py_ssize_t data_scratch(const Geometry* g, bint unit) noexcept nogil:
     """Elements of backward_data_plane's scratch."""
-    if g.sh == 1 and g.sw == 1 and not scatter:
-        return g.gy_rows * g.gy_stride + g.height * g.width
-    return g.pad_rows * g.pad_stride + g.height * g.width
+    if unit:
+        return g.gy_rows * g.gy_stride
+    return g.pad_rows * g.pad_stride
 
 
 def depthwise_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -397,28 +522,36 @@ def depthwise_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
     cdef Py_ssize_t taps = g.kh * g.kw
     cdef int n_threads = num_threads_for(planes * m * plane_out * taps)
     cdef const floating* bias = NULL
-    cdef Py_ssize_t size = g.pad_rows * g.pad_stride
+    cdef Py_ssize_t size = g.pad_rows * g.row_stride
     cdef floating* scratch
+    cdef Py_ssize_t* offsets
     if planes == 0:
         return
     if b is not None:
         bias = &b[0]
-    scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating), "depthwise_forward")
+    offsets = new_offsets(&g, False)
+    try:
+        scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
+                                            "depthwise_forward")
+    except MemoryError:
+        free(offsets)
+        raise
     with nogil:
         if n_threads == 1:
             for p in range(planes):
                 forward_plane(
                     &x[0, 0, 0, 0] + p * plane_in, &w[0, 0, 0, 0] + (p % C) * m * taps,
                     bias + (p % C) * m if bias != NULL else NULL,
-                    &y[0, 0, 0, 0] + p * m * plane_out, plane_out, &g, scratch)
+                    &y[0, 0, 0, 0] + p * m * plane_out, plane_out, &g, offsets, scratch)
         else:
             for p in prange(planes, num_threads=n_threads, schedule="static"):
                 forward_plane(
                     &x[0, 0, 0, 0] + p * plane_in, &w[0, 0, 0, 0] + (p % C) * m * taps,
                     bias + (p % C) * m if bias != NULL else NULL,
-                    &y[0, 0, 0, 0] + p * m * plane_out, plane_out, &g,
+                    &y[0, 0, 0, 0] + p * m * plane_out, plane_out, &g, offsets,
                     scratch + threadid() * size)
     free(scratch)
+    free(offsets)
 
 
 def depthwise_backward_data(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho, Wo)
@@ -440,26 +573,34 @@ def depthwise_backward_data(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho,
     cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
     cdef Py_ssize_t taps = g.kh * g.kw
     cdef int n_threads = num_threads_for(planes * m * plane_in * taps)
-    cdef Py_ssize_t size = data_scratch(&g, scatter)
+    cdef bint unit = g.sh == 1 and g.sw == 1 and not scatter
+    cdef Py_ssize_t size = data_scratch(&g, unit)
     cdef floating* scratch
+    cdef Py_ssize_t* offsets
     if planes == 0:
         return
-    scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
-                                        "depthwise_backward_data")
+    offsets = new_offsets(&g, True)
+    try:
+        scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
+                                            "depthwise_backward_data")
+    except MemoryError:
+        free(offsets)
+        raise
     with nogil:
         if n_threads == 1:
             for p in range(planes):
                 backward_data_plane(
                     &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
                     &w[0, 0, 0, 0] + (p % C) * m * taps, &gx[0, 0, 0, 0] + p * plane_in, &g,
-                    scatter, scratch)
+                    unit, offsets, scratch)
         else:
             for p in prange(planes, num_threads=n_threads, schedule="static"):
                 backward_data_plane(
                     &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
                     &w[0, 0, 0, 0] + (p % C) * m * taps, &gx[0, 0, 0, 0] + p * plane_in, &g,
-                    scatter, scratch + threadid() * size)
+                    unit, offsets, scratch + threadid() * size)
     free(scratch)
+    free(offsets)
 
 
 def depthwise_backward_filter(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho, Wo)
@@ -482,25 +623,32 @@ def depthwise_backward_filter(const floating[:, :, :, ::1] gy,  # IN  (N, C m, H
     cdef Py_ssize_t taps = g.kh * g.kw
     cdef int n_threads = num_threads_for(planes * m * plane_out * taps)
     cdef double total
-    cdef Py_ssize_t size = g.pad_rows * g.pad_stride
+    cdef Py_ssize_t size = g.pad_rows * g.row_stride
     cdef floating* scratch = NULL
+    cdef Py_ssize_t* offsets = NULL
     if planes > 0:
-        scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
-                                            "depthwise_backward_filter")
+        offsets = new_offsets(&g, False)
+        try:
+            scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
+                                                "depthwise_backward_filter")
+        except MemoryError:
+            free(offsets)
+            raise
     with nogil:
         if n_threads == 1:
             for p in range(planes):
                 backward_filter_plane(
                     &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
                     &x[0, 0, 0, 0] + p * plane_in, &partial[0, 0, 0] + p * m * (taps + 1), &g,
-                    scratch)
+                    offsets, scratch)
         else:
             for p in prange(planes, num_threads=n_threads, schedule="static"):
                 backward_filter_plane(
                     &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
                     &x[0, 0, 0, 0] + p * plane_in, &partial[0, 0, 0] + p * m * (taps + 1), &g,
-                    scratch + threadid() * size)
+                    offsets, scratch + threadid() * size)
         free(scratch)
+        free(offsets)
         for k in range(K):
             for t in range(taps + 1):
                 total = 0
