@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _backup, _checkpoint, _plans, _validation, losses, optim
 from ._kernels import _program
-from ._plans import fusion
+from ._plans import folding, fusion  # noqa: F401 (they register their rewrites)
 from ._progress import ProgressBar
 from ._typing import ArrayLike, FloatArray, Path, Seed
 from .history import History
@@ -66,7 +66,7 @@ _training = {}
 _training_lock = threading.Lock()
 # Attributes a pickle leaves out (rebuilt on first use).
 _TRANSIENT = ("_plans", "_lock", "_fit_lock", "_threads", "_layer_checks", "_known_shapes",
-              "_layerwise", "_predict_memo", "_segments")
+              "_layerwise", "_uncompiled", "_predict_memo", "_segments")
 
 
 class Sequential:
@@ -149,6 +149,8 @@ class Sequential:
         self._layer_checks = None
         self._known_shapes = {}
         self._layerwise = None
+        # (plan key, the layers' modes) whose plan a layer had no steps for.
+        self._uncompiled = set()
         # (X shape, X dtype, batch_size, result shape, runs) of the last predict
         # whose X needed no conversion: a call with the same is not re-checked.
         self._predict_memo = None
@@ -350,6 +352,7 @@ class Sequential:
             checks = ((self.__dict__, "layers", layers), (layers, None, len(layers)),
                       *((layers, i, layer) for i, layer in enumerate(layers)))
             self._layer_checks, self._known_shapes, self._layerwise = checks, {}, None
+            self._uncompiled = set()
             self._segments = None
         return checks
 
@@ -379,12 +382,18 @@ class Sequential:
     def _acquire(self, mode, batch, example_shape):
         """A plan of ``mode`` for batches of ``batch`` examples of ``example_shape``,
         for this caller alone until ``_release``; None when the network runs
-        layer by layer."""
-        try:
-            return self._plans.acquire((mode, batch, example_shape), self._build_plan)
-        except _plans.NotCompiled:
-            self._layerwise = True
+        layer by layer (in that mode: Dropout has steps in evaluation only)."""
+        key = (mode, batch, example_shape)
+        if self._uncompiled and (key, self._modes()) in self._uncompiled:
             return None
+        try:
+            return self._plans.acquire(key, self._build_plan)
+        except _plans.NotCompiled:
+            self._uncompiled.add((key, self._modes()))
+            return None
+
+    def _modes(self):
+        return tuple(layer.training for layer in self.layers)
 
     def _build_plan(self, key):
         mode, batch, example_shape = key

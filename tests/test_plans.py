@@ -558,13 +558,18 @@ def check_every_path():
             assert_same(plan, layers, f"{dtype} batch {batch_size}")
 
 
-@pytest.mark.parametrize("isa", cnnext.show_config("dicts")["simd"]["supported"])
-def test_plans_equal_the_layer_path_on_every_instruction_set_build(tmp_path, isa):
-    proc = subprocess.run([sys.executable, __file__], cwd=tmp_path, capture_output=True,
+def run_child_check(script, tmp_path, isa):
+    """Run ``script`` (a test file whose main runs its checks) on the ISA build ``isa``."""
+    proc = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True,
                           text=True, timeout=scaled(300, 1200),
                           env=subprocess_env(CNNEXT_ISA=isa))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["plans", "equal", "on", isa], proc.stdout
+
+
+@pytest.mark.parametrize("isa", cnnext.show_config("dicts")["simd"]["supported"])
+def test_plans_equal_the_layer_path_on_every_instruction_set_build(tmp_path, isa):
+    run_child_check(__file__, tmp_path, isa)
 
 
 if __name__ == "__main__":

@@ -493,6 +493,7 @@ def _all_cases():
     cases += [OverheadCase(op) for op in OPS]
     cases += [BatchNormCase(), DepthwiseCase()]
     cases += [TrainCase("resnet8", batch) for batch in (1, 64)]
+    cases += [PredictCase("resnet8", batch) for batch in (1, 64)]
     return {case.name: case for case in cases}
 
 

@@ -22,7 +22,6 @@ from libc.math cimport exp, tanh
 from libc.stdint cimport uint32_t, uint64_t
 
 from ._openmp_helpers cimport effective_num_threads
-from ._step cimport StepArgs, step_capsule
 
 # Elements per parallel work item, and the size below which a call stays on
 # the calling thread (starting an OpenMP team costs about a microsecond).
@@ -134,6 +133,35 @@ cdef inline void leaky_relu_backward_span(const floating* gy,  # IN  (count,)
         gx[i] = gradient if x[i] > 0 else gradient * slope
 
 
+cdef void leaky_relu_pass(const floating* x,  # IN  (count,)
+                          floating* y,        # OUT (count,)
+                          Py_ssize_t count, floating slope) noexcept nogil:
+    cdef Py_ssize_t chunk
+    cdef int n_threads = num_threads_for(count)
+    if n_threads == 1:
+        leaky_relu_span(x, y, count, slope)
+    else:
+        for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
+                            schedule="static"):
+            leaky_relu_span(x + chunk * CHUNK, y + chunk * CHUNK,
+                            min(CHUNK, count - chunk * CHUNK), slope)
+
+
+cdef void leaky_relu_backward_pass(const floating* gy,  # IN  (count,)
+                                   const floating* x,   # IN  (count,)
+                                   floating* gx,        # OUT (count,)
+                                   Py_ssize_t count, floating slope) noexcept nogil:
+    cdef Py_ssize_t chunk
+    cdef int n_threads = num_threads_for(count)
+    if n_threads == 1:
+        leaky_relu_backward_span(gy, x, gx, count, slope)
+    else:
+        for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
+                            schedule="static"):
+            leaky_relu_backward_span(gy + chunk * CHUNK, x + chunk * CHUNK, gx + chunk * CHUNK,
+                                     min(CHUNK, count - chunk * CHUNK), slope)
+
+
 def leaky_relu(const floating[::1] x,  # IN
                floating[::1] y,        # OUT, same length
                double negative_slope):
@@ -142,19 +170,10 @@ def leaky_relu(const floating[::1] x,  # IN
     y = x where x > 0, else x * negative_slope.  The caller checks lengths
     and dtypes.
     """
-    cdef Py_ssize_t chunk, count = x.shape[0]
-    cdef int n_threads = num_threads_for(count)
-    cdef floating slope = <floating>negative_slope
-    if count == 0:
+    if x.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            leaky_relu_span(&x[0], &y[0], count, slope)
-        else:
-            for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
-                                schedule="static"):
-                leaky_relu_span(&x[0] + chunk * CHUNK, &y[0] + chunk * CHUNK,
-                                min(CHUNK, count - chunk * CHUNK), slope)
+        leaky_relu_pass(&x[0], &y[0], x.shape[0], <floating>negative_slope)
 
 
 def leaky_relu_backward(const floating[::1] gy,  # IN
@@ -166,20 +185,10 @@ def leaky_relu_backward(const floating[::1] gy,  # IN
     gx = gy where x > 0, else gy * negative_slope (NaN x included, as in
     PyTorch).  The caller checks lengths and dtypes.
     """
-    cdef Py_ssize_t chunk, count = x.shape[0]
-    cdef int n_threads = num_threads_for(count)
-    cdef floating slope = <floating>negative_slope
-    if count == 0:
+    if x.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            leaky_relu_backward_span(&gy[0], &x[0], &gx[0], count, slope)
-        else:
-            for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
-                                schedule="static"):
-                leaky_relu_backward_span(&gy[0] + chunk * CHUNK, &x[0] + chunk * CHUNK,
-                                         &gx[0] + chunk * CHUNK,
-                                         min(CHUNK, count - chunk * CHUNK), slope)
+        leaky_relu_backward_pass(&gy[0], &x[0], &gx[0], x.shape[0], <floating>negative_slope)
 
 
 # ------------------------------------------------------- sigmoid, tanh
@@ -214,36 +223,48 @@ cdef inline void smooth_backward_span(const floating* gy,  # IN  (count,)
             gx[i] = gy[i] * (1 - y[i] * y[i])
 
 
-cdef inline void smooth(const floating[::1] x, floating[::1] y, Smooth kind):
-    cdef Py_ssize_t chunk, count = x.shape[0]
+cdef void smooth_pass(const floating* x,  # IN  (count,)
+                      floating* y,        # OUT (count,)
+                      Py_ssize_t count, Smooth kind) noexcept nogil:
+    cdef Py_ssize_t chunk
     cdef int n_threads = num_threads_for(count // 8)  # about 8x a ReLU's work per element
-    if count == 0:
+    if n_threads == 1:
+        smooth_span(x, y, count, kind)
+    else:
+        for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
+                            schedule="static"):
+            smooth_span(x + chunk * CHUNK, y + chunk * CHUNK, min(CHUNK, count - chunk * CHUNK),
+                        kind)
+
+
+cdef void smooth_backward_pass(const floating* gy,  # IN  (count,)
+                               const floating* y,   # IN  (count,) the forward's output
+                               floating* gx,        # OUT (count,)
+                               Py_ssize_t count, Smooth kind) noexcept nogil:
+    cdef Py_ssize_t chunk
+    cdef int n_threads = num_threads_for(count)
+    if n_threads == 1:
+        smooth_backward_span(gy, y, gx, count, kind)
+    else:
+        for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
+                            schedule="static"):
+            smooth_backward_span(gy + chunk * CHUNK, y + chunk * CHUNK, gx + chunk * CHUNK,
+                                 min(CHUNK, count - chunk * CHUNK), kind)
+
+
+cdef inline void smooth(const floating[::1] x, floating[::1] y, Smooth kind):
+    if x.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            smooth_span(&x[0], &y[0], count, kind)
-        else:
-            for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
-                                schedule="static"):
-                smooth_span(&x[0] + chunk * CHUNK, &y[0] + chunk * CHUNK,
-                            min(CHUNK, count - chunk * CHUNK), kind)
+        smooth_pass(&x[0], &y[0], x.shape[0], kind)
 
 
 cdef inline void smooth_backward(const floating[::1] gy, const floating[::1] y,
                                  floating[::1] gx, Smooth kind):
-    cdef Py_ssize_t chunk, count = y.shape[0]
-    cdef int n_threads = num_threads_for(count)
-    if count == 0:
+    if y.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            smooth_backward_span(&gy[0], &y[0], &gx[0], count, kind)
-        else:
-            for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
-                                schedule="static"):
-                smooth_backward_span(&gy[0] + chunk * CHUNK, &y[0] + chunk * CHUNK,
-                                     &gx[0] + chunk * CHUNK, min(CHUNK, count - chunk * CHUNK),
-                                     kind)
+        smooth_backward_pass(&gy[0], &y[0], &gx[0], y.shape[0], kind)
 
 
 def sigmoid(const floating[::1] x,  # IN
@@ -340,39 +361,4 @@ def dropout(const floating[::1] x,  # IN
                              f_scale)
 
 
-# ------------------------------------------------------------ step kernels
-# (the convention: _step.pxd) ``F.relu`` and ``F.relu_backward`` bound.
-
-cdef int relu_f32(const StepArgs* a) noexcept nogil:
-    # p: 0 x IN, 1 y OUT; n: 0 elements
-    relu_pass(<const float*>a.p[0], <float*>a.p[1], a.n[0])
-    return 0
-
-
-cdef int relu_f64(const StepArgs* a) noexcept nogil:
-    relu_pass(<const double*>a.p[0], <double*>a.p[1], a.n[0])
-    return 0
-
-
-cdef int relu_backward_f32(const StepArgs* a) noexcept nogil:
-    # p: 0 gy IN, 1 x IN, 2 gx OUT; n: 0 elements
-    relu_backward_pass(<const float*>a.p[0], <const float*>a.p[1], <float*>a.p[2], a.n[0])
-    return 0
-
-
-cdef int relu_backward_f64(const StepArgs* a) noexcept nogil:
-    relu_backward_pass(<const double*>a.p[0], <const double*>a.p[1], <double*>a.p[2], a.n[0])
-    return 0
-
-
-def step_kernels():
-    """step_kernels()
-
-    {(name, dtype name): PyCapsule of the step kernel}: "relu", "relu_backward".
-    """
-    return {
-        ("relu", "float32"): step_capsule(relu_f32),
-        ("relu", "float64"): step_capsule(relu_f64),
-        ("relu_backward", "float32"): step_capsule(relu_backward_f32),
-        ("relu_backward", "float64"): step_capsule(relu_backward_f64),
-    }
+include "_activation_steps.pxi"

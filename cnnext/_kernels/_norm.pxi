@@ -129,6 +129,124 @@ cdef inline void normalize(const floating* x,  # IN  (n,)
                 y[i] = <floating>((<double>x[i] - coef[0]) * coef[1] * coef[2] + coef[3])
 
 
+cdef void forward_pass(const floating* x,       # IN  (N, C, L)
+                       const floating* weight,  # IN  (C,) or NULL (ones)
+                       const floating* bias,    # IN  (C,) or NULL (zeros)
+                       floating* running_mean,  # IN/OUT (C,), or NULL when training
+                       floating* running_var,   # IN/OUT (C,), or NULL when training
+                       floating* y,             # OUT (N, C, L)
+                       double* mean,            # OUT (C,)
+                       double* invstd,          # OUT (C,)
+                       double* scratch,         # TMP (2 N C + 4 C,)
+                       Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                       bint training, double eps, double momentum) noexcept nogil:
+    cdef Py_ssize_t p, n, c, planes = N * C
+    cdef double count = <double>N * <double>L
+    cdef double total, m2, plane_mean, delta, var
+    cdef double* stats = scratch
+    cdef double* coef = scratch + 2 * planes
+    cdef int n_threads = num_threads_for(planes * L)
+    cdef bint update = running_mean != NULL
+    if training:
+        if n_threads == 1:
+            for p in range(planes):
+                plane_moments(x + p * L, L, stats + 2 * p)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                plane_moments(x + p * L, L, stats + 2 * p)
+        for c in range(C):
+            total = 0
+            for n in range(N):
+                total = total + stats[2 * (n * C + c)]
+            mean[c] = total / count
+            m2 = 0
+            for n in range(N):
+                plane_mean = stats[2 * (n * C + c)] / L
+                delta = plane_mean - mean[c]
+                m2 = m2 + stats[2 * (n * C + c) + 1] + L * delta * delta
+            var = m2 / count
+            invstd[c] = 1 / sqrt(var + eps)
+            if update:
+                running_mean[c] = <floating>((1 - momentum) * running_mean[c]
+                                             + momentum * mean[c])
+                running_var[c] = <floating>((1 - momentum) * running_var[c]
+                                            + momentum * (m2 / (count - 1)))
+    else:
+        for c in range(C):
+            mean[c] = running_mean[c]
+            invstd[c] = 1 / sqrt(<double>running_var[c] + eps)
+    for c in range(C):
+        coef[4 * c] = mean[c]
+        coef[4 * c + 1] = invstd[c]
+        coef[4 * c + 2] = weight[c] if weight != NULL else 1
+        coef[4 * c + 3] = bias[c] if bias != NULL else 0
+    if n_threads == 1:
+        for p in range(planes):
+            normalize(x + p * L, y + p * L, L, coef + 4 * (p % C))
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            normalize(x + p * L, y + p * L, L, coef + 4 * (p % C))
+
+
+cdef void backward_pass(const floating* gy,      # IN  (N, C, L)
+                        const floating* x,       # IN  (N, C, L) the forward's input
+                        const double* mean,      # IN  (C,) the forward's mean
+                        const double* invstd,    # IN  (C,) the forward's invstd
+                        const floating* weight,  # IN  (C,) or NULL (ones)
+                        floating* gx,            # OUT (N, C, L) or NULL
+                        floating* gweight,       # OUT (C,) or NULL
+                        floating* gbias,         # OUT (C,) or NULL
+                        double* scratch,         # TMP (2 N C + 4 C,)
+                        Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                        bint training) noexcept nogil:
+    cdef Py_ssize_t p, n, c, planes = N * C
+    cdef double count = <double>N * <double>L
+    cdef double total_g, total_gx
+    cdef double* stats = scratch
+    cdef double* coef = scratch + 2 * planes
+    cdef int n_threads = num_threads_for(planes * L)
+    cdef bint want_gx = gx != NULL
+    cdef bint sums = gweight != NULL or gbias != NULL or (want_gx and training)
+    if sums:
+        if n_threads == 1:
+            for p in range(planes):
+                span_sum_and_dot(gy + p * L, x + p * L, L, <floating>mean[p % C], stats + 2 * p,
+                                 stats + 2 * p + 1)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                span_sum_and_dot(gy + p * L, x + p * L, L, <floating>mean[p % C], stats + 2 * p,
+                                 stats + 2 * p + 1)
+    # Per channel, the planes in image order; then gx = (gy - b (x - mean) - d) a.
+    for c in range(C):
+        total_g = 0
+        total_gx = 0
+        if sums:
+            for n in range(N):
+                total_g = total_g + stats[2 * (n * C + c)]
+                total_gx = total_gx + stats[2 * (n * C + c) + 1]
+            if gbias != NULL:
+                gbias[c] = <floating>total_g
+            if gweight != NULL:
+                gweight[c] = <floating>(total_gx * invstd[c])
+        coef[4 * c] = invstd[c]
+        coef[4 * c + 1] = weight[c] if weight != NULL else 1
+        coef[4 * c + 2] = invstd[c] * invstd[c] * total_gx / count
+        coef[4 * c + 3] = total_g / count
+    if want_gx and planes > 0:
+        if n_threads == 1:
+            for p in range(planes):
+                input_grad(gy + p * L, x + p * L, gx + p * L, L, coef + 4 * (p % C),
+                           mean[p % C], training)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                input_grad(gy + p * L, x + p * L, gx + p * L, L, coef + 4 * (p % C),
+                           mean[p % C], training)
+
+
+cdef inline const floating* data_or_null(const floating[::1] values) noexcept:
+    return NULL if values is None else &values[0]
+
+
 def batch_norm_forward(const floating[:, :, ::1] x,   # IN  (N, C, L)
                        const floating[::1] weight,    # IN  (C,) or None (ones)
                        const floating[::1] bias,      # IN  (C,) or None (zeros)
@@ -151,55 +269,23 @@ def batch_norm_forward(const floating[:, :, ::1] x,   # IN  (N, C, L)
     (both given).  The caller checks everything; L >= 1, and N L >= 2 when
     training.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t p, n, c, planes = N * C
-    cdef double count = <double>N * <double>L
-    cdef double total, m2, plane_mean, delta, var
-    cdef double* stats = &scratch[0]
-    cdef double* coef = &scratch[0] + 2 * planes
-    cdef int n_threads = num_threads_for(planes * L)
-    cdef bint has_weight = weight is not None, has_bias = bias is not None
-    cdef bint update = running_mean is not None
+    cdef const floating* w = data_or_null(weight)
+    cdef const floating* b = data_or_null(bias)
+    cdef floating* rm = NULL
+    cdef floating* rv = NULL
+    cdef const floating* x_data = NULL
+    cdef floating* y_data = NULL
+    if x.shape[1] == 0:
+        return
+    if x.shape[0] > 0:  # else only the statistics
+        x_data = &x[0, 0, 0]
+        y_data = &y[0, 0, 0]
+    if running_mean is not None:
+        rm = &running_mean[0]
+        rv = &running_var[0]
     with nogil:
-        if training:
-            if n_threads == 1:
-                for p in range(planes):
-                    plane_moments(&x[0, 0, 0] + p * L, L, stats + 2 * p)
-            else:
-                for p in prange(planes, num_threads=n_threads, schedule="static"):
-                    plane_moments(&x[0, 0, 0] + p * L, L, stats + 2 * p)
-            for c in range(C):
-                total = 0
-                for n in range(N):
-                    total = total + stats[2 * (n * C + c)]
-                mean[c] = total / count
-                m2 = 0
-                for n in range(N):
-                    plane_mean = stats[2 * (n * C + c)] / L
-                    delta = plane_mean - mean[c]
-                    m2 = m2 + stats[2 * (n * C + c) + 1] + L * delta * delta
-                var = m2 / count
-                invstd[c] = 1 / sqrt(var + eps)
-                if update:
-                    running_mean[c] = <floating>((1 - momentum) * running_mean[c]
-                                                 + momentum * mean[c])
-                    running_var[c] = <floating>((1 - momentum) * running_var[c]
-                                                + momentum * (m2 / (count - 1)))
-        else:
-            for c in range(C):
-                mean[c] = running_mean[c]
-                invstd[c] = 1 / sqrt(<double>running_var[c] + eps)
-        for c in range(C):
-            coef[4 * c] = mean[c]
-            coef[4 * c + 1] = invstd[c]
-            coef[4 * c + 2] = weight[c] if has_weight else 1
-            coef[4 * c + 3] = bias[c] if has_bias else 0
-        if n_threads == 1:
-            for p in range(planes):
-                normalize(&x[0, 0, 0] + p * L, &y[0, 0, 0] + p * L, L, coef + 4 * (p % C))
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                normalize(&x[0, 0, 0] + p * L, &y[0, 0, 0] + p * L, L, coef + 4 * (p % C))
+        forward_pass(x_data, w, b, rm, rv, y_data, &mean[0], &invstd[0], &scratch[0],
+                     x.shape[0], x.shape[1], x.shape[2], training, eps, momentum)
 
 
 def batch_norm_backward(const floating[:, :, ::1] gy,  # IN  (N, C, L)
@@ -224,51 +310,26 @@ def batch_norm_backward(const floating[:, :, ::1] gy,  # IN  (N, C, L)
     or gx = weight * invstd * gy with fixed (running) statistics.  The
     caller checks everything; outputs left None are not computed.
     """
-    cdef Py_ssize_t N = gy.shape[0], C = gy.shape[1], L = gy.shape[2]
-    cdef Py_ssize_t p, n, c, planes = N * C
-    cdef double count = <double>N * <double>L
-    cdef double total_g, total_gx
-    cdef double* stats = &scratch[0]
-    cdef double* coef = &scratch[0] + 2 * planes
-    cdef int n_threads = num_threads_for(planes * L)
-    cdef bint has_weight = weight is not None
-    cdef bint want_gx = gx is not None
-    cdef bint sums = gweight is not None or gbias is not None or (want_gx and training)
     cdef floating* gx_data = NULL
-    if want_gx and planes > 0:
-        gx_data = &gx[0, 0, 0]
+    cdef floating* gw = NULL
+    cdef floating* gb = NULL
+    cdef const floating* w = data_or_null(weight)
+    cdef const floating* gy_data = NULL
+    cdef const floating* x_data = NULL
+    if gy.shape[1] == 0:
+        return
+    if gy.shape[0] > 0:
+        gy_data = &gy[0, 0, 0]
+        x_data = &x[0, 0, 0]
+        if gx is not None:
+            gx_data = &gx[0, 0, 0]
+    if gweight is not None:
+        gw = &gweight[0]
+    if gbias is not None:
+        gb = &gbias[0]
     with nogil:
-        if sums:
-            if n_threads == 1:
-                for p in range(planes):
-                    span_sum_and_dot(&gy[0, 0, 0] + p * L, &x[0, 0, 0] + p * L, L,
-                                     <floating>mean[p % C], stats + 2 * p, stats + 2 * p + 1)
-            else:
-                for p in prange(planes, num_threads=n_threads, schedule="static"):
-                    span_sum_and_dot(&gy[0, 0, 0] + p * L, &x[0, 0, 0] + p * L, L,
-                                     <floating>mean[p % C], stats + 2 * p, stats + 2 * p + 1)
-        # Per channel, the planes in image order; then gx = (gy - b (x - mean) - d) a.
-        for c in range(C):
-            total_g = 0
-            total_gx = 0
-            if sums:
-                for n in range(N):
-                    total_g = total_g + stats[2 * (n * C + c)]
-                    total_gx = total_gx + stats[2 * (n * C + c) + 1]
-                if gbias is not None:
-                    gbias[c] = <floating>total_g
-                if gweight is not None:
-                    gweight[c] = <floating>(total_gx * invstd[c])
-            coef[4 * c] = invstd[c]
-            coef[4 * c + 1] = weight[c] if has_weight else 1
-            coef[4 * c + 2] = invstd[c] * invstd[c] * total_gx / count
-            coef[4 * c + 3] = total_g / count
-        if want_gx and planes > 0:
-            if n_threads == 1:
-                for p in range(planes):
-                    input_grad(&gy[0, 0, 0] + p * L, &x[0, 0, 0] + p * L, gx_data + p * L, L,
-                               coef + 4 * (p % C), mean[p % C], training)
-            else:
-                for p in prange(planes, num_threads=n_threads, schedule="static"):
-                    input_grad(&gy[0, 0, 0] + p * L, &x[0, 0, 0] + p * L, gx_data + p * L, L,
-                               coef + 4 * (p % C), mean[p % C], training)
+        backward_pass(gy_data, x_data, &mean[0], &invstd[0], w, gx_data, gw, gb, &scratch[0],
+                      gy.shape[0], gy.shape[1], gy.shape[2], training)
+
+
+include "_norm_steps.pxi"

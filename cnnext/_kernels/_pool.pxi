@@ -725,6 +725,38 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gy,   # IN  (N, C, Ho, Wo)
         avg_backward_pass(&gy[0, 0, 0, 0], window_divisors, &gx[0, 0, 0, 0], planes, &g)
 
 
+cdef void global_avg_pass(const floating* x,  # IN  (planes, size)
+                          floating* y,        # OUT (planes,)
+                          Py_ssize_t planes, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef int n_threads = num_threads_for(planes * size)
+    if n_threads == 1:
+        for p in range(planes):
+            y[p] = <floating>(span_sum(x + p * size, size) / size)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            y[p] = <floating>(span_sum(x + p * size, size) / size)
+
+
+cdef inline void fill_plane(floating* gx, Py_ssize_t size, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(size):
+        gx[i] = value
+
+
+cdef void global_avg_backward_pass(const floating* gy,  # IN  (planes,)
+                                   floating* gx,        # OUT (planes, size)
+                                   Py_ssize_t planes, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef int n_threads = num_threads_for(planes * size)
+    if n_threads == 1:
+        for p in range(planes):
+            fill_plane(gx + p * size, size, <floating>(<double>gy[p] / size))
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            fill_plane(gx + p * size, size, <floating>(<double>gy[p] / size))
+
+
 def global_avg_pool2d_forward(const floating[:, ::1] x,  # IN  (N C, H W)
                               floating[::1] y):           # OUT (N C,)
     """global_avg_pool2d_forward(x, y)
@@ -733,23 +765,10 @@ def global_avg_pool2d_forward(const floating[:, ::1] x,  # IN  (N C, H W)
     order of _reduce.pxi, in double precision, divided by H * W.  The
     caller checks everything; H * W >= 1.
     """
-    cdef Py_ssize_t p, planes = x.shape[0], size = x.shape[1]
-    cdef int n_threads = num_threads_for(planes * size)
-    if planes == 0:
+    if x.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                y[p] = <floating>(span_sum(&x[0, 0] + p * size, size) / size)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                y[p] = <floating>(span_sum(&x[0, 0] + p * size, size) / size)
-
-
-cdef inline void fill_plane(floating* gx, Py_ssize_t size, floating value) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(size):
-        gx[i] = value
+        global_avg_pass(&x[0, 0], &y[0], x.shape[0], x.shape[1])
 
 
 def global_avg_pool2d_backward(const floating[::1] gy,  # IN  (N C,)
@@ -759,17 +778,10 @@ def global_avg_pool2d_backward(const floating[::1] gy,  # IN  (N C,)
     Every element of plane p gets gy[p] / (H * W).  The caller checks
     everything.
     """
-    cdef Py_ssize_t p, planes = gx.shape[0], size = gx.shape[1]
-    cdef int n_threads = num_threads_for(planes * size)
-    if planes == 0 or size == 0:
+    if gx.shape[0] == 0 or gx.shape[1] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                fill_plane(&gx[0, 0] + p * size, size, <floating>(<double>gy[p] / size))
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                fill_plane(&gx[0, 0] + p * size, size, <floating>(<double>gy[p] / size))
+        global_avg_backward_pass(&gy[0], &gx[0, 0], gx.shape[0], gx.shape[1])
 
 
 include "_pool_steps.pxi"

@@ -4,6 +4,7 @@
 # Every step takes the geometry in n: 0 planes (N * C), 1 H, 2 W, 3 Ho,
 # 4 Wo, 5 kh, 6 kw, 7 sh, 8 sw, 9 ph, 10 pw (the padding before the plane);
 # n[11] is the step's own flag; 12 dh, 13 dw (the dilation, 0 read as 1).
+# The global average steps take n: 0 planes (N * C), 1 H * W.
 
 from ._step cimport STEP_BAD_INDEX, StepArgs, step_capsule
 
@@ -56,6 +57,18 @@ cdef inline int avg_backward_step(const floating* gy, const StepArgs* a) noexcep
     return 0
 
 
+cdef inline int global_avg_step(const floating* x, const StepArgs* a) noexcept nogil:
+    # p: 0 x IN (planes, H * W), 1 y OUT (planes,)
+    global_avg_pass(x, <floating*>a.p[1], a.n[0], a.n[1])
+    return 0
+
+
+cdef inline int global_avg_backward_step(const floating* gy, const StepArgs* a) noexcept nogil:
+    # p: 0 gy IN (planes,), 1 gx OUT (planes, H * W)
+    global_avg_backward_pass(gy, <floating*>a.p[1], a.n[0], a.n[1])
+    return 0
+
+
 cdef int max_f32(const StepArgs* a) noexcept nogil:
     return max_step(<const float*>a.p[0], a)
 
@@ -96,12 +109,29 @@ cdef int avg_backward_f64(const StepArgs* a) noexcept nogil:
     return avg_backward_step(<const double*>a.p[0], a)
 
 
+cdef int global_avg_f32(const StepArgs* a) noexcept nogil:
+    return global_avg_step(<const float*>a.p[0], a)
+
+
+cdef int global_avg_f64(const StepArgs* a) noexcept nogil:
+    return global_avg_step(<const double*>a.p[0], a)
+
+
+cdef int global_avg_backward_f32(const StepArgs* a) noexcept nogil:
+    return global_avg_backward_step(<const float*>a.p[0], a)
+
+
+cdef int global_avg_backward_f64(const StepArgs* a) noexcept nogil:
+    return global_avg_backward_step(<const double*>a.p[0], a)
+
+
 def step_kernels():
     """step_kernels()
 
     {(name, dtype name): PyCapsule of the step kernel}: "max_pool2d",
     "max_pool2d_backward", "max_pool2d_backward_all_maxima", "avg_pool2d",
-    "avg_pool2d_backward" (as the functionals of those names).
+    "avg_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward"
+    (as the functionals of those names).
     """
     return {
         ("max_pool2d", "float32"): step_capsule(max_f32),
@@ -114,4 +144,8 @@ def step_kernels():
         ("avg_pool2d", "float64"): step_capsule(avg_f64),
         ("avg_pool2d_backward", "float32"): step_capsule(avg_backward_f32),
         ("avg_pool2d_backward", "float64"): step_capsule(avg_backward_f64),
+        ("global_avg_pool2d", "float32"): step_capsule(global_avg_f32),
+        ("global_avg_pool2d", "float64"): step_capsule(global_avg_f64),
+        ("global_avg_pool2d_backward", "float32"): step_capsule(global_avg_backward_f32),
+        ("global_avg_pool2d_backward", "float64"): step_capsule(global_avg_backward_f64),
     }

@@ -16,6 +16,7 @@ kernels   the step kernels of every family, by (name, dtype name)
 builder   ``Builder``: what a layer adds its steps and buffers to
 network   ``NetworkPlan`` (the Programs and the Runner of one key),
           ``PlanCache``, fusion passes
+folding   Conv2D -> BatchNorm2D folded in evaluation plans
 
 How a layer provides its compiled steps
 ---------------------------------------
@@ -47,7 +48,11 @@ the model's lock.  That path is the reference the plans are tested against.
 
 Fusions: ``network.register_fusion((Conv2D, ReLU, MaxPool2D), build)`` lets
 one function compile a run of consecutive layers as fused steps; it is
-tried before the layers' own steps at every position.
+tried before the layers' own steps at every position.  Folds
+(``network.register_fold``, cnnext/_plans/folding.py: an evaluation-mode
+BatchNorm2D folded into the Conv2D before it) are tried first, inside
+Residual blocks too (``Builder.build_layers``); they agree with the
+layer-by-layer path to rounding, not bitwise.
 
 Threads: a plan is used by one call at a time (``PlanCache.acquire``); two
 threads calling the same model get two plans of the same key, so each

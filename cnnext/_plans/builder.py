@@ -13,6 +13,12 @@ import numpy as np
 
 from .kernels import kernel
 
+# Folds: (layer types, build function) rewriting a run of evaluation-mode
+# layers as other steps whose results differ from the layers' by rounding
+# only (cnnext/_plans/folding.py).  Tried first at every position where
+# layers are built, inside the layers holding layers (Residual) too.
+FOLDS = []
+
 
 class Workspace:
     """A placeholder for the plan's one scratch buffer (the steps run one after
@@ -53,7 +59,8 @@ class Builder:
         self._aliases = {}       # id(view) -> the activation it views
         self._workspace = Workspace(self)
         self._workspace_elems = 0
-        self._layer = None       # (index, layer) being built, for error messages
+        self._layer = None       # (index, layer) being built
+        self._indices = {}       # id(layer) -> its index, for the layers being built
         self._dict_checked = set()
         self.input = None
 
@@ -99,6 +106,20 @@ class Builder:
             self.keep.append(grad)
         return grad
 
+    def branch(self, activation):
+        """A view of ``activation`` for one branch of a block that reads it twice
+        (Residual): its gradient is a buffer of its own, so the gradients the
+        two branches write can be added."""
+        view = activation.view()
+        self.keep.append(view)
+        self._grad[id(view)] = self.buffer(view.shape) if self.gradients else None
+        return view
+
+    def share_gradient(self, activation, other):
+        """Make ``other``'s gradient buffer that of ``activation`` too (a new
+        activation whose gradient is the one ``other`` already has)."""
+        self._grad[id(activation)] = self.gradient(other)
+
     def workspace(self, elements):
         """The plan's scratch buffer, of at least ``elements`` elements of the
         model's dtype, shared by every step (they run one after another)."""
@@ -107,17 +128,61 @@ class Builder:
 
     # --------------------------------------------------------- parameters
     def layer(self, index, layer):
-        """Start building ``layer``, at ``index`` in the network."""
+        """Start building ``layer``, at ``index`` in the network (a string such as
+        "3.block.0" inside a layer holding layers)."""
         self._layer = (index, layer)
+        self._indices = {id(layer): index}
         self.backward_groups.append([])
 
-    def _where(self, layer):
-        index = self._layer[0] if self._layer is not None and self._layer[1] is layer else "?"
-        return f"layer {index} ({layer!r})"
+    @property
+    def index(self):
+        """The index of the layer being built."""
+        return self._layer[0]
 
-    def parameter(self, layer, name, shape, group="params"):
-        """``layer.params[name]`` (or ``layer.grads[name]`` with group="grads"),
-        checked: an ndarray of ``shape`` and the model's dtype, C-contiguous,
+    def group(self):
+        """The current layer's group of backward steps (for ``backward(group=)``)."""
+        return self.backward_groups[-1]
+
+    def build_layers(self, layers, x, prefix="", fusions=()):
+        """Build ``layers`` in order on the input buffer ``x`` (their indices
+        ``prefix`` + position), trying the folds, then ``fusions`` (see
+        network.register_fusion), then each layer's own steps; return the
+        last output buffer, or NotImplemented when a layer has no steps."""
+        i = 0
+        while i < len(layers):
+            out, used = self._rewritten(layers, i, x, prefix, (*FOLDS, *fusions))
+            if not used:
+                self.layer(f"{prefix}{i}" if prefix else i, layers[i])
+                build = getattr(layers[i], "_build_steps", None)
+                out = NotImplemented if build is None else build(self, x)
+                used = 1
+            if out is NotImplemented:
+                return NotImplemented
+            x = out
+            i += used
+        return x
+
+    def _rewritten(self, layers, i, x, prefix, rewrites):
+        for types, build in rewrites:
+            run = layers[i:i + len(types)]
+            if len(run) == len(types) and all(type(layer) is t for layer, t in
+                                              zip(run, types, strict=True)):
+                self.layer(f"{prefix}{i}" if prefix else i, run[0])
+                self._indices = {id(layer): f"{prefix}{i + j}" if prefix else i + j
+                                 for j, layer in enumerate(run)}
+                out = build(self, run, x)
+                if out is not NotImplemented:
+                    return out, len(types)
+                self.backward_groups.pop()
+        return x, 0
+
+    def _where(self, layer):
+        return f"layer {self._indices.get(id(layer), '?')} ({layer!r})"
+
+    def parameter(self, layer, name, shape, group="params", dtype=None):
+        """``layer.params[name]`` (or ``layer.grads[name]`` with group="grads",
+        ``layer.buffers[name]`` with group="buffers"), checked: an ndarray of
+        ``shape`` and the model's dtype (or ``dtype``), C-contiguous,
         writeable when it is trained or written.  A replaced array is picked
         up by the next plan; one that does not fit raises ValueError naming
         the layer and the parameter.  The plan records the array, so a call
@@ -127,9 +192,10 @@ class Builder:
         where = f"{self._where(layer)}: {group}[{name!r}]"
         if type(array) is not np.ndarray:
             raise ValueError(f"{where} must be a numpy.ndarray, got {type(array).__name__}")
-        if array.shape != tuple(shape) or array.dtype != self.dtype:
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        if array.shape != tuple(shape) or array.dtype != dtype:
             raise ValueError(f"{where} has shape {array.shape} and dtype {array.dtype}; the "
-                             f"layer needs shape {tuple(shape)} and dtype {self.dtype}")
+                             f"layer needs shape {tuple(shape)} and dtype {dtype}")
         if not array.flags.c_contiguous:
             raise ValueError(f"{where} must be C-contiguous")
         written = group == "grads" or self.gradients
@@ -154,10 +220,12 @@ class Builder:
         memory belongs to (e.g. conv ``Plan`` objects)."""
         self.forward_steps.append(self._step(name, arrays, sizes, scalars, plans, keep))
 
-    def backward(self, name, arrays, sizes=(), scalars=(), plans=(), keep=()):
-        """Add a backward step to the current layer's group (groups run in
-        reverse layer order, the steps of a group in the order added)."""
-        self.backward_groups[-1].append(self._step(name, arrays, sizes, scalars, plans, keep))
+    def backward(self, name, arrays, sizes=(), scalars=(), plans=(), keep=(), group=None):
+        """Add a backward step to the current layer's group, or to ``group``
+        (groups run in reverse layer order, the steps of a group in the order
+        added)."""
+        group = self.backward_groups[-1] if group is None else group
+        group.append(self._step(name, arrays, sizes, scalars, plans, keep))
 
     def _step(self, name, arrays, sizes, scalars, plans, keep):
         self.keep.extend(keep)

@@ -11,8 +11,9 @@ import numpy as np
 from .. import _dispatch
 from .._kernels import _activation, _loss
 
-_FAMILIES = (_dispatch.load("_conv"), _dispatch.load("_dense"), _dispatch.load("_pool"),
-             _dispatch.load("_optim"), _activation, _loss)
+_FAMILIES = (*(_dispatch.load(family) for family in ("_conv", "_dense", "_pool", "_norm",
+                                                      "_optim")),
+             _activation, _loss)
 
 KERNELS = {}
 for _module in _FAMILIES:

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from .._kernels import _program
-from .builder import Builder
+from .builder import FOLDS, Builder
 from .kernels import kernel
 
 # Modes: what a plan computes.  "fit" needs no gradient for the input (no
@@ -43,6 +43,18 @@ def register_fusion(layer_types, build):
     those layers, or NotImplemented to leave them to their own steps.
     """
     FUSIONS.append((tuple(layer_types), build))
+
+
+def register_fold(layer_types, build):
+    """register_fold(layer_types, build)
+
+    As ``register_fusion``, for a rewrite whose results differ from the
+    layers' by rounding (an evaluation-mode batch norm folded into the
+    convolution before it): tried before the fusions, and inside layers
+    holding layers (Residual blocks), whose layer-by-layer path fuses
+    nothing.
+    """
+    FOLDS.append((tuple(layer_types), build))
 
 
 def uint8_table(dtype):
@@ -79,18 +91,9 @@ class NetworkPlan:
         gradients, input_gradient = MODES[mode]
         b = Builder(dtype, batch, gradients, input_gradient, mode)
         x = b.start(example_shape)
-        out = x
-        i = 0
-        while i < len(layers):
-            out, used = self._fused(b, layers, i, out)
-            if not used:
-                b.layer(i, layers[i])
-                build = getattr(layers[i], "_build_steps", None)
-                out = NotImplemented if build is None else build(b, out)
-                used = 1
-            if out is NotImplemented:
-                raise NotCompiled(f"layer {i} ({layers[i]!r}) has no compiled steps")
-            i += used
+        out = b.build_layers(layers, x, fusions=FUSIONS)
+        if out is NotImplemented:
+            raise NotCompiled(f"layer {b.index} ({b._layer[1]!r}) has no compiled steps")
         self.input, self.output = x, out
         self.dtype, self.batch, self.mode = b.dtype, batch, mode
         self.key = (mode, batch, tuple(example_shape))
@@ -124,19 +127,6 @@ class NetworkPlan:
         self.probabilities = probabilities
         self.checks = tuple(b.checks) + tuple(layer_checks)
         self._keep = (b.keep, work)
-
-    @staticmethod
-    def _fused(b, layers, i, x):
-        for types, build in FUSIONS:
-            run = layers[i:i + len(types)]
-            if len(run) == len(types) and all(type(layer) is t for layer, t in
-                                              zip(run, types, strict=True)):
-                b.layer(i, run[0])
-                out = build(b, run, x)
-                if out is not NotImplemented:
-                    return out, len(types)
-                b.backward_groups.pop()
-        return x, 0
 
     @staticmethod
     def _program(steps):

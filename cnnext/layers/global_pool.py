@@ -37,3 +37,13 @@ class GlobalAvgPool2D(Layer):
         shape = self._cache[0]
         return F.global_avg_pool2d_backward(gy, shape,
                                             out=self._output("gx", shape, gy.dtype, reuse))
+
+    def _build_steps(self, b, x):
+        n, c, h, w = x.shape
+        y = b.buffer((n, c))
+        b.forward("global_avg_pool2d", (x, y), (n * c, h * w))
+        if b.gradients:
+            gx = b.gradient(x)
+            if gx is not None:
+                b.backward("global_avg_pool2d_backward", (b.gradient(y), gx), (n * c, h * w))
+        return y

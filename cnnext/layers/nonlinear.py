@@ -42,6 +42,17 @@ class LeakyReLU(_Elementwise):
         return F.leaky_relu_backward(gy, x, self.negative_slope,
                                      out=self._output("gx", x.shape, x.dtype, reuse))
 
+    def _build_steps(self, b, x):
+        slope = self.negative_slope
+        b.checks.append((self.__dict__, "negative_slope", slope))
+        y = b.buffer(x.shape)
+        b.forward("leaky_relu", (x, y), (x.size,), (slope,))
+        if b.gradients:
+            gx = b.gradient(x)
+            if gx is not None:
+                b.backward("leaky_relu_backward", (b.gradient(y), x, gx), (x.size,), (slope,))
+        return y
+
 
 class _Smooth(_Elementwise):
     """Sigmoid and Tanh: the gradient comes from the forward's output."""
@@ -65,6 +76,18 @@ class _Smooth(_Elementwise):
         y = self._cache[2]
         return type(self)._gradient(gy, y, out=self._output("gx", y.shape, y.dtype, reuse))
 
+    def _build_steps(self, b, x):
+        name = _STEPS.get((type(self)._function, type(self)._gradient))
+        if name is None:
+            return NotImplemented  # functions of a subclass's own
+        y = b.buffer(x.shape)
+        b.forward(name, (x, y), (x.size,))
+        if b.gradients:
+            gx = b.gradient(x)
+            if gx is not None:
+                b.backward(f"{name}_backward", (b.gradient(y), y, gx), (x.size,))
+        return y
+
 
 class Sigmoid(_Smooth):
     """Sigmoid()
@@ -84,3 +107,7 @@ class Tanh(_Smooth):
 
     _function = staticmethod(F.tanh)
     _gradient = staticmethod(F.tanh_backward)
+
+
+# The step kernels computing what the functions of Sigmoid and Tanh compute.
+_STEPS = {(F.sigmoid, F.sigmoid_backward): "sigmoid", (F.tanh, F.tanh_backward): "tanh"}

@@ -138,3 +138,33 @@ class BatchNorm2D(Layer):
             need_input_grad=need_input_grad,
             out=(gx, self.grads.get("weight"), self.grads.get("bias")))
         return gx
+
+    def _build_steps(self, b, x):
+        n, c, h, w = x.shape
+        training = self.training
+        if training and n * h * w < 2:
+            raise ValueError(f"batch_norm2d: training needs more than one value per channel, "
+                             f"got x of shape {x.shape}")
+        # Computed as the mode, eps and momentum are now: a change builds a new plan.
+        for name in ("training", "eps", "momentum"):
+            b.checks.append((self.__dict__, name, getattr(self, name)))
+        weight = b.parameter(self, "weight", (c,)) if self.affine else None
+        bias = b.parameter(self, "bias", (c,)) if self.affine else None
+        running_mean = b.parameter(self, "running_mean", (c,), group="buffers")
+        running_var = b.parameter(self, "running_var", (c,), group="buffers")
+        tracked = (b.parameter(self, "num_batches_tracked", (), group="buffers", dtype=np.int64)
+                   if training else None)
+        mean, invstd = b.buffer((c,), np.float64), b.buffer((c,), np.float64)
+        scratch = b.workspace(-(-(2 * n * c + 4 * c) * 8 // b.dtype.itemsize))
+        y = b.buffer(x.shape)
+        momentum = self.momentum
+        sizes = (n, c, h * w, training)
+        b.forward("batch_norm2d", (x, weight, bias, running_mean, running_var, y, mean, invstd,
+                                   scratch, tracked), (*sizes, momentum is None),
+                  (self.eps, 0.0 if momentum is None else momentum))
+        if b.gradients:
+            gweight = b.parameter_gradient(self, "weight", (c,)) if self.affine else None
+            gbias = b.parameter_gradient(self, "bias", (c,)) if self.affine else None
+            b.backward("batch_norm2d_backward", (b.gradient(y), x, mean, invstd, weight,
+                                                 b.gradient(x), gweight, gbias, scratch), sizes)
+        return y

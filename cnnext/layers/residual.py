@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import Layer
+from .base import Layer, has_compiled_steps
 
 
 def _layer_list(owner, name, value):
@@ -191,3 +191,31 @@ class Residual(Layer):
             return None
         gx = self._output("gx", self._cache[0], self._cache[1], reuse)
         return np.add(g_block, g_side, out=gx)
+
+    def _build_steps(self, b, x):
+        if not all(has_compiled_steps(layer) for layer in self._children()):
+            return NotImplemented
+        where, first = b.index, b.group()
+        # Each branch reads x through a view of its own, whose gradient the
+        # branch writes; x's gradient is their sum, added last in backward.
+        x_block = b.branch(x)
+        out = b.build_layers(self.block, x_block, f"{where}.block.")
+        x_side = side = x
+        if self.shortcut is not None and out is not NotImplemented:
+            x_side = b.branch(x)
+            side = b.build_layers(self.shortcut, x_side, f"{where}.shortcut.")
+        if out is NotImplemented or side is NotImplemented:
+            return NotImplemented
+        b.layer(where, self)  # the sum, and the backward steps that run first
+        y = b.buffer(out.shape)
+        b.forward("add", (out, side, y), (y.size,))
+        if b.gradients:
+            b.share_gradient(y, out)  # the block's output gradient is y's
+            gy = b.gradient(y)
+            if self.shortcut is not None:
+                b.backward("add", (gy, None, b.gradient(side)), (y.size,))
+            gx = b.gradient(x)
+            if gx is not None:
+                g_side = gy if self.shortcut is None else b.gradient(x_side)
+                b.backward("add", (b.gradient(x_block), g_side, gx), (gx.size,), group=first)
+        return y
