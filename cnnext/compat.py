@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _validation, optim
 from . import functional as F
+from ._functional import conv as _conv
 from ._functional import dense as _dense
 from ._functional import pooling as _pooling
 
@@ -51,6 +52,13 @@ _UINT8 = np.dtype(np.uint8)
 # image / 255 - 0.5 for every uint8 value: the same float64 operations, so
 # looking an image up is exact (and quicker than computing it).
 _UINT8_SCALED = np.arange(256) / 255 - 0.5
+# The remembered-call keys of the functional calls below, as they pass their
+# arguments: a valid convolution (stride 1, no padding, dilation 1), its
+# filter gradient alone, and 2x2 max pooling without indices.
+_VALID = (1, 0, 1)
+_VALID_FILTERS = (1, 0, 1, False)
+_POOL_2X2 = (2, None, 0, False, 1, False)
+_ALL_MAXIMA_2X2 = (2, None)
 
 
 def _float64(owner, name, value, ndim=None, shape=None):
@@ -134,9 +142,16 @@ class Conv:
         if (memo is not None and type(input) is np.ndarray and input.shape == memo[0]
                 and input.dtype == _FLOAT64 and self.filters is memo[1]
                 and memo[1].shape == memo[3]):
-            # The image shape and the very filters of a validated call.
+            # The image shape and the very filters of a validated call: the
+            # kernel of F.conv2d's remembered call, or F.conv2d itself.
             self.last_input = input
-            return F.conv2d(input[None, None], memo[2])[0].transpose(1, 2, 0)
+            x = input[None, None]
+            y = None
+            if _conv._kernels is _conv._DISPATCHED:
+                y = _conv._CONV2D.run((x, memo[2], None), _VALID)
+            if y is None:
+                y = F.conv2d(x, memo[2])
+            return y[0].transpose(1, 2, 0)
         owner = "Conv.forward"
         image = self._image(owner, "input", input)
         filters = _parameter(owner, self, "filters", self._shape())
@@ -153,16 +168,19 @@ class Conv:
         memo = self._memo
         last_input = getattr(self, "last_input", None)
         if (memo is not None and type(d_L_d_out) is np.ndarray and type(last_input) is np.ndarray
-                and last_input.shape == memo[0] and last_input.dtype == _FLOAT64
-                and d_L_d_out.dtype == _FLOAT64 and self.filters is memo[1]
-                and memo[1].shape == memo[3] and memo[1].flags.writeable
+                and d_L_d_out.ndim == 3 and self.filters is memo[1] and memo[1].shape == memo[3]
                 and type(learn_rate) is float and math.isfinite(learn_rate)
-                and d_L_d_out.shape == self._out_shape(last_input.shape)):
-            _, grad_filters, _ = F.conv2d_backward(d_L_d_out.transpose(2, 0, 1)[None],
-                                                   last_input[None, None], memo[2],
-                                                   need_input_grad=False)
-            optim._descend(memo[1], grad_filters, learn_rate)
-            return None
+                and _conv._kernels is _conv._DISPATCHED):
+            # Remembered calls of F.conv2d_backward and of the descent step
+            # match only arrays of the shapes, dtypes and layouts they were
+            # validated with (gradient, image and filters consistent, the
+            # filters writeable): anything else takes the checks below.
+            grads = _conv._CONV2D_BACKWARD.run(
+                (d_L_d_out.transpose(2, 0, 1)[None], last_input[None, None], memo[2]),
+                _VALID_FILTERS)
+            if (grads is not None
+                    and optim._DESCEND.run((memo[1], grads[1]), learn_rate) is not None):
+                return None
         owner = "Conv.backprop"
         try:
             last_input = self.last_input
@@ -174,7 +192,7 @@ class Conv:
         gy = _float64(owner, "d_L_d_out", d_L_d_out, shape=self._out_shape(image.shape))
         _, grad_filters, _ = F.conv2d_backward(gy.transpose(2, 0, 1)[None], image[None, None],
                                                filters[:, None], need_input_grad=False)
-        filters -= learn_rate * grad_filters[:, 0]
+        optim._descend(filters, grad_filters, learn_rate)
         return None
 
     def _out_shape(self, image_shape):
@@ -218,11 +236,16 @@ class MaxPool:
         Pool ``input`` (h, w, num_filters); returns (h // Pool_length,
         w // Pool_length, num_filters) float64.
         """
-        if (type(input) is np.ndarray and input.shape == self._memo
-                and input.dtype == _FLOAT64):
-            # The shape of a validated call whose windows cover the input.
-            maxima = F.max_pool2d(input.transpose(2, 0, 1)[None], 2)
-        else:
+        maxima = None
+        if type(input) is np.ndarray and input.shape == self._memo:
+            # The shape of a validated call whose windows cover the input: the
+            # kernel of F.max_pool2d's remembered call (it matches float64
+            # NCHW-contiguous planes only), or F.max_pool2d itself.
+            planes = input.transpose(2, 0, 1)[None]
+            maxima = _pooling._MAX_CALLS.run((planes,), _POOL_2X2)
+            if maxima is None and input.dtype == _FLOAT64:
+                maxima = F.max_pool2d(planes, 2)
+        if maxima is None:
             _, planes, out_shape = self._windows(input, "MaxPool.forward", "input")
             if 0 in out_shape:
                 self.last_input = input
@@ -246,12 +269,23 @@ class MaxPool:
         seen, unlike in the notebook, which recomputes them).
         """
         last_input = getattr(self, "last_input", None)
+        seen, maxima = self._maxima_of
+        if (seen is last_input and type(last_input) is np.ndarray
+                and last_input.shape == self._memo and type(d_L_d_out) is np.ndarray
+                and d_L_d_out.ndim == 3):
+            # The input of the last forward, of a shape whose windows cover
+            # it: the kernel of the remembered call, which matches only
+            # float64 arrays of the shapes it was validated with.
+            grad = _pooling._ALL_MAXIMA_CALLS.run(
+                (np.ascontiguousarray(d_L_d_out.transpose(2, 0, 1))[None],
+                 last_input.transpose(2, 0, 1)[None], maxima), _ALL_MAXIMA_2X2)
+            if grad is not None:
+                return grad[0].transpose(1, 2, 0)
         if (type(last_input) is np.ndarray and last_input.shape == self._memo
                 and last_input.dtype == _FLOAT64 and type(d_L_d_out) is np.ndarray
                 and d_L_d_out.dtype == _FLOAT64
                 and d_L_d_out.shape == (last_input.shape[0] // 2, last_input.shape[1] // 2,
                                         last_input.shape[2])):
-            seen, maxima = self._maxima_of
             planes = last_input.transpose(2, 0, 1)[None]
             if seen is not last_input:
                 maxima = F.max_pool2d(planes, 2)
@@ -305,8 +339,8 @@ class Softmax:
         self.weights = np.asfortranarray(draws / input_len)
         self.biases = np.zeros(nodes)
 
-    # (weights, biases, weights.T, weights.shape) as last checked: the same
-    # arrays again need no checks.
+    # (weights, biases, weights.T, weights.shape, (nodes,), (input_len,)) as
+    # last checked: the same arrays again need no checks.
     _memo = None
 
     def _checked_parameters(self, owner, written):
@@ -319,7 +353,8 @@ class Softmax:
                                           and memo[1].flags.writeable))):
             return memo
         weights, biases = self._parameters(owner)
-        memo = self._memo = (weights, biases, weights.T, weights.shape)
+        memo = self._memo = (weights, biases, weights.T, weights.shape, weights.shape[1:],
+                             weights.shape[:1])
         return memo
 
     def _parameters(self, owner):
@@ -344,15 +379,29 @@ class Softmax:
         Class probabilities (nodes,) for ``input`` (any shape, input_len
         numbers).
         """
-        owner = "Softmax.forward"
-        _, biases, weights_t, shape = self._checked_parameters(owner, False)
-        array = _float64(owner, "input", input)
-        if array.size != shape[0]:
-            raise ValueError(f"{owner}: input must hold {shape[0]} numbers, got shape "
-                             f"{array.shape}")
-        self.last_input_shape = array.shape
-        self.last_input = array.flatten()
-        totals = F.linear(self.last_input[None], weights_t, biases)[0]
+        memo = self._memo
+        totals = None
+        if (memo is not None and self.weights is memo[0] and self.biases is memo[1]
+                and memo[0].shape == memo[3] and type(input) is np.ndarray
+                and _dense._KERNELS is _dense._DISPATCHED):
+            # The very parameters of the last call: the kernel of F.linear's
+            # remembered call, which matches only a float64 row of input_len.
+            row = input.reshape(1, -1).copy() if input.size == memo[3][0] else None
+            totals = None if row is None else _dense._LINEAR.run((row, memo[2], memo[1]))
+            if totals is not None:
+                self.last_input_shape = input.shape
+                self.last_input = row[0]
+                totals = totals[0]
+        if totals is None:
+            owner = "Softmax.forward"
+            _, biases, weights_t, shape = self._checked_parameters(owner, False)[:4]
+            array = _float64(owner, "input", input)
+            if array.size != shape[0]:
+                raise ValueError(f"{owner}: input must hold {shape[0]} numbers, got shape "
+                                 f"{array.shape}")
+            self.last_input_shape = array.shape
+            self.last_input = array.flatten()
+            totals = F.linear(self.last_input[None], weights_t, biases)[0]
         self.last_totals = totals
         exp = np.exp(totals)
         total = sum(exp.tolist())
@@ -376,7 +425,35 @@ class Softmax:
                                               self.last_input_shape)
         except AttributeError:
             raise _before_forward(owner) from None
-        _, biases, weights_t, (input_len, nodes) = self._checked_parameters(owner, True)
+        memo = self._memo
+        seen, t_exp, total = getattr(self, "_exp_of", (None, None, None))
+        if (memo is not None and seen is totals and self.weights is memo[0]
+                and self.biases is memo[1] and memo[0].shape == memo[3]
+                and type(d_L_d_out) is np.ndarray and d_L_d_out.dtype == _FLOAT64
+                and d_L_d_out.shape == memo[4] and type(last_input) is np.ndarray
+                and last_input.shape == memo[5]
+                and type(learn_rate) is float and math.isfinite(learn_rate)
+                and _dense._KERNELS is _dense._DISPATCHED):
+            # The totals of the last forward and the very parameters of the
+            # last call: the first non-zero entry found in Python (NaN counts,
+            # -0.0 does not, as in the notebook), the rest on the kernel of
+            # the remembered step, which matches only a float64 input row and
+            # writeable parameters of the shapes it was validated with.
+            i = -1
+            for j, g in enumerate(d_L_d_out.tolist()):
+                if g:
+                    i = j
+                    break
+            if i < 0:
+                return None
+            t_i = float(t_exp[i])
+            d_L_d_t = t_exp * (-g * t_i / (total * total))
+            d_L_d_t[i] = g * (t_i * (total - t_i) / (total * total))
+            d_L_d_inputs = _dense._LINEAR_STEP.run((d_L_d_t[None], last_input[None], memo[2],
+                                                    memo[1]), learn_rate)
+            if d_L_d_inputs is not None:
+                return d_L_d_inputs.reshape(last_shape)
+        _, biases, weights_t, (input_len, nodes) = self._checked_parameters(owner, True)[:4]
         gradient = _float64(owner, "d_L_d_out", d_L_d_out, shape=(nodes,))
         learn_rate = _validation.finite_real(owner, "learn_rate", learn_rate)
         last_input = _float64(owner, "last_input", last_input, shape=(input_len,))

@@ -334,3 +334,37 @@ def test_parameters_assigned_in_another_layout_or_dtype_are_converted():
     with pytest.raises(ValueError, match=r"Softmax.forward: Softmax.biases must have shape "
                                          r"\(10,\)"):
         fast.softmax.forward(np.zeros(1352))
+
+
+def test_repeat_paths_give_way_to_the_checks_for_what_they_do_not_match():
+    """After steps that warm the fast paths: read-only parameters are still replaced
+    by writeable copies, and gradients in another layout or dtype give the same
+    numbers as the ones the network passes itself."""
+    images, labels = digits(6, start=80)
+    nets = []
+    for _ in range(2):
+        np.random.seed(7)  # noqa: NPY002
+        nets.append(compat.NotebookCNN())
+    plain, odd = nets
+    for step, (image, label) in enumerate(zip(images, labels, strict=True)):
+        if step >= 2:
+            for layer, name in ((odd.conv, "filters"), (odd.softmax, "weights"),
+                                (odd.softmax, "biases")):
+                getattr(layer, name).flags.writeable = False
+        assert plain.train_step(image, label) == odd.train_step(image, label)
+    for a, b in ((plain.conv.filters, odd.conv.filters), (plain.softmax.weights,
+                 odd.softmax.weights), (plain.softmax.biases, odd.softmax.biases)):
+        assert b.flags.writeable
+        np.testing.assert_array_equal(a, b)
+    conv, pool = plain.conv, plain.pool
+    pooled = pool.forward(conv.forward(images[0] / 255 - 0.5))
+    gy = np.random.default_rng(1).standard_normal(pooled.shape).astype(np.float32)
+    want = pool.backprop(gy.astype(np.float64))
+    np.testing.assert_array_equal(pool.backprop(gy), want)
+    before = conv.filters.copy()
+    conv.backprop(want, 0.5)
+    step = before - conv.filters
+    conv.filters[...] = before
+    conv.backprop(np.ascontiguousarray(want).astype(np.float32).astype(np.float64), 0.5)
+    np.testing.assert_array_equal(before - conv.filters, step)
+    assert np.any(step)
