@@ -178,16 +178,18 @@ def test_a_choice_from_another_cpu_is_not_used(cache, monkeypatch):
     F.conv2d(x, w, None, 1, 1)
     (ours,) = entry_files(cache)
     heuristic = conv_module._kernels.Plan(*ARGS).choices
-    # The other CPU's file, with a choice this one would not make.
-    other = dict(_cpuinfo.identify(), key="AuthenticAMD-25-17", name="AMD EPYC (Zen 4)")
+    # Another CPU's file, with a choice this one would not make; the CPU keys are
+    # made up so that neither can be the machine the test runs on.
+    mine = _cpuinfo.identify()
+    other = dict(mine, key=f"not-{mine['key']}-1", name="another CPU")
     monkeypatch.setattr(_cpuinfo, "identify", lambda: other)
-    amd = _write_entry(cache, {"schema": _tuning.SCHEMA, "choices": _other_choices(heuristic)})
-    assert amd != ours and "AuthenticAMD-25-17" in amd.parts
-    monkeypatch.setattr(_cpuinfo, "identify", lambda: dict(other, key="GenuineIntel-6-143"))
+    theirs = _write_entry(cache, {"schema": _tuning.SCHEMA, "choices": _other_choices(heuristic)})
+    assert theirs != ours and other["key"] in theirs.parts
+    monkeypatch.setattr(_cpuinfo, "identify", lambda: dict(other, key=f"not-{mine['key']}-2"))
     _tuning.forget()
     conv_module.forget_plans()
     monkeypatch.setenv(_tuning.ENV_MODE, "cached")
-    # Neither this machine's entry nor the AMD one: a third CPU has nothing kept.
+    # Neither this machine's entry nor the other CPU's: a third CPU has nothing kept.
     assert conv_module._plan("test", x, w, 1, 1, 1).choices == heuristic
     monkeypatch.setenv(_tuning.ENV_MODE, "on")
     conv_module.forget_plans()
