@@ -743,25 +743,25 @@ cdef void stage_images(const floating* x,   # IN  (count, C, H, W)
 cdef void nn_items(const floating* a, const floating* init, Py_ssize_t rows,
                    Py_ssize_t blocks, const floating* origin, const Operand* op,
                    floating* out, Py_ssize_t out_image_stride, Py_ssize_t out_stride,
-                   Py_ssize_t vectors, int threads) noexcept nogil:
+                   Py_ssize_t vectors, int threads, bint relu) noexcept nogil:
     """``nn_tiles`` over all vectors and blocks, split into items over threads."""
     cdef Split sp
     cdef Py_ssize_t item, blk, start
     if threads == 1:
         nn_tiles(a, init, rows, 0, blocks, origin, op, out, out_image_stride, out_stride,
-                 0, vectors)
+                 0, vectors, relu)
         return
     sp = split_tiles(vectors, FWD_NV, blocks, threads)
     for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
         blk = (item // sp.spans) * sp.per_group
         start = (item % sp.spans) * sp.span
         nn_tiles(a, init, rows, blk, min(blk + sp.per_group, blocks), origin, op,
-                 out, out_image_stride, out_stride, start, min(start + sp.span, vectors))
+                 out, out_image_stride, out_stride, start, min(start + sp.span, vectors), relu)
 
 
 cdef void kfwd_items(const tile_width* width, const floating* packed, const Layout* d,
                      const floating* origin, floating* y, Py_ssize_t positions,
-                     int threads) noexcept nogil:
+                     int threads, bint relu) noexcept nogil:
     """``kfwd_tiles`` of that width over all positions and blocks, split into
     items over threads."""
     cdef const Geometry* g = &d.g
@@ -771,7 +771,8 @@ cdef void kfwd_items(const tile_width* width, const floating* packed, const Layo
     if threads == 1:
         for blk in range(d.blocks):
             kfwd_tiles(width, packed + blk * d.group * g.CRS, bias + blk * d.group,
-                       g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P, 0, positions)
+                       g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P, 0, positions,
+                       relu)
         return
     sp = split_tiles(positions, kfw_rows(width), d.blocks, threads)
     for item in prange(sp.groups * sp.spans, num_threads=threads, schedule="dynamic"):
@@ -780,16 +781,16 @@ cdef void kfwd_items(const tile_width* width, const floating* packed, const Layo
                          min((item // sp.spans + 1) * sp.per_group, d.blocks)):
             kfwd_tiles(width, packed + blk * d.group * g.CRS, bias + blk * d.group,
                        g.K - blk * d.group, origin, &d.xb, y + blk * d.group * g.P,
-                       start, min(start + sp.span, positions))
+                       start, min(start + sp.span, positions), relu)
 
 
 cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                        const floating* packed,   # IN  pack_weights of layout d
-                       const Layout* d,
+                       const Layout* d, bint relu,
                        floating* y,              # OUT (N, K, Ho, Wo)
                        floating* staged) noexcept nogil:  # TMP a wave of staged images
-    """y = conv(x) of layout ``d``, wave after wave of images.  Separate
-    parallel loops (each ends with a barrier): staging, then tiles."""
+    """y = conv(x) of layout ``d`` (then ReLU, with ``relu``), wave after
+    wave of images.  Separate parallel loops (each ends with a barrier): staging, then tiles."""
     cdef const Geometry* g = &d.g
     cdef const floating* origin
     cdef Py_ssize_t wave, first, count, vectors
@@ -806,17 +807,17 @@ cdef void forward_pass(const floating* x,        # IN  (N, C, H, W) of layout d
             origin = staged
         if d.by_filters and d.group == d.lanes:
             kfwd_items(<const NarrowTile*>NULL, packed, d, origin, y + first * g.K * g.P,
-                       count * g.P, threads)
+                       count * g.P, threads, relu)
         elif d.by_filters and d.group == KFW_NV // 2 * d.lanes:
             kfwd_items(<const HalfTile*>NULL, packed, d, origin, y + first * g.K * g.P,
-                       count * g.P, threads)
+                       count * g.P, threads, relu)
         elif d.by_filters:
             kfwd_items(<const WideTile*>NULL, packed, d, origin, y + first * g.K * g.P,
-                       count * g.P, threads)
+                       count * g.P, threads, relu)
         else:
             vectors = count * d.x.nvectors
             nn_items(packed, packed + d.blocks * FWD_MR * g.CRS, g.K, d.blocks, origin, &d.x,
-                     y + first * g.K * g.P, g.K * g.P, g.P, vectors, threads)
+                     y + first * g.K * g.P, g.K * g.P, g.P, vectors, threads, relu)
 
 
 cdef void convolve(const floating* x,     # IN  (N, C, H, W) of layout d
@@ -824,14 +825,15 @@ cdef void convolve(const floating* x,     # IN  (N, C, H, W) of layout d
                    const floating* bias,  # IN  (K,) or NULL
                    const Layout* d,
                    bint flipped,          # d is the input gradient's convolution
+                   bint relu,             # ReLU as the results are stored
                    floating* y,           # OUT (N, K, Ho, Wo)
                    floating* work) noexcept nogil:  # TMP forward_workspace(d)
     if d.winograd:
         winograd_filters(w, d, flipped, work)
-        winograd_pass(x, work, bias, d, y, work + packed_elems(d))
+        winograd_pass(x, work, bias, d, relu, y, work + packed_elems(d))
     else:
         pack_weights(w, bias, d, flipped, work)
-        forward_pass(x, work, d, y, work + packed_elems(d))
+        forward_pass(x, work, d, relu, y, work + packed_elems(d))
 
 
 def conv2d_forward(Plan plan,
@@ -839,18 +841,20 @@ def conv2d_forward(Plan plan,
                    const floating[:, :, :, ::1] w,   # IN  (K, C, R, S)
                    const floating[::1] b,            # IN  (K,) or None
                    floating[:, :, :, ::1] y,         # OUT (N, K, Ho, Wo)
-                   floating[::1] work):              # TMP plan.forward_workspace
-    """conv2d_forward(plan, x, w, b, y, work)
+                   floating[::1] work,               # TMP plan.forward_workspace
+                   bint relu=False):
+    """conv2d_forward(plan, x, w, b, y, work, relu=False)
 
     y = conv2d(x, w, b) for the geometry of ``plan``: ``nn_tiles`` over the
-    vectors of output positions and the blocks of FWD_MR filters.  The caller
-    has checked every shape against the plan.
+    vectors of output positions and the blocks of FWD_MR filters; with
+    ``relu``, relu(conv2d(x, w, b)), ReLU applied as the tiles store.  The
+    caller has checked every shape against the plan.
     """
     cdef const floating* bias = NULL
     if b is not None:
         bias = &b[0]
     with nogil:
-        convolve(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, plan.sp.d, False, &y[0, 0, 0, 0],
+        convolve(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, plan.sp.d, False, relu, &y[0, 0, 0, 0],
                  &work[0])
 
 
@@ -909,8 +913,56 @@ cdef void data_grad_col2im(const floating* gy,    # IN  (N, K, Ho, Wo)
             pad_gy(origin, count * g.K, g.P, d.lanes, threads, gy_padded)
             origin = gy_padded
         nn_items(packed, zeros, g.CRS, bw.col_blocks, origin, &bw.gy, cols, g.CRS * g.P, g.P,
-                 vectors, threads)
+                 vectors, threads, False)
         col2im_images(cols, d, bw, count, threads, gx + first * g.C * g.H * g.W)
+
+
+# Elements per work item of the ReLU mask, and the count below which it
+# stays on the calling thread.
+cdef Py_ssize_t MASK_CHUNK = 1 << 15
+cdef Py_ssize_t MIN_PARALLEL_MASK = 1 << 16
+
+
+cdef inline void relu_mask_span(const floating* gy,  # IN  (count,)
+                                const floating* y,   # IN  (count,) relu's output
+                                Py_ssize_t count,
+                                floating* out) noexcept nogil:  # OUT (count,)
+    cdef Py_ssize_t i
+    cdef floating gradient
+    for i in range(count):
+        # relu's output is > 0 or NaN exactly where its input is, so this is
+        # relu_backward's select (NaN passes) on the stored output.
+        gradient = gy[i]
+        out[i] = gradient if not (y[i] <= 0) else 0
+
+
+cdef void relu_mask(const floating* gy,   # IN  (count,)
+                    const floating* y,    # IN  (count,) relu's output
+                    Py_ssize_t count,
+                    floating* out) noexcept nogil:  # OUT (count,) gy where y > 0 or NaN, else 0
+    cdef Py_ssize_t chunk
+    cdef int threads = 1
+    if count >= MIN_PARALLEL_MASK:
+        threads = effective_num_threads()
+    if threads == 1:
+        relu_mask_span(gy, y, count, out)
+        return
+    for chunk in prange(ceil_div(count, MASK_CHUNK), num_threads=threads, schedule="static"):
+        relu_mask_span(gy + chunk * MASK_CHUNK, y + chunk * MASK_CHUNK,
+                       min(MASK_CHUNK, count - chunk * MASK_CHUNK), out + chunk * MASK_CHUNK)
+
+
+def conv2d_relu_mask(const floating[::1] gy,   # IN  gradient of relu(conv2d(...))
+                     const floating[::1] y,    # IN  relu(conv2d(...))
+                     floating[::1] out):       # OUT
+    """conv2d_relu_mask(gy, y, out)
+
+    out = gy where y > 0 or y is NaN, else +0.0: the gradient that reaches
+    the convolution of relu(conv2d(...)), from ReLU's stored output (the
+    same select as relu_backward on its input), flat arrays of one size.
+    """
+    with nogil:
+        relu_mask(&gy[0], &y[0], gy.shape[0], &out[0])
 
 
 def conv2d_backward_data(Plan plan,
@@ -934,7 +986,7 @@ cdef void backward_data_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
                              floating* gx,         # OUT (N, C, H, W)
                              floating* work) noexcept nogil:  # TMP backward_data_workspace
     if sp.data_kernel != DATA_COL2IM:
-        convolve(gy, w, NULL, sp.t, True, gx, work)
+        convolve(gy, w, NULL, sp.t, True, False, gx, work)
     else:
         data_grad_col2im(gy, w, sp.d, sp.bw, gx, work)
 

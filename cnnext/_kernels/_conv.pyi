@@ -38,8 +38,9 @@ class Plan:
 
 def conv2d_forward(
     plan: Plan, x: FloatArray, w: FloatArray, b: FloatArray | None, y: FloatArray,
-    work: FloatArray,
+    work: FloatArray, relu: bool = False,
 ) -> None: ...
+def conv2d_relu_mask(gy: FloatArray, y: FloatArray, out: FloatArray) -> None: ...
 def conv2d_backward_data(
     plan: Plan, gy: FloatArray, w: FloatArray, gx: FloatArray, work: FloatArray
 ) -> None: ...

@@ -45,16 +45,18 @@ def finite(const floating[::1] values):
     return result
 
 
-cdef inline int forward_step(const floating* x, const StepArgs* a) noexcept nogil:
+cdef inline int forward_step(const floating* x, const StepArgs* a, bint relu) noexcept nogil:
     # p: 0 x IN (N, C, H, W), 1 w IN (K, C, R, S), 2 b IN (K,) or NULL,
     #    3 y OUT (N, K, Ho, Wo), 4 work TMP (the larger forward_workspace of the plans)
     # n: 0 elements of x, 1 elements of w
+    # relu: y = relu(conv2d(x, w, b)), ReLU in the tiles' store
     cdef const ConvStepPlan* sp = <const ConvStepPlan*>a.plan[0]
     cdef const floating* w = <const floating*>a.p[1]
     if a.plan[1] != NULL and sp.d.winograd and not (all_finite(w, a.n[1])
                                                     and all_finite(x, a.n[0])):
         sp = <const ConvStepPlan*>a.plan[1]
-    convolve(x, w, <const floating*>a.p[2], sp.d, False, <floating*>a.p[3], <floating*>a.p[4])
+    convolve(x, w, <const floating*>a.p[2], sp.d, False, relu, <floating*>a.p[3],
+             <floating*>a.p[4])
     return 0
 
 
@@ -77,12 +79,29 @@ cdef inline int backward_step(const floating* gy, const StepArgs* a) noexcept no
     return 0
 
 
+cdef inline int relu_backward_step(const floating* gy, const StepArgs* a) noexcept nogil:
+    # As backward_step for the gradient of relu(conv2d(...)), with
+    # p: 7 y IN (N, K, Ho, Wo) relu's output, 8 masked TMP (N, K, Ho, Wo):
+    # gy masked by y in one pass, then the convolution's gradients of that.
+    cdef floating* masked = <floating*>a.p[8]
+    relu_mask(gy, <const floating*>a.p[7], a.n[0], masked)
+    return backward_step(masked, a)
+
+
 cdef int forward_f32(const StepArgs* a) noexcept nogil:
-    return forward_step(<const float*>a.p[0], a)
+    return forward_step(<const float*>a.p[0], a, False)
 
 
 cdef int forward_f64(const StepArgs* a) noexcept nogil:
-    return forward_step(<const double*>a.p[0], a)
+    return forward_step(<const double*>a.p[0], a, False)
+
+
+cdef int relu_forward_f32(const StepArgs* a) noexcept nogil:
+    return forward_step(<const float*>a.p[0], a, True)
+
+
+cdef int relu_forward_f64(const StepArgs* a) noexcept nogil:
+    return forward_step(<const double*>a.p[0], a, True)
 
 
 cdef int backward_f32(const StepArgs* a) noexcept nogil:
@@ -93,17 +112,31 @@ cdef int backward_f64(const StepArgs* a) noexcept nogil:
     return backward_step(<const double*>a.p[0], a)
 
 
+cdef int relu_backward_f32(const StepArgs* a) noexcept nogil:
+    return relu_backward_step(<const float*>a.p[0], a)
+
+
+cdef int relu_backward_f64(const StepArgs* a) noexcept nogil:
+    return relu_backward_step(<const double*>a.p[0], a)
+
+
 def step_kernels():
     """step_kernels()
 
     {(name, dtype name): PyCapsule of the step kernel}: "conv2d" (as
-    ``F.conv2d``) and "conv2d_backward" (as ``F.conv2d_backward``), and
-    the fused kernels' (_conv_fused.pxi).
+    ``F.conv2d``) and "conv2d_backward" (as ``F.conv2d_backward``),
+    "conv2d_relu" (``F.relu`` of ``F.conv2d``, ReLU in the store) and
+    "conv2d_relu_backward" (``F.conv2d_backward`` of ``F.relu_backward``,
+    the mask from relu's output), and the fused kernels' (_conv_fused.pxi).
     """
     return {
         ("conv2d", "float32"): step_capsule(forward_f32),
         ("conv2d", "float64"): step_capsule(forward_f64),
         ("conv2d_backward", "float32"): step_capsule(backward_f32),
         ("conv2d_backward", "float64"): step_capsule(backward_f64),
+        ("conv2d_relu", "float32"): step_capsule(relu_forward_f32),
+        ("conv2d_relu", "float64"): step_capsule(relu_forward_f64),
+        ("conv2d_relu_backward", "float32"): step_capsule(relu_backward_f32),
+        ("conv2d_relu_backward", "float64"): step_capsule(relu_backward_f64),
         **fused_step_kernels(),
     }

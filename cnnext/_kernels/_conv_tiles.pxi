@@ -10,6 +10,9 @@
 # stored whole into a spill buffer, then copied.  Check the assembly (no zmm
 # loads/stores on the stack outside the spill path) after any change.
 #
+# The forward tiles take a ``relu`` flag: ReLU in the store epilogue, so a
+# convolution followed by ReLU writes its output once.
+#
 #   nn_tiles   FWD_MR x FWD_NV vectors: out[m] = init[m] + sum over taps t of
 #              A[t, m] * window_t, A packed (taps, FWD_MR), window t of vector
 #              v at b[v] + taps[t]: the forward pass, input-gradient columns.
@@ -66,11 +69,13 @@ cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) pac
                    const Operand* op,
                    floating* out,              # OUT output row 0 of the first image
                    Py_ssize_t out_image_stride, Py_ssize_t out_stride,
-                   Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+                   Py_ssize_t first, Py_ssize_t last,
+                   bint relu) noexcept nogil:
     """Vectors first..last-1 of the images' positions (numbered image after
     image), FWD_NV per tile (a tile may span two images), times the blocks of
     FWD_MR output rows blk_begin..blk_end-1, each tile's windows reused from
-    cache by all the blocks."""
+    cache by all the blocks; with ``relu``, ReLU applied as the results are
+    stored."""
     cdef vec acc[FWD_MR][FWD_NV]
     cdef vec bv[FWD_NV]
     cdef floating spill[FWD_MR][FWD_NV][MAX_LANES]
@@ -112,6 +117,10 @@ cdef void nn_tiles(const floating* a,          # IN  (blocks, ntaps, FWD_MR) pac
                     for v in range(FWD_NV):
                         acc[m][v] = vfma(ap, acc[m][v], bv[v], vsplat(ap[m]))
                 ap += FWD_MR
+            if relu:
+                for m in range(FWD_MR):
+                    for v in range(FWD_NV):
+                        acc[m][v] = vrelu(a, acc[m][v])
             if rows_valid == FWD_MR and op.store_lanes == lanes(a):
                 for m in range(FWD_MR):
                     for v in range(FWD_NV):
@@ -253,13 +262,14 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
                      const floating* origin,  # IN  A operand of the first image
                      const Broadcast* op,
                      floating* out,           # OUT results of the first image at filter k0
-                     Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+                     Py_ssize_t first, Py_ssize_t last,
+                     bint relu) noexcept nogil:
     """Positions first..last-1 (numbered image after image), MR per tile,
     times NV vectors of filters (KFW_MR x KFW_NV; KFW_MR_HALF x half as many
     for a HalfTile, KFW_MR_NARROW x 1 for a NarrowTile): the A values of
     each position are broadcast, the filters are the lanes.  Results are
     stored as vectors when filters are contiguous in the output, else
-    transposed (NCHW)."""
+    transposed (NCHW); with ``relu``, ReLU applied as they are stored."""
     cdef vec acc[KFW_MR_MAX][KFW_NV]
     cdef vec bv[KFW_NV]
     cdef floating spill[KFW_MR_MAX][KFW_NV * MAX_LANES]
@@ -306,6 +316,10 @@ cdef void kfwd_tiles(const tile_width* width,  # NULL: selects the tile width
                 for v in range(NV):
                     acc[m][v] = vfma(w, acc[m][v], bv[v], vsplat(xp[m][offset]))
             wp += NV * L
+        if relu:
+            for m in range(MR):
+                for v in range(NV):
+                    acc[m][v] = vrelu(w, acc[m][v])
         if vectors_out and valid == MR:
             for m in range(MR):
                 for v in range(NV):

@@ -142,11 +142,12 @@ cdef void winograd_input(const floating* staged,  # IN  (padded_h, padded_w, C) 
 
 cdef void winograd_output(const floating* m,     # IN  (16, tiles, kp) M of one image
                           const floating* bias,  # IN  (K,) or NULL
-                          const Layout* d,
+                          const Layout* d, bint relu,
                           floating* y) noexcept nogil:  # OUT (K, Ho, Wo) of the image
-    """y = A^T M A + bias of every tile, a vector of filters at a time, each
-    stored into the filters' planes; with an odd Ho or Wo the last row or
-    column of tiles hangs over the edge, and those outputs are not stored."""
+    """y = A^T M A + bias of every tile (then ReLU, with ``relu``), a vector
+    of filters at a time, each stored into the filters' planes; with an odd
+    Ho or Wo the last row or column of tiles hangs over the edge, and those
+    outputs are not stored."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t L = lanes(m)
     cdef Py_ssize_t tiles = d.tiles_h * d.tiles_w
@@ -171,10 +172,10 @@ cdef void winograd_output(const floating* m,     # IN  (16, tiles, kp) M of one 
                     s[0][j] = vadd(m, vadd(m, t[0], t[1]), t[2])
                     s[1][j] = vsub(m, vsub(m, t[1], t[2]), t[3])
                 for u in range(2):
-                    vstore(&o[2 * u][0],
-                           vadd(m, vadd(m, vadd(m, s[u][0], s[u][1]), s[u][2]), beta))
-                    vstore(&o[2 * u + 1][0],
-                           vadd(m, vsub(m, vsub(m, s[u][1], s[u][2]), s[u][3]), beta))
+                    t[2 * u] = vadd(m, vadd(m, vadd(m, s[u][0], s[u][1]), s[u][2]), beta)
+                    t[2 * u + 1] = vadd(m, vsub(m, vsub(m, s[u][1], s[u][2]), s[u][3]), beta)
+                for u in range(4):
+                    vstore(&o[u][0], vrelu(m, t[u]) if relu else t[u])
                 for u in range(4):
                     row = 2 * a + u // 2
                     col = 2 * b + u % 2
@@ -186,7 +187,7 @@ cdef void winograd_output(const floating* m,     # IN  (16, tiles, kp) M of one 
 cdef void winograd_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                         const floating* packed,   # IN  winograd_filters of layout d
                         const floating* bias,     # IN  (K,) or NULL
-                        const Layout* d,
+                        const Layout* d, bint relu,
                         floating* y,              # OUT (N, K, Ho, Wo)
                         floating* work) noexcept nogil:  # TMP a wave: staged images, V, M
     """y = conv(x) of layout ``d`` by F(2x2, 3x3), wave after wave of images:
@@ -219,9 +220,9 @@ cdef void winograd_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                     kfwd_tiles(<const WideTile*>NULL,
                                packed + xi * xi_elems + blk * d.group * g.C, zeros,
                                g.K - blk * d.group, v + xi * tiles * g.C, &d.vb,
-                               m + xi * tiles * kp + blk * d.group, 0, positions)
+                               m + xi * tiles * kp + blk * d.group, 0, positions, False)
             for n in range(count):
-                winograd_output(m + n * d.vb.out_image, bias, d,
+                winograd_output(m + n * d.vb.out_image, bias, d, relu,
                                 y + (first + n) * g.K * g.P)
             continue
         for n in prange(count, num_threads=threads, schedule="dynamic"):
@@ -237,6 +238,7 @@ cdef void winograd_pass(const floating* x,        # IN  (N, C, H, W) of layout d
                            packed + xi * xi_elems + blk * d.group * g.C, zeros,
                            g.K - blk * d.group, v + xi * tiles * g.C, &d.vb,
                            m + xi * tiles * kp + blk * d.group,
-                           start, min(start + sp.span, positions))
+                           start, min(start + sp.span, positions), False)
         for n in prange(count, num_threads=threads, schedule="dynamic"):
-            winograd_output(m + n * d.vb.out_image, bias, d, y + (first + n) * g.K * g.P)
+            winograd_output(m + n * d.vb.out_image, bias, d, relu,
+                            y + (first + n) * g.K * g.P)

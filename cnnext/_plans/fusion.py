@@ -1,4 +1,5 @@
-"""Conv2D [-> ReLU] -> MaxPool2D fused into one kernel call in Sequential's passes.
+"""Conv2D [-> ReLU] -> MaxPool2D, and Conv2D -> ReLU, fused into one kernel
+call in Sequential's passes.
 
 In a Sequential, a Conv2D (exactly that class, one group), an optional ReLU
 and a MaxPool2D without padding that follow one another are computed by
@@ -15,6 +16,13 @@ A run whose pooling windows lie too far apart for the fused kernels (more
 than 2**24 elements of the convolution's output) is left to its layers, in
 both paths, as are convolutions padded differently on two sides and
 poolings with padding, dilation or ceil mode.
+
+A Conv2D -> ReLU not followed by a fused pooling is fused in the plans only
+(``build_relu``): the convolution applies ReLU as it stores its output, and
+its backward masks the gradient by that output.  ReLU after the same sums
+is exact and its mask from the output is the mask from the input, so the
+results are bitwise those of the two layers' own steps, which the
+layer-by-layer path keeps computing.
 """
 
 import numpy as np
@@ -160,6 +168,14 @@ def build(b, layers, x):
     return y
 
 
-# Longest first: a ReLU between the two belongs to the run.
+def build_relu(b, layers, x):
+    """The steps of Conv2D -> ReLU as one convolution with ReLU in its
+    store, or NotImplemented when the convolution has no steps."""
+    return layers[0]._build_steps(b, x, relu=True)
+
+
+# Longest first: a ReLU between the two belongs to the run; a ReLU before a
+# pooling the fused kernels do not take fuses with the convolution alone.
 register_fusion((Conv2D, ReLU, MaxPool2D), build)
 register_fusion((Conv2D, MaxPool2D), build)
+register_fusion((Conv2D, ReLU), build_relu)

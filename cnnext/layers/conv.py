@@ -205,7 +205,10 @@ class Conv2D(Layer):
             groups=self.groups, out=(gx, grads["weight"], grads.get("bias")))
         return gx
 
-    def _build_steps(self, b, x):
+    def _build_steps(self, b, x, relu=False):
+        """The layer's steps; with ``relu``, those of this layer and a ReLU
+        after it (cnnext/_plans/fusion.py): ReLU in the convolution's store,
+        its mask (from the stored output) on the gradient in one pass."""
         if self.groups != 1:
             return NotImplemented  # grouped convolutions: no step kernel yet
         if isinstance(self.padding[0], tuple):
@@ -219,9 +222,10 @@ class Conv2D(Layer):
             return NotImplemented  # computed tap by tap: no step kernel
         plans = (plan.step_plan(), None if safe is None else safe.step_plan())
         both = (plan,) if safe is None else (plan, safe)
+        name = "conv2d_relu" if relu else "conv2d"
         y = b.buffer(plan.output_shape)
-        b.forward("conv2d", (x, weight, bias, y,
-                             b.workspace(max(p.forward_workspace for p in both))),
+        b.forward(name, (x, weight, bias, y,
+                         b.workspace(max(p.forward_workspace for p in both))),
                   (x.size, weight.size), plans=plans, keep=both)
         if b.gradients:
             gw = b.parameter_gradient(self, "weight", w_shape)
@@ -229,6 +233,8 @@ class Conv2D(Layer):
             work = b.workspace(max(max(p.backward_data_workspace, p.backward_filter_workspace)
                                    for p in both))
             gy = b.gradient(y)
-            b.backward("conv2d_backward", (gy, x, weight, b.gradient(x), gw, gb, work),
+            masked = (y, b.buffer(y.shape)) if relu else ()
+            b.backward(name + "_backward",
+                       (gy, x, weight, b.gradient(x), gw, gb, work, *masked),
                        (gy.size, weight.size), plans=plans, keep=both)
         return y
