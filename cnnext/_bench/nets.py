@@ -216,10 +216,28 @@ def _init(layers, rng):
 
 
 def forward(ops, network, params, x):
-    """The logits of ``network`` on the batch ``x`` (``ops`` as in ``sgd_step``)."""
+    """The logits of ``network`` on the batch ``x`` (``ops`` as in ``sgd_step``), batch
+    norm in evaluation mode (running statistics at their initial 0 and 1)."""
+    return _inference(ops, network.layers, params, x)
+
+
+def _inference(ops, layers, params, x):
     out = x
-    for layer, p in zip(network.layers, params, strict=True):
-        if isinstance(layer, Conv):
+    for layer, p in zip(layers, params, strict=True):
+        if isinstance(layer, Residual):
+            side = out
+            if layer.shortcut is not None:
+                side = _inference(ops, layer.shortcut,
+                                  _sub_params(p, "shortcut", len(layer.shortcut)), out)
+            out = _inference(ops, layer.block, _sub_params(p, "block", len(layer.block)),
+                             out) + side
+        elif isinstance(layer, BatchNorm):
+            c = layer.num_features
+            out = ops.batch_norm2d(out, np.zeros(c, out.dtype), np.ones(c, out.dtype),
+                                   p["weight"], p["bias"])
+        elif isinstance(layer, GlobalAvgPool):
+            out = out.mean(axis=(2, 3))
+        elif isinstance(layer, Conv):
             out = ops.conv2d(out, p["weight"], p.get("bias"), layer.stride, layer.padding)
         elif isinstance(layer, MaxPool):
             out = ops.max_pool2d(out, layer.kernel_size)
