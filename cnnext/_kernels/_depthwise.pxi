@@ -26,7 +26,8 @@
 # input gradient of a stride-1 layer is the same correlation of the padded
 # gy with the flipped filters; other strides, and filters holding inf or NaN
 # (whose products with the padding's zeros would add NaN), scatter each
-# output's gradient over its window.  The weight gradient of a plane is a
+# output's gradient over its window (the forward's transpose, on the same
+# padded layout).  The weight gradient of a plane is a
 # dot product per tap over the plane, GROUP taps at a time in vector
 # accumulators, reduced once per plane.  The im2col/GEMM paths of _conv.pxi
 # would spend most of their time copying here: a depthwise layer does R*S
@@ -76,8 +77,6 @@ cdef struct Geometry:
     # row_stride elements, phases runs of phase_len; the columns 0..reach-1
     # of a padded row are the ones some window reads.
     Py_ssize_t pad_rows, reach, phases, phase_len, row_stride
-    # The padded copy of an input plane for the scatter: pad_rows x pad_stride.
-    Py_ssize_t pad_stride
     # The padded copy of a gy plane (the stride-1 input gradient).
     Py_ssize_t gy_rows, gy_stride
     Py_ssize_t gy_top, gy_left        # where gy[0, 0] sits in it
@@ -105,7 +104,6 @@ cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
     g.phases = min(g.sw, g.reach)
     g.phase_len = round_up(g.out_width, BLOCK) + (g.kw - 1) * g.dw // g.sw + 1
     g.row_stride = g.phases * g.phase_len
-    g.pad_stride = round_up(g.out_width, BLOCK) * g.sw + (g.kw - 1) * g.dw + 1
     # gy padded for the stride-1 input gradient: gx[a, b] = sum over taps of
     # w[R-1-r, S-1-s] * gyp[a + r dh, b + s dw], gy[0, 0] at (top, left).
     g.gy_top = (g.kh - 1) * g.dh - g.ph
@@ -133,6 +131,15 @@ cdef inline void fill_offsets(Py_ssize_t* offsets,  # OUT (round_up(kh kw, GROUP
         offsets[t] = offsets[0]
 
 
+cdef inline void gather_phase(floating* d,        # OUT (k1,)
+                              const floating* s,  # IN  s[k sw], k0 <= k < k1
+                              Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t sw) noexcept nogil:
+    # d[k] = s[k sw]; inlined with sw = 2 the compiler vectorises it.
+    cdef Py_ssize_t k
+    for k in range(k0, k1):
+        d[k] = s[k * sw]
+
+
 cdef inline void copy_interior(const floating* src,   # IN  (rows, cols)
                                Py_ssize_t rows, Py_ssize_t cols,
                                floating* dst,         # OUT padded buffer, zero outside
@@ -143,22 +150,27 @@ cdef inline void copy_interior(const floating* src,   # IN  (rows, cols)
     # u row_stride + (v % sw) phase_len + v // sw, is src[u - top, v - left]
     # where that is inside src.  The same elements for every plane, so the
     # others keep the zeros the buffer started with.
-    cdef Py_ssize_t u, v, p, first = max(left, 0), last = min(cols + left, reach)
+    cdef Py_ssize_t u, p, k0, k1, first = max(left, 0), last = min(cols + left, reach)
     cdef floating* d
     cdef const floating* s
     if last <= first:
         return
-    for u in range(max(top, 0), min(rows + top, dst_rows)):
-        d = dst + u * row_stride
-        s = src + (u - top) * cols - left
-        if sw == 1:
-            memcpy(d + first, s + first, (last - first) * sizeof(floating))
-            continue
-        for p in range(min(sw, reach)):
-            v = first + (p - first % sw + sw) % sw
-            while v < last:
-                d[p * phase_len + v // sw] = s[v]
-                v += sw
+    if sw == 1:
+        for u in range(max(top, 0), min(rows + top, dst_rows)):
+            memcpy(dst + u * row_stride + first, src + (u - top) * cols - left + first,
+                   (last - first) * sizeof(floating))
+        return
+    for p in range(min(sw, reach)):
+        # The columns k sw + p in first..last-1.
+        k0 = (first - p + sw - 1) // sw if first > p else 0
+        k1 = (last - p + sw - 1) // sw if last > p else 0
+        for u in range(max(top, 0), min(rows + top, dst_rows)):
+            d = dst + u * row_stride + p * phase_len
+            s = src + (u - top) * cols - left + p
+            if sw == 2:
+                gather_phase(d, s, k0, k1, 2)
+            else:
+                gather_phase(d, s, k0, k1, sw)
 
 
 cdef inline void init_rows(vec* acc, Py_ssize_t count,
@@ -327,24 +339,55 @@ cdef inline double wide_dot(const floating* gy, const floating* xp, Py_ssize_t r
     return total
 
 
-cdef inline void scatter_plane(const floating* gy,  # IN  (out_h, out_w)
-                               const floating* w,   # IN  (kh, kw)
-                               floating* gxp,       # IN/OUT padded plane (rows, stride)
-                               Py_ssize_t stride, const Geometry* g) noexcept nogil:
-    # gxp[i sh + r dh, j sw + s dw] += w[r, s] * gy[i, j]: the input gradient
-    # of strided layers.
-    cdef floating tap
-    cdef floating* row
+cdef inline void scatter_rows(const floating* gy,  # IN  (out_h, out_w)
+                              const floating* w,   # IN  (taps,)
+                              const Py_ssize_t* offsets,  # IN  (taps,) tap offsets
+                              Py_ssize_t taps,
+                              floating* gxp,       # IN/OUT padded plane
+                              Py_ssize_t row_step, Py_ssize_t out_h,
+                              Py_ssize_t out_w) noexcept nogil:
+    # gxp[i row_step + offsets[t] + j] += w[t] * gy[i, j], the transpose of
+    # correlate_rows: the input gradient of strided layers.  Tap after tap,
+    # so that no store is loaded again at once (overlapping, misaligned).
+    # Row tails touch the lanes j < out_w only: the definition's terms, with
+    # no 0 * inf from past the row's end.
+    cdef vec tap
+    cdef Py_ssize_t n = lanes(gy), full = out_w // n * n, tail = out_w - full
+    cdef Py_ssize_t t, i, j, jv
     cdef const floating* grow
-    cdef Py_ssize_t i, j, r, s
-    for i in range(g.out_height):
-        grow = gy + i * g.out_width
-        for r in range(g.kh):
-            for s in range(g.kw):
-                tap = w[r * g.kw + s]
-                row = gxp + (i * g.sh + r * g.dh) * stride + s * g.dw
-                for j in range(g.out_width):
-                    row[j * g.sw] = row[j * g.sw] + tap * grow[j]
+    cdef floating* dst
+    for t in range(taps):
+        tap = vsplat(w[t])
+        for i in range(out_h):
+            grow = gy + i * out_w
+            dst = gxp + i * row_step + offsets[t]
+            for jv in range(full // n):
+                j = jv * n
+                vstore(dst + j, vfma(gy, vload(dst + j), vload(grow + j), tap))
+            if tail:
+                vstore_part(dst + full, vfma(gy, vload_part(dst + full, tail),
+                                             vload_part(grow + full, tail), tap), tail)
+
+
+cdef inline void unpad_plane(const floating* xp,  # IN  (pad_rows, row_stride) padded plane
+                             const Geometry* g,
+                             floating* x          # OUT (H, W)
+                             ) noexcept nogil:
+    # The inverse of pad_input: x[u, v] is padded column v + pw of row u + ph;
+    # rows and columns no window reaches are 0 (they get no gradient).
+    cdef Py_ssize_t u, v, p, k
+    cdef const floating* row
+    for u in range(g.height):
+        row = xp + (u + g.ph) * g.row_stride
+        p = g.pw % g.sw
+        k = g.pw // g.sw
+        for v in range(g.width):
+            x[u * g.width + v] = row[p * g.phase_len + k] \
+                if u + g.ph < g.pad_rows and v + g.pw < g.reach else 0
+            p += 1
+            if p == g.sw:
+                p = 0
+                k += 1
 
 
 cdef inline bint span_finite(const floating* values, Py_ssize_t count) noexcept nogil:
@@ -426,11 +469,11 @@ cdef inline void backward_data_plane(const floating* gy,  # IN  (m, Ho, Wo) plan
                                      const floating* w,   # IN  (m, R, S)
                                      floating* gx,        # OUT (H, W)
                                      const Geometry* g, bint unit,
-                                     const Py_ssize_t* offsets,  # IN  new_offsets(g, True)
+                                     const Py_ssize_t* offsets,  # IN  new_offsets(g, unit)
                                      floating* buf      # TMP (data_scratch(g, unit),), zeroed
                                      ) noexcept nogil:
     cdef Py_ssize_t plane_in = g.height * g.width, taps = g.kh * g.kw
-    cdef Py_ssize_t q, u, v
+    cdef Py_ssize_t q
     cdef bint finite = True
     if unit:
         # The sum over the filters of the correlation of gy, padded, with the
@@ -441,15 +484,11 @@ cdef inline void backward_data_plane(const floating* gy,  # IN  (m, Ho, Wo) plan
             finite &= correlate_rows(buf, g.gy_stride, offsets, w + q * taps, taps, 0, gx,
                                      g.height, g.width, q > 0)
     else:
-        memset(buf, 0, g.pad_rows * g.pad_stride * sizeof(floating))
+        memset(buf, 0, g.pad_rows * g.row_stride * sizeof(floating))
         for q in range(g.multiplier):
-            scatter_plane(gy + q * y_step, w + q * taps, buf, g.pad_stride, g)
-        # Rows ph.. and columns pw.. of the padded buffer are the plane; rows
-        # or columns no window reached get no gradient.
-        for u in range(g.height):
-            for v in range(g.width):
-                gx[u * g.width + v] = buf[(u + g.ph) * g.pad_stride + v + g.pw] \
-                    if u + g.ph < g.pad_rows and v + g.pw < g.pad_stride else 0
+            scatter_rows(gy + q * y_step, w + q * taps, offsets, taps, buf,
+                         g.sh * g.row_stride, g.out_height, g.out_width)
+        unpad_plane(buf, g, gx)
         finite = span_finite(gx, plane_in)
     if floating is float:
         if not finite:
@@ -500,7 +539,7 @@ cdef inline Py_ssize_t data_scratch(const Geometry* g, bint unit) noexcept nogil
     """Elements of backward_data_plane's scratch."""
     if unit:
         return g.gy_rows * g.gy_stride
-    return g.pad_rows * g.pad_stride
+    return g.pad_rows * g.row_stride
 
 
 def depthwise_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -579,7 +618,7 @@ def depthwise_backward_data(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho,
     cdef Py_ssize_t* offsets
     if planes == 0:
         return
-    offsets = new_offsets(&g, True)
+    offsets = new_offsets(&g, unit)
     try:
         scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
                                             "depthwise_backward_data")
