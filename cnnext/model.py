@@ -151,8 +151,9 @@ class Sequential:
         self._layerwise = None
         # (plan key, the layers' modes) whose plan a layer had no steps for.
         self._uncompiled = set()
-        # (X shape, X dtype, batch_size, result shape, runs) of the last predict
-        # whose X needed no conversion: a call with the same is not re-checked.
+        # (X shape, X dtype, batch_size, result shape, runs, whether no layer
+        # computes by mode) of the last predict whose X needed no conversion:
+        # a call with the same is not re-checked.
         self._predict_memo = None
         self._segments = None
 
@@ -1069,7 +1070,12 @@ class Sequential:
         -------
         ndarray, (N, classes), the model's dtype
         """
-        if self._in_mode(False):  # a mode switch costs more than a small batch's kernels
+        memo = self._predict_memo
+        # A mode switch costs more than a small batch's kernels: none when no
+        # layer computes by mode (as remembered for the same layers) or all
+        # already compute as in evaluation.
+        if ((memo is not None and memo[5] and _program.changed(self._layer_checks) < 0)
+                or self._in_mode(False)):
             return self._predict(X, batch_size)
         with self._mode(False):
             return self._predict(X, batch_size)
@@ -1096,8 +1102,10 @@ class Sequential:
             if self._predict_runs(X, runs, result, owner):
                 if (type(given) is np.ndarray and given.dtype in _STAGEABLE
                         and given.flags.c_contiguous):
+                    alike = all(type(layer)._depends_on_mode is False
+                                and layer._depends_on_mode is False for layer in self.layers)
                     self._predict_memo = (given.shape, given.dtype, batch_size, result.shape,
-                                          runs)
+                                          runs, alike)
                 return result
         with self._lock:
             for start, xb in self._batches(X, scale, batch_size):

@@ -146,6 +146,14 @@ def test_predict_and_evaluate_show_a_custom_layer_the_evaluation_mode():
     assert seen and not any(seen) and model.training
     plain = Sequential([Flatten(), Dense(16, 3, seed=0), ReLU()], input_shape=(1, 4, 4))
     assert plain.training and plain._in_mode(False)
+    # A repeated predict skips the mode checks only while the layers are the
+    # ones it found computing alike in both modes.
+    for _ in range(2):
+        plain.predict(x)
+    seen.clear()
+    plain.layers.append(Watch())
+    plain.predict(x)
+    assert seen == [False] and plain.training
 
 
 def test_fit_restores_the_mode_after_an_error():
