@@ -20,18 +20,25 @@
 cdef void winograd_filter(const floating* w,    # IN  (K, C, 3, 3)
                           const Layout* d,
                           bint flipped,         # d is the input gradient's convolution
-                          Py_ssize_t k,         # filter of d
-                          floating* packed) noexcept nogil:  # OUT U of filter k
-    """U[xi] = G g G^T of each channel g of filter k of layout ``d``, per xi
-    packed as kfwd's filters (blocks of d.group filters, (C, group) each);
-    zero past K."""
+                          Py_ssize_t item,      # block of filters * C + channel
+                          floating* packed) noexcept nogil:  # OUT U of that block and channel
+    """U[xi] = G g G^T of channel c of the filters of one block of layout
+    ``d``, per xi packed as kfwd's filters (blocks of d.group filters, (C,
+    group) each); zero past K."""
     cdef const Geometry* g = &d.g
     cdef Py_ssize_t xi_elems = d.blocks * d.group * g.C
+    cdef Py_ssize_t c = item % g.C
+    cdef Py_ssize_t k0 = item // g.C * d.group
+    # A block's 16 rows are xi_elems apart (a multiple of 4 KB for most C):
+    # stored one transformed filter at a time, they would fall in one L1
+    # cache set and evict each other; gathered here, each row is written whole.
+    cdef floating rows[16][KFW_NV * MAX_LANES]
     cdef floating f[3][3]
     cdef floating h[4][3]
     cdef floating u[4][4]
-    cdef Py_ssize_t c, i, j, offset
-    for c in range(g.C):
+    cdef Py_ssize_t i, j, k, kk
+    for kk in range(d.group):
+        k = k0 + kk
         for i in range(3):
             for j in range(3):
                 if k >= g.K:
@@ -51,27 +58,30 @@ cdef void winograd_filter(const floating* w,    # IN  (K, C, 3, 3)
             u[i][1] = (h[i][0] + h[i][1] + h[i][2]) / 2
             u[i][2] = (h[i][0] - h[i][1] + h[i][2]) / 2
             u[i][3] = h[i][2]
-        offset = ((k // d.group) * g.C + c) * d.group + k % d.group
         for i in range(4):
             for j in range(4):
-                packed[(i * 4 + j) * xi_elems + offset] = u[i][j]
+                rows[i * 4 + j][kk] = u[i][j]
+    for i in range(16):
+        memcpy(packed + i * xi_elems + item * d.group, &rows[i][0],
+               d.group * sizeof(floating))
 
 
 cdef void winograd_filters(const floating* w,     # IN  (K, C, 3, 3)
                            const Layout* d,
                            bint flipped,
                            floating* packed) noexcept nogil:  # OUT U, then zeros
-    """winograd_filter of every filter (blocks * group, zero past K), then
-    blocks * group zeros (the GEMM's start values)."""
+    """winograd_filter of every block of filters and channel (zero past K),
+    then blocks * group zeros (the GEMM's start values)."""
     cdef Py_ssize_t filters = d.blocks * d.group
-    cdef int threads = threads_for(filters * d.g.C * 64, filters)
-    cdef Py_ssize_t k
+    cdef Py_ssize_t items = d.blocks * d.g.C
+    cdef int threads = threads_for(filters * d.g.C * 64, items)
+    cdef Py_ssize_t item
     if threads == 1:
-        for k in range(filters):
-            winograd_filter(w, d, flipped, k, packed)
+        for item in range(items):
+            winograd_filter(w, d, flipped, item, packed)
     else:
-        for k in prange(filters, num_threads=threads, schedule="static"):
-            winograd_filter(w, d, flipped, k, packed)
+        for item in prange(items, num_threads=threads, schedule="static"):
+            winograd_filter(w, d, flipped, item, packed)
     memset(packed + 16 * filters * d.g.C, 0, filters * sizeof(floating))
 
 
