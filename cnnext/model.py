@@ -483,6 +483,7 @@ class Sequential:
                     out = layer._forward(out, reuse=False)
                 self._threads.plan = "layers"
             return out.copy() if np.may_share_memory(out, x) else out
+        plan.draw_keys(1)
         status, where = plan.runner.forward_batch(self._stageable(x))
         if status:
             self._release(plan)
@@ -910,6 +911,7 @@ class Sequential:
                 continue
             runner = plan.runner
             run = max(1, _RUN_IMAGES // batch) if python_step is None else 1
+            run = min(run, plan.max_passes or run)
             done_here = min(count, max(0, resumed - step))
             step += done_here
             while done_here < count:
@@ -922,6 +924,7 @@ class Sequential:
                 start = first + done_here * batch
                 if update is not None:
                     update.load()
+                keys = plan.draw_keys(size)
                 try:
                     stop, status, done, total, counted, skipped, loss = runner.train(
                         X, order, labels, start, size,
@@ -930,6 +933,8 @@ class Sequential:
                 finally:
                     if update is not None:
                         update.store()
+                if stop != _program.STOP_DONE:  # the failed pass's forward ran
+                    plan.undraw_keys(keys, done + 1)
                 applied = counted != state[1]
                 state[:] = [total, counted, skipped]
                 if python_step is not None and applied:

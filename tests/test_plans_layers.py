@@ -247,6 +247,27 @@ def test_folded_plans_follow_arrays_updated_in_place():
     assert folded_predict_matches(model, reference, X)
 
 
+
+def test_folded_plans_see_each_folded_array_change_alone():
+    """The fold is redone when any one of its inputs changes in place, and only then."""
+    X, _ = data()
+    model, reference = twin_models()
+    conv, bn = model.layers[3].block[0], model.layers[3].block[1]
+    conv_ref, bn_ref = reference.layers[3].block[0], reference.layers[3].block[1]
+    arrays = [(conv.params["weight"], conv_ref.params["weight"]),
+              (conv.params["bias"], conv_ref.params["bias"]),
+              *((bn.params[k], bn_ref.params[k]) for k in ("weight", "bias")),
+              *((bn.buffers[k], bn_ref.buffers[k]) for k in ("running_mean", "running_var"))]
+    before = model.predict(X)
+    np.testing.assert_array_equal(model.predict(X), before)  # nothing changed: the same
+    for mine, theirs in arrays:
+        mine.reshape(-1)[1] += 0.5
+        theirs.reshape(-1)[1] += 0.5
+        after = model.predict(X)
+        assert not np.array_equal(after, before)
+        assert folded_predict_matches(model, reference, X)
+        before = after
+
 def test_folded_plans_follow_training_and_loaded_state():
     X, y = data()
     model, reference = twin_models()
@@ -337,10 +358,17 @@ def test_a_residual_holding_a_layer_without_steps_runs_layer_by_layer():
 
 
 
+class EvaluationSteps(Dropout):
+    """A layer with compiled steps in evaluation mode only."""
+
+    def _build_steps(self, b, x):
+        return NotImplemented if self.training else super()._build_steps(b, x)
+
+
 def test_a_network_trained_layer_by_layer_still_predicts_on_plans():
-    """Dropout has no training steps: fit runs layer by layer, predict on a plan."""
+    """fit runs layer by layer (a layer has no training steps), predict on a plan."""
     X, y = data()
-    model = Sequential([*new_layers("float32").layers[:-1], Dropout(0.5, seed=0),
+    model = Sequential([*new_layers("float32").layers[:-1], EvaluationSteps(0.5, seed=0),
                         Dense(6, 5, seed=2)])
     model.fit(X, y, epochs=1, batch_size=4, progress=False, seed=0)
     assert model._acquire("fit", 4, (2, 8, 8)) is None
@@ -352,6 +380,76 @@ def test_a_network_trained_layer_by_layer_still_predicts_on_plans():
     reference._force_layers = True
     expected = reference.predict(X)
     assert np.abs(model.predict(X) - expected).max() <= 2e-5 * np.abs(expected).max()
+
+
+def dropout_net(dtype="float32", seed=3):
+    """Dropout in training at three places: two layers sharing one generator (their
+    draws interleave), one inside a residual block."""
+    rng = np.random.default_rng(seed)
+    shared = np.random.default_rng(11)
+    return Sequential([
+        Conv2D(2, 4, 3, padding=1, dtype=dtype, seed=rng), ReLU(), Dropout(0.3, seed=shared),
+        Residual([Conv2D(4, 4, 3, padding=1, dtype=dtype, seed=rng), Dropout(0.5, seed=7)]),
+        GlobalAvgPool2D(), Dropout(0.2, seed=shared), Dense(4, 5, dtype=dtype, seed=rng),
+    ])
+
+
+def generator_states(model):
+    return [leaf._rng.bit_generator.state for top in model.layers for leaf in top._leaves()
+            if isinstance(leaf, Dropout)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_dropout_trains_on_plans_bitwise(dtype, batch_size):
+    X, y = data()
+
+    def run(model):
+        fitted = fit_everything(model, X, y, epochs=2, batch_size=batch_size,
+                                optimizer=optim.SGD(lr=0.05, momentum=0.9), seed=1)
+        return (*fitted, generator_states(model))
+
+    plan, layers = both_paths(lambda: dropout_net(dtype), run)
+    assert_same(plan, layers, "dropout training")
+    model = dropout_net(dtype)
+    assert "dropout" in step_names(model, "fit", batch_size, (2, 8, 8))
+
+
+def test_dropout_forward_backward_in_training_mode_equal_the_layer_path():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    gy = rng.standard_normal((3, 5)).astype(np.float32)
+
+    def run(model):
+        results = []
+        for _ in range(3):  # a new mask each pass
+            out = model.forward(x)
+            results.append((out, model.backward(gy),
+                            {k: g.copy() for k, g in model.gradients().items()}))
+        assert not np.array_equal(results[0][0], results[1][0])
+        return results, generator_states(model)
+
+    plan, layers = both_paths(dropout_net, run)
+    assert_same(plan, layers, "forward/backward with dropout")
+
+
+def test_a_run_stopped_by_a_non_finite_loss_draws_the_keys_the_layers_draw():
+    X, y = data(n=20)
+    X[9, 0, 3, 3] = np.nan
+
+    def run(model):
+        with pytest.raises(FloatingPointError):
+            model.fit(X, y, epochs=1, batch_size=2, shuffle=False, on_nan="raise",
+                      optimizer=optim.SGD(lr=0.05), progress=False)
+        states = generator_states(model)
+        X[9, 0, 3, 3] = 0.0
+        model.fit(X, y, epochs=1, batch_size=2, optimizer=optim.SGD(lr=0.05), progress=False,
+                  seed=0)
+        X[9, 0, 3, 3] = np.nan
+        return states, snapshot(model), generator_states(model)
+
+    plan, layers = both_paths(dropout_net, run)
+    assert_same(plan, layers, "after a stopped run")
 
 # ---------------------------------------------------- every instruction set
 def check_every_path():

@@ -334,6 +334,24 @@ cdef inline void dropout_span(const floating* x,  # IN  (count,)
         y[i] = x[i] * (scale if h >= threshold else 0)
 
 
+cdef void dropout_pass(const floating* x,  # IN  (count,)
+                       floating* y,        # OUT (count,)
+                       Py_ssize_t count, uint64_t key, uint64_t threshold,
+                       double scale) noexcept nogil:
+    cdef Py_ssize_t chunk
+    cdef int n_threads = num_threads_for(count // 4)  # hashing: a few times a ReLU's work
+    cdef uint32_t key_low = <uint32_t>key, key_high = <uint32_t>(key >> 32)
+    cdef floating f_scale = <floating>scale
+    if n_threads == 1:
+        dropout_span(x, y, 0, count, key_low, key_high, threshold, f_scale)
+    else:
+        for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
+                            schedule="static"):
+            dropout_span(x + chunk * CHUNK, y + chunk * CHUNK, chunk * CHUNK,
+                         min(CHUNK, count - chunk * CHUNK), key_low, key_high, threshold,
+                         f_scale)
+
+
 def dropout(const floating[::1] x,  # IN
             floating[::1] y,        # OUT, same length
             uint64_t key, uint64_t threshold, double scale):
@@ -344,21 +362,10 @@ def dropout(const floating[::1] x,  # IN
     (threshold in [0, 2**32]).  The same key gives the same mask, so the
     backward pass is this function applied to gy.
     """
-    cdef Py_ssize_t chunk, count = x.shape[0]
-    cdef int n_threads = num_threads_for(count // 4)  # hashing: a few times a ReLU's work
-    cdef uint32_t key_low = <uint32_t>key, key_high = <uint32_t>(key >> 32)
-    cdef floating f_scale = <floating>scale
-    if count == 0:
+    if x.shape[0] == 0:
         return
     with nogil:
-        if n_threads == 1:
-            dropout_span(&x[0], &y[0], 0, count, key_low, key_high, threshold, f_scale)
-        else:
-            for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
-                                schedule="static"):
-                dropout_span(&x[0] + chunk * CHUNK, &y[0] + chunk * CHUNK, chunk * CHUNK,
-                             min(CHUNK, count - chunk * CHUNK), key_low, key_high, threshold,
-                             f_scale)
+        dropout_pass(&x[0], &y[0], x.shape[0], key, threshold, scale)
 
 
 include "_activation_steps.pxi"

@@ -2,6 +2,7 @@
 # by _activation.pyx: the activation functionals with their arguments bound,
 # and the sum of two arrays (a residual block's output and its gradient).
 
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
 from ._step cimport StepArgs, step_capsule
@@ -77,6 +78,25 @@ cdef inline int add_step(const floating* x, const StepArgs* a) noexcept nogil:
     return 0
 
 
+cdef inline int dropout_step(const floating* x, const StepArgs* a) noexcept nogil:
+    # p: 0 x IN, 1 y OUT, 2 keys IN (uint64, one per training pass of a run),
+    #    3 the next pass's index IN/OUT (one int64)
+    # n: 0 elements, 1 threshold, 2 1: a forward step (takes the next key), 0: a
+    #    backward step (the key of the last forward);  f: 0 scale
+    # (as ``F.dropout`` and ``F.dropout_backward``, the same kernel on x or gy)
+    cdef int64_t* index = <int64_t*>a.p[3]
+    cdef const uint64_t* keys = <const uint64_t*>a.p[2]
+    cdef uint64_t key
+    if a.n[2]:
+        key = keys[index[0]]
+        index[0] += 1
+    else:
+        key = keys[index[0] - 1]
+    if a.n[0] > 0:
+        dropout_pass(x, <floating*>a.p[1], a.n[0], key, <uint64_t>a.n[1], a.f[0])
+    return 0
+
+
 cdef int relu_f32(const StepArgs* a) noexcept nogil:
     return relu_step(<const float*>a.p[0], a)
 
@@ -149,13 +169,22 @@ cdef int add_f64(const StepArgs* a) noexcept nogil:
     return add_step(<const double*>a.p[0], a)
 
 
+cdef int dropout_f32(const StepArgs* a) noexcept nogil:
+    return dropout_step(<const float*>a.p[0], a)
+
+
+cdef int dropout_f64(const StepArgs* a) noexcept nogil:
+    return dropout_step(<const double*>a.p[0], a)
+
+
 def step_kernels():
     """step_kernels()
 
     {(name, dtype name): PyCapsule of the step kernel}: "relu",
     "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
     "sigmoid_backward", "tanh", "tanh_backward" (as the functionals) and
-    "add" (y = a + b, or a copy of a).
+    "add" (y = a + b, or a copy of a), "dropout" (``F.dropout`` forward and
+    backward, with keys drawn for a run of passes).
     """
     return {
         ("relu", "float32"): step_capsule(relu_f32),
@@ -176,4 +205,6 @@ def step_kernels():
         ("tanh_backward", "float64"): step_capsule(tanh_backward_f64),
         ("add", "float32"): step_capsule(add_f32),
         ("add", "float64"): step_capsule(add_f64),
+        ("dropout", "float32"): step_capsule(dropout_f32),
+        ("dropout", "float64"): step_capsule(dropout_f64),
     }

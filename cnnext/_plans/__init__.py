@@ -39,7 +39,10 @@ StepArgs slots of each are documented beside its kernel, in
 cnnext/_kernels/*_steps.pxi, _activation.pyx, _loss.pyx).  Backward steps
 of one layer run in the order added, layers in reverse order.  Scratch
 memory comes from ``b.workspace(elements)`` (one buffer for the whole plan),
-a reshape from ``b.view(x, shape)`` (its gradient is the same view of x's).
+a reshape from ``b.view(x, shape)`` (its gradient is the same view of x's),
+a second reader of one activation (a residual branch) from ``b.branch(x)``
+(its gradient is a buffer of its own), a random key per training pass from
+``b.keys(generator)`` (drawn before each run, ``NetworkPlan.draw_keys``).
 
 A layer without ``_build_steps`` (or returning NotImplemented) still runs:
 the whole model then takes the layer-by-layer path (each layer's

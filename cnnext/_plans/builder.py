@@ -13,6 +13,10 @@ import numpy as np
 
 from .kernels import kernel
 
+# Training passes a plan runs in one call at most when a layer draws a key
+# per pass (Dropout): the size of the plan's key buffers.
+MAX_KEYED_PASSES = 256
+
 # Folds: (layer types, build function) rewriting a run of evaluation-mode
 # layers as other steps whose results differ from the layers' by rounding
 # only (cnnext/_plans/folding.py).  Tried first at every position where
@@ -55,6 +59,7 @@ class Builder:
         self.backward_groups = []
         self.checks = []
         self.keep = []
+        self.draws = []          # (generator, keys, index) of the layers drawing keys
         self._grad = {}          # id(activation) -> its gradient buffer (or None)
         self._aliases = {}       # id(view) -> the activation it views
         self._workspace = Workspace(self)
@@ -119,6 +124,17 @@ class Builder:
         """Make ``other``'s gradient buffer that of ``activation`` too (a new
         activation whose gradient is the one ``other`` already has)."""
         self._grad[id(activation)] = self.gradient(other)
+
+    def keys(self, generator):
+        """(keys, index): a uint64 buffer the plan fills, before each run of
+        passes, with one key per pass drawn from ``generator`` as the layer
+        draws it (``int(generator.integers(2**64, dtype=uint64))``), and the
+        int64 index of the next pass's key, which the layer's forward step
+        advances (``NetworkPlan.draw_keys``)."""
+        keys = self.buffer((MAX_KEYED_PASSES,), np.uint64)
+        index = self.buffer((1,), np.int64)
+        self.draws.append((generator, keys, index))
+        return keys, index
 
     def workspace(self, elements):
         """The plan's scratch buffer, of at least ``elements`` elements of the

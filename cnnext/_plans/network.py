@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from .._kernels import _program
-from .builder import FOLDS, Builder
+from .builder import FOLDS, MAX_KEYED_PASSES, Builder
 from .kernels import kernel
 
 # Modes: what a plan computes.  "fit" needs no gradient for the input (no
@@ -26,6 +26,8 @@ MODES = {"predict": (False, False), "evaluate": (False, False), "fit": (True, Fa
 # (builder, layers, x) for the matching run of layers and returns the output
 # buffer, or NotImplemented to leave those layers to their own steps.
 FUSIONS = []
+
+_KEY_LIMIT = 2**64
 
 _STATUS = {1: "a label outside the model's classes", 2: "a pooling index outside its plane"}
 
@@ -127,6 +129,35 @@ class NetworkPlan:
         self.probabilities = probabilities
         self.checks = tuple(b.checks) + tuple(layer_checks)
         self._keep = (b.keep, work)
+        self.draws = tuple(b.draws)
+        # Training passes one call may run (the key buffers' size), or None.
+        self.max_passes = MAX_KEYED_PASSES if self.draws else None
+
+    def draw_keys(self, passes):
+        """Draw the keys of the next ``passes`` (<= max_passes) training passes
+        into the plan, pass after pass and layer after layer as the
+        layer-by-layer path draws them.  Returns what ``undraw_keys`` needs
+        (None when no layer draws keys)."""
+        if not self.draws:
+            return None
+        states = {id(g): (g, g.bit_generator.state) for g, _, _ in self.draws}
+        for i in range(passes):
+            for generator, keys, _ in self.draws:
+                keys[i] = generator.integers(_KEY_LIMIT, dtype=np.uint64)
+        for _, _, index in self.draws:
+            index[0] = 0
+        return states
+
+    def undraw_keys(self, states, passes):
+        """After a run that stopped early: the generators as if the keys of only
+        its first ``passes`` forward passes had been drawn."""
+        if states is None:
+            return
+        for generator, state in states.values():
+            generator.bit_generator.state = state
+        for _ in range(passes):
+            for generator, _, _ in self.draws:
+                generator.integers(_KEY_LIMIT, dtype=np.uint64)
 
     @staticmethod
     def _program(steps):

@@ -60,10 +60,23 @@ class Dropout(Layer):
                                   out=self._output("gx", gy.shape, gy.dtype, reuse))
 
     def _build_steps(self, b, x):
-        if self.training and self.p != 0:
-            # A mask key per pass, drawn in Python: no step kernel for that yet.
-            return NotImplemented
-        # The identity: the next layer reads this layer's input buffer, and
-        # its gradient is that buffer's.  The plan is valid while the mode is.
+        # The plan is valid while the mode and p are.
         b.checks.append((self.__dict__, "training", self.training))
-        return x
+        b.checks.append((self.__dict__, "p", self.p))
+        if not self.training or self.p == 0:
+            # The identity: the next layer reads this layer's input buffer, and
+            # its gradient is that buffer's.
+            return x
+        # The mask keys of a run of passes, drawn from the layer's generator
+        # before the run as the layer-by-layer path draws them (b.keys).
+        b.checks.append((self.__dict__, "_rng", self._rng))
+        keys, index = b.keys(self._rng)
+        _, threshold, scale = dropout_parameters("Dropout", self.p, 0)
+        y = b.buffer(x.shape)
+        b.forward("dropout", (x, y, keys, index), (x.size, threshold, 1), (scale,))
+        if b.gradients:
+            gx = b.gradient(x)
+            if gx is not None:
+                b.backward("dropout", (b.gradient(y), gx, keys, index), (x.size, threshold, 0),
+                           (scale,))
+        return y
