@@ -195,7 +195,7 @@ def test_layer_fast_paths_keep_the_layer_checks():
         conv.backward(np.ones((2, 4, 8, 6), np.float32))
 
 
-@pytest.mark.parametrize("build, shape", LAYERS[:3])
+@pytest.mark.parametrize("build, shape", [LAYERS[i] for i in (0, 1, 2, 4)])
 def test_subclasses_changing_forward_are_not_bypassed(build, shape):
     """The exact classes' repeat paths skip ``_forward``: a subclass overriding it
     still has it called on every call."""

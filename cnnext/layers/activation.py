@@ -20,6 +20,25 @@ class ReLU(Layer):
     def output_shape(self, input_shape):
         return tuple(input_shape)
 
+    def forward(self, x):
+        # A call matching a remembered F.relu call (whose validation covered
+        # every check of the layer's own) runs its kernel before any Python
+        # check; anything else takes the validated path.
+        if type(self) is ReLU:
+            y = _activation._RELU_CALLS.run((x,))
+            if y is not None:
+                self._cache = (x.shape, x.dtype, x)
+                return y
+        return Layer.forward(self, x)
+
+    def backward(self, gy):
+        cache = self._cache
+        if type(self) is ReLU and cache is not None:
+            gx = _activation._RELU_BACKWARD_CALLS.run((gy, cache[2]))
+            if gx is not None:
+                return gx
+        return Layer.backward(self, gy)
+
     def _forward(self, x, reuse):
         self._cache = (x.shape, x.dtype, x)
         if not reuse:
