@@ -126,6 +126,10 @@ def test_every_newer_layer_runs_on_the_compiled_path():
     names = step_names(model, "predict", 1, (2, 8, 8))
     assert names.count("batch_norm2d_fold") == 3  # the stem, the block's, the shortcut's
     assert "batch_norm2d" in names                # after a ReLU: not folded
+    relu_net = Sequential([Conv2D(2, 3, 3, seed=0), BatchNorm2D(3), ReLU(), Flatten(),
+                           Dense(108, 2, seed=1)]).eval()
+    assert step_names(relu_net, "predict", 1, (2, 8, 8))[:3] == [
+        "batch_norm2d_fold", "conv2d_relu", "linear"]
     assert model._compiled()
 
 

@@ -7,6 +7,7 @@
 # 2 N C + 4 C doubles.
 
 from libc.stdint cimport int64_t
+from libc.string cimport memcmp, memcpy
 
 from ._step cimport StepArgs, step_capsule
 
@@ -40,14 +41,26 @@ cdef inline int backward_step(const floating* gy, const StepArgs* a) noexcept no
     return 0
 
 
+cdef inline bint unchanged(const floating* values,  # IN  (count,) or NULL
+                           floating* seen,           # IN/OUT (count,) their last copy
+                           Py_ssize_t count) noexcept nogil:
+    """Whether ``values`` holds the bytes of ``seen``; if not, ``seen`` takes them."""
+    if values == NULL or memcmp(values, seen, count * sizeof(floating)) == 0:
+        return True
+    memcpy(seen, values, count * sizeof(floating))
+    return False
+
+
 cdef inline int fold_step(const floating* w, const StepArgs* a) noexcept nogil:
     # p: 0 w IN (K, P) the convolution's filters, 1 b IN (K,) or NULL, 2 running_mean IN,
     #    3 running_var IN, 4 weight IN or NULL, 5 bias IN or NULL (the batch norm's),
-    #    6 folded w OUT (K, P), 7 folded b OUT (K,)
+    #    6 folded w IN/OUT (K, P), 7 folded b IN/OUT (K,),
+    #    8 the inputs of the last fold IN/OUT (K P + 5 K), 9 folded once IN/OUT (one int64)
     # n: 0 K, 1 P;  f: 0 eps
     # The evaluation-mode batch norm of conv(x, w) + b is conv(x, s w) + s (b - mean) + bias,
-    # s = weight / sqrt(var + eps): computed in double, rounded once.
-    cdef Py_ssize_t k, i, size = a.n[1]
+    # s = weight / sqrt(var + eps): computed in double, rounded once, and only when an
+    # input changed since the last fold (comparing is cheaper than folding).
+    cdef Py_ssize_t k, i, K = a.n[0], size = a.n[1]
     cdef const floating* b = <const floating*>a.p[1]
     cdef const floating* mean = <const floating*>a.p[2]
     cdef const floating* var = <const floating*>a.p[3]
@@ -55,8 +68,19 @@ cdef inline int fold_step(const floating* w, const StepArgs* a) noexcept nogil:
     cdef const floating* bias = <const floating*>a.p[5]
     cdef floating* wf = <floating*>a.p[6]
     cdef floating* bf = <floating*>a.p[7]
+    cdef floating* seen = <floating*>a.p[8]
+    cdef int64_t* folded = <int64_t*>a.p[9]
     cdef double scale
-    for k in range(a.n[0]):
+    cdef bint same = unchanged(w, seen, K * size)
+    same = unchanged(b, seen + K * size, K) and same
+    same = unchanged(mean, seen + K * size + K, K) and same
+    same = unchanged(var, seen + K * size + 2 * K, K) and same
+    same = unchanged(weight, seen + K * size + 3 * K, K) and same
+    same = unchanged(bias, seen + K * size + 4 * K, K) and same
+    if same and folded[0]:
+        return 0
+    folded[0] = 1
+    for k in range(K):
         scale = (1.0 if weight == NULL else <double>weight[k]) / sqrt(<double>var[k] + a.f[0])
         for i in range(size):
             wf[k * size + i] = <floating>(<double>w[k * size + i] * scale)

@@ -1,19 +1,21 @@
 """An evaluation-mode BatchNorm2D right after a Conv2D, folded into the convolution.
 
 In ``predict`` and ``evaluate`` plans (no gradients, the batch norm in
-evaluation mode), ``Conv2D -> BatchNorm2D`` runs as one convolution with
-folded filters and bias::
+evaluation mode), ``Conv2D -> BatchNorm2D [-> ReLU]`` runs as one
+convolution with folded filters and bias (and the ReLU in its store, as
+the Conv2D -> ReLU fusion of cnnext/_plans/fusion.py applies it)::
 
     s = weight / sqrt(running_var + eps)          (per output channel)
     w' = s * w,    b' = s * (b - running_mean) + bias
 
 The fold is a step of the plan's forward pass (``batch_norm2d_fold``), run
 before the convolution on every pass: the plan owns the folded arrays and
-recomputes them from the layers' current arrays, so in-place updates (a
-training step, ``load_state_dict``) are always seen, and replaced arrays
-are caught by the plan's identity checks like any parameter.  Its cost is
-one pass over the filters (in double precision, rounded once), small
-against the convolution.
+a copy of the arrays it folded, compares the layers' current arrays with
+that copy, and folds again (in double precision, rounded once) when any
+byte differs.  So in-place updates (a training step, ``load_state_dict``)
+are always seen, replaced arrays are caught by the plan's identity checks
+like any parameter, and a pass whose arrays did not change costs one
+comparison of the filters.
 
 Folding changes rounding: the layer-by-layer path (the reference) rounds
 the convolution's output, then normalises it; the fold rounds the scaled
@@ -23,16 +25,19 @@ float32, 1e-12 in float64).  Training and ``backward`` plans, and the
 layer-by-layer path, never fold.
 """
 
+import numpy as np
+
 from .._functional import conv as _conv
+from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
 from ..layers.normalization import BatchNorm2D
 from .network import register_fold
 
 
 def build(b, layers, x):
-    """The folded steps of ``Conv2D -> BatchNorm2D`` on the plan's buffer ``x``,
-    or NotImplemented when the run is left to its layers."""
-    conv, bn = layers
+    """The folded steps of ``Conv2D -> BatchNorm2D [-> ReLU]`` on the plan's
+    buffer ``x``, or NotImplemented when the run is left to its layers."""
+    conv, bn = layers[:2]
     if (b.gradients or bn.training or conv.groups != 1 or x.ndim != 4
             or isinstance(conv.padding[0], tuple)):
         return NotImplemented
@@ -50,15 +55,19 @@ def build(b, layers, x):
     mean = b.parameter(bn, "running_mean", (k,), group="buffers")
     var = b.parameter(bn, "running_var", (k,), group="buffers")
     folded_w, folded_b = b.buffer(w_shape), b.buffer((k,))
-    b.forward("batch_norm2d_fold", (weight, bias, mean, var, scale, shift, folded_w, folded_b),
-              (k, weight.size // k), (bn.eps,))
+    seen, folded = b.buffer(weight.size + 5 * k), b.buffer((1,), np.int64)
+    b.forward("batch_norm2d_fold", (weight, bias, mean, var, scale, shift, folded_w, folded_b,
+                                    seen, folded), (k, weight.size // k), (bn.eps,))
     plans = (plan.step_plan(), None if safe is None else safe.step_plan())
     both = (plan,) if safe is None else (plan, safe)
     y = b.buffer(plan.output_shape)
-    b.forward("conv2d", (x, folded_w, folded_b, y,
-                         b.workspace(max(p.forward_workspace for p in both))),
+    name = "conv2d_relu" if len(layers) == 3 else "conv2d"
+    b.forward(name, (x, folded_w, folded_b, y, b.workspace(max(p.forward_workspace
+                                                                for p in both))),
               (x.size, folded_w.size), plans=plans, keep=both)
     return y
 
 
+# Longest first: a ReLU after the batch norm goes into the convolution's store.
+register_fold((Conv2D, BatchNorm2D, ReLU), build)
 register_fold((Conv2D, BatchNorm2D), build)
