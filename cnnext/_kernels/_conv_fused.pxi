@@ -791,6 +791,8 @@ cdef Py_ssize_t split_plane(const floating* gy,   # IN  (Pq,) one filter's poole
     cdef floating* out
     # Element codes are a*Wo + t (|idx - base| < 2**31: the plane is that
     # small); + 0 makes -0.0 the +0.0 that 0 + gy gives.
+    if E == 4:
+        return split4(gy, idx, base, y, f.codes, Pq, element_stride, ge)
     for e in range(E):
         c = <int32_t>f.codes[e]
         out = ge + e * element_stride

@@ -1,6 +1,7 @@
 # Cython's view of the fused kernels' vector operations (simd_fused.h, on top
 # of simd.h: ReLU, the running maximum with its winner, the store of winners
-# as int64 indices, a branch-free gradient select, the fused tile sizes), and
+# as int64 indices, a branch-free gradient select, the split of a pooled
+# gradient by 2x2 window element, the fused tile sizes), and
 # their helpers over the fused ``floating`` type.  Included by
 # _conv_fused.pxi.
 
@@ -17,6 +18,10 @@ cdef extern from "simd_fused.h":
     void cnx_store_indices_f64(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
     float cnx_keep_f32(int, float) noexcept nogil
     double cnx_keep_f64(int, double) noexcept nogil
+    Py_ssize_t cnx_split4_f32(const float*, const int64_t*, const int64_t*, const float*,
+                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*) noexcept nogil
+    Py_ssize_t cnx_split4_f64(const double*, const int64_t*, const int64_t*, const double*,
+                              const Py_ssize_t*, Py_ssize_t, Py_ssize_t, double*) noexcept nogil
 
 
 cdef inline vec vrelu(const floating* like, vec v) noexcept nogil:
@@ -53,3 +58,13 @@ cdef inline floating keep_if(bint keep, floating gradient) noexcept nogil:
         return cnx_keep_f32(keep, gradient)
     else:
         return cnx_keep_f64(keep, gradient)
+
+
+cdef inline Py_ssize_t split4(const floating* gy, const int64_t* idx, const int64_t* base,
+                              const floating* y, const Py_ssize_t* codes, Py_ssize_t n,
+                              Py_ssize_t stride, floating* out) noexcept nogil:
+    """cnx_split4 (simd_fused.h): gy split by 2x2 window element in one pass."""
+    if floating is float:
+        return cnx_split4_f32(gy, idx, base, y, codes, n, stride, out)
+    else:
+        return cnx_split4_f64(gy, idx, base, y, codes, n, stride, out)

@@ -19,6 +19,9 @@
  *                                  dst + n written, nothing past base + n read
  *   cnx_keep_T(keep, g)            g where keep is non-zero, else +0.0, by
  *                                  masking the bits (never a branch on data)
+ *   cnx_split4_T(gy, idx, base, y, codes, n, stride, out)
+ *                                  the backward's split of a pooled gradient
+ *                                  by 2x2 window element in one pass (below)
  *
  * Tile sizes (accumulator registers):
  *   CNX_FUSED_MR x CNX_FUSED_G   filters broadcast from packed weights times
@@ -279,5 +282,62 @@ static inline double cnx_keep_f64(int keep, double gradient)
     memcpy(&gradient, &bits, sizeof bits);
     return gradient;
 }
+
+#if defined(_MSC_VER)
+#define CNX_RESTRICT __restrict
+#else
+#define CNX_RESTRICT restrict
+#endif
+
+/* For q < n, with d = (int32)(idx[q] - base[q]) and g = gy[q] + 0 (+0.0 for
+   -0.0), masked to +0.0 where y[q] <= 0 when y is not NULL (relu's gradient):
+       out[e*stride + q] = g where d == codes[e], else +0.0   (e < 4)
+       out[4*stride + q] = g
+   Returns how many (q, e) have d == codes[e].  One pass over the inputs for
+   the four elements of a 2x2 window; the outputs, the inputs and each other
+   do not overlap (restrict), so the loop vectorises as one. */
+#define CNX_SPLIT4(T, NAME)                                                                  \
+    static inline ptrdiff_t NAME(const T *CNX_RESTRICT gy, const int64_t *CNX_RESTRICT idx,  \
+                                 const int64_t *CNX_RESTRICT base, const T *CNX_RESTRICT y,  \
+                                 const ptrdiff_t *codes, ptrdiff_t n, ptrdiff_t stride,        \
+                                 T *out)                                                      \
+    {                                                                                         \
+        T *CNX_RESTRICT o0 = out;                                                             \
+        T *CNX_RESTRICT o1 = out + stride;                                                    \
+        T *CNX_RESTRICT o2 = out + 2 * stride;                                                \
+        T *CNX_RESTRICT o3 = out + 3 * stride;                                                \
+        T *CNX_RESTRICT o4 = out + 4 * stride;                                                \
+        const int32_t c0 = (int32_t)codes[0], c1 = (int32_t)codes[1];                        \
+        const int32_t c2 = (int32_t)codes[2], c3 = (int32_t)codes[3];                        \
+        int32_t hits = 0;                                                                     \
+        ptrdiff_t q;                                                                          \
+        if (y == NULL) {                                                                      \
+            for (q = 0; q < n; q++) {                                                         \
+                int32_t d = (int32_t)(idx[q] - base[q]);                                      \
+                T g = gy[q] + (T)0;                                                           \
+                o0[q] = d == c0 ? g : (T)0;                                                   \
+                o1[q] = d == c1 ? g : (T)0;                                                   \
+                o2[q] = d == c2 ? g : (T)0;                                                   \
+                o3[q] = d == c3 ? g : (T)0;                                                   \
+                o4[q] = g;                                                                    \
+                hits += (d == c0) + (d == c1) + (d == c2) + (d == c3);                        \
+            }                                                                                 \
+        } else {                                                                              \
+            for (q = 0; q < n; q++) {                                                         \
+                int32_t d = (int32_t)(idx[q] - base[q]);                                      \
+                T g = gy[q] + (T)0; /* loaded whatever y: the select vectorises */            \
+                g = !(y[q] <= 0) ? g : (T)0;                                                  \
+                o0[q] = d == c0 ? g : (T)0;                                                   \
+                o1[q] = d == c1 ? g : (T)0;                                                   \
+                o2[q] = d == c2 ? g : (T)0;                                                   \
+                o3[q] = d == c3 ? g : (T)0;                                                   \
+                o4[q] = g;                                                                    \
+                hits += (d == c0) + (d == c1) + (d == c2) + (d == c3);                        \
+            }                                                                                 \
+        }                                                                                     \
+        return hits;                                                                          \
+    }
+CNX_SPLIT4(float, cnx_split4_f32)
+CNX_SPLIT4(double, cnx_split4_f64)
 
 #endif /* CNNEXT_SIMD_FUSED_H */
