@@ -36,7 +36,11 @@ class BatchNorm2D(Layer):
     variance) and the running statistics are updated,
     ``r = (1 - momentum) * r + momentum * s`` with the unbiased variance
     (with ``momentum=None``: the cumulative average over the batches seen).
-    In evaluation mode the running statistics are used.
+    In evaluation mode the running statistics are used; there ``predict``
+    and ``evaluate`` fold a BatchNorm2D that follows a Conv2D into the
+    convolution's filters and bias, which changes only rounding (within
+    2e-5 of the largest output in float32, 1e-12 in float64, of the
+    unfolded layers).
 
     Parameters
     ----------
