@@ -20,15 +20,17 @@ AARCH64_PYTHON_VERSION=3.11
 
 # What runs on qemu (10 to 30 times slower than native): the tests of every
 # kernel family's results, each ISA-independent check included (conv and its
-# padding, choices and errors, the fused conv + pool kernels, pooling, dense,
-# activation, loss, optimisers) and dispatch/show_config.  Left out for
+# padding, choices and errors, the fused conv + pool and conv + ReLU kernels,
+# grouped and depthwise conv, batch norm, pooling, dense, activation, loss,
+# optimisers) and dispatch/show_config.  Left out for
 # CI's time (the x86-64 builds run them; they hold no aarch64-specific code
 # path): the bad-input battery and kernel edge sweep (minutes natively),
 # concurrency, layers, models, compat, plans,
 # resumable training, and everything that computes no result (benchmarks,
 # RSS, CLI, datasets, files, tuning's cache).
 AARCH64_TESTS=(test_activation test_config test_conv test_conv_choices test_conv_errors
-    test_conv_padding test_fused test_linear test_loss test_optim test_pool test_pool_options)
+    test_conv_padding test_conv_relu test_fused test_grouped_conv test_linear test_loss
+    test_norm test_optim test_pool test_pool_options)
 mapfile -t AARCH64_PYTEST_ARGS < <(only_tests "${AARCH64_TESTS[@]}")
 # Deselected, for time and flakiness under emulation (the x86-64 builds run
 # them): the GIL-release tests (timing: another thread's clock readings must
