@@ -387,25 +387,51 @@ cdef inline void scatter_rows(const floating* gy,  # IN  (out_h, out_w)
                                              vload_part(grow + full, tail), tap), tail)
 
 
+cdef inline void interleave(const floating* a,  # IN  ((count + 1) // 2,)
+                            const floating* b,  # IN  (count // 2,)
+                            floating* x,        # OUT (count,)
+                            Py_ssize_t count) noexcept nogil:
+    # x[2 k] = a[k], x[2 k + 1] = b[k]: the inverse of deinterleave.
+    cdef Py_ssize_t k
+    for k in range(count // 2):
+        x[2 * k] = a[k]
+        x[2 * k + 1] = b[k]
+    if count % 2:
+        x[count - 1] = a[count // 2]
+
+
 cdef inline void unpad_plane(const floating* xp,  # IN  (pad_rows, row_stride) padded plane
                              const Geometry* g,
                              floating* x          # OUT (H, W)
                              ) noexcept nogil:
     # The inverse of pad_input: x[u, v] is padded column v + pw of row u + ph;
     # rows and columns no window reaches are 0 (they get no gradient).
-    cdef Py_ssize_t u, v, p, k
+    cdef Py_ssize_t u, v, p, k, width = max(0, min(g.width, g.reach - g.pw))
     cdef const floating* row
+    cdef floating* out
     for u in range(g.height):
+        out = x + u * g.width
+        if u + g.ph >= g.pad_rows:
+            memset(out, 0, g.width * sizeof(floating))
+            continue
         row = xp + (u + g.ph) * g.row_stride
         p = g.pw % g.sw
         k = g.pw // g.sw
-        for v in range(g.width):
-            x[u * g.width + v] = row[p * g.phase_len + k] \
-                if u + g.ph < g.pad_rows and v + g.pw < g.reach else 0
-            p += 1
-            if p == g.sw:
-                p = 0
-                k += 1
+        if g.sw == 1:
+            memcpy(out, row + k, width * sizeof(floating))
+        elif g.sw == 2 and g.phases == 2:
+            if p == 0:
+                interleave(row + k, row + g.phase_len + k, out, width)
+            else:
+                interleave(row + g.phase_len + k, row + k + 1, out, width)
+        else:
+            for v in range(width):
+                out[v] = row[p * g.phase_len + k]
+                p += 1
+                if p == g.sw:
+                    p = 0
+                    k += 1
+        memset(out + width, 0, (g.width - width) * sizeof(floating))
 
 
 cdef inline bint span_finite(const floating* values, Py_ssize_t count) noexcept nogil:
