@@ -186,6 +186,53 @@ def test_forward_and_backward_in_both_modes_equal_the_layer_path_bitwise(dtype):
     assert_same(plan, layers, "forward/backward")
 
 
+def read_only(model, group):
+    for leaf in (layer for top in model.layers for layer in top._leaves()):
+        for array in getattr(leaf, group).values():
+            array.flags.writeable = False
+
+
+@pytest.mark.parametrize("group", ["params", "buffers"])
+def test_read_only_arrays_the_plan_only_reads_work_as_on_the_layer_path(group):
+    """Weights loaded read-only (``np.load(mmap_mode="r")``) serve inference and
+    a user's own forward/backward; only what a call writes must be writeable."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    gy = rng.standard_normal((3, 5)).astype(np.float32)
+
+    def run(model):
+        trained_statistics(model)
+        read_only(model, group)
+        model.eval()
+        out = model.forward(x)
+        gx = model.backward(gy)
+        grads = {k: g.copy() for k, g in model.gradients().items()}
+        results = [out, gx, grads]
+        if group == "params":
+            model.train()
+            results += [model.forward(x), model.backward(gy)]
+        return results, model.predict(x)
+
+    (plan, folded), (layers, expected) = both_paths(lambda: new_layers("float32"), run)
+    assert_same(plan, layers, f"read-only {group}")
+    assert np.abs(folded - expected).max() <= FOLD_TOLERANCE["float32"] * np.abs(expected).max()
+
+
+def test_read_only_arrays_a_call_would_write_are_refused_naming_them():
+    X, y = data()
+    model = new_layers("float32")
+    read_only(model, "params")
+    with pytest.raises(ValueError, match=r"layer 0 .*params\['weight'\] is read-only, so it "
+                                         r"cannot be trained"):
+        model.fit(X, y, epochs=1, progress=False)
+    model = new_layers("float32")
+    read_only(model, "buffers")
+    model.train()
+    with pytest.raises(ValueError, match=r"layer 1 .*buffers\['running_mean'\] is read-only, "
+                                         r"so it cannot be written"):
+        model.forward(X)
+
+
 def test_one_and_two_threads_give_the_same_bits(num_threads):
     X, y = data(n=24)
     results = []

@@ -195,14 +195,18 @@ class Builder:
     def _where(self, layer):
         return f"layer {self._indices.get(id(layer), '?')} ({layer!r})"
 
-    def parameter(self, layer, name, shape, group="params", dtype=None):
+    def parameter(self, layer, name, shape, group="params", dtype=None, written=None):
         """``layer.params[name]`` (or ``layer.grads[name]`` with group="grads",
         ``layer.buffers[name]`` with group="buffers"), checked: an ndarray of
         ``shape`` and the model's dtype (or ``dtype``), C-contiguous,
-        writeable when it is trained or written.  A replaced array is picked
-        up by the next plan; one that does not fit raises ValueError naming
-        the layer and the parameter.  The plan records the array, so a call
-        after it is replaced builds a new plan."""
+        writeable when the plan writes it: gradients always, parameters in a
+        "fit" plan (its optimiser step updates them), buffers when the layer
+        says so (``written``; a running statistic only in training mode).  A
+        read-only array the plan only reads stays usable, as on the
+        layer-by-layer path.  A replaced array is picked up by the next plan;
+        one that does not fit raises ValueError naming the layer and the
+        parameter.  The plan records the array, so a call after it is
+        replaced builds a new plan."""
         container = getattr(layer, group)
         array = container.get(name) if isinstance(container, dict) else None
         where = f"{self._where(layer)}: {group}[{name!r}]"
@@ -214,9 +218,11 @@ class Builder:
                              f"layer needs shape {tuple(shape)} and dtype {dtype}")
         if not array.flags.c_contiguous:
             raise ValueError(f"{where} must be C-contiguous")
-        written = group == "grads" or self.gradients
+        if written is None:
+            written = group == "grads" or (group == "params" and self.mode == "fit")
         if written and not array.flags.writeable:
-            raise ValueError(f"{where} is read-only, so it cannot be trained")
+            raise ValueError(f"{where} is read-only, so it cannot be "
+                             f"{'trained' if group == 'params' else 'written'}")
         self.checks.append((container, name, array))
         if (layer, group) not in self._dict_checked:
             self._dict_checked.add((layer, group))

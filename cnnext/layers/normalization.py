@@ -154,9 +154,10 @@ class BatchNorm2D(Layer):
             b.checks.append((self.__dict__, name, getattr(self, name)))
         weight = b.parameter(self, "weight", (c,)) if self.affine else None
         bias = b.parameter(self, "bias", (c,)) if self.affine else None
-        running_mean = b.parameter(self, "running_mean", (c,), group="buffers")
-        running_var = b.parameter(self, "running_var", (c,), group="buffers")
-        tracked = (b.parameter(self, "num_batches_tracked", (), group="buffers", dtype=np.int64)
+        running_mean = b.parameter(self, "running_mean", (c,), group="buffers", written=training)
+        running_var = b.parameter(self, "running_var", (c,), group="buffers", written=training)
+        tracked = (b.parameter(self, "num_batches_tracked", (), group="buffers", dtype=np.int64,
+                               written=True)
                    if training else None)
         mean, invstd = b.buffer((c,), np.float64), b.buffer((c,), np.float64)
         scratch = b.workspace(-(-(2 * n * c + 4 * c) * 8 // b.dtype.itemsize))
