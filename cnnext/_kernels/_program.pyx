@@ -21,6 +21,20 @@
 # Every sum here is accumulated in the order the Python loop it replaces
 # used (batch after batch, in doubles), so a run gives the same bits.
 
+cdef extern from *:
+    """
+    /* One rounding per operation, as in the Python loop: `total += loss * n`
+       contracted into a fused multiply-add (what gcc and clang form for
+       aarch64, whose baseline has FMA) rounds once and changes the sums. */
+    #if defined(__clang__)
+    #pragma clang fp contract(off)
+    #elif defined(__GNUC__)
+    #pragma GCC optimize("fp-contract=off")
+    #elif defined(_MSC_VER)
+    #pragma fp_contract(off)
+    #endif
+    """
+
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.math cimport isfinite
