@@ -80,11 +80,13 @@ def to_int(func, name, value):
         raise TypeError(f"{func}: {name} must be an int, got {kind}") from None
 
 
-def int_at_least(func, name, value, minimum):
-    """An int >= ``minimum`` (Python or NumPy int; bool and float refused)."""
+def int_at_least(func, name, value, minimum, below=None):
+    """An int >= ``minimum`` (and < ``below``, when given); Python or NumPy int, bool
+    and float refused."""
     value = to_int(func, name, value)
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value}")
+    if value < minimum or (below is not None and value >= below):
+        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
+        raise ValueError(f"{func}: {name} must be {bound}, got {value}")
     return value
 
 
@@ -108,6 +110,14 @@ def number(func, name, value, minimum=0.0, below=None):
     if not math.isfinite(value) or value < minimum or (below is not None and value >= below):
         bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
         raise ValueError(f"{func}: {name} must be a finite number {bound}, got {value!r}")
+    return value
+
+
+def positive_number(func, name, value):
+    """A finite real number > 0, as a float (bool refused)."""
+    value = number(func, name, value)
+    if value == 0:
+        raise ValueError(f"{func}: {name} must be a finite number > 0, got {value!r}")
     return value
 
 

@@ -7,8 +7,8 @@ under ``--debug``), 130 when interrupted.
 """
 
 import argparse
+import functools
 import itertools
-import math
 import os
 import sys
 import time
@@ -18,6 +18,7 @@ import numpy as np
 from . import (
     __version__,
     _backup,
+    _validation,
     datasets,
     get_num_threads,
     models,
@@ -186,36 +187,42 @@ def build_parser(prog):
 def shape_tuple(text):
     """1,28,28 or 1x28x28 as (1, 28, 28); ValueError (argparse reports it) otherwise."""
     parts = text.strip().replace("x", ",").split(",")
-    if not all(part.strip().isdigit() for part in parts) or min(map(int, parts)) < 1:
+    if not all(part.strip().isdigit() for part in parts):
         raise ValueError(text)
-    return tuple(int(part) for part in parts)
+    try:
+        return tuple(_validation.positive_int("cnnext", "--input-shape", int(part))
+                     for part in parts)
+    except ValueError:
+        raise ValueError(text) from None
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
+shape_tuple.__name__ = "shape"  # argparse's message: "invalid shape value: '1,0,28'"
 
 
-def seed_int(text):
-    value = int(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text}")
-    return value
+def option_type(label, parse, rule, expected):
+    """An argparse ``type=`` that parses the text and applies a rule of
+    cnnext._validation: text that does not parse is argparse's "invalid <label>
+    value", a value the rule refuses is "expected <expected>, got <text>"."""
+    def convert(text):
+        value = parse(text)
+        try:
+            return rule("cnnext", "the value", value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}") from None
+
+    # argparse names the type in its message ("invalid positive integer value: 'x'").
+    convert.__name__ = label
+    return convert
 
 
-def positive_float(text):
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-# argparse names the type in its message ("invalid positive_int value: 'x'").
-positive_int.__name__ = "positive integer"
-seed_int.__name__ = "seed"
-positive_float.__name__ = "positive number"
+positive_int = option_type("positive integer", int, _validation.positive_int,
+                           "an integer >= 1")
+# The range of the seeds the command draws itself, so a run is repeated with the seed it printed.
+seed_int = option_type("seed", int, functools.partial(_validation.int_at_least, minimum=0,
+                                                      below=2**32),
+                       "an integer in [0, 2**32)")
+positive_float = option_type("positive number", float, _validation.positive_number,
+                             "a finite number > 0")
 
 
 # ------------------------------------------------------------------- train

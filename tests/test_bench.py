@@ -184,6 +184,34 @@ def test_a_missing_implementation_is_one_line_not_a_traceback():
     assert line.split()[-1] == "n/a"
 
 
+def test_cnnext_rows_record_the_conv_plan_that_ran():
+    from cnnext._functional import conv
+
+    document = _run(["conv2d.forward.notebook-b1", "max_pool2d.forward.2x2"],
+                    [IMPLEMENTATIONS["cnnext"]], smoke=True)
+    rows = {row["case"]: row for row in document["results"]}
+    inputs = CASES["conv2d.forward.notebook-b1"].make_inputs("float32")
+    want = conv._plan("conv2d", inputs["x"], inputs["w"], inputs["stride"], inputs["padding"],
+                      1).choices
+    assert rows["conv2d.forward.notebook-b1"]["plan"] == want
+    assert set(want) >= {"forward", "data", "filter"}
+    assert "plan" not in rows["max_pool2d.forward.2x2"]
+    json.dumps(document)  # the plan goes into the result file as it is
+
+
+def test_report_names_the_cores_a_pinned_run_could_use():
+    document = _run(["max_pool2d.forward.2x2"], [IMPLEMENTATIONS["numpy"]], smoke=True)
+    m = document["machine"]
+    assert m["cores"] == os.cpu_count()
+    assert m["cores_usable"] == len(os.sched_getaffinity(0))
+    m["cores"], m["cores_usable"] = 2, 1
+    assert ", 2 cores, this run pinned to 1\n" in report.format_report(document)
+    m["cores_usable"] = 2
+    assert report.format_report(document).splitlines()[1].endswith(", 2 cores")
+    del m["cores_usable"]  # a result file written before the count was kept
+    assert report.format_report(document).splitlines()[1].endswith(", 2 cores")
+
+
 def test_torch_column_reads_not_installed_when_torch_is_missing(monkeypatch):
     monkeypatch.setattr(impl_torch.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(impl_torch.Torch, "_module", None)

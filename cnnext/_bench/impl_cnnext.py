@@ -3,6 +3,8 @@
 step a repeated call runs, for the ``overhead`` cases); and, beside the fused
 kernels, the unfused calls they replace (``unfused``)."""
 
+import functools
+
 import numpy as np
 
 from . import nets, overhead
@@ -133,7 +135,19 @@ class Cnnext(Implementation):
         F = import_optional("cnnext.functional")
         if case.family in ("batch_norm2d", "depthwise2d"):
             return _layer_step(F, case, inputs, reference)
-        return functional_bound(F, case, inputs, reference)
+        bound = functional_bound(F, case, inputs, reference)
+        if case.family == "conv2d":
+            bound.plan = functools.partial(_conv_plan, inputs)
+        return bound
+
+
+def _conv_plan(inputs):
+    """The choices of the plan that cnnext.functional's conv2d calls of these inputs run."""
+    from .._functional import conv
+
+    x, w = inputs["x"], inputs["w"]
+    plan = conv._plan("conv2d", x, w, inputs["stride"], inputs["padding"], 1)
+    return getattr(plan, "choices", {"forward": plan.forward_lanes})
 
 
 class Unfused(Implementation):

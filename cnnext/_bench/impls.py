@@ -40,6 +40,11 @@ class Bound:
         """
         raise NotImplementedError
 
+    def plan(self):
+        """What the implementation chose for the case's shapes (a JSON-ready dict, asked
+        after ``check``), or None when it makes no choice worth recording."""
+        return None
+
 
 class CallBound(Bound):
     """A bound call: ``call()`` returns a result that ``outputs`` names as a dict."""

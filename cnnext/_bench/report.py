@@ -140,12 +140,20 @@ def _block(doc, families, columns, dtype, threads):
     return _table(["case", *columns], lines) if lines else []
 
 
+def _cores_text(m):
+    """The machine's cores, and how many this run could use when it was pinned to fewer."""
+    usable = m.get("cores_usable", m["cores"])
+    if usable == m["cores"]:
+        return f"{m['cores']} cores"
+    return f"{m['cores']} cores, this run pinned to {usable}"
+
+
 def format_report(doc):
     """The whole result document as text."""
     m = doc["machine"]
     settings = doc["settings"]
     out = [f"cnnext bench  {m['date']}",
-           f"cpu: {m['cpu']}, {m['cores']} cores",
+           f"cpu: {m['cpu']}, {_cores_text(m)}",
            f"machine: {m['platform']}",
            f"python {m['python']}, numpy {m['numpy']}, "
            + ", ".join(f"{k} {v}" for k, v in m["implementations"].items() if k != "numpy"),

@@ -88,6 +88,9 @@ def check_one(impl, case, dtype, threads, inputs, reference):
     if not errors[worst] <= TOLERANCE[dtype]:
         detail = f"{worst}: relative error {errors[worst]:.3g} > {TOLERANCE[dtype]:g}"
         return {**row, "status": "mismatch", "detail": detail}, None
+    plan = bound.plan()
+    if plan is not None:
+        row["plan"] = plan
     return {**row, "status": "verified", "verified": True}, bound
 
 
