@@ -87,6 +87,7 @@ FAMILIES = {
     "_pool": ("baseline", "x86_64_v3"),
     "_norm": ("baseline", "x86_64_v3", "x86_64_v4"),
     "_depthwise": ("baseline", "x86_64_v3", "x86_64_v4"),
+    "_compat": ("baseline", "x86_64_v3", "x86_64_v4"),
 }
 
 

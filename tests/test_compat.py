@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnext import compat
+from cnnext import _dispatch, compat
 from cnnext._bench import notebook_loops as loops
 from cnnext.datasets import load_sample
 
@@ -368,3 +368,257 @@ def test_repeat_paths_give_way_to_the_checks_for_what_they_do_not_match():
     conv.backprop(np.ascontiguousarray(want).astype(np.float32).astype(np.float64), 0.5)
     np.testing.assert_array_equal(before - conv.filters, step)
     assert np.any(step)
+
+
+# The kernels of cnnext._kernels._compat, on every build this CPU runs, against
+# float64 NumPy references (written here, in the notebook's (h, w, c) layout).
+BUILDS = _dispatch.built_variants("_compat")
+build_param = pytest.mark.parametrize("kernels", list(BUILDS.values()), ids=list(BUILDS))
+
+
+def reference_conv(x, filters):
+    length = filters.shape[1]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (length, length))
+    return np.einsum("ijab,fab->ijf", windows, filters)
+
+
+def reference_filter_grad(gy, x, length):
+    windows = np.lib.stride_tricks.sliding_window_view(x, (length, length))
+    return np.einsum("ijab,ijf->fab", windows, gy)
+
+
+def reference_pool(x, n):
+    ho, wo = x.shape[0] // n, x.shape[1] // n
+    windows = x[:2 * ho, :2 * wo].reshape(ho, 2, wo, 2, x.shape[2])
+    with np.errstate(invalid="ignore"):
+        return windows.max(axis=(1, 3))
+
+
+def reference_pool_grad(gy, x, n):
+    ho, wo = gy.shape[:2]
+    windows = x[:2 * ho, :2 * wo].reshape(ho, 2, wo, 2, x.shape[2])
+    with np.errstate(invalid="ignore"):
+        hit = windows == windows.max(axis=(1, 3), keepdims=True)
+    gx = np.zeros(x.shape)
+    chosen = np.where(hit, gy[:, None, :, None], 0)
+    gx[:2 * ho, :2 * wo] = chosen.reshape(2 * ho, 2 * wo, x.shape[2])
+    return gx
+
+
+def reference_probs(x, weights, biases):
+    exp = np.exp(x.ravel() @ weights + biases)
+    return exp / exp.sum()
+
+
+def poisoned(*shape):
+    return np.full(shape, np.nan)
+
+
+@build_param
+@pytest.mark.parametrize(("shape", "num_filters", "length"),
+                         [((28, 28), 8, 3), ((9, 14), 4, 3), ((7, 5), 3, 2), ((6, 6), 16, 1),
+                          ((11, 12), 9, 5), ((3, 3), 8, 3), ((10, 9), 12, 3)])
+def test_conv_kernels_match_the_reference(kernels, shape, num_filters, length):
+    rng = np.random.default_rng(sum(shape) + num_filters)
+    x = rng.standard_normal(shape)
+    filters = rng.standard_normal((num_filters, length, length))
+    want = reference_conv(x, filters)
+    out = poisoned(*want.shape)
+    assert kernels.conv_forward(x, filters, num_filters, length, out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(kernels.conv_forward(x, filters, num_filters, length), want,
+                               rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(want.shape)
+    before = filters.copy()
+    assert kernels.conv_backward_step(gy, x, filters, num_filters, length, 0.25) is True
+    np.testing.assert_allclose(before - filters, 0.25 * reference_filter_grad(gy, x, length),
+                               rtol=1e-12, atol=1e-12)
+
+
+@build_param
+def test_conv_filter_gradient_matches_finite_differences(kernels):
+    rng = np.random.default_rng(12)
+    x, filters = rng.standard_normal((9, 8)), rng.standard_normal((8, 3, 3))
+    gy = rng.standard_normal((7, 6, 8))
+
+    def loss(f):
+        return float((kernels.conv_forward(x, f, 8, 3) * gy).sum())
+
+    numeric = np.zeros(filters.shape)
+    for index in np.ndindex(filters.shape):
+        step = np.zeros(filters.shape)
+        step[index] = 1e-6
+        numeric[index] = (loss(filters + step) - loss(filters - step)) / 2e-6
+    stepped = filters.copy()
+    kernels.conv_backward_step(gy, x, stepped, 8, 3, 1.0)
+    np.testing.assert_allclose(filters - stepped, numeric, rtol=1e-6, atol=1e-7)
+
+
+@build_param
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("shape", [(26, 26, 8), (9, 13, 2), (3, 2, 1), (8, 6, 5), (5, 7, 8)])
+def test_pool_kernels_match_the_reference_with_ties_and_nan(kernels, shape, n):
+    rng = np.random.default_rng(shape[0] * n)
+    x = rng.integers(0, 3, shape).astype(np.float64)
+    x.flat[rng.integers(0, x.size, 2)] = np.nan
+    want = reference_pool(x, n)
+    out = poisoned(*want.shape)
+    assert kernels.max_pool_forward(x, n, out) is out
+    np.testing.assert_array_equal(out, want)
+    gy = rng.standard_normal(want.shape)
+    gx = poisoned(*shape)
+    assert kernels.max_pool_backward(gy, x, n, gx) is gx
+    np.testing.assert_array_equal(gx, reference_pool_grad(gy, x, n))
+    np.testing.assert_array_equal(kernels.max_pool_backward(gy, x, n), gx)
+
+
+@build_param
+@pytest.mark.parametrize(("n", "nodes"), [(1352, 10), (12, 4), (7, 1), (33, 17), (5, 8)])
+def test_softmax_kernels_match_the_reference(kernels, n, nodes):
+    rng = np.random.default_rng(n + nodes)
+    x = rng.standard_normal(n)
+    weights = np.asfortranarray(rng.standard_normal((n, nodes)) / n)
+    biases = rng.standard_normal(nodes)
+    outs = (poisoned(n), poisoned(nodes), poisoned(nodes))
+    flat, totals, probs = kernels.softmax_forward(x, weights, biases, outs)
+    assert all(got is given for got, given in zip((flat, totals, probs), outs, strict=True))
+    np.testing.assert_array_equal(flat, x)
+    np.testing.assert_allclose(totals, x @ weights + biases, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(probs, reference_probs(x, weights, biases), rtol=1e-12)
+    # The notebook's step from the first non-zero entry g at i.
+    i, g, lr = nodes - 1, -1.5, 0.3
+    grad = np.zeros(nodes)
+    grad[i] = g
+    exp = np.exp(totals)
+    total = exp.sum()
+    dt = -exp[i] * exp / total**2 * g
+    dt[i] = exp[i] * (total - exp[i]) / total**2 * g
+    want_gx, want_w, want_b = weights @ dt, weights - lr * np.outer(x, dt), biases - lr * dt
+    gx = poisoned(n)
+    assert kernels.softmax_backward_step(grad, totals, x, weights, biases, lr, (n,), gx) is gx
+    np.testing.assert_allclose(gx, want_gx, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(weights, want_w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(biases, want_b, rtol=1e-12, atol=1e-14)
+    before = weights.copy()
+    assert kernels.softmax_backward_step(np.zeros(nodes), totals, x, weights, biases, lr,
+                                         (n,)) is False
+    np.testing.assert_array_equal(weights, before)
+
+
+@build_param
+def test_softmax_step_matches_finite_differences(kernels):
+    """The input gradient and the weight step are g * d p_i / d(input, weights)."""
+    rng = np.random.default_rng(21)
+    n, nodes, i, g = 13, 5, 2, 0.7
+    x = rng.standard_normal(n)
+    weights = np.asfortranarray(rng.standard_normal((n, nodes)))
+    biases = rng.standard_normal(nodes)
+
+    def p_i(x, weights):
+        return g * kernels.softmax_forward(x, np.asfortranarray(weights), biases)[2][i]
+
+    grad = np.zeros(nodes)
+    grad[i] = g
+    totals = kernels.softmax_forward(x, weights, biases)[1]
+    stepped = weights.copy(order="F")
+    gx = kernels.softmax_backward_step(grad, totals, x, stepped, biases.copy(), 1.0, (n,))
+    eps = 1e-6
+    numeric_x = [(p_i(x + e, weights) - p_i(x - e, weights)) / (2 * eps)
+                 for e in np.eye(n) * eps]
+    np.testing.assert_allclose(gx, numeric_x, rtol=1e-6, atol=1e-8)
+    numeric_w = np.zeros(weights.shape)
+    for index in np.ndindex(weights.shape):
+        e = np.zeros(weights.shape)
+        e[index] = eps
+        numeric_w[index] = (p_i(x, weights + e) - p_i(x, weights - e)) / (2 * eps)
+    np.testing.assert_allclose(weights - stepped, numeric_w, rtol=1e-6, atol=1e-8)
+
+
+@build_param
+def test_kernels_refuse_what_they_do_not_take_and_change_nothing(kernels):
+    """None for anything but exact float64 arrays of consistent shapes and layouts
+    (the classes then check and convert): never a crash, nothing written."""
+    rng = np.random.default_rng(30)
+    x, filters = rng.standard_normal((8, 8)), rng.standard_normal((4, 3, 3))
+    gy = rng.standard_normal((6, 6, 4))
+    saved = filters.copy()
+    readonly = filters.copy()
+    readonly.flags.writeable = False
+    for args in [(x.astype(np.float32), filters, 4, 3), (x.T, filters, 4, 3),
+                 (x, filters, 5, 3), (x, filters, 4, 2), (x[:2], filters, 4, 3),
+                 (x, readonly, 4, 3), (x.tolist(), filters, 4, 3), (x, filters, 4, 0),
+                 (x[None], filters, 4, 3)]:
+        assert kernels.conv_forward(*args) is None
+    assert kernels.conv_forward(x, filters, 4, 3, np.zeros((6, 6, 3))) is None
+    for args in [(gy[:5], x, filters, 4, 3, 0.1), (gy, x, filters, 4, 3, 1),
+                 (gy, x, filters, 4, 3, float("nan")), (gy, x, readonly, 4, 3, 0.1),
+                 (gy.astype(np.float32), x, filters, 4, 3, 0.1),
+                 (gy, filters.reshape(6, 6), filters, 4, 3, 0.1),
+                 (np.asfortranarray(gy), x, filters, 4, 3, 0.1)]:
+        assert kernels.conv_backward_step(*args) is None
+    np.testing.assert_array_equal(filters, saved)
+    volume = rng.standard_normal((6, 6, 2))
+    for args in [(volume, 1), (volume[:, :, :1], 2), (volume[0], 2), (volume.astype(int), 2)]:
+        assert kernels.max_pool_forward(*args) is None
+    assert kernels.max_pool_forward(volume, 2, np.zeros((3, 3, 3))) is None
+    pooled = np.ones((3, 3, 2))
+    for args in [(pooled[:2], volume, 2), (pooled, volume, 3), (pooled, volume, 1),
+                 (pooled.transpose(1, 0, 2), volume, 2)]:
+        assert kernels.max_pool_backward(*args) is None
+    assert kernels.max_pool_backward(pooled, volume, 2, volume) is None  # gx is x
+    weights = np.asfortranarray(rng.standard_normal((12, 3)))
+    biases, flat = np.zeros(3), rng.standard_normal(12)
+    for args in [(flat, np.ascontiguousarray(weights), biases), (flat[:11], weights, biases),
+                 (flat, weights, biases[:2]), (flat.astype(np.float32), weights, biases),
+                 (flat, weights, biases, (None, None))]:
+        assert kernels.softmax_forward(*args) is None
+    totals, grad = np.ones(3), np.array([0, 1.0, 0])
+    saved_w = weights.copy()
+    for args in [(grad, totals, flat, weights, biases, 0.1, (12, 2)),
+                 (grad, totals, flat, weights, biases, 0.1, [12]),
+                 (grad, totals, flat, weights, biases, 0.1, (12.0,)),
+                 (grad, totals, flat, weights, biases, 0.1, (2**70,)),
+                 (grad, totals, flat, weights, biases, "0.1", (12,)),
+                 (grad[:2], totals, flat, weights, biases, 0.1, (12,)),
+                 (grad, totals, flat, weights, weights[:3, 0], 0.1, (12,)),
+                 (grad, totals, weights[:, 0], weights, biases, 0.1, (12,))]:
+        assert kernels.softmax_backward_step(*args) is None
+    np.testing.assert_array_equal(weights, saved_w)
+    np.testing.assert_array_equal(biases, 0)
+
+
+def test_layers_take_non_contiguous_and_other_dtype_inputs():
+    """Views and other dtypes give the numbers of their contiguous float64 copies."""
+    rng = np.random.default_rng(40)
+    np.random.seed(9)  # noqa: NPY002
+    conv, pool, softmax = compat.Conv(8, 3), compat.MaxPool(2), compat.Softmax(1352, 10)
+    big = rng.standard_normal((56, 28))
+    image = big[::2]
+    want = conv.forward(image.copy())
+    np.testing.assert_array_equal(conv.forward(image), want)
+    assert conv.last_input is image
+    volume = np.asfortranarray(want)
+    pooled = pool.forward(want)
+    np.testing.assert_array_equal(pool.forward(volume), pooled)
+    np.testing.assert_array_equal(pool.forward(want.astype(np.float32)),
+                                  pool.forward(want.astype(np.float32).astype(np.float64)))
+    probs = softmax.forward(pooled)
+    np.testing.assert_array_equal(softmax.forward(np.asfortranarray(pooled)), probs)
+    grad = np.zeros(20)[::2]
+    grad[3] = -1 / probs[3]
+    weights = softmax.weights.copy()
+    gp = softmax.backprop(grad, 0.01)
+    softmax.weights[...] = weights
+    softmax.biases[...] = 0
+    np.testing.assert_array_equal(softmax.backprop(grad.copy(), 0.01), gp)
+    pool.forward(want)
+    gc = pool.backprop(gp[::-1][::-1])
+    np.testing.assert_array_equal(pool.backprop(np.asfortranarray(gp)), gc)
+    filters = conv.filters.copy()
+    conv.last_input = image
+    conv.backprop(np.asfortranarray(gc), 0.1)
+    stepped = conv.filters.copy()
+    conv.filters[...] = filters
+    conv.last_input = image.copy()
+    conv.backprop(gc, 0.1)
+    np.testing.assert_array_equal(conv.filters, stepped)
