@@ -316,6 +316,25 @@ def out_array(func, name, out, shape, dtype, inputs=()):
     return out
 
 
+def bound_array(where, array, shape, dtype, written=None):
+    """A layer's parameter, gradient or buffer as a plan binds it: an exact
+    ndarray of ``shape`` and ``dtype``, C-contiguous, and writeable when the
+    plan writes it (``written``: how, "trained" or "written"; None for an
+    array it only reads, which may be read-only).  ``where`` names it
+    ("layer 0 (Dense(...)): params['weight']")."""
+    if type(array) is not np.ndarray:
+        raise ValueError(f"{where} must be a numpy.ndarray, got {type(array).__name__}")
+    shape = tuple(shape)
+    if array.shape != shape or array.dtype != dtype:
+        raise ValueError(f"{where} has shape {array.shape} and dtype {array.dtype}; the "
+                         f"layer needs shape {shape} and dtype {np.dtype(dtype)}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{where} must be C-contiguous")
+    if written and not array.flags.writeable:
+        raise ValueError(f"{where} is read-only, so it cannot be {written}")
+    return array
+
+
 def out_tuple(func, out, count):
     """Split an ``out=`` tuple of ``count`` buffers (None entries allocated)."""
     if out is None:

@@ -11,6 +11,7 @@ the Program that runs the step.
 
 import numpy as np
 
+from .. import _validation
 from .kernels import kernel
 
 # Training passes a plan runs in one call at most when a layer draws a key
@@ -209,20 +210,11 @@ class Builder:
         replaced builds a new plan."""
         container = getattr(layer, group)
         array = container.get(name) if isinstance(container, dict) else None
-        where = f"{self._where(layer)}: {group}[{name!r}]"
-        if type(array) is not np.ndarray:
-            raise ValueError(f"{where} must be a numpy.ndarray, got {type(array).__name__}")
-        dtype = self.dtype if dtype is None else np.dtype(dtype)
-        if array.shape != tuple(shape) or array.dtype != dtype:
-            raise ValueError(f"{where} has shape {array.shape} and dtype {array.dtype}; the "
-                             f"layer needs shape {tuple(shape)} and dtype {dtype}")
-        if not array.flags.c_contiguous:
-            raise ValueError(f"{where} must be C-contiguous")
         if written is None:
             written = group == "grads" or (group == "params" and self.mode == "fit")
-        if written and not array.flags.writeable:
-            raise ValueError(f"{where} is read-only, so it cannot be "
-                             f"{'trained' if group == 'params' else 'written'}")
+        verb = ("trained" if group == "params" else "written") if written else None
+        _validation.bound_array(f"{self._where(layer)}: {group}[{name!r}]", array, shape,
+                                self.dtype if dtype is None else np.dtype(dtype), verb)
         self.checks.append((container, name, array))
         if (layer, group) not in self._dict_checked:
             self._dict_checked.add((layer, group))
