@@ -182,6 +182,8 @@ def choices(kernels, args):
     built-in heuristics: mode "off", a shape too small to be worth it, or
     (mode "cached") nothing on disk yet.
     """
+    if _forced is not None:
+        return _forced_choices(kernels, args)
     request = getattr(_requests, "active", None)
     current = mode()
     if request is None:
@@ -210,6 +212,48 @@ def _lookup(kernels, args, may_tune, retune):
             return None, None
         found = _memo[key] = tune_shape(kernels, args, replace=retune)
         return found, "timed"
+
+
+# While a forced() block runs: (choices, which Plan arguments they apply to).
+_forced = None
+
+
+@contextlib.contextmanager
+def forced(wanted, where=None):
+    """forced(wanted, where=None)
+
+    A context manager: within it every convolution planned takes the Plan
+    choices ``wanted`` (a dict, keys as in ``Plan``'s ``choices``; those left
+    out follow the heuristics), whatever the mode and the shape's size, so
+    that tests reach an algorithm the heuristics keep for larger shapes.
+    ``where(args)`` (default: every shape) says which Plan arguments (N, C,
+    H, W, K, R, S, stride, padding, dilation, itemsize) they apply to;
+    shapes they cannot compute keep the heuristics.  Cached plans are
+    dropped on entry and exit.  It applies to the whole process: one thread
+    at a time.
+    """
+    global _forced
+    from ._functional import conv
+
+    if not isinstance(wanted, dict):
+        raise TypeError(f"forced: wanted must be a dict of Plan choices, got {wanted!r}")
+    previous, _forced = _forced, (dict(wanted), where)
+    conv.forget_plans()
+    try:
+        yield
+    finally:
+        _forced = previous
+        conv.forget_plans()
+
+
+def _forced_choices(kernels, args):
+    wanted, where = _forced
+    if where is not None and not where(args):
+        return None
+    try:
+        return kernels.Plan(*args, True, wanted).choices
+    except ValueError:  # not a choice of this shape
+        return None
 
 
 # tune() in progress in this thread: {"retune": bool, "seen": {args: result}}.

@@ -11,6 +11,24 @@ order, so a test fails only on a real error (a wrong tap, a missed term).
 import numpy as np
 
 from cnnext import _reference as reference
+from cnnext import _tuning
+
+# Winograd for the forward pass and the input gradient: the heuristics keep
+# it for layers larger than tests can afford, so tests ask for it.
+WINOGRAD = {"forward": "winograd", "data": "conv", "data_forward": "winograd"}
+
+
+def winograd_on(*layers):
+    """A context in which convolutions of the ``layers`` ((C, H, W), (K, C, R, S)),
+    any batch and geometry, take Winograd (forward and input gradient) where
+    their geometry allows it; with no layers, every convolution."""
+    wanted = {(tuple(chw), tuple(w)) for chw, w in layers}
+
+    def where(args):
+        _, c, h, w, k, r, s = args[:7]
+        return not wanted or ((c, h, w), (k, c, r, s)) in wanted
+
+    return _tuning.forced(WINOGRAD, where)
 
 
 def problem(rng, n, c, h, w, k, r, s, dtype, bias=True):

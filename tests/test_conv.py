@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conv_testing import check_backward, check_forward, problem
+from conv_testing import check_backward, check_forward, problem, winograd_on
 from hypothesis import given
 from hypothesis import strategies as st
 from pool_testing import assert_releases_the_gil
@@ -55,6 +55,21 @@ def grid_id(case):
     return "N{}C{}H{}W{}K{}R{}S{}-s{}p{}d{}".format(*case).replace(" ", "")
 
 
+def layer(case):
+    """((C, H, W), (K, C, R, S)) of a grid case."""
+    _, c, h, w, k, r, s, *_ = case
+    return (c, h, w), (k, c, r, s)
+
+
+# The grid's Winograd cases, planned so by request (too small for the heuristics).
+WINOGRAD_GRID = [(2, 16, 9, 11, 48, 3, 3, 1, 1, 1), (1, 48, 7, 6, 49, 3, 3, 1, (0, 2), 1)]
+
+
+def grid_plans():
+    """The context the grid's cases are planned in: Winograd where meant."""
+    return winograd_on(*map(layer, WINOGRAD_GRID))
+
+
 def run_and_check(case, dtype, bias, rng):
     """Forward and backward of ``case`` against the reference, fresh and poisoned outputs."""
     n, c, h, w, k, r, s, stride, padding, dilation = case
@@ -86,7 +101,8 @@ def run_and_check(case, dtype, bias, rng):
 @pytest.mark.parametrize("case", GRID, ids=grid_id)
 def test_grid_against_reference(case, dtype):
     seed = zlib.crc32(grid_id(case).encode())
-    run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
+    with grid_plans():
+        run_and_check(case, dtype, bias=seed % 2 == 0, rng=np.random.default_rng(seed))
 
 
 ALL_STRATEGIES = ({"input", "padded", "panel"}, {"positions", "filters", "winograd"},
@@ -96,12 +112,13 @@ ALL_STRATEGIES = ({"input", "padded", "panel"}, {"positions", "filters", "winogr
 def strategies_used(dtype):
     """(window sources, forward lanes, input- and weight-gradient kernels) the grid reaches."""
     used = (set(), set(), set(), set())
-    for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
-        plan = conv_module._plan("test", np.empty((n, c, h, w), dtype),
-                                 np.empty((k, c, r, s), dtype), stride, padding, dilation)
-        kinds = (plan.source, plan.forward_lanes, plan.data_kernel, plan.filter_kernel)
-        for found, kind in zip(used, kinds, strict=True):
-            found.add(kind)
+    with grid_plans():
+        for n, c, h, w, k, r, s, stride, padding, dilation in GRID:
+            plan = conv_module._plan("test", np.empty((n, c, h, w), dtype),
+                                     np.empty((k, c, r, s), dtype), stride, padding, dilation)
+            kinds = (plan.source, plan.forward_lanes, plan.data_kernel, plan.filter_kernel)
+            for found, kind in zip(used, kinds, strict=True):
+                found.add(kind)
     return used
 
 
@@ -242,8 +259,9 @@ def test_nan_and_inf_propagate_as_ieee_says(dtype):
         assert np.isnan(got).any()
 
 
-# Shapes whose plans take Winograd (forward, input gradient) and the input
-# gradient as a convolution of zero-padded gy, on every instruction-set build.
+# Shapes whose plans take Winograd (forward, input gradient: the first two, by
+# request) and the input gradient as a convolution of zero-padded gy, on every
+# instruction-set build.
 REFORMULATED = [((2, 16, 8, 8), (64, 16, 3, 3)), ((2, 32, 6, 6), (32, 32, 3, 3)),
                 ((1, 8, 9, 9), (8, 8, 3, 3))]
 
@@ -256,6 +274,12 @@ def test_reformulated_algorithms_keep_the_direct_sums_nan_and_inf(operand, value
     # the definition's sum is finite, so non-finite operands take the direct path.
     rng = np.random.default_rng(17)
     paths = set()
+    with winograd_on(*((x[1:], w) for x, w in REFORMULATED[:2])):
+        check_reformulated_shapes(rng, operand, value, paths)
+    assert {("forward", "winograd"), ("data", "winograd"), ("data", "conv")} <= paths
+
+
+def check_reformulated_shapes(rng, operand, value, paths):
     for x_shape, w_shape in REFORMULATED:
         x = rng.standard_normal(x_shape)
         w = rng.standard_normal(w_shape)
@@ -270,7 +294,6 @@ def test_reformulated_algorithms_keep_the_direct_sums_nan_and_inf(operand, value
         for got, want in zip(F.conv2d_backward(gy, x, w, padding=1),
                              reference.conv2d_backward(gy, x, w, padding=1), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-    assert {("forward", "winograd"), ("data", "winograd"), ("data", "conv")} <= paths
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -296,7 +319,7 @@ THREAD_CASES = [
     (1, 8, 64, 64, 16, 3, 3, 1, 1, 1),      # one image split over threads
     (8, 16, 8, 8, 32, 3, 3, 1, 1, 1),       # im2col panels
     (3, 16, 64, 64, 8, 3, 3, 1, 1, 1),      # input-gradient columns in waves
-    (8, 48, 8, 8, 64, 3, 3, 1, 1, 1),       # Winograd
+    (8, 48, 8, 8, 64, 3, 3, 1, 1, 1),       # Winograd (asked for)
 ]
 
 
@@ -307,10 +330,14 @@ def test_results_do_not_depend_on_the_thread_count(case, num_threads):
     gy = np.random.default_rng(9).standard_normal(
         F.conv2d(x, weights, b, stride, padding, dilation).shape).astype(np.float32)
     results = []
-    for count in (1, 2, 4):
-        num_threads(count)
-        y = F.conv2d(x, weights, b, stride, padding, dilation)
-        results.append((y, *F.conv2d_backward(gy, x, weights, stride, padding, dilation)))
+    with winograd_on(layer(THREAD_CASES[-1])):
+        if case == THREAD_CASES[-1]:
+            assert conv_module._plan("t", x, weights, stride, padding,
+                                     dilation).forward_lanes == "winograd"
+        for count in (1, 2, 4):
+            num_threads(count)
+            y = F.conv2d(x, weights, b, stride, padding, dilation)
+            results.append((y, *F.conv2d_backward(gy, x, weights, stride, padding, dilation)))
     for other in results[1:]:
         for got, want in zip(other, results[0], strict=True):
             np.testing.assert_array_equal(got, want)

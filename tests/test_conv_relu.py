@@ -16,10 +16,10 @@ import zlib
 
 import numpy as np
 import pytest
-from conv_testing import assert_within_bound, problem
-from test_conv import GRID, grid_id
+from conv_testing import assert_within_bound, problem, winograd_on
+from test_conv import GRID, grid_id, grid_plans
 
-from cnnext import Sequential, _dispatch, optim
+from cnnext import Sequential, _dispatch, _tuning, optim
 from cnnext import _reference as reference
 from cnnext import functional as F
 from cnnext._functional import conv as conv_module
@@ -36,7 +36,7 @@ def conv_relu(module, x, w, b, stride, padding, dilation, out=None, relu=True):
     args = conv_module._plan_args("conv2d", x.shape, w.shape, x.dtype, stride, padding,
                                   dilation)
     finite = np.isfinite(x).all() and np.isfinite(w).all()
-    plan = module.Plan(*args, finite)
+    plan = module.Plan(*args, finite, _tuning.choices(module, args) if finite else None)
     y = np.empty(plan.output_shape, x.dtype) if out is None else out
     forward = _dispatch.specialisations(module, ("conv2d_forward",))[x.dtype][0]
     forward(plan, x, w, b, y, np.empty(max(plan.forward_workspace, 1), x.dtype), relu)
@@ -52,22 +52,23 @@ def seeded(case):
 def test_forward_flag_equals_relu_of_conv2d_bitwise_on_every_build(isa, dtype):
     module = BUILDS[isa]
     lanes = set()
-    for case in GRID:
-        n, c, h, w, k, r, s, stride, padding, dilation = case
-        rng = seeded(case)
-        x, weights, b = problem(rng, n, c, h, w, k, r, s, dtype, bias=k % 2 == 0)
-        # (Builds round differently: the composite of the same build.)
-        conv = conv_relu(module, x, weights, b, stride, padding, dilation, relu=False)
-        if module is conv_module._kernels:
-            assert conv.tobytes() == F.conv2d(x, weights, b, stride, padding,
-                                              dilation).tobytes()
-        want = F.relu(conv)
-        poisoned = np.full(want.shape, np.nan, dtype)
-        got = conv_relu(module, x, weights, b, stride, padding, dilation, out=poisoned)
-        assert got.tobytes() == want.tobytes(), grid_id(case)
-        if got.size >= 16:  # both sides of ReLU reached
-            assert (got > 0).any() and (got == 0).any(), grid_id(case)
-        lanes.add(conv_module._plan("t", x, weights, stride, padding, dilation).forward_lanes)
+    with grid_plans():
+        for case in GRID:
+            n, c, h, w, k, r, s, stride, padding, dilation = case
+            rng = seeded(case)
+            x, weights, b = problem(rng, n, c, h, w, k, r, s, dtype, bias=k % 2 == 0)
+            # (Builds round differently: the composite of the same build.)
+            conv = conv_relu(module, x, weights, b, stride, padding, dilation, relu=False)
+            if module is conv_module._kernels:
+                assert conv.tobytes() == F.conv2d(x, weights, b, stride, padding,
+                                                  dilation).tobytes()
+            want = F.relu(conv)
+            poisoned = np.full(want.shape, np.nan, dtype)
+            got = conv_relu(module, x, weights, b, stride, padding, dilation, out=poisoned)
+            assert got.tobytes() == want.tobytes(), grid_id(case)
+            if got.size >= 16:  # both sides of ReLU reached
+                assert (got > 0).any() and (got == 0).any(), grid_id(case)
+            lanes.add(conv_module._plan("t", x, weights, stride, padding, dilation).forward_lanes)
     assert lanes == {"positions", "filters", "winograd"}
 
 
@@ -86,13 +87,16 @@ def test_forward_flag_within_the_float64_reference_bound(case, dtype):
 
 @pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
 def test_forward_flag_non_finite_values_as_relu_of_conv2d(poison):
-    # Winograd's shape: the functional and the helper both fall back to direct sums.
+    # Winograd's shape (asked for): the functional and the helper both fall back
+    # to direct sums.
     rng = np.random.default_rng(3)
     x, weights, b = problem(rng, 2, 16, 9, 11, 48, 3, 3, np.float32)
     x[0, 2, 4, 4] = poison
     weights[5, 1, 0, 0] = -poison
-    want = F.relu(F.conv2d(x, weights, b, 1, 1, 1))
-    got = conv_relu(_dispatch.load("_conv"), x, weights, b, 1, 1, 1)
+    with winograd_on(((16, 9, 11), (48, 16, 3, 3))):
+        assert conv_module._plan("t", x, weights, 1, 1, 1).forward_lanes == "winograd"
+        want = F.relu(F.conv2d(x, weights, b, 1, 1, 1))
+        got = conv_relu(_dispatch.load("_conv"), x, weights, b, 1, 1, 1)
     assert got.tobytes() == want.tobytes()
     # Image 1 is finite but for filter 5 (no inf - inf from reformulated sums).
     assert np.isfinite(np.delete(got[1], 5, axis=0)).all()
@@ -136,12 +140,17 @@ def test_mask_equals_relu_backward_of_the_input(isa, dtype, size, num_threads):
 
 def conv_relu_network(dtype, seed=0, pool=AvgPool2D):
     """Conv2D -> ReLU runs not followed by a fused pooling: one into an
-    average pooling, one (Winograd's shape in float32) into Flatten."""
+    average pooling, one into Flatten (Winograd's in ``winograd_plans``)."""
     rng = np.random.default_rng(seed)
     return Sequential([Conv2D(1, 16, 3, padding=1, dtype=dtype, seed=rng), ReLU(),
                        pool(2),
                        Conv2D(16, 16, 3, padding=1, dtype=dtype, seed=rng), ReLU(),
                        Flatten(), Dense(16 * 6 * 6, 5, dtype=dtype, seed=rng)])
+
+
+def winograd_plans():
+    """The second convolution of ``conv_relu_network`` on 12x12 inputs by Winograd."""
+    return winograd_on(((16, 6, 6), (16, 16, 3, 3)))
 
 
 def step_names(model, batch, shape, mode="fit"):
@@ -200,10 +209,11 @@ def test_plans_equal_the_layer_path_bitwise(dtype, batch_size, threads, num_thre
     X = rng.integers(0, 256, (11, 12, 12), dtype=np.uint8)
     y = rng.integers(0, 5, 11)
     results = []
-    for force in (False, True):
-        model = conv_relu_network(dtype)
-        model._force_layers = force
-        results.append(run_everything(model, X, y, batch_size))
+    with winograd_plans():
+        for force in (False, True):
+            model = conv_relu_network(dtype)
+            model._force_layers = force
+            results.append(run_everything(model, X, y, batch_size))
     assert_bitwise(results[0], results[1], (dtype, batch_size, threads))
 
 
@@ -213,11 +223,12 @@ def test_plans_pass_nan_through_as_the_layer_path():
     x[1, 0, 5, 5] = np.nan
     x[2, 0, 3, 3] = np.inf
     results = []
-    for force in (False, True):
-        model = conv_relu_network(np.float32)
-        model._force_layers = force
-        out = model.forward(x)
-        results.append((out, model.backward(np.ones_like(out)), model.gradients()))
+    with winograd_plans():
+        for force in (False, True):
+            model = conv_relu_network(np.float32)
+            model._force_layers = force
+            out = model.forward(x)
+            results.append((out, model.backward(np.ones_like(out)), model.gradients()))
     assert_bitwise(results[0], results[1], "non-finite")
     assert np.isnan(results[0][0][1]).all() and np.isfinite(results[0][0][0]).all()
 

@@ -319,3 +319,44 @@ def test_cli_tune(cache):
     assert f"cache {cache}" in process.stdout
     assert process.stdout.count("[timed]") == 2
     assert len(entry_files(cache)) == 2
+
+
+def test_forced_choices_apply_where_asked_and_end_with_the_block(cache):
+    small = np.ones((1, 16, 6, 6), np.float32), np.ones((64, 16, 3, 3), np.float32)
+    other = np.ones((1, 1, 6, 6), np.float32), np.ones((8, 1, 5, 5), np.float32)
+
+    def lanes(x, w):
+        return conv_module._plan("t", x, w, 1, 1, 1).forward_lanes
+
+    before = lanes(*small)
+    assert before != "winograd"  # too small for the heuristics
+    wanted = {"forward": "winograd", "data": "conv", "data_forward": "winograd"}
+    with _tuning.forced(wanted, lambda args: args[1] == 16):
+        assert lanes(*small) == "winograd"
+        assert conv_module._plan("t", *small, 1, 1, 1).data_kernel == "winograd"
+        # A shape the choices cannot compute (5x5) keeps the heuristics.
+        assert lanes(*other) == conv_module._kernels.Plan(1, 1, 6, 6, 8, 5, 5, (1, 1), (1, 1),
+                                                            (1, 1), 4).forward_lanes
+        x, w = small
+        x = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+        check_forward(F.conv2d(x, w, padding=1), x, w, None, 1, 1, 1)
+    with _tuning.forced({"forward": "panel"}):
+        assert conv_module._plan("t", *small, 1, 1, 1).source == "panel"
+    assert lanes(*small) == before
+    assert entry_files(cache) == []  # nothing timed nor kept
+    with pytest.raises(TypeError, match="wanted"), _tuning.forced("winograd"):
+        pass
+
+
+@pytest.mark.parametrize("isa", list(cnnext._dispatch.built_variants("_conv")))
+def test_heuristics_keep_winograd_for_planes_it_pays_on(isa):
+    kernels = cnnext._dispatch.built_variants("_conv")[isa]
+
+    def forward(n, c, hw, k):
+        return kernels.Plan(n, c, hw, hw, k, 3, 3, (1, 1), (1, 1), (1, 1), 4).forward_lanes
+
+    assert forward(32, 32, 16, 64) == "winograd"
+    assert forward(16, 64, 8, 8 * 16) == "winograd"     # 16 whole tiles per image
+    assert forward(64, 64, 7, 64) != "winograd"         # 16 tiles, 23% of outputs past edges
+    assert forward(64, 32, 6, 32) != "winograd"         # 9 tiles
+    assert forward(64, 16, 28, 16) != "winograd"        # 16 channels

@@ -20,10 +20,11 @@
 #
 # Algorithms, chosen per shape by the Plan:
 #   forward       Winograd F(2x2, 3x3) for 3x3 stride-1 layers with many
-#                 channels; otherwise direct: ``nn_tiles`` (output positions
-#                 as vector lanes, for few filters or long rows) or
-#                 ``kfwd_tiles`` (filters as lanes, for many filters, or about
-#                 one vector's worth, on short or strided rows; no im2col).
+#                 channels and output tiles; otherwise direct: ``nn_tiles``
+#                 (output positions as vector lanes, for few filters or long
+#                 rows) or ``kfwd_tiles`` (filters as lanes, for many filters,
+#                 or about one vector's worth, on short or strided rows; no
+#                 im2col).
 #   input grad.   with stride 1 and little padding, the forward algorithms
 #                 applied to gy and the flipped, transposed filters; otherwise
 #                 columns w^T gy (``nn_tiles``) scattered back (col2im).
@@ -88,8 +89,13 @@ cdef Py_ssize_t ITEMS_PER_THREAD = 8
 # windows stay in L2 while every tile of taps runs over them.
 cdef Py_ssize_t CHUNK_BYTES = 256 << 10
 # Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions with at least this many
-# input and output channels (below it the transforms outweigh the saving).
-cdef Py_ssize_t WINOGRAD_MIN_CHANNELS = 16
+# input and output channels and 2x2 output tiles per image, of which at least
+# 7/8 of the outputs exist: below that the transforms and the tiles hanging
+# over odd edges outweigh the saving (16 channels on 28x28 and 64 on 7x7 run
+# faster direct on AMD Zen 3 with AVX2 and Zen 4 with AVX-512; 64 on 8x8 does
+# not).
+cdef Py_ssize_t WINOGRAD_MIN_CHANNELS = 32
+cdef Py_ssize_t WINOGRAD_MIN_TILES = 16
 # Windows are read in place (or from a padded copy) when at least this share
 # of the vector lanes along an output row does useful work; below it, an
 # im2col panel packs the positions densely.
@@ -239,6 +245,11 @@ cdef Py_ssize_t fill_vectors(Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t i_s
     return rows * per_row
 
 
+cdef inline bint winograd_tiles_pay(const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t tiles = ceil_div(g.Ho, 2) * ceil_div(g.Wo, 2)
+    return tiles >= WINOGRAD_MIN_TILES and 8 * g.Ho * g.Wo >= 7 * 4 * tiles
+
+
 cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
                              bint allow_winograd, bint allow_panel,
                              int choice=FORWARD_AUTO, Py_ssize_t vectors=0) except NULL:
@@ -278,7 +289,8 @@ cdef Py_ssize_t* init_layout(Layout* d, Py_ssize_t itemsize, Py_ssize_t budget,
     k_padded = ceil_div(g.K, KFW_NV * L) * KFW_NV * L
     if choice == FORWARD_AUTO:
         d.winograd = (winograd_shape and min(g.C, g.K) >= WINOGRAD_MIN_CHANNELS
-                      and 3 * k_padded <= 4 * g.K)
+                      and 3 * k_padded <= 4 * g.K
+                      and winograd_tiles_pay(g))
     else:
         d.winograd = choice == FORWARD_WINOGRAD
     # Filters as lanes: tiles of one vector, or half the widest, when that
