@@ -68,21 +68,27 @@ cdef extern from *:
        positions p < m of one output row,
            o[p * K + f] = sum over a, b < L of x[a * W + p + b] * ft[(a * L + b) * K + f]
        (ft: the filters as (L, L, K)).  The vector tile takes n = one vector
-       of lanes; the scalar tile any n <= CPX_FB. */
+       or two (nv) of lanes; the scalar tile any n <= CPX_FB. */
     CPX_INLINE void cpx_conv_vtile(const double *x, ptrdiff_t W, const double *ft,
-                                   ptrdiff_t K, ptrdiff_t L, int m, double *o)
+                                   ptrdiff_t K, ptrdiff_t L, int nv, int m, double *o)
     {
-        cnx_vec acc[CPX_MR];
+        cnx_vec acc[CPX_MR][2];
         ptrdiff_t a, b;
-        int p;
-        for (p = 0; p < m; p++) acc[p] = cnx_zero();
+        int p, v;
+        for (p = 0; p < m; p++)
+            for (v = 0; v < nv; v++) acc[p][v] = cnx_zero();
         for (a = 0; a < L; a++)
             for (b = 0; b < L; b++) {
-                cnx_vec w = cnx_load_f64(ft + (a * L + b) * K);
+                cnx_vec w[2];
                 const double *xr = x + a * W + b;
-                for (p = 0; p < m; p++) acc[p] = cnx_fma_f64(acc[p], cnx_set_f64(xr[p]), w);
+                for (v = 0; v < nv; v++) w[v] = cnx_load_f64(ft + (a * L + b) * K + v * CPX_LANES);
+                for (p = 0; p < m; p++) {
+                    cnx_vec s = cnx_set_f64(xr[p]);
+                    for (v = 0; v < nv; v++) acc[p][v] = cnx_fma_f64(acc[p][v], s, w[v]);
+                }
             }
-        for (p = 0; p < m; p++) cnx_store_f64(o + p * K, acc[p]);
+        for (p = 0; p < m; p++)
+            for (v = 0; v < nv; v++) cnx_store_f64(o + p * K + v * CPX_LANES, acc[p][v]);
     }
 
     CPX_INLINE void cpx_conv_stile(const double *x, ptrdiff_t W, const double *ft,
@@ -111,17 +117,22 @@ cdef extern from *:
                                           double *out)
     {
         ptrdiff_t Ho = H - L + 1, Wo = W - L + 1, i, j, f0;
-        int vector = K % CPX_LANES == 0;
-        ptrdiff_t block = vector ? CPX_LANES : CPX_FB;
+        /* Two vectors of filters share each broadcast input value. */
+        int nv = K % (2 * CPX_LANES) == 0 ? 2 : K % CPX_LANES == 0 ? 1 : 0;
+        ptrdiff_t block = nv ? nv * CPX_LANES : CPX_FB;
         for (i = 0; i < Ho; i++)
             for (f0 = 0; f0 < K; f0 += block) {
                 ptrdiff_t n = K - f0 < block ? K - f0 : block;
                 const double *xi = x + i * W;
                 double *o = out + i * Wo * K + f0;
-                if (vector) {
+                if (nv == 2) {
                     for (j = 0; j + CPX_MR <= Wo; j += CPX_MR)
-                        cpx_conv_vtile(xi + j, W, ft + f0, K, L, CPX_MR, o + j * K);
-                    for (; j < Wo; j++) cpx_conv_vtile(xi + j, W, ft + f0, K, L, 1, o + j * K);
+                        cpx_conv_vtile(xi + j, W, ft + f0, K, L, 2, CPX_MR, o + j * K);
+                    for (; j < Wo; j++) cpx_conv_vtile(xi + j, W, ft + f0, K, L, 2, 1, o + j * K);
+                } else if (nv == 1) {
+                    for (j = 0; j + CPX_MR <= Wo; j += CPX_MR)
+                        cpx_conv_vtile(xi + j, W, ft + f0, K, L, 1, CPX_MR, o + j * K);
+                    for (; j < Wo; j++) cpx_conv_vtile(xi + j, W, ft + f0, K, L, 1, 1, o + j * K);
                 } else {
                     for (j = 0; j + CPX_MR <= Wo; j += CPX_MR)
                         cpx_conv_stile(xi + j, W, ft + f0, K, L, n, CPX_MR, o + j * K);
