@@ -1079,21 +1079,22 @@ class Sequential:
         # A mode switch costs more than a small batch's kernels: none when no
         # layer computes by mode (as remembered for the same layers) or all
         # already compute as in evaluation.
-        if ((memo is not None and memo[5] and _program.changed(self._layer_checks) < 0)
-                or self._in_mode(False)):
+        if memo is not None and memo.alike:
+            result = memo.run(X, batch_size)
+            if result is not None:
+                return result
+        if self._in_mode(False):
             return self._predict(X, batch_size)
         with self._mode(False):
             return self._predict(X, batch_size)
 
     def _predict(self, X, batch_size):
         memo = self._predict_memo
-        if (memo is not None and type(X) is np.ndarray and X.shape == memo[0]
-                and X.dtype == memo[1] and batch_size == memo[2] and type(batch_size) is int
-                and X.flags.c_contiguous and _program.changed(self._layer_checks) < 0):
+        if memo is not None:
             # The shapes of the last validated call, of the same layers: its
             # runs, on its plans (which check their parameters themselves).
-            result = np.empty(memo[3], self.dtype)
-            if self._predict_runs(X, memo[4], result):
+            result = memo.run(X, batch_size)
+            if result is not None:
                 return result
         owner = "Sequential.predict"
         given = X
@@ -1106,11 +1107,13 @@ class Sequential:
                     for batch, first, count in _batch_runs(len(X), batch_size)]
             if self._predict_runs(X, runs, result, owner):
                 if (type(given) is np.ndarray and given.dtype in _STAGEABLE
-                        and given.flags.c_contiguous):
+                        and given.flags.c_contiguous and given.ndim <= _program.MEMO_AXES):
                     alike = all(type(layer)._depends_on_mode is False
                                 and layer._depends_on_mode is False for layer in self.layers)
-                    self._predict_memo = (given.shape, given.dtype, batch_size, result.shape,
-                                          runs, alike)
+                    self._predict_memo = _program.PredictMemo(
+                        given, batch_size, result.shape, self.dtype,
+                        [(("predict", *shape), first, count) for shape, first, count in runs],
+                        self._layer_checks, self._plans, _TABLES[self.dtype], alike)
                 return result
         with self._lock:
             for start, xb in self._batches(X, scale, batch_size):

@@ -279,6 +279,27 @@ def test_replaced_parameters_are_picked_up():
     assert np.abs(dense.grads["weight"]).sum() > 0
 
 
+def test_a_repeated_predict_is_remembered_only_while_its_checks_hold():
+    X, _ = data(n=6)
+    model = all_layers("float32")
+    first = model.predict(X, batch_size=4)
+    again = model.predict(X, batch_size=4)
+    assert_same(again, first, "repeated call")
+    assert not np.shares_memory(again, first)
+    # The remembered plan in use by another caller: another one serves.
+    held = model._acquire("predict", 4, (1, *X.shape[1:]))
+    assert_same(model.predict(X, batch_size=4), first, "plan in use")
+    model._release(held)
+    model.layers = list(model.layers)
+    assert_same(model.predict(X, batch_size=4), first, "new layer list")
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(X, batch_size=0)
+    with pytest.raises(TypeError, match="must be uint8 images"):
+        model.predict(X.astype(np.int32), batch_size=4)
+    with pytest.raises(TypeError, match="batch_size"):
+        model.predict(X, batch_size=4.0)
+
+
 @pytest.mark.parametrize("bad, message", [
     (lambda w: w[:, :, :2], r"layer 0 \(Conv2D\(1, 4, 3, padding=1\)\): params\['weight'\] has "
                             r"shape \(4, 1, 2, 3\) and dtype float32; the layer needs shape "

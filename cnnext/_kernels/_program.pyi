@@ -11,6 +11,7 @@ CapsuleType = Any  # a PyCapsule (types.CapsuleType from Python 3.13)
 STOP_DONE: int
 STOP_NON_FINITE: int
 STOP_KERNEL: int
+MEMO_AXES: int
 
 class Program:
     names: list[str]
@@ -44,3 +45,10 @@ class Runner:
               table: npt.NDArray[Any]) -> tuple[int, int, int, float, int, int, float]: ...
     def forward_batch(self, X: npt.NDArray[Any]) -> tuple[int, int]: ...
     def backward_batch(self) -> tuple[int, int]: ...
+
+class PredictMemo:
+    def __init__(self, X: npt.NDArray[Any], batch_size: int, result_shape: tuple[int, int],
+                 dtype: Any, runs: Any, layer_checks: tuple[tuple[Any, Any, Any], ...],
+                 cache: Any, table: npt.NDArray[Any], alike: bool) -> None: ...
+    alike: bool
+    def run(self, X: Any, batch_size: Any) -> npt.NDArray[Any] | None: ...

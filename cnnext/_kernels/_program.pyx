@@ -403,24 +403,29 @@ cdef class Runner:
         dtype).  ``table``: the uint8 scaling table of the model's dtype.
         Returns (status, step) as ``Program.run``.
         """
+        cdef Py_ssize_t where = -1
+        cdef int status = self.predict_rows(X, first, batches, <char*>data_of(out),
+                                            data_of(table), &where)
+        return status, where
+
+    cdef int predict_rows(self, X, Py_ssize_t first, Py_ssize_t batches, char* dst,
+                          const void* lookup, Py_ssize_t* where) except -1:
         cdef Source src
-        cdef Py_ssize_t b, where = -1, start
+        cdef Py_ssize_t b, start
         cdef Py_ssize_t row_bytes = self.classes * (8 if self.is_double else 4)
-        cdef char* dst = <char*>data_of(out)
-        cdef const void* lookup = data_of(table)
         cdef int status = 0
         self.source_of(X, None, &src)
         with nogil:
             for b in range(batches):
                 start = first + b * self.batch
                 self.stage(&src, start, lookup)
-                status = self.forward.run_steps(&where)
+                status = self.forward.run_steps(where)
                 if status == 0:
-                    status = self.softmax.run_steps(&where)
+                    status = self.softmax.run_steps(where)
                 if status != 0:
                     break
                 memcpy(dst + start * row_bytes, self.probabilities, self.batch * row_bytes)
-        return status, where
+        return status
 
     def evaluate(self, X, labels, Py_ssize_t first, Py_ssize_t batches, double total,
                  Py_ssize_t correct, table):
@@ -544,3 +549,110 @@ cdef class Runner:
         with nogil:
             status = self.backward.run_steps(&where)
         return status, where
+
+
+cdef enum:
+    MEMO_DIMS = 8
+
+MEMO_AXES = MEMO_DIMS
+
+
+cdef class PredictMemo:
+    """PredictMemo(X, batch_size, result_shape, dtype, runs, layer_checks, cache, table, alike)
+
+    A validated ``Sequential.predict`` call, repeated from C: ``run`` takes a
+    later call whose X is an exact C-contiguous ndarray of X's shape and
+    dtype and whose ``batch_size`` is the same int, while the layer list
+    still passes ``layer_checks``.  It then runs ``runs`` ((plan key,
+    first example, batches) each) on the idle plans of ``cache`` (a
+    ``PlanCache``: its one idle plan per key, taken and put back as its
+    ``acquire`` / ``release`` do, so a plan serves one call at a time) when
+    they still pass their own checks, and returns the probabilities.
+    Anything else (another shape, a plan in use by another thread or
+    stale, a kernel status) returns None: the validated path then does
+    what it always did.  ``alike``: whether no layer computes by
+    mode (the caller then needs no mode switch around ``run``).
+    """
+
+    cdef int ndim, typenum, result_ndim, result_type
+    cdef cnp.npy_intp dims[MEMO_DIMS]
+    cdef cnp.npy_intp result_dims[2]
+    cdef Py_ssize_t hot_size
+    cdef object batch_size       # an int of any size, as validated
+    cdef tuple runs, layer_checks
+    cdef dict hot
+    cdef object release
+    cdef cnp.ndarray table
+    cdef readonly bint alike
+
+    def __init__(self, X, batch_size, tuple result_shape, dtype, runs,
+                 tuple layer_checks, cache, table, bint alike):
+        cdef cnp.ndarray array = <cnp.ndarray?>X
+        cdef int d
+        if not 1 <= cnp.PyArray_NDIM(array) <= MEMO_DIMS or len(result_shape) != 2:
+            raise ValueError(f"PredictMemo: X must have 1 to {MEMO_DIMS} axes, the result 2")
+        self.ndim, self.typenum = cnp.PyArray_NDIM(array), cnp.PyArray_TYPE(array)
+        for d in range(self.ndim):
+            self.dims[d] = cnp.PyArray_DIM(array, d)
+        self.result_ndim = 2
+        self.result_dims[0], self.result_dims[1] = result_shape
+        self.result_type = np.dtype(dtype).num
+        if type(batch_size) is not int:
+            raise TypeError("PredictMemo: batch_size must be an int")
+        self.batch_size = batch_size
+        self.runs = tuple((key, int(first), int(count)) for key, first, count in runs)
+        self.layer_checks = layer_checks
+        self.hot, self.hot_size, self.release = cache._hot, cache.size, cache.release
+        self.table = <cnp.ndarray?>table
+        self.alike = alike
+
+    def __reduce__(self):
+        raise TypeError("a cnnext PredictMemo is per process and cannot be pickled")
+
+    cdef bint fits(self, X, batch_size):
+        cdef cnp.ndarray array
+        cdef int d
+        if (type(X) is not cnp.ndarray or type(batch_size) is not int
+                or batch_size != self.batch_size):
+            return False
+        array = <cnp.ndarray>X
+        if (cnp.PyArray_NDIM(array) != self.ndim or cnp.PyArray_TYPE(array) != self.typenum
+                or not cnp.PyArray_IS_C_CONTIGUOUS(array)):
+            return False
+        for d in range(self.ndim):
+            if cnp.PyArray_DIM(array, d) != self.dims[d]:
+                return False
+        return changed(self.layer_checks) < 0
+
+    def run(self, X, batch_size):
+        """run(X, batch_size)
+
+        The probabilities of X as the remembered call computes them, or None.
+        """
+        cdef cnp.ndarray result
+        cdef tuple entry
+        cdef object key, plan
+        cdef Runner runner
+        cdef Py_ssize_t where = -1
+        cdef int status
+        if not self.fits(X, batch_size):
+            return None
+        result = cnp.PyArray_EMPTY(self.result_ndim, self.result_dims, self.result_type, 0)
+        for entry in self.runs:
+            key = entry[0]
+            plan = self.hot.pop(key, None)
+            if plan is None:
+                return None
+            if changed(plan.checks) >= 0:
+                return None          # stale: dropped, as PlanCache.acquire drops it
+            runner = plan.runner
+            try:
+                status = runner.predict_rows(X, entry[1], entry[2],
+                                             <char*>cnp.PyArray_DATA(result),
+                                             cnp.PyArray_DATA(self.table), &where)
+            finally:
+                if len(self.hot) >= self.hot_size or self.hot.setdefault(key, plan) is not plan:
+                    self.release(key, plan)
+            if status != 0:
+                return None
+        return result
