@@ -490,7 +490,7 @@ cdef inline bint fits_filters(object filters, Py_ssize_t K, Py_ssize_t L, bint w
             and dim(filters, 2) == L)
 
 
-def conv_forward(x, filters, num_filters_, length_, out=None):
+def conv_forward(x, filters, num_filters, length, out=None):
     """conv_forward(x, filters, num_filters, length, out=None)
 
     The valid correlation (H - L + 1, W - L + 1, K) of the image ``x`` (H, W)
@@ -499,15 +499,15 @@ def conv_forward(x, filters, num_filters_, length_, out=None):
     """
     cdef double stack[STACK_DOUBLES]
     cdef cnp.npy_intp dims[3]
-    cdef Py_ssize_t num_filters = as_size(num_filters_), length = as_size(length_)
-    if (not fits_filters(filters, num_filters, length, True) or not is_float64(x, 2, False)
-            or length < 1 or dim(x, 0) < length or dim(x, 1) < length):
+    cdef Py_ssize_t count = as_size(num_filters), side = as_size(length)
+    if (not fits_filters(filters, count, side, True) or not is_float64(x, 2, False)
+            or side < 1 or dim(x, 0) < side or dim(x, 1) < side):
         return None
-    dims[0], dims[1], dims[2] = dim(x, 0) - length + 1, dim(x, 1) - length + 1, num_filters
+    dims[0], dims[1], dims[2] = dim(x, 0) - side + 1, dim(x, 1) - side + 1, count
     y = output(out, 3, dims)
     if y is False:
         return None
-    cdef double* ft = scratch(stack, num_filters * length * length)
+    cdef double* ft = scratch(stack, count * side * side)
     if ft == NULL:
         raise MemoryError()
     cdef const double* xp = data(x)
@@ -515,13 +515,13 @@ def conv_forward(x, filters, num_filters_, length_, out=None):
     cdef double* yp = data(y)
     cdef Py_ssize_t height = dim(x, 0), width = dim(x, 1)
     with nogil:
-        cpx_conv_forward(xp, height, width, fp, num_filters, length, ft, yp)
+        cpx_conv_forward(xp, height, width, fp, count, side, ft, yp)
     if ft != stack:
         free(ft)
     return y
 
 
-def conv_backward_step(gy, x, filters, num_filters_, length_, learn_rate):
+def conv_backward_step(gy, x, filters, num_filters, length, learn_rate):
     """conv_backward_step(gy, x, filters, num_filters, length, learn_rate)
 
     ``filters`` (K, L, L) -= learn_rate * their gradient for the output
@@ -530,15 +530,15 @@ def conv_backward_step(gy, x, filters, num_filters_, length_, learn_rate):
     float; the filters writeable, sharing no memory with gy or x).
     """
     cdef double stack[STACK_DOUBLES]
-    cdef Py_ssize_t num_filters = as_size(num_filters_), length = as_size(length_)
-    if (not fits_filters(filters, num_filters, length, True) or not is_float64(x, 2, False)
+    cdef Py_ssize_t count = as_size(num_filters), side = as_size(length)
+    if (not fits_filters(filters, count, side, True) or not is_float64(x, 2, False)
             or not is_float64(gy, 3, False) or not finite_float(learn_rate)
-            or length < 1 or dim(x, 0) < length or dim(x, 1) < length
-            or dim(gy, 0) != dim(x, 0) - length + 1 or dim(gy, 1) != dim(x, 1) - length + 1
-            or dim(gy, 2) != num_filters
+            or side < 1 or dim(x, 0) < side or dim(x, 1) < side
+            or dim(gy, 0) != dim(x, 0) - side + 1 or dim(gy, 1) != dim(x, 1) - side + 1
+            or dim(gy, 2) != count
             or shares_memory(filters, x) or shares_memory(filters, gy)):
         return None
-    cdef double* acc = scratch(stack, num_filters * length * length)
+    cdef double* acc = scratch(stack, count * side * side)
     cdef double lr = learn_rate
     if acc == NULL:
         raise MemoryError()
@@ -547,13 +547,13 @@ def conv_backward_step(gy, x, filters, num_filters_, length_, learn_rate):
     cdef double* fp = data(filters)
     cdef Py_ssize_t height = dim(x, 0), width = dim(x, 1)
     with nogil:
-        cpx_conv_backward_step(xp, height, width, gp, fp, num_filters, length, lr, acc)
+        cpx_conv_backward_step(xp, height, width, gp, fp, count, side, lr, acc)
     if acc != stack:
         free(acc)
     return True
 
 
-def max_pool_forward(x, pool_length_, out=None):
+def max_pool_forward(x, pool_length, out=None):
     """max_pool_forward(x, pool_length, out=None)
 
     The maxima (H // n, W // n, C) of the 2x2 windows at stride 2 of ``x``
@@ -561,10 +561,10 @@ def max_pool_forward(x, pool_length_, out=None):
     ``out`` when given.  None when the arrays do not fit.
     """
     cdef cnp.npy_intp dims[3]
-    cdef Py_ssize_t pool_length = as_size(pool_length_)
-    if not is_float64(x, 3, False) or pool_length < 2:
+    cdef Py_ssize_t n = as_size(pool_length)
+    if not is_float64(x, 3, False) or n < 2:
         return None
-    dims[0], dims[1], dims[2] = dim(x, 0) // pool_length, dim(x, 1) // pool_length, dim(x, 2)
+    dims[0], dims[1], dims[2] = dim(x, 0) // n, dim(x, 1) // n, dim(x, 2)
     y = output(out, 3, dims)
     if y is False:
         return None
@@ -576,18 +576,19 @@ def max_pool_forward(x, pool_length_, out=None):
     return y
 
 
-def max_pool_backward(gy, x, pool_length_, out=None):
+def max_pool_backward(gy, x, pool_length, out=None):
     """max_pool_backward(gy, x, pool_length, out=None)
 
     The gradient (H, W, C) for ``x`` of the pooling above given ``gy``
-    (H // n, W // n, C): each window's value at every element equal to the
-    window's maximum (ties all get it), 0 elsewhere; into ``out`` when given.
+    (H // n, W // n, C), n = ``pool_length``: each window's value at every
+    element equal to the window's maximum (ties all get it), 0 elsewhere;
+    into ``out`` when given.
     None when the arrays do not fit.
     """
     cdef cnp.npy_intp dims[3]
-    cdef Py_ssize_t pool_length = as_size(pool_length_)
-    if (not is_float64(x, 3, False) or not is_float64(gy, 3, False) or pool_length < 2
-            or dim(gy, 0) != dim(x, 0) // pool_length or dim(gy, 1) != dim(x, 1) // pool_length
+    cdef Py_ssize_t n = as_size(pool_length)
+    if (not is_float64(x, 3, False) or not is_float64(gy, 3, False) or n < 2
+            or dim(gy, 0) != dim(x, 0) // n or dim(gy, 1) != dim(x, 1) // n
             or dim(gy, 2) != dim(x, 2)):
         return None
     dims[0], dims[1], dims[2] = dim(x, 0), dim(x, 1), dim(x, 2)
