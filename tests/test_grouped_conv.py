@@ -108,6 +108,11 @@ GRID = [
     ((1, 2, 9, 21), (2, 1, 3, 3), 2, 2, 1),
     ((1, 2, 8, 20), (2, 1, 3, 3), 2, 0, 1),
     ((1, 2, 8, 19), (2, 1, 2, 4), 2, (0, 3), 1),
+    # Strided input gradients: phases no tap reaches (1x1, stride 2), padding
+    # beyond the kernel with two filters a channel, strides 3 and 4 with dilation.
+    ((1, 2, 7, 9), (2, 1, 1, 1), 2, 0, 1),
+    ((2, 2, 8, 8), (4, 1, 3, 3), 2, 3, 1),
+    ((1, 3, 13, 22), (3, 1, 3, 3), (3, 4), (1, 2), (2, 3)),
 ]
 
 
@@ -356,3 +361,23 @@ def test_conv2d_layer_with_groups():
     with pytest.raises(ValueError, match="groups=3 must divide"):
         Conv2D(4, 8, 3, groups=3)
     assert Conv2D(**layer.config()).config() == layer.config()
+
+
+@pytest.mark.parametrize("func", ["conv2d", "conv2d_backward"])
+def test_padded_planes_too_large_for_memory_are_refused_naming_them(func):
+    """The output is one element, but the padded copy of a plane the kernels
+    would allocate spans the dilated window: refused before any allocation."""
+    x = np.zeros((1, 2, 1, 1), np.float32)
+    w = np.zeros((2, 1, 3, 3), np.float32)
+    huge = 2 ** 61
+    args = dict(stride=1, padding=huge, dilation=huge)
+    with pytest.raises(ValueError, match=r"the padded copy of one plane of x .*dilation "
+                                         r"\(2305843009213693952, 2305843009213693952\)"):
+        if func == "conv2d":
+            F.conv2d(x, w, None, groups=2, **args)
+        else:
+            F.conv2d_backward(np.zeros((1, 2, 1, 1), np.float32), x, w, groups=2, **args)
+    # The same sizes of a small dilation pass: the check is of what the kernels allocate.
+    y = F.conv2d(x, w, None, 1, 4, 4, groups=2)
+    assert y.shape == (1, 2, 1, 1) and not y.any()
+

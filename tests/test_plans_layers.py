@@ -502,6 +502,130 @@ def test_a_run_stopped_by_a_non_finite_loss_draws_the_keys_the_layers_draw():
     plan, layers = both_paths(dropout_net, run)
     assert_same(plan, layers, "after a stopped run")
 
+# ------------------------------------------- grouped and depthwise convolution
+def mobile_layers(dtype, seed=2):
+    """A MobileNet-style net for (2, 8, 8) inputs: depthwise 3x3 (stride 1 and 2,
+    one and two filters a channel, with and without bias) and grouped
+    pointwise 1x1 convolutions, batch norms (after each kind of
+    convolution, one after a ReLU) and ReLUs."""
+    rng = np.random.default_rng(seed)
+    return Sequential([
+        Conv2D(2, 8, 3, padding=1, bias=False, dtype=dtype, seed=rng),              # (8, 8, 8)
+        BatchNorm2D(8, dtype=dtype), ReLU(),
+        Conv2D(8, 8, 3, padding=1, groups=8, bias=False, dtype=dtype, seed=rng),
+        BatchNorm2D(8, dtype=dtype), ReLU(),
+        Conv2D(8, 12, 1, groups=2, dtype=dtype, seed=rng),                         # (12, 8, 8)
+        BatchNorm2D(12, dtype=dtype), ReLU(),
+        Conv2D(12, 12, 3, stride=2, padding=1, groups=12, dtype=dtype, seed=rng),  # (12, 4, 4)
+        ReLU(), BatchNorm2D(12, dtype=dtype),
+        Conv2D(12, 24, 3, padding=(2, 1), dilation=(2, 1), groups=12, dtype=dtype,
+               seed=rng),                                                          # (24, 4, 4)
+        BatchNorm2D(24, affine=False, dtype=dtype),
+        GlobalAvgPool2D(), Dense(24, 5, dtype=dtype, seed=rng),
+    ])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_depthwise_training_equals_the_layer_path_bitwise(dtype, batch_size):
+    X, y = data()
+
+    def run(model):
+        fitted = fit_everything(model, X, y, epochs=2, batch_size=batch_size,
+                                optimizer=optim.Adam(lr=0.01), seed=3)
+        return (*fitted[:3], {k: v.copy() for k, v in model.state_dict().items()})
+
+    plan, layers = both_paths(lambda: mobile_layers(dtype), run)
+    assert_same(plan, layers, "depthwise net: history, parameters, optimiser state")
+    assert not np.array_equal(plan[1]["3.weight"], mobile_layers(dtype).layers[3].params[
+        "weight"])  # the depthwise filters were trained
+
+
+def test_depthwise_layers_run_on_their_steps_in_every_mode():
+    model = mobile_layers("float32")
+    for batch in (1, 4):
+        names = step_names(model, "fit", batch, (2, 8, 8))
+        assert names.count("depthwise2d") == 3 and names.count("depthwise2d_backward") == 3
+        assert names.count("conv2d_backward") == 3, names  # the stem, the two groups
+    model.eval()
+    names = step_names(model, "predict", 1, (2, 8, 8))
+    # Folded: the stem (with its ReLU), two depthwise and the grouped layer (their
+    # ReLU a step of its own).
+    assert names.count("batch_norm2d_fold") == 4, names
+    assert names.count("copy_channels") == 4, names  # each group's input and output
+    assert names.count("depthwise2d") == 3 and names.count("batch_norm2d") == 1, names
+    assert model._compiled()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_depthwise_evaluation_without_folding_equals_the_layer_path_bitwise(
+        dtype, batch_size, no_folding):
+    X, y = data()
+
+    def run(model):
+        trained_statistics(model)
+        return (model.predict(X, batch_size=batch_size),
+                model.evaluate(X, y, batch_size=batch_size), model.eval()(X.astype(dtype)))
+
+    plan, layers = both_paths(lambda: mobile_layers(dtype), run)
+    assert_same(plan, layers, "depthwise net: predict, evaluate, forward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_depthwise_folded_evaluation_is_within_tolerance_of_the_layer_path(dtype, batch_size):
+    X, _ = data()
+
+    def run(model):
+        trained_statistics(model)
+        return model.predict(X, batch_size=batch_size)
+
+    folded, expected = both_paths(lambda: mobile_layers(dtype), run)
+    assert np.abs(folded - expected).max() <= FOLD_TOLERANCE[dtype] * np.abs(expected).max()
+    assert not np.array_equal(folded, mobile_layers(dtype).predict(X))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("poison", [None, np.inf, np.nan])
+def test_depthwise_forward_and_backward_in_both_modes_equal_the_layer_path_bitwise(dtype,
+                                                                                 poison):
+    """Filters holding inf or NaN take the scatter for the input gradient, in the
+    steps as in the functional, and the stride-1 path is whole again after."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 8, 8)).astype(dtype)
+    gy = rng.standard_normal((3, 5)).astype(dtype)
+
+    def run(model):
+        trained_statistics(model)
+        results = []
+        for mode in (True, False, True):
+            model.train(mode)
+            out = model.forward(x)
+            gx = model.backward(gy)
+            results.append((out, gx, {k: g.copy() for k, g in model.gradients().items()},
+                            snapshot(model), model.state_dict()))
+            if poison is not None:
+                weight = model.layers[3].params["weight"]
+                weight[1, 0, 1, 1] = poison if mode else 0.5
+        return results
+
+    plan, layers = both_paths(lambda: mobile_layers(dtype), run)
+    assert_same(plan, layers, "depthwise forward/backward")
+
+
+def test_depthwise_plans_give_the_same_bits_on_one_and_two_threads(num_threads):
+    X, y = data(n=24)
+    results = []
+    for threads in (1, 2):
+        num_threads(threads)
+        results.append(both_paths(lambda: mobile_layers("float32"), lambda m: fit_everything(
+            m, X, y, epochs=1, batch_size=8, optimizer=optim.SGD(lr=0.05, momentum=0.9),
+            seed=1)[:3]))
+    assert_same(results[0][0], results[1][0], "depthwise plans, 1 vs 2 threads")
+    assert_same(results[1][0], results[1][1], "depthwise plan vs layers, 2 threads")
+
+
 # ---------------------------------------------------- every instruction set
 def check_every_path():
     """The bitwise comparisons on the ISA build this process runs, for the child."""
@@ -521,6 +645,11 @@ def check_every_path():
             finally:
                 builder.FOLDS[:] = folds
             assert_same(plan, layers, f"{dtype} batch {batch_size}, evaluation")
+            plan, layers = both_paths(lambda dtype=dtype: mobile_layers(dtype),
+                                      lambda m, b=batch_size: fit_everything(
+                                          m, X, y, epochs=1, batch_size=b,
+                                          optimizer=optim.SGD(lr=0.05), seed=2)[:3])
+            assert_same(plan, layers, f"{dtype} batch {batch_size}, depthwise")
 
 
 @pytest.mark.parametrize("isa", cnnext.show_config("dicts")["simd"]["supported"])

@@ -327,17 +327,22 @@ class BatchNormCase(Case):
 
 class DepthwiseCase(Case):
     """A depthwise 3x3 convolution's training step: forward, then the input, weight
-    and bias gradients (conv2d with groups == channels)."""
+    and bias gradients (conv2d with groups == channels, padding 1)."""
 
     family = "depthwise2d"
     op = "forward-backward"
-    name = "depthwise2d.forward-backward.b64"
-    description = (f"y = conv2d(x, w, b, 1, 1, groups=32); gx, gw, gb = conv2d_backward(gy, x, "
-                   f"w, 1, 1, groups=32); x {LAYER_INPUT}, w (32, 1, 3, 3)")
     images = LAYER_INPUT[0]
 
+    def __init__(self, stride=1):
+        self.stride = stride
+        self.name = "depthwise2d.forward-backward.b64" + ("" if stride == 1 else f"-s{stride}")
+        self.out_shape = (*LAYER_INPUT[:2], *((n - 1) // stride + 1 for n in LAYER_INPUT[2:]))
+        self.description = (f"y = conv2d(x, w, b, {stride}, 1, groups=32); gx, gw, gb = "
+                            f"conv2d_backward(gy, x, w, {stride}, 1, groups=32); x "
+                            f"{LAYER_INPUT}, w (32, 1, 3, 3)")
+
     def flops(self):
-        return 2 * 3 * int(np.prod(LAYER_INPUT)) * 9
+        return 2 * 3 * int(np.prod(self.out_shape)) * 9
 
     def make_inputs(self, dtype):
         rng = _rng(self.name, dtype)
@@ -345,15 +350,16 @@ class DepthwiseCase(Case):
         return {"x": rng.standard_normal(LAYER_INPUT).astype(dtype),
                 "w": (rng.standard_normal((c, 1, 3, 3)) / 3).astype(dtype),
                 "b": rng.standard_normal(c).astype(dtype),
-                "gy": rng.standard_normal(LAYER_INPUT).astype(dtype)}
+                "gy": rng.standard_normal(self.out_shape).astype(dtype),
+                "stride": self.stride}
 
     def reference(self, inputs):
-        x, w, gy = inputs["x"], inputs["w"], inputs["gy"]
+        x, w, gy, stride = inputs["x"], inputs["w"], inputs["gy"], inputs["stride"]
         ys, gxs, gws, gbs = [], [], [], []
         for c in range(x.shape[1]):
             part = slice(c, c + 1)
-            ys.append(_reference.conv2d(x[:, part], w[part], inputs["b"][part], 1, 1))
-            gx, gw, gb = _reference.conv2d_backward(gy[:, part], x[:, part], w[part], 1, 1)
+            ys.append(_reference.conv2d(x[:, part], w[part], inputs["b"][part], stride, 1))
+            gx, gw, gb = _reference.conv2d_backward(gy[:, part], x[:, part], w[part], stride, 1)
             gxs.append(gx)
             gws.append(gw)
             gbs.append(gb)
@@ -491,7 +497,7 @@ def _all_cases():
     from .overhead import OPS
 
     cases += [OverheadCase(op) for op in OPS]
-    cases += [BatchNormCase(), DepthwiseCase()]
+    cases += [BatchNormCase(), DepthwiseCase(), DepthwiseCase(stride=2)]
     cases += [TrainCase("resnet8", batch) for batch in (1, 64)]
     cases += [PredictCase("resnet8", batch) for batch in (1, 64)]
     return {case.name: case for case in cases}

@@ -267,11 +267,11 @@ def _layer_step(F, case, inputs, reference):
             y, mean, invstd = F.batch_norm2d(x, *running, w, b, True, return_stats=True)
             return y, F.batch_norm2d_backward(gy, x, mean, invstd, w)
     else:
-        w, b, groups = inputs["w"], inputs["b"], x.shape[1]
+        w, b, groups, stride = inputs["w"], inputs["b"], x.shape[1], inputs["stride"]
 
         def step():
-            return (F.conv2d(x, w, b, 1, 1, 1, groups),
-                    F.conv2d_backward(gy, x, w, 1, 1, groups=groups))
+            return (F.conv2d(x, w, b, stride, 1, 1, groups),
+                    F.conv2d_backward(gy, x, w, stride, 1, groups=groups))
 
     def outputs(result):
         y, (gx, gw, gb) = result

@@ -258,7 +258,7 @@ def _layer_step(torch, case, inputs, reference):
         params = [torch.from_numpy(inputs[name]) for name in ("w", "b")]
 
         def forward(leaves):
-            return tf.conv2d(*leaves, 1, 1, 1, x.shape[1])
+            return tf.conv2d(*leaves, inputs["stride"], 1, 1, x.shape[1])
     leaves = [t.clone().requires_grad_() for t in (x, *params)]
 
     def forward_backward():

@@ -7,8 +7,6 @@ group) runs on the kernels of its own (``_kernels/_depthwise.pxi``); other
 groupings run the ordinary convolution kernels once per group.
 """
 
-import math
-
 import numpy as np
 
 from .. import _dispatch, _validation
@@ -31,19 +29,19 @@ def check_groups(func, groups):
     return groups
 
 
-def _geometry(func, x, w, stride, padding, dilation, groups):
+def _geometry(func, x_shape, w_shape, dtype, stride, padding, dilation, groups):
     """Checked shapes and hyper-parameters: (stride, padding, dilation, output shape)."""
-    n, c, h, wd = x.shape
-    k, cw, r, s = w.shape
+    n, c, h, wd = x_shape
+    k, cw, r, s = w_shape
     if min(c, h, wd) < 1:
-        raise ValueError(f"{func}: x must have C, H, W >= 1 {_X_LAYOUT}, got shape {x.shape}")
+        raise ValueError(f"{func}: x must have C, H, W >= 1 {_X_LAYOUT}, got shape {x_shape}")
     if min(k, r, s) < 1:
-        raise ValueError(f"{func}: w must have K, R, S >= 1 {_W_LAYOUT}, got shape {w.shape}")
+        raise ValueError(f"{func}: w must have K, R, S >= 1 {_W_LAYOUT}, got shape {w_shape}")
     if c % groups or k % groups:
         raise ValueError(f"{func}: groups={groups} must divide the input channels ({c}, x of "
-                         f"shape {x.shape}) and the filters ({k}, w of shape {w.shape})")
+                         f"shape {x_shape}) and the filters ({k}, w of shape {w_shape})")
     if cw * groups != c:
-        raise ValueError(f"{func}: w has {cw} input channels per filter (shape {w.shape}) but "
+        raise ValueError(f"{func}: w has {cw} input channels per filter (shape {w_shape}) but "
                          f"x has {c} channels in {groups} groups; w must be {_W_LAYOUT} with "
                          f"C / groups = {c // groups}")
     stride = _validation.pair(func, "stride", stride, 1)
@@ -51,18 +49,39 @@ def _geometry(func, x, w, stride, padding, dilation, groups):
     dilation = _validation.pair(func, "dilation", dilation, 1)
     ho = _validation.output_size(func, "height", h, r, stride[0], padding[0], dilation[0])
     wo = _validation.output_size(func, "width", wd, s, stride[1], padding[1], dilation[1])
-    _validation.check_nbytes(func, "the output", (n, k, ho, wo), x.dtype)
-    # The padded copy of one plane, in whole blocks of 16 columns.
-    _validation.check_nbytes(func, f"the padded copy of one plane of x for stride {stride}, "
-                         f"padding {padding} and dilation {dilation}",
-                         ((ho - 1) * stride[0] + (r - 1) * dilation[0] + 1 + h + r * dilation[0],
-                          ((wo + 15) // 16) * 16 * stride[1] + wd + 16 + 2 * s * dilation[1]),
-                         np.float64)
+    _validation.check_nbytes(func, "the output", (n, k, ho, wo), dtype)
+    if _depthwise_case(x_shape, w_shape, groups):
+        for name, shape in _padded_planes(h, wd, r, s, ho, wo, stride, padding, dilation):
+            _validation.check_nbytes(func, f"{name} for stride {stride}, padding {padding} "
+                                     f"and dilation {dilation}", shape, dtype)
     return stride, padding, dilation, (n, k, ho, wo)
 
 
-def _depthwise_case(x, w, groups):
-    return groups == x.shape[1] and w.shape[1] == 1
+def _depthwise_case(x_shape, w_shape, groups):
+    return groups == x_shape[1] and w_shape[1] == 1
+
+
+def _padded_planes(h, wd, r, s, ho, wo, stride, padding, dilation):
+    """(what, shape) of the buffers the depthwise kernels pad one plane into
+    (_kernels/_depthwise.pxi, make_geometry): an input plane split into the
+    column stride's phases, each rounded up to whole blocks of 16 columns,
+    and those of the input gradient."""
+    sh, sw = stride
+    dh, dw = dilation
+    reach = (wo - 1) * sw + (s - 1) * dw + 1
+    phase_len = -(-wo // 16) * 16 + (s - 1) * dw // sw + 1
+    yield ("the padded copy of one plane of x",
+           ((ho - 1) * sh + (r - 1) * dh + 1, min(sw, reach), phase_len))
+    if stride == (1, 1):
+        yield ("the padded copy of one plane of gy",
+               (h + (r - 1) * dh, -(-wd // 16) * 16 + (s - 1) * dw + 1))
+        return
+    # The strided input gradient: gy padded, and x's gradient per phase of its rows
+    # and columns (padding included).
+    rows, cols = -(-(h + padding[0]) // sh), -(-(wd + padding[1]) // sw)
+    yield ("the padded copy of one plane of gy",
+           (max(rows, ho) + (r - 1) * dh // sh, max(cols, wo) + (s - 1) * dw // sw))
+    yield "the phases of one plane of gx", (sh * sw, rows, cols)
 
 
 def conv2d(x, w, b, stride, padding, dilation, groups, out):
@@ -71,12 +90,12 @@ def conv2d(x, w, b, stride, padding, dilation, groups, out):
     from .conv import conv2d as plain_conv2d
 
     func = "conv2d"
-    stride, padding, dilation, out_shape = _geometry(func, x, w, stride, padding, dilation,
-                                                     groups)
+    stride, padding, dilation, out_shape = _geometry(func, x.shape, w.shape, x.dtype, stride,
+                                                     padding, dilation, groups)
     y = _validation.out_array(func, "out", out, out_shape, x.dtype, (x, w, b))
     if x.shape[0] == 0:
         return y
-    if _depthwise_case(x, w, groups):
+    if _depthwise_case(x.shape, w.shape, groups):
         _FORWARD[x.dtype](_validation.contiguous(x), _validation.contiguous(w),
                           None if b is None else _validation.contiguous(b), y, stride, padding,
                           dilation)
@@ -95,8 +114,8 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, need_input_grad, groups
     from .conv import conv2d_backward as plain_backward
 
     func = "conv2d_backward"
-    stride, padding, dilation, out_shape = _geometry(func, x, w, stride, padding, dilation,
-                                                     groups)
+    stride, padding, dilation, out_shape = _geometry(func, x.shape, w.shape, x.dtype, stride,
+                                                     padding, dilation, groups)
     if gy.shape != out_shape:
         raise ValueError(f"{func}: gy must have the shape of conv2d's output {out_shape} "
                          f"(N, K, Ho, Wo), got shape {gy.shape}")
@@ -106,11 +125,11 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, need_input_grad, groups
         gw.fill(0)
         gb.fill(0)
         return gx, gw, gb
-    if _depthwise_case(x, w, groups):
+    if _depthwise_case(x.shape, w.shape, groups):
         gy = _validation.contiguous(gy)
         if need_input_grad:
             # Zero padding times an inf or NaN tap would add NaN the definition lacks.
-            scatter = not math.isfinite(w.sum(dtype=np.float64))
+            scatter = not np.isfinite(w).all()
             _BACKWARD_DATA[x.dtype](gy, _validation.contiguous(w), gx, stride, padding, dilation,
                                     scatter)
         partial = np.empty((n, w.shape[0], w.shape[2] * w.shape[3] + 1), np.float64)
@@ -126,3 +145,12 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, need_input_grad, groups
         if need_input_grad:
             gx[:, channels] = part_gx
     return gx, gw, gb
+
+
+def depthwise_step_plan(x_shape, w_shape, dtype, stride, padding, dilation):
+    """The kernels' StepPlan of a depthwise layer (groups == C, one input channel
+    a filter) on batches of ``x_shape``, checked as ``conv2d`` checks a call
+    (what a plan's "depthwise2d" steps take)."""
+    stride, padding, dilation, out_shape = _geometry("conv2d", x_shape, w_shape, dtype, stride,
+                                                     padding, dilation, x_shape[1])
+    return _depthwise.StepPlan(x_shape, w_shape, out_shape, stride, padding, dilation)

@@ -63,6 +63,12 @@ cdef enum:
     # Taps per weight-gradient tile (3 x 3 filters in one).
     GROUP = 9
 
+# How an input gradient is computed (backward_data_plane).
+cdef enum:
+    DATA_UNIT = 0      # stride 1: gy, padded, correlated with the flipped filters
+    DATA_GATHER = 1    # other strides: the same per phase of the rows and columns
+    DATA_SCATTER = 2   # filters holding inf or NaN: each gradient spread over its window
+
 # Below this many multiply-adds a call runs on the calling thread.
 cdef Py_ssize_t MIN_PARALLEL_WORK = 1 << 16
 
@@ -80,6 +86,11 @@ cdef struct Geometry:
     # The padded copy of a gy plane (the stride-1 input gradient).
     Py_ssize_t gy_rows, gy_stride
     Py_ssize_t gy_top, gy_left        # where gy[0, 0] sits in it
+    # DATA_GATHER: gy padded (gat_rows rows of gat_stride, gy[0, 0] at
+    # (gat_top, gat_left)), and the gradient of each phase (U % sh, V % sw)
+    # of the padded input's (U, V), at (U // sh, V // sw) of a phase plane
+    # of cls_rows rows of cls_cols.
+    Py_ssize_t gat_rows, gat_stride, gat_top, gat_left, cls_rows, cls_cols
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
@@ -110,6 +121,12 @@ cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
     g.gy_left = (g.kw - 1) * g.dw - g.pw
     g.gy_rows = g.height + (g.kh - 1) * g.dh
     g.gy_stride = round_up(g.width, BLOCK) + (g.kw - 1) * g.dw + 1
+    g.cls_rows = (g.height + g.ph + g.sh - 1) // g.sh
+    g.cls_cols = (g.width + g.pw + g.sw - 1) // g.sw
+    g.gat_top = (g.kh - 1) * g.dh // g.sh
+    g.gat_left = (g.kw - 1) * g.dw // g.sw
+    g.gat_rows = max(g.cls_rows, g.out_height) + g.gat_top
+    g.gat_stride = max(g.cls_cols, g.out_width) + g.gat_left
     return g
 
 
@@ -459,27 +476,30 @@ cdef inline bint span_finite(const floating* values, Py_ssize_t count) noexcept 
     return vsum(values, check) == 0
 
 
-cdef void* thread_scratch(int n_threads, Py_ssize_t nbytes, str owner) except NULL:
-    # One zeroed padded-plane buffer of nbytes per thread, on the heap: OpenMP
-    # threads may have small stacks (OMP_STACKSIZE).
-    cdef void* scratch = NULL
-    if nbytes <= PY_SSIZE_T_MAX // n_threads:
-        scratch = calloc(max(n_threads * nbytes, 1), 1)
-    if scratch == NULL:
-        raise MemoryError(f"{owner}: no memory for {n_threads} padded plane(s) of {nbytes} "
-                          f"bytes")
-    return scratch
-
-
-cdef Py_ssize_t* new_offsets(const Geometry* g, bint flip) except NULL:
-    """The tap offsets of a call (fill_offsets), on the heap: the x buffer's
-    layout, or with flip the gy buffer's of the stride-1 input gradient."""
-    cdef Py_ssize_t taps = round_up(g.kh * g.kw, GROUP)
-    cdef Py_ssize_t* offsets = <Py_ssize_t*>malloc(taps * sizeof(Py_ssize_t))
+cdef Py_ssize_t* new_offsets(const Geometry* g, int mode) except NULL:
+    """The tap offsets of a call, on the heap: the x buffer's layout
+    (fill_offsets; the forward, the weight gradient and DATA_SCATTER), the gy
+    buffer's of DATA_UNIT (flipped), or for DATA_GATHER per phase c of the
+    padded input (c = (U % sh) sw + V % sw) the entry at c (1 + 2 R S): its
+    number of taps, their offsets in the padded gy, their tap indices."""
+    cdef Py_ssize_t taps = g.kh * g.kw, count = round_up(taps, GROUP), r, s, c, e
+    cdef Py_ssize_t* offsets
+    if mode == DATA_GATHER:
+        count = max(count, g.sh * g.sw * (1 + 2 * taps))
+    offsets = <Py_ssize_t*>calloc(count, sizeof(Py_ssize_t))
     if offsets == NULL:
-        raise MemoryError(f"depthwise: no memory for {taps} tap offsets")
-    if flip:
+        raise MemoryError(f"depthwise: no memory for {count} tap offsets")
+    if mode == DATA_UNIT:
         fill_offsets(offsets, g.kh, g.kw, g.dh, g.dw, 1, 0, g.gy_stride, True)
+    elif mode == DATA_GATHER:
+        for r in range(g.kh):
+            for s in range(g.kw):
+                e = ((r * g.dh) % g.sh * g.sw + (s * g.dw) % g.sw) * (1 + 2 * taps)
+                c = offsets[e]
+                offsets[e + 1 + c] = ((g.gat_top - r * g.dh // g.sh) * g.gat_stride
+                                      + g.gat_left - s * g.dw // g.sw)
+                offsets[e + 1 + taps + c] = r * g.kw + s
+                offsets[e] = c + 1
     else:
         fill_offsets(offsets, g.kh, g.kw, g.dh, g.dw, g.sw, g.phase_len, g.row_stride, False)
     return offsets
@@ -505,7 +525,7 @@ cdef inline void forward_plane(const floating* x,   # IN  (H, W) one input plane
                                floating* y,         # OUT (m, Ho, Wo) their output planes
                                Py_ssize_t y_step,   # elements between those planes
                                const Geometry* g,
-                               const Py_ssize_t* offsets,  # IN  new_offsets(g, False)
+                               const Py_ssize_t* offsets,  # IN  new_offsets(g, DATA_SCATTER)
                                floating* xp         # TMP (pad_rows, row_stride), zeroed
                                ) noexcept nogil:
     cdef Py_ssize_t q, taps = g.kh * g.kw, row_step = g.sh * g.row_stride
@@ -524,14 +544,16 @@ cdef inline void backward_data_plane(const floating* gy,  # IN  (m, Ho, Wo) plan
                                      Py_ssize_t y_step,
                                      const floating* w,   # IN  (m, R, S)
                                      floating* gx,        # OUT (H, W)
-                                     const Geometry* g, bint unit,
-                                     const Py_ssize_t* offsets,  # IN  new_offsets(g, unit)
-                                     floating* buf      # TMP (data_scratch(g, unit),), zeroed
+                                     const Geometry* g, int mode,
+                                     const Py_ssize_t* offsets,  # IN  new_offsets(g, mode)
+                                     floating* buf      # TMP (data_scratch(g, mode),), zeroed
                                      ) noexcept nogil:
     cdef Py_ssize_t plane_in = g.height * g.width, taps = g.kh * g.kw
     cdef Py_ssize_t q
     cdef bint finite = True
-    if unit:
+    if mode == DATA_GATHER:
+        finite = gather_plane(gy, y_step, w, gx, g, offsets, buf)
+    elif mode == DATA_UNIT:
         # The sum over the filters of the correlation of gy, padded, with the
         # flipped filter.
         for q in range(g.multiplier):
@@ -551,6 +573,64 @@ cdef inline void backward_data_plane(const floating* gy,  # IN  (m, Ho, Wo) plan
             # Some float32 sum overflowed (or the data holds inf or NaN): the
             # plane again in double precision.
             wide_input_grad(gy, y_step, w, gx, g)
+
+
+cdef inline bint gather_plane(const floating* gy,  # IN  (m, Ho, Wo) planes y_step apart
+                              Py_ssize_t y_step,
+                              const floating* w,   # IN  (m, R, S)
+                              floating* gx,        # OUT (H, W)
+                              const Geometry* g,
+                              const Py_ssize_t* table,  # IN  new_offsets(g, DATA_GATHER)
+                              floating* buf        # TMP (data_scratch(g, DATA_GATHER),), zeroed
+                              ) noexcept nogil:
+    # The input gradient of a strided layer as correlations, each output
+    # summed in registers and stored once: the padded input's (U, V) gets
+    # w[r, s] gy[(U - r dh) / sh, (V - s dw) / sw] from the taps whose
+    # (r dh, s dw) has the phase (U % sh, V % sw), which are one correlation
+    # of gy, padded, per phase.  Returns whether every sum stayed finite.
+    cdef Py_ssize_t taps = g.kh * g.kw, phases = g.sh * g.sw, entry = 1 + 2 * taps
+    cdef Py_ssize_t size = g.cls_rows * g.cls_cols
+    cdef floating* gyp = buf
+    cdef floating* cls = buf + g.gat_rows * g.gat_stride
+    cdef floating* wc = cls + phases * size
+    cdef Py_ssize_t q, c, i
+    cdef const Py_ssize_t* e
+    cdef bint finite = True
+    for q in range(g.multiplier):
+        copy_interior(gy + q * y_step, g.out_height, g.out_width, gyp, g.gat_rows,
+                      g.gat_stride, g.gat_stride, 1, 0, g.gat_top, g.gat_left)
+        for c in range(phases):
+            e = table + c * entry
+            for i in range(e[0]):
+                wc[i] = w[q * taps + e[1 + taps + i]]
+            finite &= correlate_rows(gyp, g.gat_stride, e + 1, wc, e[0], 0, cls + c * size,
+                                     g.cls_rows, g.cls_cols, q > 0)
+    unphase_plane(cls, g, gx)
+    return finite
+
+
+cdef inline void unphase_plane(const floating* cls,  # IN  (sh sw, cls_rows, cls_cols)
+                               const Geometry* g,
+                               floating* gx          # OUT (H, W)
+                               ) noexcept nogil:
+    # gx[u, v] is the phase (U % sh, V % sw) of (U, V) = (u + ph, v + pw), at (U // sh, V // sw).
+    cdef Py_ssize_t u, v, big_u, big_v, size = g.cls_rows * g.cls_cols
+    cdef const floating* row
+    cdef floating* out
+    for u in range(g.height):
+        big_u = u + g.ph
+        row = cls + (big_u % g.sh) * g.sw * size + (big_u // g.sh) * g.cls_cols
+        out = gx + u * g.width
+        if g.sw == 1:
+            copy_span(out, row + g.pw, g.width)
+        elif g.sw == 2 and g.pw % 2 == 0:
+            interleave(row + g.pw // 2, row + size + g.pw // 2, out, g.width)
+        elif g.sw == 2:
+            interleave(row + size + g.pw // 2, row + g.pw // 2 + 1, out, g.width)
+        else:
+            for v in range(g.width):
+                big_v = v + g.pw
+                out[v] = row[(big_v % g.sw) * size + big_v // g.sw]
 
 
 cdef inline void wide_input_grad(const floating* gy, Py_ssize_t y_step, const floating* w,
@@ -581,7 +661,7 @@ cdef inline void backward_filter_plane(const floating* gy,  # IN  (m, Ho, Wo) y_
                                        const floating* x,   # IN  (H, W)
                                        double* partial,     # OUT (m, R S + 1)
                                        const Geometry* g,
-                                       const Py_ssize_t* offsets,  # IN  new_offsets(g, False)
+                                       const Py_ssize_t* offsets,  # IN  x layout (new_offsets)
                                        floating* xp         # TMP (pad_rows, row_stride), zeroed
                                        ) noexcept nogil:
     cdef Py_ssize_t q, taps = g.kh * g.kw
@@ -591,10 +671,150 @@ cdef inline void backward_filter_plane(const floating* gy,  # IN  (m, Ho, Wo) y_
                          g.out_height, g.out_width, partial + q * (taps + 1))
 
 
-cdef inline Py_ssize_t data_scratch(const Geometry* g, bint unit) noexcept nogil:
+cdef inline Py_ssize_t data_scratch(const Geometry* g, int mode) noexcept nogil:
     """Elements of backward_data_plane's scratch."""
-    if unit:
+    if mode == DATA_UNIT:
         return g.gy_rows * g.gy_stride
+    if mode == DATA_GATHER:
+        return (g.gat_rows * g.gat_stride + g.sh * g.sw * g.cls_rows * g.cls_cols
+                + g.kh * g.kw)
+    return g.pad_rows * g.row_stride
+
+
+cdef inline int data_mode(const Geometry* g, bint scatter) noexcept nogil:
+    if scatter:
+        return DATA_SCATTER
+    return DATA_UNIT if g.sh == 1 and g.sw == 1 else DATA_GATHER
+
+
+cdef inline floating* plane_buffers(int* n_threads, Py_ssize_t size,
+                                    floating* own  # TMP (size,) zeroed, or NULL
+                                    ) noexcept nogil:
+    """Zeroed padded-plane buffers of ``size`` elements, one per thread, on the
+    heap (OpenMP threads may have small stacks); with ``own`` (a step's
+    buffer, kept zero outside the interiors) one thread uses it, and a
+    failed allocation falls back to it on one thread.  NULL: no memory."""
+    cdef floating* scratch
+    if own != NULL and n_threads[0] == 1:
+        return own
+    scratch = NULL
+    if size <= PY_SSIZE_T_MAX // sizeof(floating) // n_threads[0]:
+        scratch = <floating*>calloc(max(n_threads[0] * size, 1), sizeof(floating))
+    if scratch == NULL and own != NULL:
+        n_threads[0] = 1
+        return own
+    return scratch
+
+
+cdef inline void release_buffers(floating* scratch, const floating* own) noexcept nogil:
+    if scratch != own:
+        free(scratch)
+
+
+cdef int forward_planes(const floating* x,   # IN  (N, C, H, W)
+                        const floating* w,   # IN  (C m, 1, R, S)
+                        const floating* b,   # IN  (C m,) or NULL
+                        floating* y,         # OUT (N, C m, Ho, Wo)
+                        Py_ssize_t planes, Py_ssize_t C, const Geometry* g,
+                        const Py_ssize_t* offsets,  # IN  new_offsets(g, DATA_SCATTER)
+                        floating* own        # TMP (forward_scratch(g),) zeroed, or NULL
+                        ) noexcept nogil:
+    """Every plane of depthwise_forward; -1 when out of memory (nothing written)."""
+    cdef Py_ssize_t p, m = g.multiplier, taps = g.kh * g.kw
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef Py_ssize_t size = forward_scratch(g)
+    cdef int n_threads = num_threads_for(planes * m * plane_out * taps)
+    cdef floating* scratch = plane_buffers(&n_threads, size, own)
+    if scratch == NULL:
+        return -1
+    if n_threads == 1:
+        for p in range(planes):
+            forward_plane(x + p * plane_in, w + (p % C) * m * taps,
+                          b + (p % C) * m if b != NULL else NULL, y + p * m * plane_out,
+                          plane_out, g, offsets, scratch)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            forward_plane(x + p * plane_in, w + (p % C) * m * taps,
+                          b + (p % C) * m if b != NULL else NULL, y + p * m * plane_out,
+                          plane_out, g, offsets, scratch + threadid() * size)
+    release_buffers(scratch, own)
+    return 0
+
+
+cdef int backward_data_planes(const floating* gy,  # IN  (N, C m, Ho, Wo)
+                              const floating* w,   # IN  (C m, 1, R, S)
+                              floating* gx,        # OUT (N, C, H, W)
+                              Py_ssize_t planes, Py_ssize_t C, const Geometry* g, int mode,
+                              const Py_ssize_t* offsets,  # IN  new_offsets(g, mode)
+                              floating* own        # TMP (data_scratch(g, mode),) zeroed, or NULL
+                              ) noexcept nogil:
+    """Every plane of depthwise_backward_data; -1 when out of memory."""
+    cdef Py_ssize_t p, m = g.multiplier, taps = g.kh * g.kw
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef Py_ssize_t size = data_scratch(g, mode)
+    cdef int n_threads = num_threads_for(planes * m * plane_in * taps)
+    cdef floating* scratch = plane_buffers(&n_threads, size, own)
+    if scratch == NULL:
+        return -1
+    if n_threads == 1:
+        for p in range(planes):
+            backward_data_plane(gy + p * m * plane_out, plane_out, w + (p % C) * m * taps,
+                                gx + p * plane_in, g, mode, offsets, scratch)
+    else:
+        for p in prange(planes, num_threads=n_threads, schedule="static"):
+            backward_data_plane(gy + p * m * plane_out, plane_out, w + (p % C) * m * taps,
+                                gx + p * plane_in, g, mode, offsets,
+                                scratch + threadid() * size)
+    release_buffers(scratch, own)
+    return 0
+
+
+cdef int backward_filter_planes(const floating* gy,  # IN  (N, C m, Ho, Wo)
+                                const floating* x,   # IN  (N, C, H, W)
+                                double* partial,     # TMP (N, C m, R S + 1)
+                                floating* gw,        # OUT (C m, 1, R, S)
+                                floating* gb,        # OUT (C m,)
+                                Py_ssize_t N, Py_ssize_t C, const Geometry* g,
+                                const Py_ssize_t* offsets,  # IN  new_offsets(g, DATA_SCATTER)
+                                floating* own        # TMP (forward_scratch(g),) zeroed, or NULL
+                                ) noexcept nogil:
+    """depthwise_backward_filter's passes: per image into ``partial``, then
+    summed over the images in order; -1 when out of memory."""
+    cdef Py_ssize_t p, k, n, t, m = g.multiplier, K = C * m, taps = g.kh * g.kw
+    cdef Py_ssize_t planes = N * C
+    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
+    cdef Py_ssize_t size = forward_scratch(g)
+    cdef int n_threads = num_threads_for(planes * m * plane_out * taps)
+    cdef double total
+    cdef floating* scratch = NULL
+    if planes > 0:
+        scratch = plane_buffers(&n_threads, size, own)
+        if scratch == NULL:
+            return -1
+        if n_threads == 1:
+            for p in range(planes):
+                backward_filter_plane(gy + p * m * plane_out, plane_out, x + p * plane_in,
+                                      partial + p * m * (taps + 1), g, offsets, scratch)
+        else:
+            for p in prange(planes, num_threads=n_threads, schedule="static"):
+                backward_filter_plane(gy + p * m * plane_out, plane_out, x + p * plane_in,
+                                      partial + p * m * (taps + 1), g, offsets,
+                                      scratch + threadid() * size)
+        release_buffers(scratch, own)
+    for k in range(K):
+        for t in range(taps + 1):
+            total = 0
+            for n in range(N):
+                total = total + partial[(n * K + k) * (taps + 1) + t]
+            if t < taps:
+                gw[k * taps + t] = <floating>total
+            else:
+                gb[k] = <floating>total
+    return 0
+
+
+cdef inline Py_ssize_t forward_scratch(const Geometry* g) noexcept nogil:
+    """Elements of a padded input plane (the forward's and the weight gradient's scratch)."""
     return g.pad_rows * g.row_stride
 
 
@@ -611,42 +831,18 @@ def depthwise_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
     """
     cdef Geometry g = make_geometry(x.shape, w.shape, y.shape, stride, padding,
                                     dilation)
-    cdef Py_ssize_t C = x.shape[1], m = g.multiplier
-    cdef Py_ssize_t p, planes = x.shape[0] * C
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef Py_ssize_t taps = g.kh * g.kw
-    cdef int n_threads = num_threads_for(planes * m * plane_out * taps)
-    cdef const floating* bias = NULL
-    cdef Py_ssize_t size = g.pad_rows * g.row_stride
-    cdef floating* scratch
     cdef Py_ssize_t* offsets
-    if planes == 0:
+    cdef int status
+    if x.shape[0] * x.shape[1] == 0:
         return
-    if b is not None:
-        bias = &b[0]
-    offsets = new_offsets(&g, False)
-    try:
-        scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
-                                            "depthwise_forward")
-    except MemoryError:
-        free(offsets)
-        raise
+    offsets = new_offsets(&g, DATA_SCATTER)
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                forward_plane(
-                    &x[0, 0, 0, 0] + p * plane_in, &w[0, 0, 0, 0] + (p % C) * m * taps,
-                    bias + (p % C) * m if bias != NULL else NULL,
-                    &y[0, 0, 0, 0] + p * m * plane_out, plane_out, &g, offsets, scratch)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                forward_plane(
-                    &x[0, 0, 0, 0] + p * plane_in, &w[0, 0, 0, 0] + (p % C) * m * taps,
-                    bias + (p % C) * m if bias != NULL else NULL,
-                    &y[0, 0, 0, 0] + p * m * plane_out, plane_out, &g, offsets,
-                    scratch + threadid() * size)
-    free(scratch)
+        status = forward_planes(&x[0, 0, 0, 0], &w[0, 0, 0, 0],
+                                &b[0] if b is not None else NULL, &y[0, 0, 0, 0],
+                                x.shape[0] * x.shape[1], x.shape[1], &g, offsets, NULL)
     free(offsets)
+    if status < 0:
+        no_memory("depthwise_forward", forward_scratch(&g))
 
 
 def depthwise_backward_data(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho, Wo)
@@ -663,39 +859,19 @@ def depthwise_backward_data(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho,
     """
     cdef Geometry g = make_geometry(gx.shape, w.shape, gy.shape, stride, padding,
                                     dilation)
-    cdef Py_ssize_t C = gx.shape[1], m = g.multiplier
-    cdef Py_ssize_t p, planes = gx.shape[0] * C
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef Py_ssize_t taps = g.kh * g.kw
-    cdef int n_threads = num_threads_for(planes * m * plane_in * taps)
-    cdef bint unit = g.sh == 1 and g.sw == 1 and not scatter
-    cdef Py_ssize_t size = data_scratch(&g, unit)
-    cdef floating* scratch
+    cdef int mode = data_mode(&g, scatter)
     cdef Py_ssize_t* offsets
-    if planes == 0:
+    cdef int status
+    if gx.shape[0] * gx.shape[1] == 0:
         return
-    offsets = new_offsets(&g, unit)
-    try:
-        scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
-                                            "depthwise_backward_data")
-    except MemoryError:
-        free(offsets)
-        raise
+    offsets = new_offsets(&g, mode)
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                backward_data_plane(
-                    &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
-                    &w[0, 0, 0, 0] + (p % C) * m * taps, &gx[0, 0, 0, 0] + p * plane_in, &g,
-                    unit, offsets, scratch)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                backward_data_plane(
-                    &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
-                    &w[0, 0, 0, 0] + (p % C) * m * taps, &gx[0, 0, 0, 0] + p * plane_in, &g,
-                    unit, offsets, scratch + threadid() * size)
-    free(scratch)
+        status = backward_data_planes(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &gx[0, 0, 0, 0],
+                                      gx.shape[0] * gx.shape[1], gx.shape[1], &g, mode,
+                                      offsets, NULL)
     free(offsets)
+    if status < 0:
+        no_memory("depthwise_backward_data", data_scratch(&g, mode))
 
 
 def depthwise_backward_filter(const floating[:, :, :, ::1] gy,  # IN  (N, C m, Ho, Wo)
@@ -712,44 +888,21 @@ def depthwise_backward_filter(const floating[:, :, :, ::1] gy,  # IN  (N, C m, H
     """
     cdef Geometry g = make_geometry(x.shape, gw.shape, gy.shape, stride, padding,
                                     dilation)
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], m = g.multiplier, K = gw.shape[0]
-    cdef Py_ssize_t p, k, n, t, planes = N * C
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef Py_ssize_t taps = g.kh * g.kw
-    cdef int n_threads = num_threads_for(planes * m * plane_out * taps)
-    cdef double total
-    cdef Py_ssize_t size = g.pad_rows * g.row_stride
-    cdef floating* scratch = NULL
-    cdef Py_ssize_t* offsets = NULL
-    if planes > 0:
-        offsets = new_offsets(&g, False)
-        try:
-            scratch = <floating*>thread_scratch(n_threads, size * sizeof(floating),
-                                                "depthwise_backward_filter")
-        except MemoryError:
-            free(offsets)
-            raise
+    cdef Py_ssize_t* offsets = new_offsets(&g, DATA_SCATTER)
+    cdef int status
+    cdef Py_ssize_t N = x.shape[0]
     with nogil:
-        if n_threads == 1:
-            for p in range(planes):
-                backward_filter_plane(
-                    &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
-                    &x[0, 0, 0, 0] + p * plane_in, &partial[0, 0, 0] + p * m * (taps + 1), &g,
-                    offsets, scratch)
-        else:
-            for p in prange(planes, num_threads=n_threads, schedule="static"):
-                backward_filter_plane(
-                    &gy[0, 0, 0, 0] + p * m * plane_out, plane_out,
-                    &x[0, 0, 0, 0] + p * plane_in, &partial[0, 0, 0] + p * m * (taps + 1), &g,
-                    offsets, scratch + threadid() * size)
-        free(scratch)
-        free(offsets)
-        for k in range(K):
-            for t in range(taps + 1):
-                total = 0
-                for n in range(N):
-                    total = total + partial[n, k, t]
-                if t < taps:
-                    gw[k, 0, t // g.kw, t % g.kw] = <floating>total
-                else:
-                    gb[k] = <floating>total
+        status = backward_filter_planes(
+            &gy[0, 0, 0, 0] if N else NULL, &x[0, 0, 0, 0] if N else NULL,
+            &partial[0, 0, 0] if N else NULL, &gw[0, 0, 0, 0], &gb[0], N, x.shape[1], &g,
+            offsets, NULL)
+    free(offsets)
+    if status < 0:
+        no_memory("depthwise_backward_filter", forward_scratch(&g))
+
+
+cdef int no_memory(str owner, Py_ssize_t size) except -1:
+    raise MemoryError(f"{owner}: no memory for the padded planes of {size} elements each")
+
+
+include "_depthwise_steps.pxi"

@@ -17,3 +17,15 @@ def depthwise_backward_data(gy: _Floats, w: _Floats, gx: _Floats, stride: _Pair,
 def depthwise_backward_filter(gy: _Floats, x: _Floats, partial: npt.NDArray[np.float64],
                               gw: _Floats, gb: _Floats, stride: _Pair, padding: _Pair,
                               dilation: _Pair) -> None: ...
+
+class StepPlan:
+    forward_scratch: int
+    data_scratch: int
+    partial_shape: tuple[int, int, int]
+    output_shape: tuple[int, int, int, int]
+    def __init__(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                 y_shape: tuple[int, ...], stride: _Pair, padding: _Pair,
+                 dilation: _Pair) -> None: ...
+    def step_plan(self) -> object: ...
+
+def step_kernels() -> dict[tuple[str, str], object]: ...

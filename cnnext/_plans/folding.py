@@ -3,7 +3,9 @@
 In ``predict`` and ``evaluate`` plans (no gradients, the batch norm in
 evaluation mode), ``Conv2D -> BatchNorm2D [-> ReLU]`` runs as one
 convolution with folded filters and bias (and the ReLU in its store, as
-the Conv2D -> ReLU fusion of cnnext/_plans/fusion.py applies it)::
+the Conv2D -> ReLU fusion of cnnext/_plans/fusion.py applies it; a
+depthwise convolution's steps have no ReLU, so only its batch norm
+folds)::
 
     s = weight / sqrt(running_var + eps)          (per output channel)
     w' = s * w,    b' = s * (b - running_mean) + bias
@@ -27,7 +29,6 @@ layer-by-layer path, never fold.
 
 import numpy as np
 
-from .._functional import conv as _conv
 from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
 from ..layers.normalization import BatchNorm2D
@@ -38,14 +39,12 @@ def build(b, layers, x):
     """The folded steps of ``Conv2D -> BatchNorm2D [-> ReLU]`` on the plan's
     buffer ``x``, or NotImplemented when the run is left to its layers."""
     conv, bn = layers[:2]
-    if (b.gradients or bn.training or conv.groups != 1 or x.ndim != 4
-            or isinstance(conv.padding[0], tuple)):
+    if b.gradients or bn.training or x.ndim != 4:
         return NotImplemented
-    k, kh, kw = conv.out_channels, *conv.kernel_size
-    w_shape = (k, conv.in_channels, kh, kw)
-    plan, safe = _conv.step_plans(x.shape, w_shape, b.dtype, *conv._geometry)
-    if plan is None:
-        return NotImplemented  # computed tap by tap: no step kernel
+    steps = conv._step_plans(x.shape, b.dtype, relu=len(layers) == 3)
+    if steps is None:
+        return NotImplemented
+    w_shape, k = steps[1], conv.out_channels
     b.checks.append((bn.__dict__, "training", bn.training))
     b.checks.append((bn.__dict__, "eps", bn.eps))
     weight = b.parameter(conv, "weight", w_shape)
@@ -58,14 +57,7 @@ def build(b, layers, x):
     seen, folded = b.buffer(weight.size + 5 * k), b.buffer((1,), np.int64)
     b.forward("batch_norm2d_fold", (weight, bias, mean, var, scale, shift, folded_w, folded_b,
                                     seen, folded), (k, weight.size // k), (bn.eps,))
-    plans = (plan.step_plan(), None if safe is None else safe.step_plan())
-    both = (plan,) if safe is None else (plan, safe)
-    y = b.buffer(plan.output_shape)
-    name = "conv2d_relu" if len(layers) == 3 else "conv2d"
-    b.forward(name, (x, folded_w, folded_b, y, b.workspace(max(p.forward_workspace
-                                                                for p in both))),
-              (x.size, folded_w.size), plans=plans, keep=both)
-    return y
+    return conv._forward_step(b, steps, x, folded_w, folded_b)[0]
 
 
 # Longest first: a ReLU after the batch norm goes into the convolution's store.

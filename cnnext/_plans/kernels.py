@@ -11,8 +11,8 @@ import numpy as np
 from .. import _dispatch
 from .._kernels import _activation, _loss
 
-_FAMILIES = (*(_dispatch.load(family) for family in ("_conv", "_dense", "_pool", "_norm",
-                                                      "_optim")),
+_FAMILIES = (*(_dispatch.load(family) for family in ("_conv", "_depthwise", "_dense", "_pool",
+                                                      "_norm", "_optim")),
              _activation, _loss)
 
 KERNELS = {}

@@ -5,6 +5,7 @@ import numpy as np
 from .. import _validation
 from .. import functional as F
 from .._functional import conv as _conv
+from .._functional import grouped as _grouped
 from .._typing import DTypeLike, IntPair, Padding, Seed
 from .base import (
     Layer,
@@ -205,36 +206,122 @@ class Conv2D(Layer):
             groups=self.groups, out=(gx, grads["weight"], grads.get("bias")))
         return gx
 
+    def _step_plans(self, x_shape, dtype, relu=False):
+        """How the layer's compiled steps compute on batches of ``x_shape``:
+        (forward step name, weight shape, the kernels' plans), or None when
+        it has no step kernel for them; ``relu``: with a ReLU after it in the
+        convolution's store (one group only).  Depthwise layers have steps
+        of their own; other groupings run the convolution steps (whose plans
+        are those of one group) on copies of each group's channels."""
+        if isinstance(self.padding[0], tuple):
+            return None  # one-sided padding goes through a padded copy
+        groups, k, kh, kw = self.groups, self.out_channels, *self.kernel_size
+        w_shape = (k, self.in_channels // groups, kh, kw)
+        if groups != 1 and relu:
+            return None
+        if groups != 1 and groups == self.in_channels:
+            plan = _grouped.depthwise_step_plan(x_shape, w_shape, dtype, *self._geometry)
+            return "depthwise2d", w_shape, (plan,)
+        n, c, h, w = x_shape
+        plan, safe = _conv.step_plans((n, c // groups, h, w), (k // groups, *w_shape[1:]),
+                                      dtype, *self._geometry)
+        if plan is None:
+            return None  # computed tap by tap: no step kernel
+        name = "grouped" if groups != 1 else "conv2d_relu" if relu else "conv2d"
+        return name, w_shape, (plan,) if safe is None else (plan, safe)
+
+    def _forward_step(self, b, steps, x, weight, bias):
+        """Add the forward steps of ``_step_plans``'s ``steps`` on ``x`` with
+        these filters and bias; return (the output, what the backward steps
+        reuse: the depthwise padded-plane buffer or the groups' inputs)."""
+        name, _, plans = steps
+        if name == "depthwise2d":
+            y, xp = b.buffer(plans[0].output_shape), b.buffer(plans[0].forward_scratch)
+            b.forward(name, (x, weight, bias, y, xp), plans=(plans[0].step_plan(),), keep=plans)
+            return y, xp
+        work = b.workspace(max(p.forward_workspace for p in plans))
+        if name != "grouped":
+            y = b.buffer(plans[0].output_shape)
+            b.forward(name, (x, weight, bias, y, work), (x.size, weight.size),
+                      plans=self._capsules(plans), keep=plans)
+            return y, None
+        n, *part = plans[0].output_shape
+        y = b.buffer((n, self.out_channels, *part[1:]))
+        inputs = []
+        for g, xg, yg, filters in self._groups(b, x, y):
+            b.forward("copy_channels", (x, xg), self._copy(x, xg, g, True))
+            b.forward("conv2d", (xg, weight[filters], None if bias is None else bias[filters], yg,
+                                 work), (xg.size, weight[filters].size),
+                      plans=self._capsules(plans), keep=plans)
+            b.forward("copy_channels", (yg, y), self._copy(y, yg, g, False))
+            inputs.append(xg)
+        return y, inputs
+
+    def _groups(self, b, x, y):
+        """(group, its input buffer, its output buffer, its filters) of a grouped
+        convolution from ``x`` to ``y``; the output buffer is shared (each
+        group's is copied out at once)."""
+        yg = b.buffer(self._group_shape(y))
+        for g, filters in enumerate(self._filters()):
+            yield g, b.buffer(self._group_shape(x)), yg, filters
+
+    def _group_shape(self, batch):
+        return (batch.shape[0], batch.shape[1] // self.groups, *batch.shape[2:])
+
+    def _filters(self):
+        kg = self.out_channels // self.groups
+        return [slice(g * kg, (g + 1) * kg) for g in range(self.groups)]
+
+    @staticmethod
+    def _copy(whole, part, g, out_of_whole):
+        """copy_channels' sizes between group ``g``'s channels of ``whole`` and ``part``."""
+        each, size = whole[0].size, part[0].size
+        if out_of_whole:
+            return (whole.shape[0], size, each, size, g * size, 0)
+        return (whole.shape[0], size, size, each, 0, g * size)
+
+    @staticmethod
+    def _capsules(plans):
+        return plans[0].step_plan(), None if len(plans) == 1 else plans[1].step_plan()
+
     def _build_steps(self, b, x, relu=False):
         """The layer's steps; with ``relu``, those of this layer and a ReLU
         after it (cnnext/_plans/fusion.py): ReLU in the convolution's store,
         its mask (from the stored output) on the gradient in one pass."""
-        if self.groups != 1:
-            return NotImplemented  # grouped convolutions: no step kernel yet
-        if isinstance(self.padding[0], tuple):
-            return NotImplemented  # one-sided padding goes through a padded copy
-        k, kh, kw = self.out_channels, *self.kernel_size
-        w_shape = (k, self.in_channels, kh, kw)
+        steps = self._step_plans(x.shape, b.dtype, relu)
+        if steps is None:
+            return NotImplemented
+        name, w_shape, plans = steps
+        k = self.out_channels
         weight = b.parameter(self, "weight", w_shape)
         bias = b.parameter(self, "bias", (k,)) if self.bias else None
-        plan, safe = _conv.step_plans(x.shape, w_shape, b.dtype, *self._geometry)
-        if plan is None:
-            return NotImplemented  # computed tap by tap: no step kernel
-        plans = (plan.step_plan(), None if safe is None else safe.step_plan())
-        both = (plan,) if safe is None else (plan, safe)
-        name = "conv2d_relu" if relu else "conv2d"
-        y = b.buffer(plan.output_shape)
-        b.forward(name, (x, weight, bias, y,
-                         b.workspace(max(p.forward_workspace for p in both))),
-                  (x.size, weight.size), plans=plans, keep=both)
-        if b.gradients:
-            gw = b.parameter_gradient(self, "weight", w_shape)
-            gb = b.parameter_gradient(self, "bias", (k,)) if self.bias else b.buffer((k,))
-            work = b.workspace(max(max(p.backward_data_workspace, p.backward_filter_workspace)
-                                   for p in both))
-            gy = b.gradient(y)
+        y, reused = self._forward_step(b, steps, x, weight, bias)
+        if not b.gradients:
+            return y
+        gw = b.parameter_gradient(self, "weight", w_shape)
+        gb = b.parameter_gradient(self, "bias", (k,)) if self.bias else b.buffer((k,))
+        gy, gx = b.gradient(y), b.gradient(x)
+        if name == "depthwise2d":
+            plan = plans[0]
+            b.backward("depthwise2d_backward",
+                       (gy, x, weight, gx, gw, gb, b.buffer(plan.partial_shape, np.float64),
+                        reused, b.buffer(plan.data_scratch)),
+                       (weight.size,), plans=(plan.step_plan(),), keep=plans)
+            return y
+        work = b.workspace(max(max(p.backward_data_workspace, p.backward_filter_workspace)
+                               for p in plans))
+        if name != "grouped":
             masked = (y, b.buffer(y.shape)) if relu else ()
-            b.backward(name + "_backward",
-                       (gy, x, weight, b.gradient(x), gw, gb, work, *masked),
-                       (gy.size, weight.size), plans=plans, keep=both)
+            b.backward(name + "_backward", (gy, x, weight, gx, gw, gb, work, *masked),
+                       (gy.size, weight.size), plans=self._capsules(plans), keep=plans)
+            return y
+        gxg = None if gx is None else b.buffer(reused[0].shape)
+        gyg = b.buffer(self._group_shape(gy))
+        for g, (xg, filters) in enumerate(zip(reused, self._filters(), strict=True)):
+            b.backward("copy_channels", (gy, gyg), self._copy(gy, gyg, g, True))
+            b.backward("conv2d_backward", (gyg, xg, weight[filters], gxg, gw[filters],
+                                           gb[filters], work),
+                       (gyg.size, weight[filters].size), plans=self._capsules(plans), keep=plans)
+            if gx is not None:
+                b.backward("copy_channels", (gxg, gx), self._copy(gx, gxg, g, False))
         return y
