@@ -77,10 +77,11 @@ def _padded_planes(h, wd, r, s, ho, wo, stride, padding, dilation):
                (h + (r - 1) * dh, -(-wd // 16) * 16 + (s - 1) * dw + 1))
         return
     # The strided input gradient: gy padded, and x's gradient per phase of its rows
-    # and columns (padding included).
-    rows, cols = -(-(h + padding[0]) // sh), -(-(wd + padding[1]) // sw)
+    # and columns.
+    rows, cols = -(-h // sh), -(-wd // sw)
     yield ("the padded copy of one plane of gy",
-           (max(rows, ho) + (r - 1) * dh // sh, max(cols, wo) + (s - 1) * dw // sw))
+           (max(-(-padding[0] // sh) + rows, ho) + (r - 1) * dh // sh,
+            max(-(-padding[1] // sw) + cols, wo) + (s - 1) * dw // sw))
     yield "the phases of one plane of gx", (sh * sw, rows, cols)
 
 

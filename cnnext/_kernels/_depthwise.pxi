@@ -88,13 +88,20 @@ cdef struct Geometry:
     Py_ssize_t gy_top, gy_left        # where gy[0, 0] sits in it
     # DATA_GATHER: gy padded (gat_rows rows of gat_stride, gy[0, 0] at
     # (gat_top, gat_left)), and the gradient of each phase (U % sh, V % sw)
-    # of the padded input's (U, V), at (U // sh, V // sw) of a phase plane
-    # of cls_rows rows of cls_cols.
+    # of the padded input's (U, V) inside x, at (U // sh - first_row(U % sh),
+    # V // sw - first_col(V % sw)) of a phase plane of cls_rows rows of cls_cols.
     Py_ssize_t gat_rows, gat_stride, gat_top, gat_left, cls_rows, cls_cols
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     return (n + m - 1) // m * m
+
+
+cdef inline Py_ssize_t first_phase(Py_ssize_t pad, Py_ssize_t phase,
+                                   Py_ssize_t stride) noexcept nogil:
+    # The first k with k stride + phase >= pad: where phase ``phase`` of a
+    # padded axis enters the unpadded one.
+    return max(0, (pad - phase + stride - 1) // stride)
 
 
 cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
@@ -121,12 +128,12 @@ cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
     g.gy_left = (g.kw - 1) * g.dw - g.pw
     g.gy_rows = g.height + (g.kh - 1) * g.dh
     g.gy_stride = round_up(g.width, BLOCK) + (g.kw - 1) * g.dw + 1
-    g.cls_rows = (g.height + g.ph + g.sh - 1) // g.sh
-    g.cls_cols = (g.width + g.pw + g.sw - 1) // g.sw
+    g.cls_rows = (g.height + g.sh - 1) // g.sh
+    g.cls_cols = (g.width + g.sw - 1) // g.sw
     g.gat_top = (g.kh - 1) * g.dh // g.sh
     g.gat_left = (g.kw - 1) * g.dw // g.sw
-    g.gat_rows = max(g.cls_rows, g.out_height) + g.gat_top
-    g.gat_stride = max(g.cls_cols, g.out_width) + g.gat_left
+    g.gat_rows = max(first_phase(g.ph, 0, g.sh) + g.cls_rows, g.out_height) + g.gat_top
+    g.gat_stride = max(first_phase(g.pw, 0, g.sw) + g.cls_cols, g.out_width) + g.gat_left
     return g
 
 
@@ -496,8 +503,10 @@ cdef Py_ssize_t* new_offsets(const Geometry* g, int mode) except NULL:
             for s in range(g.kw):
                 e = ((r * g.dh) % g.sh * g.sw + (s * g.dw) % g.sw) * (1 + 2 * taps)
                 c = offsets[e]
-                offsets[e + 1 + c] = ((g.gat_top - r * g.dh // g.sh) * g.gat_stride
-                                      + g.gat_left - s * g.dw // g.sw)
+                offsets[e + 1 + c] = (
+                    (g.gat_top - r * g.dh // g.sh + first_phase(g.ph, r * g.dh % g.sh, g.sh))
+                    * g.gat_stride + g.gat_left - s * g.dw // g.sw
+                    + first_phase(g.pw, s * g.dw % g.sw, g.sw))
                 offsets[e + 1 + taps + c] = r * g.kw + s
                 offsets[e] = c + 1
     else:
@@ -613,24 +622,28 @@ cdef inline void unphase_plane(const floating* cls,  # IN  (sh sw, cls_rows, cls
                                const Geometry* g,
                                floating* gx          # OUT (H, W)
                                ) noexcept nogil:
-    # gx[u, v] is the phase (U % sh, V % sw) of (U, V) = (u + ph, v + pw), at (U // sh, V // sw).
-    cdef Py_ssize_t u, v, big_u, big_v, size = g.cls_rows * g.cls_cols
+    # gx[u, v] is the phase (U % sh, V % sw) of (U, V) = (u + ph, v + pw), at
+    # (U // sh - first_phase(ph, U % sh, sh), V // sw - first_phase(pw, V % sw, sw)):
+    # with two column phases, gx's columns alternate between their rows.
+    cdef Py_ssize_t u, v, p, big_u, big_v, size = g.cls_rows * g.cls_cols
     cdef const floating* row
     cdef floating* out
     for u in range(g.height):
         big_u = u + g.ph
-        row = cls + (big_u % g.sh) * g.sw * size + (big_u // g.sh) * g.cls_cols
+        p = big_u % g.sh
+        row = cls + (p * g.sw * g.cls_rows + big_u // g.sh - first_phase(g.ph, p, g.sh)) \
+            * g.cls_cols
         out = gx + u * g.width
         if g.sw == 1:
-            copy_span(out, row + g.pw, g.width)
-        elif g.sw == 2 and g.pw % 2 == 0:
-            interleave(row + g.pw // 2, row + size + g.pw // 2, out, g.width)
+            copy_span(out, row, g.width)
         elif g.sw == 2:
-            interleave(row + size + g.pw // 2, row + g.pw // 2 + 1, out, g.width)
+            p = g.pw % 2
+            interleave(row + p * size, row + (1 - p) * size, out, g.width)
         else:
             for v in range(g.width):
                 big_v = v + g.pw
-                out[v] = row[(big_v % g.sw) * size + big_v // g.sw]
+                p = big_v % g.sw
+                out[v] = row[p * size + big_v // g.sw - first_phase(g.pw, p, g.sw)]
 
 
 cdef inline void wide_input_grad(const floating* gy, Py_ssize_t y_step, const floating* w,
