@@ -282,6 +282,48 @@ def test_ties_nan_and_inf_as_the_composite(case, dtype, kind, relu):
             np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_windows_two_rows_high_take_the_sparse_weight_gradient(dtype):
+    # The lanes of a vector hold a window row's inputs for every element: two
+    # rows of 2 (float64) or 4 (float32) under AVX2.
+    for case in GRID:
+        (n, c, h, w, k, r, s), geometry, pooling = split(case)
+        entry = fused_module._entry("test", np.empty((n, c, h, w), dtype),
+                                    np.empty((k, c, r, s), dtype), **geometry, **pooling)
+        kh = reference.pair(pooling["pool_size"])[0]
+        assert (entry.fused.weight_gradient == "sparse") <= (kh <= 2)
+    # Every build's float32 vector has two rows of 2x2 windows' elements.
+    notebook = fused_module._entry("test", np.empty((1, 1, 28, 28), dtype),
+                                   np.empty((8, 1, 3, 3), dtype), 1, 0, 1, 2, None)
+    assert notebook.fused.weight_gradient == "sparse" or dtype == np.float64
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [GRID[0], GRID[1], GRID[5], GRID[10]], ids=grid_id)
+def test_nan_and_inf_in_gy_alone_as_the_composite(case, dtype, relu):
+    # x finite: the sparse sum (argmax terms alone) has the dense one's NaN and inf.
+    _, geometry, pooling = split(case)
+    (n, c, h, wd, k, r, s), _, _ = split(case)
+    seed = zlib.crc32(f"{grid_id(case)}gy{relu}".encode())
+    x = random_array(seed, (n, c, h, wd), dtype, "ties")
+    w = random_array(seed + 1, (k, c, r, s), dtype, "ties")
+    b = random_array(seed + 2, (k,), dtype, "ties")
+    y, idx = F.conv2d_max_pool2d(x, w, b, **geometry, relu=relu, **pooling)
+    _, _, conv = composite(x, w, b, geometry, pooling, relu)
+    gy = random_array(seed + 3, y.shape, dtype, "ties")
+    gy.flat[[0, gy.size // 3, gy.size // 2, gy.size - 1]] = [np.nan, np.inf, -np.inf, np.inf]
+    got = F.conv2d_max_pool2d_backward(gy, idx, x, w, **geometry, y=y, relu=relu, **pooling,
+                                       need_input_grad=False)
+    want = composite_backward(gy, idx, x, w, conv, geometry, relu, need_input_grad=False)
+    for a, e in zip(got[1:], want[1:], strict=True):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(e))
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(e))
+        finite = np.isfinite(e)
+        np.testing.assert_array_equal(a[finite], e[finite])
+
+
 def test_relu_maps_negative_zero_to_zero_and_keeps_nan():
     x = np.array([[[[-1.0, 0.5], [2.0, np.nan]]]], np.float32)
     w = np.ones((2, 1, 1, 1), np.float32)

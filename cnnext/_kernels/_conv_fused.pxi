@@ -41,9 +41,15 @@
 # Overlapping windows (stride < size) recompute the elements they share.
 #
 # Backward.  Only the argmax of each window receives gy.  For the weight
-# gradient alone with pooled positions as lanes, the sum runs by window
-# element: per block of images, gy where element e is the argmax (masked by
-# y > 0 under ReLU) is one flat array per element, and dot_tiles runs over
+# gradient alone, when x is finite and every window is at most two rows
+# high with a row's (element, tap) inputs within half a register, the sum
+# takes the argmax terms alone (the sparse path): filters as lanes, per
+# pooled position and tap one register holds the window row's inputs for
+# every element and a permute picks each filter's argmax one, so the
+# multiply-adds are 1/elements of the dense ones.  Otherwise, with pooled
+# positions as lanes, the sum runs by window element: per block of images,
+# gy where element e is the argmax (masked by y > 0 under ReLU) is one flat
+# array per element, and dot_tiles runs over
 # each element's windows in the staged copy: no dense gradient, no scatter.
 # Otherwise gy is scattered into a dense gradient per block of images, held
 # in the workspace, which the convolution's own weight- and input-gradient
@@ -71,6 +77,10 @@ cdef Py_ssize_t FUSED_STAGE_BYTES = 256 << 10
 # The weight gradient by window elements takes images in blocks whose staged
 # copies and per-element gradients stay in L2 while the tiles run over them.
 cdef Py_ssize_t ELEMENT_BLOCK_BYTES = 256 << 10
+# Images per work item of the sparse weight gradient: its partial sums are
+# added in item order, so they never depend on the thread count.
+cdef enum:
+    SPARSE_IMAGES = 4
 
 
 cdef struct Pooling:
@@ -101,6 +111,15 @@ cdef struct Fused:
     bint tiled                        # windows cover the convolution's output once each
     Layout* elements                  # pool_rows: per window element, its windows (backward)
     Py_ssize_t element_block          # ... images per block of the weight gradient by elements
+    # The sparse weight gradient (0 sparse_groups: this geometry has none).
+    Py_ssize_t sparse_groups          # vectors of filters
+    Py_ssize_t sparse_half            # from a table's first half to its second (window row 1)
+    Py_ssize_t sparse_a_step          # table lanes from window row 0 to row 1
+    Py_ssize_t* sparse_taps           # (CRS,) offset of tap t's table from a window's origin
+    Py_ssize_t* sparse_windows        # (Pq,) offset of each window's origin in an image
+    Py_ssize_t sparse_image           # elements of one (staged) image
+    bint sparse_staged                # padded: read from zero-padded copies, else in place
+    Py_ssize_t sparse_block           # images per block
 
 
 cdef struct FusedStepPlan:
@@ -171,7 +190,8 @@ cdef Py_ssize_t* init_fused(Fused* f, Py_ssize_t itemsize) except NULL:
         FUSED_STAGE_BYTES // (f.staged_elems * itemsize), 1, max(g.N, 1))
     tables = <Py_ssize_t*>PyMem_Malloc(
         p.Pq * sizeof(int64_t)
-        + (g.CRS * p.slots + p.slots + 2 * f.nvectors + p.Pq + 2 * F) * sizeof(Py_ssize_t))
+        + (g.CRS * p.slots + p.slots + 2 * f.nvectors + p.Pq + 2 * F + g.CRS + p.Pq)
+        * sizeof(Py_ssize_t))
     if tables == NULL:
         raise MemoryError()
     f.base = <int64_t*>tables
@@ -180,6 +200,8 @@ cdef Py_ssize_t* init_fused(Fused* f, Py_ssize_t itemsize) except NULL:
     f.vectors = f.codes + p.slots
     f.positions = f.vectors + 2 * f.nvectors
     f.phase_runs = f.positions + p.Pq
+    f.sparse_taps = f.phase_runs + 2 * F
+    f.sparse_windows = f.sparse_taps + g.CRS
     for i in range(F):
         valid_run(f.staged_w, F, i - g.pw, g.W, &f.phase_runs[2 * i], &f.phase_runs[2 * i + 1])
     for e in range(p.slots):
@@ -205,7 +227,39 @@ cdef Py_ssize_t* init_fused(Fused* f, Py_ssize_t itemsize) except NULL:
     f.tiled = (p.qh == p.kh and p.qw == p.kw and p.Hq * p.kh == g.Ho and p.Wq * p.kw == g.Wo)
     f.element_block = clamp(ELEMENT_BLOCK_BYTES // (
         ((p.elements + 1) * g.K * p.Pq + f.staged_elems) * itemsize), 1, max(g.N, 1))
+    init_sparse(f, L, reach_h, reach_w, itemsize)
     return tables
+
+
+cdef void init_sparse(Fused* f, Py_ssize_t L, Py_ssize_t reach_h, Py_ssize_t reach_w,
+                      Py_ssize_t itemsize) noexcept:
+    """The sparse weight gradient's tables, when its table register holds
+    every (window element, tap) pair of a window row: windows one or two
+    rows high, the elements of a row within a table row."""
+    cdef const Geometry* g = &f.d.g
+    cdef const Pooling* p = &f.p
+    cdef Py_ssize_t width = L // 2 if p.kh == 2 else L
+    cdef Py_ssize_t rows, row_w, c, r, s, i, per_image
+    f.sparse_groups = 0
+    if p.kh > 2 or (p.kw - 1) * g.sw + 1 > width or g.P > 2147483647:
+        return
+    f.sparse_staged = g.ph != 0 or g.pw != 0
+    rows, row_w = reach_h, reach_w
+    if not f.sparse_staged:
+        rows, row_w = g.H, g.W
+    f.sparse_image = g.C * rows * row_w
+    f.sparse_groups = ceil_div(g.K, L)
+    f.sparse_a_step = L // 2 if p.kh == 2 else 0
+    f.sparse_half = g.sh * row_w if p.kh == 2 else L // 2
+    for c in range(g.C):
+        for r in range(g.R):
+            for s in range(g.S):
+                f.sparse_taps[(c * g.R + r) * g.S + s] = (c * rows + r * g.dh) * row_w + s * g.dw
+    for i in range(p.Pq):
+        f.sparse_windows[i] = i // p.Wq * p.qh * g.sh * row_w + i % p.Wq * p.qw * g.sw
+    per_image = 2 * f.sparse_groups * p.Pq * L + (f.sparse_image if f.sparse_staged else 0)
+    f.sparse_block = max(ELEMENT_BLOCK_BYTES // (per_image * itemsize)
+                         // SPARSE_IMAGES * SPARSE_IMAGES, SPARSE_IMAGES)
 
 
 cdef Layout* init_elements(const Fused* f) except NULL:
@@ -319,6 +373,16 @@ cdef class FusedPlan:
         self.sp.tail_safe = self.sp.full_safe if tail_safe is None else &tail_safe.sp
 
     @property
+    def weight_gradient(self):
+        """How the backward without the input gradient sums the weight
+        gradient when every index is one of its window's elements and x is
+        finite: "sparse" (the argmax terms alone, filters as lanes),
+        "elements" (by window element) or "dense" (a scattered gradient)."""
+        if self.f.sparse_groups:
+            return "sparse"
+        return "elements" if self.f.elements != NULL else "dense"
+
+    @property
     def backward_ready(self):
         """Whether ``set_backward`` was called."""
         return self.sp.full != NULL
@@ -342,6 +406,8 @@ cdef class FusedPlan:
         if f.elements != NULL and not need_input_grad:
             by_elements = (f.element_block * (f.staged_elems + (f.p.elements + 1) * g.K * f.p.Pq)
                            + (f.p.elements + 1) * g.K * (g.CRS + 1))
+        if f.sparse_groups and not need_input_grad:
+            by_elements = max(by_elements, sparse_workspace(f))
         return max(self.sp.block * g.K * g.P + g.K * (g.CRS + 1) + kernels, by_elements)
 
     def step_plan(self):
@@ -519,7 +585,7 @@ cdef void pool_rows(const floating* a,       # IN  (blocks, CRS, FUSED_MR) packe
                         vstore(yp, best[m])
                     else:
                         vstore_part(yp, best[m], stored)
-                    vstore_indices(a, ip, bp, code[m], stored)
+                    vstore_indices(a, ip, bp, &code[m], stored)
             else:
                 for m in range(rows_valid):
                     yp = y + out + (blk * FUSED_MR + m) * Pq
@@ -528,7 +594,7 @@ cdef void pool_rows(const floating* a,       # IN  (blocks, CRS, FUSED_MR) packe
                         vstore(yp, vload(&kept[0][m][0]))
                     else:
                         vstore_part(yp, vload(&kept[0][m][0]), stored)
-                    vstore_indices(a, ip, bp, vload(&kept[1][m][0]), stored)
+                    vstore_indices(a, ip, bp, &kept[1][m][0], stored)
 
 
 cdef void pool_filters(const floating* w,       # IN  (CRS, L) packed filters k0..k0+L-1
@@ -909,6 +975,223 @@ cdef bint weight_grad_by_elements(const floating* gy,   # IN  (N, K, Hq, Wq)
     return True
 
 
+cdef Py_ssize_t sparse_workspace(const Fused* f) noexcept nogil:
+    """Elements of weight_grad_sparse's workspace."""
+    cdef const Geometry* g = &f.d.g
+    cdef Py_ssize_t L = f.d.lanes
+    cdef Py_ssize_t block = min(f.sparse_block, ceil_div(g.N, SPARSE_IMAGES) * SPARSE_IMAGES)
+    cdef Py_ssize_t staged = (block if f.sparse_staged else 1) * f.sparse_image + L
+    cdef Py_ssize_t items = block // SPARSE_IMAGES
+    return (2 * block * f.sparse_groups * f.p.Pq * L + staged
+            + items * f.sparse_groups * (g.CRS + 1) * L + g.K * (g.CRS + 1)
+            + block * 2 * f.p.Pq)
+
+
+cdef Py_ssize_t sparse_image_codes(const floating* gy,  # IN  (K, Pq) one image
+                                   const int64_t* idx,  # IN  (K, Pq)
+                                   const floating* y,   # IN  (K, Pq) or NULL
+                                   const Fused* f,
+                                   floating* gyt,       # OUT (groups, Pq, L) masked gy
+                                   floating* codes,     # OUT (groups, Pq, L)
+                                   floating* row) noexcept nogil:  # TMP (2, Pq)
+    """Filters as lanes: per pooled position, each filter's gradient (+0.0
+    for -0.0; masked by y > 0 under ReLU; 0 past K) and the table lane of
+    its argmax element (a*a_step + b*sw as int32 bits, for double lanes the
+    pair of float lanes).  Returns how many indices are one of their
+    window's elements (all, unless ``idx`` did not come from the forward)."""
+    cdef const Geometry* g = &f.d.g
+    cdef Py_ssize_t L = f.d.lanes, Pq = f.p.Pq
+    cdef int32_t wide = sizeof(floating) // 4
+    cdef int32_t* cw = <int32_t*>codes
+    cdef int32_t* row_codes = <int32_t*>(row + Pq)
+    cdef Py_ssize_t grp, lane, k, q, at
+    cdef Py_ssize_t matched = 0
+    for grp in range(f.sparse_groups):
+        for lane in range(L):
+            k = grp * L + lane
+            at = grp * Pq * L + lane
+            if k >= g.K:
+                for q in range(Pq):
+                    gyt[at + q * L] = 0
+                    cw[(at + q * L) * wide] = 0
+                    cw[(at + q * L) * wide + wide - 1] = wide - 1
+                continue
+            matched += sparse_codes(gy + k * Pq, idx + k * Pq, f.base,
+                                    NULL if y == NULL else y + k * Pq, Pq,
+                                    f.p.kh * g.Wo, <int32_t>g.Wo, <int32_t>f.p.kw,
+                                    <int32_t>f.sparse_a_step, <int32_t>g.sw, row, row_codes)
+            # Transposed to filters as lanes (the codes doubled into float
+            # lane pairs for double lanes).
+            for q in range(Pq):
+                gyt[at + q * L] = row[q]
+                cw[(at + q * L) * wide] = row_codes[q] * wide
+                cw[(at + q * L) * wide + wide - 1] = row_codes[q] * wide + wide - 1
+    return matched
+
+
+cdef void sparse_tiles(const floating* gyt,      # IN  (images, groups, Pq, L)
+                       const floating* codes,    # IN  (images, groups, Pq, L)
+                       const floating** srcs,    # IN  (images,) each image's (staged) input
+                       Py_ssize_t images, Py_ssize_t grp, const Fused* f,
+                       floating* part) noexcept nogil:  # OUT (CRS + 1, L) lane sums
+    """For the filters of vector ``grp``, lane by lane: sum over the images'
+    pooled positions of the gradient times, per tap, the input under the tap
+    of the window's argmax element (picked by its code from a table holding
+    the window row's inputs for every element), SPARSE_NR taps per pass;
+    and the gradients' sum (the bias's) after the taps."""
+    cdef vec acc[SPARSE_NR]
+    cdef vec bias, gv, cv
+    cdef Py_ssize_t offs[SPARSE_NR]
+    cdef Py_ssize_t L = lanes(gyt)
+    cdef Py_ssize_t CRS = f.d.g.CRS, Pq = f.p.Pq, groups = f.sparse_groups
+    cdef Py_ssize_t half = f.sparse_half
+    cdef const Py_ssize_t* windows = f.sparse_windows
+    cdef const floating* gp
+    cdef const floating* cp
+    cdef const floating* origin
+    cdef const floating* src
+    cdef Py_ssize_t tile, t0, u, n, q
+    bias = cnx_zero()
+    for tile in range(ceil_div(CRS, SPARSE_NR)):
+        t0 = tile * SPARSE_NR
+        for u in range(SPARSE_NR):
+            # Taps past CRS repeat the last one: computed, not stored.
+            offs[u] = f.sparse_taps[min(t0 + u, CRS - 1)]
+            acc[u] = cnx_zero()
+        for n in range(images):
+            gp = gyt + (n * groups + grp) * Pq * L
+            cp = codes + (n * groups + grp) * Pq * L
+            src = srcs[n]
+            for q in range(Pq):
+                gv = vload(gp + q * L)
+                cv = vload(cp + q * L)
+                origin = src + windows[q]
+                for u in range(SPARSE_NR):
+                    acc[u] = vfma(gyt, acc[u], gv, vpick(gyt, vhalves(origin + offs[u],
+                                                                      origin + offs[u] + half),
+                                                         cv))
+                if tile == 0:
+                    bias = vadd(gyt, bias, gv)
+        for u in range(min(<Py_ssize_t>SPARSE_NR, CRS - t0)):
+            vstore(part + (t0 + u) * L, acc[u])
+    vstore(part + CRS * L, bias)
+
+
+cdef void sparse_item(const floating* gyt, const floating* codes, const floating* x,
+                      const floating* staged, const Fused* f, Py_ssize_t first,
+                      Py_ssize_t local, Py_ssize_t count,
+                      floating* part) noexcept nogil:  # OUT (groups, CRS + 1, L)
+    """Images local..local+count-1 of the block starting at image ``first``."""
+    cdef const Geometry* g = &f.d.g
+    cdef const floating* srcs[SPARSE_IMAGES]
+    cdef Py_ssize_t per = f.sparse_groups * f.p.Pq * f.d.lanes
+    cdef Py_ssize_t n, grp
+    for n in range(count):
+        if f.sparse_staged:
+            srcs[n] = staged + (local + n) * f.sparse_image
+        elif first + local + n == g.N - 1:
+            # The tables read up to a vector past a row: the last image from a
+            # copy with zeros after it.
+            srcs[n] = staged
+        else:
+            srcs[n] = x + (first + local + n) * f.sparse_image
+    for grp in range(f.sparse_groups):
+        sparse_tiles(gyt + local * per, codes + local * per, srcs, count, grp, f,
+                     part + grp * (g.CRS + 1) * f.d.lanes)
+
+
+cdef bint weight_grad_sparse(const floating* gy,   # IN  (N, K, Hq, Wq)
+                             const int64_t* idx,   # IN  (N, K, Hq, Wq), unchecked
+                             const floating* y,    # IN  (N, K, Hq, Wq) or NULL
+                             const floating* x,    # IN  (N, C, H, W), all finite
+                             const Fused* f,
+                             floating* gw,         # OUT (K, CRS)
+                             floating* gb,         # OUT (K,)
+                             floating* work) noexcept nogil:
+    """gw = sum over pooled positions of the pooled gradient times the input
+    under each tap of the window's argmax element alone (1/elements of the
+    dense multiply-adds), with filters as lanes; gb from the same
+    gradients.  Blocks of images, items of SPARSE_IMAGES images in each,
+    added in order.  Indices are only compared: unless every one is one of
+    its window's elements (then only a scatter is right), this returns
+    False having written nothing to gw and gb.  The sum has only the
+    argmax terms, so x must be finite to match the dense gradient's NaN."""
+    cdef const Geometry* g = &f.d.g
+    cdef Py_ssize_t L = f.d.lanes, K = g.K, CRS = g.CRS, Pq = f.p.Pq
+    cdef Py_ssize_t groups = f.sparse_groups
+    cdef Py_ssize_t block = min(f.sparse_block, ceil_div(g.N, SPARSE_IMAGES) * SPARSE_IMAGES)
+    cdef Py_ssize_t per = groups * Pq * L
+    cdef Py_ssize_t pooled = K * Pq
+    cdef Py_ssize_t image = g.C * g.H * g.W
+    cdef Py_ssize_t stride = groups * (CRS + 1) * L
+    cdef floating* gyt = work
+    cdef floating* codes = gyt + block * per
+    cdef floating* staged = codes + block * per
+    cdef floating* parts = staged + (block if f.sparse_staged else 1) * f.sparse_image + L
+    cdef floating* sums = parts + block // SPARSE_IMAGES * stride
+    cdef floating* rows = sums + K * (CRS + 1)
+    cdef floating* lane_sums
+    cdef Py_ssize_t blk, first, count, n, items, item, k, t, grp
+    cdef Py_ssize_t matched
+    cdef floating value
+    cdef int threads
+    for blk in range(ceil_div(g.N, block)):
+        first = blk * block
+        count = min(block, g.N - first)
+        items = ceil_div(count, SPARSE_IMAGES)
+        threads = threads_for(count * K * CRS * Pq, items)
+        matched = 0
+        if threads == 1:
+            for n in range(count):
+                matched += sparse_image_codes(gy + (first + n) * pooled, idx + (first + n) * pooled,
+                                              NULL if y == NULL else y + (first + n) * pooled, f,
+                                              gyt + n * per, codes + n * per,
+                                              rows + n * 2 * Pq)
+        else:
+            for n in prange(count, num_threads=threads, schedule="static"):
+                matched += sparse_image_codes(gy + (first + n) * pooled, idx + (first + n) * pooled,
+                                              NULL if y == NULL else y + (first + n) * pooled, f,
+                                              gyt + n * per, codes + n * per,
+                                              rows + n * 2 * Pq)
+        if matched != count * pooled:
+            return False
+        if f.sparse_staged:
+            if threads == 1:
+                for n in range(count):
+                    stage_padded(x + (first + n) * image, &f.d, staged + n * f.sparse_image)
+            else:
+                for n in prange(count, num_threads=threads, schedule="static"):
+                    stage_padded(x + (first + n) * image, &f.d, staged + n * f.sparse_image)
+            memset(staged + count * f.sparse_image, 0, L * sizeof(floating))
+        elif first + count == g.N:
+            memcpy(staged, x + (g.N - 1) * image, image * sizeof(floating))
+            memset(staged + image, 0, L * sizeof(floating))
+        if threads == 1:
+            for item in range(items):
+                sparse_item(gyt, codes, x, staged, f, first, item * SPARSE_IMAGES,
+                            min(<Py_ssize_t>SPARSE_IMAGES, count - item * SPARSE_IMAGES),
+                            parts + item * stride)
+        else:
+            for item in prange(items, num_threads=threads, schedule="dynamic"):
+                sparse_item(gyt, codes, x, staged, f, first, item * SPARSE_IMAGES,
+                            min(<Py_ssize_t>SPARSE_IMAGES, count - item * SPARSE_IMAGES),
+                            parts + item * stride)
+        # Items added in order, into sums kept until every block is checked.
+        for item in range(items):
+            for k in range(K):
+                grp = k // L
+                lane_sums = parts + item * stride + grp * (CRS + 1) * L + k % L
+                for t in range(CRS + 1):
+                    value = lane_sums[t * L]
+                    if blk > 0 or item > 0:
+                        value = sums[k * (CRS + 1) + t] + value
+                    sums[k * (CRS + 1) + t] = value
+    for k in range(K):
+        memcpy(gw + k * CRS, sums + k * (CRS + 1), CRS * sizeof(floating))
+        gb[k] = sums[k * (CRS + 1) + CRS]
+    return True
+
+
 cdef Py_ssize_t fused_backward(const floating* gy,    # IN  (N, K, Hq, Wq)
                                const int64_t* idx,    # IN  (N, K, Hq, Wq)
                                const floating* y,     # IN  (N, K, Hq, Wq) or NULL
@@ -939,6 +1222,9 @@ cdef Py_ssize_t fused_backward(const floating* gy,    # IN  (N, K, Hq, Wq)
     # gradient one per convolution output: the same terms when the windows
     # tile the output exactly, else they differ by zero terms, which only
     # matter (0 * inf) when x holds NaN or inf.  (Offsets are int32 there.)
+    if (gx == NULL and f.sparse_groups and all_finite(x, g.N * g.C * g.H * g.W)
+            and weight_grad_sparse(gy, idx, y, x, f, gw, gb, work)):
+        return -1
     if (gx == NULL and f.elements != NULL and g.P <= 2147483647
             and (f.tiled or all_finite(x, g.N * g.C * g.H * g.W))
             and weight_grad_by_elements(gy, idx, y, x, f, gw, gb, work)):

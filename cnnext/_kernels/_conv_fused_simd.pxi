@@ -10,14 +10,25 @@ cdef extern from "simd_fused.h":
         FUSED_MR "CNX_FUSED_MR"
         FUSED_MP "CNX_FUSED_MP"
         FUSED_G "CNX_FUSED_G"
+        SPARSE_NR "CNX_SPARSE_NR"
     vec cnx_relu_f32(vec) noexcept nogil
     vec cnx_relu_f64(vec) noexcept nogil
     void cnx_max_take_f32(vec*, vec*, vec, vec) noexcept nogil
     void cnx_max_take_f64(vec*, vec*, vec, vec) noexcept nogil
-    void cnx_store_indices_f32(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
-    void cnx_store_indices_f64(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
+    void cnx_store_indices_f32(int64_t*, const int64_t*, const void*, Py_ssize_t) noexcept nogil
+    void cnx_store_indices_f64(int64_t*, const int64_t*, const void*, Py_ssize_t) noexcept nogil
+    Py_ssize_t cnx_sparse_codes_f32(const float*, const int64_t*, const int64_t*, const float*,
+                                    Py_ssize_t, int64_t, int32_t, int32_t, int32_t, int32_t,
+                                    float*, int32_t*) noexcept nogil
+    Py_ssize_t cnx_sparse_codes_f64(const double*, const int64_t*, const int64_t*, const double*,
+                                    Py_ssize_t, int64_t, int32_t, int32_t, int32_t, int32_t,
+                                    double*, int32_t*) noexcept nogil
     float cnx_keep_f32(int, float) noexcept nogil
     double cnx_keep_f64(int, double) noexcept nogil
+    vec cnx_halves_f32(const float*, const float*) noexcept nogil
+    vec cnx_halves_f64(const double*, const double*) noexcept nogil
+    vec cnx_pick_f32(vec, vec) noexcept nogil
+    vec cnx_pick_f64(vec, vec) noexcept nogil
     Py_ssize_t cnx_split4_f32(const float*, const int64_t*, const int64_t*, const float*,
                               const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*) noexcept nogil
     Py_ssize_t cnx_split4_f64(const double*, const int64_t*, const int64_t*, const double*,
@@ -42,10 +53,10 @@ cdef inline void vmax_take(const floating* like, vec* best, vec* code, vec value
 
 
 cdef inline void vstore_indices(const floating* like, int64_t* dst, const int64_t* base,
-                                vec code, Py_ssize_t n) noexcept nogil:
-    """dst[l] = base[l] + lane l of ``code`` (integers below 2**31 held in
-    floating lanes) for l < n (n <= lanes); nothing past dst + n written,
-    nothing past base + n read."""
+                                const void* code, Py_ssize_t n) noexcept nogil:
+    """dst[l] = base[l] + the l-th floating at ``code`` (integers below 2**31)
+    for l < n (n <= lanes); nothing past dst + n written, nothing past
+    base + n read."""
     if floating is float:
         cnx_store_indices_f32(dst, base, code, n)
     else:
@@ -68,3 +79,30 @@ cdef inline Py_ssize_t split4(const floating* gy, const int64_t* idx, const int6
         return cnx_split4_f32(gy, idx, base, y, codes, n, stride, out)
     else:
         return cnx_split4_f64(gy, idx, base, y, codes, n, stride, out)
+
+
+cdef inline vec vhalves(const floating* p0, const floating* p1) noexcept nogil:
+    """The half register at p0, then the half register at p1."""
+    if floating is float:
+        return cnx_halves_f32(p0, p1)
+    else:
+        return cnx_halves_f64(p0, p1)
+
+
+cdef inline vec vpick(const floating* like, vec table, vec code) noexcept nogil:
+    """Lane l of the result: the lane of ``table`` that lane l of ``code`` names."""
+    if floating is float:
+        return cnx_pick_f32(table, code)
+    else:
+        return cnx_pick_f64(table, code)
+
+
+cdef inline Py_ssize_t sparse_codes(const floating* gy, const int64_t* idx, const int64_t* base,
+                                    const floating* y, Py_ssize_t n, int64_t limit, int32_t wo,
+                                    int32_t kw, int32_t a_step, int32_t sw, floating* g,
+                                    int32_t* code) noexcept nogil:
+    """cnx_sparse_codes (simd_fused.h): one filter's gradient and table lanes."""
+    if floating is float:
+        return cnx_sparse_codes_f32(gy, idx, base, y, n, limit, wo, kw, a_step, sw, g, code)
+    else:
+        return cnx_sparse_codes_f64(gy, idx, base, y, n, limit, wo, kw, a_step, sw, g, code)

@@ -14,7 +14,10 @@
  *                                  scanned, a window's last NaN wins):
  *                                  best = v, code = v_code
  *   cnx_store_indices_T(dst, base, code, n)
- *                                  dst[l] = base[l] + (int32) lane l of code
+ *                                  dst[l] = base[l] + (int32) code[l] (a
+ *                                  register's worth of T at code, read as
+ *                                  one unaligned load: no store-forwarding
+ *                                  stall on a register copied in halves)
  *                                  for l < n (n <= lanes); nothing past
  *                                  dst + n written, nothing past base + n read
  *   cnx_keep_T(keep, g)            g where keep is non-zero, else +0.0, by
@@ -22,6 +25,12 @@
  *   cnx_split4_T(gy, idx, base, y, codes, n, stride, out)
  *                                  the backward's split of a pooled gradient
  *                                  by 2x2 window element in one pass (below)
+ *   cnx_halves_T(p0, p1)           a register whose low half is the half
+ *                                  register at p0, its high half that at p1
+ *   cnx_pick_T(table, code)        lane l = table[code_l]: code holds int32
+ *                                  lane numbers in its bits (an int32 for
+ *                                  each float lane; for double lane l the
+ *                                  pair 2c, 2c + 1 of the float lanes of c)
  *
  * Tile sizes (accumulator registers):
  *   CNX_FUSED_MR x CNX_FUSED_G   filters broadcast from packed weights times
@@ -29,7 +38,9 @@
  *                                one vector of pooled positions;
  *   CNX_FUSED_MP x CNX_FUSED_G   pooled positions (their window elements'
  *                                inputs broadcast) times one vector of
- *                                filters.
+ *                                filters;
+ *   CNX_SPARSE_NR                taps of one vector of filters in the
+ *                                backward's sparse weight-gradient tile.
  */
 #ifndef CNNEXT_SIMD_FUSED_H
 #define CNNEXT_SIMD_FUSED_H
@@ -42,6 +53,24 @@
 #define CNX_FUSED_MR 4
 #define CNX_FUSED_MP 6
 #define CNX_FUSED_G 4
+#define CNX_SPARSE_NR 18
+static inline cnx_vec cnx_halves_f32(const float *p0, const float *p1)
+{
+    cnx_vec r;
+    r.d = _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(p0))),
+                             _mm256_castps_pd(_mm256_loadu_ps(p1)), 1);
+    return r;
+}
+static inline cnx_vec cnx_halves_f64(const double *p0, const double *p1)
+{
+    cnx_vec r;
+    r.d = _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_loadu_pd(p0)), _mm256_loadu_pd(p1), 1);
+    return r;
+}
+static inline cnx_vec cnx_pick_f32(cnx_vec table, cnx_vec code)
+{ cnx_vec r; r.f = _mm512_permutexvar_ps(_mm512_castps_si512(code.f), table.f); return r; }
+static inline cnx_vec cnx_pick_f64(cnx_vec table, cnx_vec code)
+{ cnx_vec r; r.f = _mm512_permutexvar_ps(_mm512_castpd_si512(code.d), table.f); return r; }
 static inline cnx_vec cnx_relu_f32(cnx_vec v)
 {
     cnx_vec r;
@@ -70,10 +99,10 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
     best->d = _mm512_mask_mov_pd(best->d, take, value.d);
     code->d = _mm512_mask_mov_pd(code->d, take, value_code.d);
 }
-static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
+static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, const void *code,
                                          ptrdiff_t n)
 {
-    __m512i codes = _mm512_cvttps_epi32(code.f);
+    __m512i codes = _mm512_cvttps_epi32(_mm512_loadu_ps((const float *)code));
     __mmask16 lanes = CNX_MASK32(n);
     __mmask8 low = (__mmask8)(lanes & 0xFF), high = (__mmask8)(lanes >> 8);
     __m512i first = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(codes));
@@ -83,10 +112,11 @@ static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_
     _mm512_mask_storeu_epi64(dst + 8, high, _mm512_add_epi64(
         second, _mm512_maskz_loadu_epi64(high, base + 8)));
 }
-static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_vec code,
+static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, const void *code,
                                          ptrdiff_t n)
 {
-    __m512i codes = _mm512_cvtepi32_epi64(_mm512_cvttpd_epi32(code.d));
+    __m512i codes = _mm512_cvtepi32_epi64(
+        _mm512_cvttpd_epi32(_mm512_loadu_pd((const double *)code)));
     __mmask8 lanes = CNX_MASK64(n);
     _mm512_mask_storeu_epi64(dst, lanes,
                              _mm512_add_epi64(codes, _mm512_maskz_loadu_epi64(lanes, base)));
@@ -95,6 +125,27 @@ static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_
 #define CNX_FUSED_MR 2
 #define CNX_FUSED_MP 3
 #define CNX_FUSED_G 4
+#define CNX_SPARSE_NR 9
+static inline cnx_vec cnx_halves_f32(const float *p0, const float *p1)
+{
+    cnx_vec r;
+    r.f = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p0)), _mm_loadu_ps(p1), 1);
+    return r;
+}
+static inline cnx_vec cnx_halves_f64(const double *p0, const double *p1)
+{
+    cnx_vec r;
+    r.d = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(p0)), _mm_loadu_pd(p1), 1);
+    return r;
+}
+static inline cnx_vec cnx_pick_f32(cnx_vec table, cnx_vec code)
+{ cnx_vec r; r.f = _mm256_permutevar8x32_ps(table.f, _mm256_castps_si256(code.f)); return r; }
+static inline cnx_vec cnx_pick_f64(cnx_vec table, cnx_vec code)
+{
+    cnx_vec r;
+    r.f = _mm256_permutevar8x32_ps(table.f, _mm256_castpd_si256(code.d));
+    return r;
+}
 static inline cnx_vec cnx_relu_f32(cnx_vec v)
 {
     cnx_vec r;
@@ -123,25 +174,41 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
     best->d = _mm256_blendv_pd(best->d, value.d, take);
     code->d = _mm256_blendv_pd(code->d, value_code.d, take);
 }
-static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
+/* Whole vectors through plain loads and stores: a masked store (vpmaskmovq)
+   is microcoded on AMD, many times slower.  Partial ones go lane by lane. */
+static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, const void *code,
                                          ptrdiff_t n)
 {
-    __m256i codes = _mm256_cvttps_epi32(code.f);
-    __m256i low = cnx_mask64(n), high = cnx_mask64(n - 4);
+    __m256i codes = _mm256_cvttps_epi32(_mm256_loadu_ps((const float *)code));
     __m256i first = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(codes));
     __m256i second = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(codes, 1));
-    _mm256_maskstore_epi64((long long *)dst, low, _mm256_add_epi64(
-        first, _mm256_maskload_epi64((const long long *)base, low)));
-    _mm256_maskstore_epi64((long long *)(dst + 4), high, _mm256_add_epi64(
-        second, _mm256_maskload_epi64((const long long *)(base + 4), high)));
+    int64_t lanes[8];
+    ptrdiff_t i;
+    if (n == 8) {
+        _mm256_storeu_si256((__m256i *)dst, _mm256_add_epi64(
+            first, _mm256_loadu_si256((const __m256i *)base)));
+        _mm256_storeu_si256((__m256i *)(dst + 4), _mm256_add_epi64(
+            second, _mm256_loadu_si256((const __m256i *)(base + 4))));
+        return;
+    }
+    _mm256_storeu_si256((__m256i *)lanes, first);
+    _mm256_storeu_si256((__m256i *)(lanes + 4), second);
+    for (i = 0; i < n; i++) dst[i] = base[i] + lanes[i];
 }
-static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_vec code,
+static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, const void *code,
                                          ptrdiff_t n)
 {
-    __m256i codes = _mm256_cvtepi32_epi64(_mm256_cvttpd_epi32(code.d));
-    __m256i lanes = cnx_mask64(n);
-    _mm256_maskstore_epi64((long long *)dst, lanes, _mm256_add_epi64(
-        codes, _mm256_maskload_epi64((const long long *)base, lanes)));
+    __m256i codes = _mm256_cvtepi32_epi64(
+        _mm256_cvttpd_epi32(_mm256_loadu_pd((const double *)code)));
+    int64_t lanes[4];
+    ptrdiff_t i;
+    if (n == 4) {
+        _mm256_storeu_si256((__m256i *)dst, _mm256_add_epi64(
+            codes, _mm256_loadu_si256((const __m256i *)base)));
+        return;
+    }
+    _mm256_storeu_si256((__m256i *)lanes, codes);
+    for (i = 0; i < n; i++) dst[i] = base[i] + lanes[i];
 }
 #elif defined(CNX_X86_SSE2)
 #define CNX_FUSED_MR 2
@@ -244,22 +311,65 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
 #endif
 
 #if !defined(CNX_X86_AVX512) && !defined(CNX_X86_AVX2)
+/* 16 registers (SSE2) or lanes one at a time: the smaller sparse tile. */
+#define CNX_SPARSE_NR 9
+/* Through memory, lane by lane (SSE2 has no variable permute; NEON's byte
+   table lookups would need byte indices). */
+static inline cnx_vec cnx_halves_f32(const float *p0, const float *p1)
+{
+    cnx_vec r;
+    memcpy(&r, p0, CNX_VEC_BYTES / 2);
+    memcpy((char *)&r + CNX_VEC_BYTES / 2, p1, CNX_VEC_BYTES / 2);
+    return r;
+}
+static inline cnx_vec cnx_halves_f64(const double *p0, const double *p1)
+{
+    cnx_vec r;
+    memcpy(&r, p0, CNX_VEC_BYTES / 2);
+    memcpy((char *)&r + CNX_VEC_BYTES / 2, p1, CNX_VEC_BYTES / 2);
+    return r;
+}
+static inline cnx_vec cnx_pick_f32(cnx_vec table, cnx_vec code)
+{
+    float t[CNX_VEC_BYTES / 4], out[CNX_VEC_BYTES / 4];
+    int32_t c[CNX_VEC_BYTES / 4];
+    cnx_vec r;
+    int i;
+    memcpy(t, &table, sizeof t);
+    memcpy(c, &code, sizeof c);
+    for (i = 0; i < CNX_VEC_BYTES / 4; i++) out[i] = t[c[i]];
+    memcpy(&r, out, sizeof out);
+    return r;
+}
+static inline cnx_vec cnx_pick_f64(cnx_vec table, cnx_vec code)
+{
+    double t[CNX_VEC_BYTES / 8], out[CNX_VEC_BYTES / 8];
+    int32_t c[CNX_VEC_BYTES / 4];
+    cnx_vec r;
+    int i;
+    memcpy(t, &table, sizeof t);
+    memcpy(c, &code, sizeof c);
+    for (i = 0; i < CNX_VEC_BYTES / 8; i++) out[i] = t[c[2 * i] / 2];
+    memcpy(&r, out, sizeof out);
+    return r;
+}
+
 /* One lane at a time (SSE2 has no int32 -> int64 widening; on NEON a
    partial store would go lane by lane anyway). */
-static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
+static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, const void *code,
                                          ptrdiff_t n)
 {
     float lanes[CNX_VEC_BYTES / 4];
     ptrdiff_t i;
-    memcpy(lanes, &code, sizeof lanes);
+    memcpy(lanes, code, sizeof lanes);
     for (i = 0; i < n; i++) dst[i] = base[i] + (int32_t)lanes[i];
 }
-static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_vec code,
+static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, const void *code,
                                          ptrdiff_t n)
 {
     double lanes[CNX_VEC_BYTES / 8];
     ptrdiff_t i;
-    memcpy(lanes, &code, sizeof lanes);
+    memcpy(lanes, code, sizeof lanes);
     for (i = 0; i < n; i++) dst[i] = base[i] + (int32_t)lanes[i];
 }
 #endif
@@ -339,5 +449,38 @@ static inline double cnx_keep_f64(int keep, double gradient)
     }
 CNX_SPLIT4(float, cnx_split4_f32)
 CNX_SPLIT4(double, cnx_split4_f64)
+
+/* For q < n, with d = idx[q] - base[q] (an element of the window when
+   0 <= d < limit and its column b = d - (d >= wo ? wo : 0) < kw):
+       g[q] = gy[q] + 0 (+0.0 for -0.0), +0.0 where y[q] <= 0 (y not NULL)
+       code[q] = (d >= wo ? a_step : 0) + b * sw, or 0 where d is no element
+   Returns how many d are elements.  Contiguous in and out: the loop
+   vectorises (the caller transposes the results to filters as lanes). */
+#define CNX_SPARSE_CODES(T, NAME)                                                            \
+    static inline ptrdiff_t NAME(const T *CNX_RESTRICT gy, const int64_t *CNX_RESTRICT idx,  \
+                                 const int64_t *CNX_RESTRICT base, const T *CNX_RESTRICT y,  \
+                                 ptrdiff_t n, int64_t limit, int32_t wo, int32_t kw,         \
+                                 int32_t a_step, int32_t sw, T *CNX_RESTRICT g,              \
+                                 int32_t *CNX_RESTRICT code)                                  \
+    {                                                                                         \
+        int32_t hits = 0;                                                                     \
+        ptrdiff_t q;                                                                          \
+        for (q = 0; q < n; q++) {                                                             \
+            int64_t d = idx[q] - base[q];                                                     \
+            int32_t in = (d >= 0) & (d < limit);                                              \
+            int32_t d32 = in ? (int32_t)d : 0;                                                \
+            int32_t a = d32 >= wo;                                                            \
+            int32_t b = d32 - (a ? wo : 0);                                                   \
+            int32_t ok = in & (b < kw);                                                       \
+            T v = gy[q] + (T)0;                                                               \
+            if (y != NULL) v = !(y[q] <= 0) ? v : (T)0;                                       \
+            g[q] = v;                                                                         \
+            code[q] = ok ? (a ? a_step : 0) + b * sw : 0;                                     \
+            hits += ok;                                                                       \
+        }                                                                                     \
+        return hits;                                                                          \
+    }
+CNX_SPARSE_CODES(float, cnx_sparse_codes_f32)
+CNX_SPARSE_CODES(double, cnx_sparse_codes_f64)
 
 #endif /* CNNEXT_SIMD_FUSED_H */
