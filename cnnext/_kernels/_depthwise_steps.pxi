@@ -38,12 +38,18 @@ cdef class StepPlan:
     cdef readonly Py_ssize_t forward_scratch, data_scratch
     cdef readonly tuple partial_shape, output_shape
 
-    def __cinit__(self, x_shape, w_shape, y_shape, tuple stride, tuple padding,
-                  tuple dilation):
+    def __cinit__(self):
+        self.layout.offsets = self.layout.gradient = NULL
+
+    def __init__(self, x_shape, w_shape, y_shape, tuple stride, tuple padding,
+                 tuple dilation):
         cdef Py_ssize_t xs[4]
         cdef Py_ssize_t ws[4]
         cdef Py_ssize_t ys[4]
         cdef int i
+        # A second __init__ on the same object must not leak the first's tables.
+        free(self.layout.offsets)
+        free(self.layout.gradient)
         self.layout.offsets = self.layout.gradient = NULL
         for i in range(4):
             xs[i], ws[i], ys[i] = x_shape[i], w_shape[i], y_shape[i]
