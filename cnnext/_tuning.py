@@ -39,6 +39,14 @@ choice can therefore change the last bits of results between machines; use
 ``CNNEXT_TUNE=off`` where results must be bitwise the same everywhere.
 Nothing depends on the thread count: candidates are always timed on one
 thread and a shape's choice is kept for every thread count.
+
+Fusion: whether Sequential computes a Conv2D [-> ReLU] -> MaxPool2D run's
+forward with the fused kernel (cnnext/_plans/fusion.py) is kept the same
+way, per shape, pooling and CPU (``fusion``): the fused forward and the
+unfused one (conv2d, then max_pool2d) are timed and the faster wins.  Both
+compute the same sums wherever conv2d sums directly (bitwise the same
+results); otherwise (Winograd) they differ by rounding, so the mode "off"
+rule (always fused) is again the one that is the same everywhere.
 """
 
 import contextlib
@@ -85,7 +93,8 @@ MAX_ENTRY_BYTES = 1 << 16
 PASSES = ("forward", "data", "filter")
 
 _memo = {}
-_lock = threading.Lock()
+# Reentrant: timing a fusion runs conv2d, whose shape may be tuned first.
+_lock = threading.RLock()
 
 
 def mode() -> str:
@@ -138,14 +147,16 @@ def shape_key(args):
             f"-s{stride[0]}x{stride[1]}-p{padding[0]}x{padding[1]}-d{dilation[0]}x{dilation[1]}")
 
 
-def entry_path(kernels, args, directory=None):
+def entry_path(kernels, args, directory=None, fusion=None):
     """Where the choice of ``args`` for the kernel build ``kernels`` is kept (None: nowhere,
-    see ``cache_dir``)."""
+    see ``cache_dir``); with ``fusion`` (the pooling's key, see ``fusion``), the choice
+    whether to fuse it."""
     cpu = _cpuinfo.identify()["key"]
     base = Path(directory) if directory is not None else cache_dir()
     if base is None:
         return None
-    return base / __version__ / cpu / build_key(kernels) / f"{shape_key(args)}.json"
+    name = shape_key(args) if fusion is None else f"{shape_key(args)}-{fusion}"
+    return base / __version__ / cpu / build_key(kernels) / f"{name}.json"
 
 
 def build_key(kernels):
@@ -196,22 +207,57 @@ def choices(kernels, args):
     return None if current == "off" else found
 
 
-def _lookup(kernels, args, may_tune, retune):
-    """(choices, where they came from: "memory", "cache", "timed"), or (None, None)."""
-    key = (kernels.compiled_isa(), args)
+def _lookup(kernels, args, may_tune, retune, fusion=None, runs=None):
+    """(choices, where they came from: "memory", "cache", "timed"), or (None, None);
+    with ``fusion``, the choice whether to fuse (timing ``runs()``)."""
+    key = (kernels.compiled_isa(), args, fusion)
     with _lock:  # one tuning at a time in a process
         if not retune:
             found = _memo.get(key)
             if found is not None:
                 return found, "memory"
-            found = _read(kernels, args)
+            found = _read(kernels, args, fusion=fusion)
             if found is not None:
                 _memo[key] = found
                 return found, "cache"
         if not may_tune:
             return None, None
-        found = _memo[key] = tune_shape(kernels, args, replace=retune)
+        if fusion is None:
+            found = tune_shape(kernels, args, replace=retune)
+        else:
+            found = tune_fusion(kernels, args, fusion, runs, replace=retune)
+        _memo[key] = found
         return found, "timed"
+
+
+def fusion(kernels, args, pooling, runs):
+    """fusion(kernels, args, pooling, runs)
+
+    Whether Sequential computes the forward of the convolution of Plan
+    arguments ``args`` and the max pooling after it (``pooling``: a file-name
+    key of the pooling's window, stride and ReLU) with the fused kernel:
+    True or False as timed on this CPU and kept like a shape's choices
+    (``runs()`` gives the fused and the unfused forward as two callables), or
+    as ``forced({"fusion": ...})`` says; None for the built-in rule: mode
+    "off", a shape too small to be worth it, or (mode "cached") nothing on
+    disk yet.
+    """
+    if _forced is not None:
+        wanted, where = _forced
+        if "fusion" in wanted and (where is None or where(args)):
+            return wanted["fusion"]
+        return None
+    request = getattr(_requests, "active", None)
+    current = mode()
+    if request is None:
+        if current == "off" or _fmas(args) < MIN_FMAS:
+            return None
+        return _lookup(kernels, args, current == "on", False, pooling, runs)[0]
+    seen = (args, pooling)
+    retune = request["retune"] and seen not in request["fusions"]
+    request["fusions"].add(seen)
+    found = _lookup(kernels, args, True, retune, pooling, runs)[0]
+    return None if current == "off" else found
 
 
 # While a forced() block runs: (choices, which Plan arguments they apply to).
@@ -226,6 +272,8 @@ def forced(wanted, where=None):
     choices ``wanted`` (a dict, keys as in ``Plan``'s ``choices``; those left
     out follow the heuristics), whatever the mode and the shape's size, so
     that tests reach an algorithm the heuristics keep for larger shapes.
+    The key "fusion" (True or False) is whether Sequential fuses a Conv2D
+    [-> ReLU] -> MaxPool2D run's forward (see ``fusion``).
     ``where(args)`` (default: every shape) says which Plan arguments (N, C,
     H, W, K, R, S, stride, padding, dilation, itemsize) they apply to;
     shapes they cannot compute keep the heuristics.  Cached plans are
@@ -237,6 +285,9 @@ def forced(wanted, where=None):
 
     if not isinstance(wanted, dict):
         raise TypeError(f"forced: wanted must be a dict of Plan choices, got {wanted!r}")
+    if not isinstance(wanted.get("fusion", False), bool):
+        raise TypeError(f"forced: wanted['fusion'] must be True or False, got "
+                        f"{wanted['fusion']!r}")
     previous, _forced = _forced, (dict(wanted), where)
     conv.forget_plans()
     try:
@@ -250,6 +301,7 @@ def _forced_choices(kernels, args):
     wanted, where = _forced
     if where is not None and not where(args):
         return None
+    wanted = {key: value for key, value in wanted.items() if key != "fusion"}
     try:
         return kernels.Plan(*args, True, wanted).choices
     except ValueError:  # not a choice of this shape
@@ -268,7 +320,8 @@ def tune(model: Any, input_shape: Sequence[int], dtype: DTypeLike = None,
     convolution ``model`` runs on a batch of ``input_shape``, forward and
     backward, on this CPU: what the first call of each shape does anyway
     when ``CNNEXT_TUNE`` is "on", done ahead of time (whatever the mode, and
-    for shapes of any size).
+    for shapes of any size).  Whether a Sequential fuses its Conv2D [-> ReLU]
+    -> MaxPool2D runs is measured alike (not listed).
 
     Parameters
     ----------
@@ -312,7 +365,7 @@ def tune(model: Any, input_shape: Sequence[int], dtype: DTypeLike = None,
         raise ValueError(f"tune: dtype must be float32 or float64, got {dtype}")
     clone = copy.deepcopy(model)
     x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(dtype)
-    request = {"retune": bool(retune), "seen": {}}
+    request = {"retune": bool(retune), "seen": {}, "fusions": set()}
     _requests.active = request
     from ._functional import conv
 
@@ -332,9 +385,10 @@ def tune(model: Any, input_shape: Sequence[int], dtype: DTypeLike = None,
     return results
 
 
-def _read(kernels, args, directory=None):
-    """The choices kept on disk for ``args``, or None when missing or unusable."""
-    path = entry_path(kernels, args, directory)
+def _read(kernels, args, directory=None, fusion=None):
+    """The choices kept on disk for ``args`` (with ``fusion``: whether to fuse, a bool),
+    or None when missing or unusable."""
+    path = entry_path(kernels, args, directory, fusion)
     if path is None:
         return None
     try:
@@ -344,7 +398,12 @@ def _read(kernels, args, directory=None):
         with _files.open_regular(path, ValueError) as file:
             entry = json.loads(_files.read_capped(file, MAX_ENTRY_BYTES, str(path), ValueError))
         found = entry["choices"]
-        if entry.get("schema") != SCHEMA or not isinstance(found, dict):
+        if entry.get("schema") != SCHEMA:
+            return None
+        if fusion is not None:
+            return found["fused"] if isinstance(found, dict) and isinstance(
+                found.get("fused"), bool) else None
+        if not isinstance(found, dict):
             return None
         plan = kernels.Plan(*args, True, found)  # ValueError/TypeError: not a choice here
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
@@ -516,20 +575,44 @@ def tune_shape(kernels, args, directory=None, replace=False):
             timings[pass_name] = [
                 {"choices": {key: option[key] for key in _pass_keys(pass_name)},
                  "seconds": seconds[i]} for i, option in enumerate(options)]
+    return _keep(kernels, args, chosen, timings, directory, replace)
+
+
+def tune_fusion(kernels, args, pooling, runs, directory=None, replace=False):
+    """tune_fusion(kernels, args, pooling, runs, directory=None, replace=False)
+
+    Time the fused and the unfused forward (``runs()``) on one thread, keep
+    which is faster on disk as ``tune_shape`` keeps a shape's choices, and
+    return True when it is the fused one.
+    """
+    fused, unfused = runs()
+    with _one_thread():
+        seconds = time_candidates([fused, unfused])
+    timings = {"fused": seconds[0], "unfused": seconds[1]}
+    return _keep(kernels, args, {"fused": seconds[0] <= seconds[1]}, timings, directory,
+                 replace, pooling)["fused"]
+
+
+def _keep(kernels, args, chosen, timings, directory, replace, fusion=None):
+    """Write the choices ``chosen`` of ``args`` with their ``timings``, unless another
+    process kept some first; return the choices kept."""
     entry = {"schema": SCHEMA, "choices": chosen, "timings": timings,
              "cpu": _cpuinfo.identify()["name"], "kernels": build_key(kernels),
              "cnnext": __version__, "python": platform.python_version(),
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fmas": _fmas(args)}
-    path = entry_path(kernels, args, directory)
+    path = entry_path(kernels, args, directory, fusion)
     if path is None:
         return chosen  # no cache directory: tuned for this process only
     try:
-        if _write(path, entry, lambda _: _read(kernels, args, directory) is not None, replace):
+        if _write(path, entry, lambda _: _read(kernels, args, directory, fusion) is not None,
+                  replace):
             return chosen
     except OSError:
         return chosen  # a read-only cache: tuned for this process only
-    kept = _read(kernels, args, directory)
-    return chosen if kept is None else kept
+    kept = _read(kernels, args, directory, fusion)
+    if kept is None:
+        return chosen
+    return kept if fusion is None else {"fused": kept}
 
 
 def forget() -> None:

@@ -299,7 +299,9 @@ def test_tune_a_model_ahead_of_time(cache, monkeypatch):
     assert [(f["x"], f["w"]) for f in found] == [((8, 1, 28, 28), (6, 1, 5, 5)),
                                                  ((8, 6, 14, 14), (16, 6, 5, 5))]
     assert {f["source"] for f in found} == {"timed"}
-    assert len(entry_files(cache)) == 2
+    # The two convolutions' choices, and whether each fuses with its pooling.
+    files = entry_files(cache)
+    assert len(files) == 4 and sum("-max2x2s2x2-relu" in p.name for p in files) == 2
     for name, array in model.parameters().items():
         np.testing.assert_array_equal(array, before[name])
     again = cnnext.tune(model, (8, 1, 28, 28))
@@ -318,7 +320,7 @@ def test_cli_tune(cache):
     assert process.returncode == 0, process.stderr
     assert f"cache {cache}" in process.stdout
     assert process.stdout.count("[timed]") == 2
-    assert len(entry_files(cache)) == 2
+    assert len(entry_files(cache)) == 4  # with whether each convolution fuses its pooling
 
 
 def test_forced_choices_apply_where_asked_and_end_with_the_block(cache):

@@ -15,7 +15,12 @@ backward, the convolution plans of its blocks of images).
 
 Geometries that ``conv2d`` computes tap by tap (a padded copy that would be
 mostly padding, see conv_taps) have no fused kernel and take the unfused
-calls.  Results equal the unfused ``conv2d -> relu -> max_pool2d`` (and its
+calls.  Sequential (``sequential_forward``, cnnext/_plans/fusion.py) takes
+the fused forward only where it is the faster on this CPU for the shape
+(``fuses``: timed and kept by cnnext._tuning); its backward is always the
+fused one, which needs only the pooled output and the indices.
+
+Results equal the unfused ``conv2d -> relu -> max_pool2d`` (and its
 backward) wherever ``conv2d`` sums directly: the same sums in the same
 order, so values, indices and the input gradient agree bitwise, and the
 weight and bias gradients too when the layer has few filters (otherwise
@@ -28,7 +33,7 @@ where rounding moves a tie.
 
 import numpy as np
 
-from .. import _dispatch, _validation
+from .. import _dispatch, _tuning, _validation
 from .._typing import FloatArray, IntArray, IntPair
 from . import conv as _conv
 from . import conv_taps
@@ -52,7 +57,8 @@ _plans = {}
 _conv.DEPENDENT_CACHES.append(_plans)
 _INT64 = np.dtype(np.int64)
 # The kernels track each window's winner as its offset in the convolution
-# plane, a*Wo + t, in the vector lanes of the data (exact below 2**24 in float32).
+# plane, a*Wo + t, an integer in the vector lanes of the data (int32 bits in
+# float32 lanes); windows are kept within max_pool2d's span limit.
 _MAX_WINDOW_OFFSET = 2**24
 
 _X_LAYOUT = "(N, C, H, W)"
@@ -64,11 +70,12 @@ class _Entry:
     conv2d computes tap by tap), with the convolution plans of its backward
     pass once asked for."""
 
-    __slots__ = ("args", "conv_shape", "fused", "output_shape", "pool", "pool_stride")
+    __slots__ = ("args", "conv_shape", "fused", "fuses", "output_shape", "pool", "pool_stride")
 
     def __init__(self, args, pool, pool_stride, output_shape, conv_shape, taps):
         self.args, self.pool, self.pool_stride = args, pool, pool_stride
         self.output_shape, self.conv_shape = output_shape, conv_shape
+        self.fuses = [None, None]  # fuses(self, relu), once asked
         # Geometries conv2d computes tap by tap (mostly padding) have no fused
         # kernel: they take the unfused calls.
         self.fused = None if taps else _kernels.FusedPlan(*args[:-1], pool, pool_stride,
@@ -96,6 +103,59 @@ class _Entry:
                     for plan, images in zip(plans, (block, tail), strict=True)]
             fused.set_backward(block, *plans, *safe)
         return fused
+
+
+def fuses(entry, relu):
+    """Whether Sequential computes the forward of ``entry``'s geometry (with
+    ``relu``) with the fused kernel: where cnnext._tuning times it (on this
+    CPU, for this shape), the faster of the fused and the unfused forward;
+    elsewhere the fused one: the deterministic mode needs one choice on
+    every machine, and the fused kernel writes a quarter of the memory
+    (with 2x2 pooling) and wins on most CPUs measured; shapes too small to
+    time cost microseconds either way.  Geometries without a fused kernel:
+    never."""
+    known = entry.fuses[relu]
+    if known is None:
+        if entry.fused is None:
+            known = False
+        else:
+            (kh, kw), (qh, qw) = entry.pool, entry.pool_stride
+            choice = _tuning.fusion(_kernels, entry.args,
+                                    f"max{kh}x{kw}s{qh}x{qw}{'-relu' if relu else ''}",
+                                    lambda: _forward_runs(entry, relu))
+            known = True if choice is None else choice
+        entry.fuses[relu] = known
+    return known
+
+
+def _forward_runs(entry, relu):
+    """The fused and the unfused forward of ``entry``'s geometry on random
+    operands, as two callables (what ``fuses`` times)."""
+    n, c, h, wd, k, r, s, stride, padding, dilation, itemsize = entry.args
+    dtype = np.dtype(f"f{itemsize}")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = rng.standard_normal((k, c, r, s)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    y, idx = np.empty(entry.output_shape, dtype), np.empty(entry.output_shape, _INT64)
+    conv = np.empty(entry.conv_shape, dtype)
+    work = np.empty(max(entry.fused.forward_workspace, 1), dtype)
+    forward = _by_dtype[dtype][0]
+
+    def fused():
+        forward(entry.fused, x, w, b, relu, y, idx, work)
+
+    def unfused():
+        _unfused_forward(x, w, b, stride, padding, dilation, relu, entry, (y, idx), conv)
+
+    return fused, unfused
+
+
+def _unfused_forward(x, w, b, stride, padding, dilation, relu, entry, out, scratch):
+    """conv2d (into ``scratch`` when given), relu in place, max_pool2d into ``out``."""
+    conv = _conv.conv2d(x, w, b, stride, padding, dilation, out=scratch)
+    max_pool2d(_relu(conv, inplace=True) if relu else conv, entry.pool, entry.pool_stride,
+               return_indices=True, out=out)
 
 
 def _pooled_size(func, axis, size, window, stride):
@@ -193,7 +253,21 @@ def conv2d_max_pool2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None,
         maximum of a window in row-major order, a window's last NaN when it
         holds any.
     """
-    func = "conv2d_max_pool2d"
+    return _forward("conv2d_max_pool2d", x, w, b, stride, padding, dilation, relu, pool_size,
+                    pool_stride, out)
+
+
+def sequential_forward(x, w, b, stride, padding, dilation, *, relu, pool_size, pool_stride,
+                       out=None, scratch=None):
+    """As ``conv2d_max_pool2d``, by the fused kernel only where Sequential
+    takes it (``fuses``); otherwise by conv2d, relu and max_pool2d, the
+    convolution's output in ``scratch(shape)`` (a buffer, or None: allocated)."""
+    return _forward("Sequential", x, w, b, stride, padding, dilation, relu, pool_size,
+                    pool_stride, out, True, scratch)
+
+
+def _forward(func, x, w, b, stride, padding, dilation, relu, pool_size, pool_stride, out,
+             measured=False, scratch=None):
     x, w = _conv._arrays(func, x, w)
     b = _bias(func, b, x, w)
     relu = _validation.boolean(func, "relu", relu)
@@ -207,10 +281,9 @@ def conv2d_max_pool2d(x: FloatArray, w: FloatArray, b: FloatArray | None = None,
         y = _validation.out_array(func, "out[0] (y)", y_out, shape, x.dtype, inputs)
         idx = _validation.out_array(func, "out[1] (idx)", idx_out, shape, _INT64,
                                 inputs + ((y,) if y_out is not None else ()))
-    if x.shape[0] and entry.fused is None:
-        conv = _conv.conv2d(x, w, b, stride, padding, dilation)
-        max_pool2d(_relu(conv, inplace=True) if relu else conv, entry.pool, entry.pool_stride,
-                   return_indices=True, out=(y, idx))
+    if x.shape[0] and (entry.fused is None or (measured and not fuses(entry, relu))):
+        _unfused_forward(x, w, b, stride, padding, dilation, relu, entry, (y, idx),
+                         None if scratch is None else scratch(entry.conv_shape))
     elif x.shape[0]:
         forward = _by_dtype[x.dtype][0]
         forward(entry.fused, _validation.contiguous(x), _validation.contiguous(w), b, relu, y, idx,

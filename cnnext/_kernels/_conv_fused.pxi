@@ -81,6 +81,11 @@ cdef Py_ssize_t ELEMENT_BLOCK_BYTES = 256 << 10
 # added in item order, so they never depend on the thread count.
 cdef enum:
     SPARSE_IMAGES = 4
+# Pooled positions per chunk of sparse_image_codes: the rows of a vector of
+# filters (values and codes) stay in L1, on the stack.  A multiple of every
+# lane count.
+cdef enum:
+    SPARSE_CHUNK = 64
 
 
 cdef struct Pooling:
@@ -510,8 +515,8 @@ cdef void pool_rows(const floating* a,       # IN  (blocks, CRS, FUSED_MR) packe
     after image) times the blocks of FUSED_MR filters blk_begin..blk_end-1."""
     cdef vec acc[FUSED_MR][FUSED_G]
     cdef vec bv[FUSED_G]
-    cdef vec best[FUSED_MR]
-    cdef vec code[FUSED_MR]
+    cdef vec best, code
+    cdef floating first_codes[FUSED_G]
     cdef floating kept[2][FUSED_MR][MAX_LANES]
     cdef const floating* b
     cdef const floating* ap
@@ -528,6 +533,10 @@ cdef void pool_rows(const floating* a,       # IN  (blocks, CRS, FUSED_MR) packe
     cdef Py_ssize_t passes = slots // FUSED_G
     cdef Py_ssize_t stored = f.store_lanes
     cdef Py_ssize_t vector, n, q, out, blk, rows_valid, pas, m, e, t
+    # (Read once: the index stores may alias f.codes, so the compiler would
+    # read them again for every tile.)
+    for e in range(FUSED_G):
+        first_codes[e] = code_bits(a, f.codes[e])
     for vector in range(first, last):
         n = vector // f.nvectors
         q = vector - n * f.nvectors
@@ -555,46 +564,34 @@ cdef void pool_rows(const floating* a,       # IN  (blocks, CRS, FUSED_MR) packe
                     for m in range(FUSED_MR):
                         for e in range(FUSED_G):
                             acc[m][e] = vrelu(a, acc[m][e])
-                if pas == 0:
-                    for m in range(FUSED_MR):
-                        best[m] = acc[m][0]
-                        code[m] = vsplat(<floating>f.codes[0])
-                    for e in range(1, FUSED_G):
-                        for m in range(FUSED_MR):
-                            vmax_take(a, &best[m], &code[m], acc[m][e],
-                                      vsplat(<floating>f.codes[e]))
-                else:
-                    for m in range(FUSED_MR):
-                        best[m] = vload(&kept[0][m][0])
-                        code[m] = vload(&kept[1][m][0])
-                    for e in range(FUSED_G):
-                        for m in range(FUSED_MR):
-                            vmax_take(a, &best[m], &code[m], acc[m][e],
-                                      vsplat(<floating>f.codes[pas * FUSED_G + e]))
-                if pas + 1 < passes or rows_valid < FUSED_MR:
-                    for m in range(FUSED_MR):
-                        vstore(&kept[0][m][0], best[m])
-                        vstore(&kept[1][m][0], code[m])
-            # Window codes (a*Wo + t < 2**24, exact in either dtype) become
-            # int64 indices.
-            if rows_valid == FUSED_MR:
+                # One filter at a time, the running maximum and its code in
+                # two registers: held in arrays across the filters, gcc
+                # copies them through memory in halves, and each 256-bit
+                # reload of a half-written vector stalls.
                 for m in range(FUSED_MR):
-                    yp = y + out + (blk * FUSED_MR + m) * Pq
-                    ip = idx + out + (blk * FUSED_MR + m) * Pq
-                    if stored == L:
-                        vstore(yp, best[m])
+                    if pas == 0:
+                        best = acc[m][0]
+                        code = vsplat(first_codes[0])
+                        for e in range(1, FUSED_G):
+                            vmax_take(a, &best, &code, acc[m][e], vsplat(first_codes[e]))
                     else:
-                        vstore_part(yp, best[m], stored)
-                    vstore_indices(a, ip, bp, &code[m], stored)
-            else:
-                for m in range(rows_valid):
-                    yp = y + out + (blk * FUSED_MR + m) * Pq
-                    ip = idx + out + (blk * FUSED_MR + m) * Pq
-                    if stored == L:
-                        vstore(yp, vload(&kept[0][m][0]))
-                    else:
-                        vstore_part(yp, vload(&kept[0][m][0]), stored)
-                    vstore_indices(a, ip, bp, &kept[1][m][0], stored)
+                        best = vload(&kept[0][m][0])
+                        code = vload(&kept[1][m][0])
+                        for e in range(FUSED_G):
+                            vmax_take(a, &best, &code, acc[m][e],
+                                      vsplat(code_bits(a, f.codes[pas * FUSED_G + e])))
+                    if pas + 1 < passes:
+                        vstore(&kept[0][m][0], best)
+                        vstore(&kept[1][m][0], code)
+                    elif m < rows_valid:
+                        # Window codes (a*Wo + t) become int64 indices.
+                        yp = y + out + (blk * FUSED_MR + m) * Pq
+                        ip = idx + out + (blk * FUSED_MR + m) * Pq
+                        if stored == L:
+                            vstore(yp, best)
+                        else:
+                            vstore_part(yp, best, stored)
+                        vstore_indices(a, ip, bp, code, stored)
 
 
 cdef void pool_filters(const floating* w,       # IN  (CRS, L) packed filters k0..k0+L-1
@@ -609,9 +606,8 @@ cdef void pool_filters(const floating* w,       # IN  (CRS, L) packed filters k0
     per tile, times one vector of filters: each window element's inputs are
     broadcast, the filters are the lanes; results are stored transposed."""
     cdef vec acc[FUSED_MP][FUSED_G]
-    cdef vec best[FUSED_MP]
-    cdef vec code[FUSED_MP]
-    cdef vec wv
+    cdef vec best, code, wv
+    cdef floating first_codes[FUSED_G]
     cdef floating kept[2][FUSED_MP][MAX_LANES]
     cdef const floating* xp[FUSED_MP]
     cdef Py_ssize_t out[FUSED_MP]
@@ -629,6 +625,8 @@ cdef void pool_filters(const floating* w,       # IN  (CRS, L) packed filters k0
     cdef Py_ssize_t q = first - n * Pq
     cdef Py_ssize_t done = first
     cdef Py_ssize_t valid, pas, m, e, t, k
+    for e in range(FUSED_G):
+        first_codes[e] = code_bits(w, f.codes[e])
     while done < last:
         valid = min(last - done, <Py_ssize_t>FUSED_MP)
         for m in range(FUSED_MP):
@@ -665,28 +663,25 @@ cdef void pool_filters(const floating* w,       # IN  (CRS, L) packed filters k0
                 for m in range(FUSED_MP):
                     for e in range(FUSED_G):
                         acc[m][e] = vrelu(w, acc[m][e])
-            if pas == 0:
-                for m in range(FUSED_MP):
-                    best[m] = acc[m][0]
-                    code[m] = vsplat(<floating>f.codes[0])
-                for e in range(1, FUSED_G):
-                    for m in range(FUSED_MP):
-                        vmax_take(w, &best[m], &code[m], acc[m][e], vsplat(<floating>f.codes[e]))
-            else:
-                for m in range(FUSED_MP):
-                    best[m] = vload(&kept[0][m][0])
-                    code[m] = vload(&kept[1][m][0])
-                for e in range(FUSED_G):
-                    for m in range(FUSED_MP):
-                        vmax_take(w, &best[m], &code[m], acc[m][e],
-                                  vsplat(<floating>f.codes[pas * FUSED_G + e]))
+            # One position at a time (as pool_rows takes its filters).
             for m in range(FUSED_MP):
-                vstore(&kept[0][m][0], best[m])
-                vstore(&kept[1][m][0], code[m])
+                if pas == 0:
+                    best = acc[m][0]
+                    code = vsplat(first_codes[0])
+                    for e in range(1, FUSED_G):
+                        vmax_take(w, &best, &code, acc[m][e], vsplat(first_codes[e]))
+                else:
+                    best = vload(&kept[0][m][0])
+                    code = vload(&kept[1][m][0])
+                    for e in range(FUSED_G):
+                        vmax_take(w, &best, &code, acc[m][e],
+                                  vsplat(code_bits(w, f.codes[pas * FUSED_G + e])))
+                vstore(&kept[0][m][0], best)
+                vstore(&kept[1][m][0], code)
         for m in range(valid):
             for k in range(min(filters, L)):
                 y[out[m] + k * Pq] = kept[0][m][k]
-                idx[out[m] + k * Pq] = f.base[at[m]] + <int32_t>kept[1][m][k]
+                idx[out[m] + k * Pq] = f.base[at[m]] + lane_code(&kept[1][m][0], k)
 
 
 cdef void pool_rows_items(const floating* packed, const Fused* f, const floating* origin,
@@ -983,8 +978,7 @@ cdef Py_ssize_t sparse_workspace(const Fused* f) noexcept nogil:
     cdef Py_ssize_t staged = (block if f.sparse_staged else 1) * f.sparse_image + L
     cdef Py_ssize_t items = block // SPARSE_IMAGES
     return (2 * block * f.sparse_groups * f.p.Pq * L + staged
-            + items * f.sparse_groups * (g.CRS + 1) * L + g.K * (g.CRS + 1)
-            + block * 2 * f.p.Pq)
+            + items * f.sparse_groups * (g.CRS + 1) * L + g.K * (g.CRS + 1))
 
 
 cdef Py_ssize_t sparse_image_codes(const floating* gy,  # IN  (K, Pq) one image
@@ -992,40 +986,48 @@ cdef Py_ssize_t sparse_image_codes(const floating* gy,  # IN  (K, Pq) one image
                                    const floating* y,   # IN  (K, Pq) or NULL
                                    const Fused* f,
                                    floating* gyt,       # OUT (groups, Pq, L) masked gy
-                                   floating* codes,     # OUT (groups, Pq, L)
-                                   floating* row) noexcept nogil:  # TMP (2, Pq)
+                                   floating* codes) noexcept nogil:  # OUT (groups, Pq, L)
     """Filters as lanes: per pooled position, each filter's gradient (+0.0
     for -0.0; masked by y > 0 under ReLU; 0 past K) and the table lane of
-    its argmax element (a*a_step + b*sw as int32 bits, for double lanes the
-    pair of float lanes).  Returns how many indices are one of their
-    window's elements (all, unless ``idx`` did not come from the forward)."""
+    its argmax element (vpick's code).  Per chunk of pooled positions, the
+    rows of a vector of filters (contiguous, vectorised) are built on the
+    stack, then transposed to filters as lanes block by block in registers.
+    Returns how many indices are one of their window's elements (all,
+    unless ``idx`` did not come from the forward)."""
+    cdef floating rows[2][MAX_LANES * SPARSE_CHUNK]
+    cdef floating tail[MAX_LANES * MAX_LANES]
     cdef const Geometry* g = &f.d.g
     cdef Py_ssize_t L = f.d.lanes, Pq = f.p.Pq
-    cdef int32_t wide = sizeof(floating) // 4
-    cdef int32_t* cw = <int32_t*>codes
-    cdef int32_t* row_codes = <int32_t*>(row + Pq)
-    cdef Py_ssize_t grp, lane, k, q, at
+    cdef Py_ssize_t grp, chunk, lane, k, q0, count, blocks, b, j
+    cdef floating* out
     cdef Py_ssize_t matched = 0
     for grp in range(f.sparse_groups):
-        for lane in range(L):
-            k = grp * L + lane
-            at = grp * Pq * L + lane
-            if k >= g.K:
-                for q in range(Pq):
-                    gyt[at + q * L] = 0
-                    cw[(at + q * L) * wide] = 0
-                    cw[(at + q * L) * wide + wide - 1] = wide - 1
-                continue
-            matched += sparse_codes(gy + k * Pq, idx + k * Pq, f.base,
-                                    NULL if y == NULL else y + k * Pq, Pq,
-                                    f.p.kh * g.Wo, <int32_t>g.Wo, <int32_t>f.p.kw,
-                                    <int32_t>f.sparse_a_step, <int32_t>g.sw, row, row_codes)
-            # Transposed to filters as lanes (the codes doubled into float
-            # lane pairs for double lanes).
-            for q in range(Pq):
-                gyt[at + q * L] = row[q]
-                cw[(at + q * L) * wide] = row_codes[q] * wide
-                cw[(at + q * L) * wide + wide - 1] = row_codes[q] * wide + wide - 1
+        for chunk in range(ceil_div(Pq, SPARSE_CHUNK)):
+            q0 = chunk * SPARSE_CHUNK
+            count = min(<Py_ssize_t>SPARSE_CHUNK, Pq - q0)
+            for lane in range(L):
+                k = grp * L + lane
+                if k < g.K:
+                    matched += sparse_codes(gy + k * Pq + q0, idx + k * Pq + q0, f.base + q0,
+                                            NULL if y == NULL else y + k * Pq + q0, count,
+                                            f.p.kh * g.Wo, <int32_t>g.Wo, <int32_t>f.p.kw,
+                                            <int32_t>f.sparse_a_step, <int32_t>g.sw,
+                                            &rows[0][lane * SPARSE_CHUNK],
+                                            &rows[1][lane * SPARSE_CHUNK])
+                else:
+                    # Lanes past K are never read out: zero gradients, and
+                    # lane 0's codes (any valid table lane).
+                    memset(&rows[0][lane * SPARSE_CHUNK], 0, count * sizeof(floating))
+                    memcpy(&rows[1][lane * SPARSE_CHUNK], &rows[1][0], count * sizeof(floating))
+            blocks = count // L
+            for j in range(2):
+                out = (gyt if j == 0 else codes) + (grp * Pq + q0) * L
+                for b in range(blocks):
+                    vtranspose(&rows[j][b * L], SPARSE_CHUNK, out + b * L * L, L)
+                if blocks * L < count:
+                    # (The block's rows past count are never copied out.)
+                    vtranspose(&rows[j][blocks * L], SPARSE_CHUNK, tail, L)
+                    memcpy(out + blocks * L * L, tail, (count - blocks * L) * L * sizeof(floating))
     return matched
 
 
@@ -1129,7 +1131,6 @@ cdef bint weight_grad_sparse(const floating* gy,   # IN  (N, K, Hq, Wq)
     cdef floating* staged = codes + block * per
     cdef floating* parts = staged + (block if f.sparse_staged else 1) * f.sparse_image + L
     cdef floating* sums = parts + block // SPARSE_IMAGES * stride
-    cdef floating* rows = sums + K * (CRS + 1)
     cdef floating* lane_sums
     cdef Py_ssize_t blk, first, count, n, items, item, k, t, grp
     cdef Py_ssize_t matched
@@ -1145,14 +1146,12 @@ cdef bint weight_grad_sparse(const floating* gy,   # IN  (N, K, Hq, Wq)
             for n in range(count):
                 matched += sparse_image_codes(gy + (first + n) * pooled, idx + (first + n) * pooled,
                                               NULL if y == NULL else y + (first + n) * pooled, f,
-                                              gyt + n * per, codes + n * per,
-                                              rows + n * 2 * Pq)
+                                              gyt + n * per, codes + n * per)
         else:
             for n in prange(count, num_threads=threads, schedule="static"):
                 matched += sparse_image_codes(gy + (first + n) * pooled, idx + (first + n) * pooled,
                                               NULL if y == NULL else y + (first + n) * pooled, f,
-                                              gyt + n * per, codes + n * per,
-                                              rows + n * 2 * Pq)
+                                              gyt + n * per, codes + n * per)
         if matched != count * pooled:
             return False
         if f.sparse_staged:

@@ -15,14 +15,18 @@ cdef extern from "simd_fused.h":
     vec cnx_relu_f64(vec) noexcept nogil
     void cnx_max_take_f32(vec*, vec*, vec, vec) noexcept nogil
     void cnx_max_take_f64(vec*, vec*, vec, vec) noexcept nogil
-    void cnx_store_indices_f32(int64_t*, const int64_t*, const void*, Py_ssize_t) noexcept nogil
-    void cnx_store_indices_f64(int64_t*, const int64_t*, const void*, Py_ssize_t) noexcept nogil
+    void cnx_store_indices_f32(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
+    void cnx_store_indices_f64(int64_t*, const int64_t*, vec, Py_ssize_t) noexcept nogil
+    float cnx_code_bits_f32(int32_t) noexcept nogil
+    double cnx_code_bits_f64(int64_t) noexcept nogil
+    int64_t cnx_lane_code_f32(const float*, Py_ssize_t) noexcept nogil
+    int64_t cnx_lane_code_f64(const double*, Py_ssize_t) noexcept nogil
     Py_ssize_t cnx_sparse_codes_f32(const float*, const int64_t*, const int64_t*, const float*,
                                     Py_ssize_t, int64_t, int32_t, int32_t, int32_t, int32_t,
-                                    float*, int32_t*) noexcept nogil
+                                    float*, float*) noexcept nogil
     Py_ssize_t cnx_sparse_codes_f64(const double*, const int64_t*, const int64_t*, const double*,
                                     Py_ssize_t, int64_t, int32_t, int32_t, int32_t, int32_t,
-                                    double*, int32_t*) noexcept nogil
+                                    double*, double*) noexcept nogil
     float cnx_keep_f32(int, float) noexcept nogil
     double cnx_keep_f64(int, double) noexcept nogil
     vec cnx_halves_f32(const float*, const float*) noexcept nogil
@@ -52,11 +56,28 @@ cdef inline void vmax_take(const floating* like, vec* best, vec* code, vec value
         cnx_max_take_f64(best, code, value, value_code)
 
 
+cdef inline floating code_bits(const floating* like, Py_ssize_t c) noexcept nogil:
+    """The window code c (below 2**31) as an integer in a floating's bits
+    (int32 in a float, int64 in a double), to splat into the lanes of the
+    values it indexes: only ever moved, never computed with."""
+    if floating is float:
+        return cnx_code_bits_f32(<int32_t>c)
+    else:
+        return cnx_code_bits_f64(<int64_t>c)
+
+
+cdef inline int64_t lane_code(const floating* codes, Py_ssize_t k) noexcept nogil:
+    """The window code in lane k of a register stored at ``codes``."""
+    if floating is float:
+        return cnx_lane_code_f32(codes, k)
+    else:
+        return cnx_lane_code_f64(codes, k)
+
+
 cdef inline void vstore_indices(const floating* like, int64_t* dst, const int64_t* base,
-                                const void* code, Py_ssize_t n) noexcept nogil:
-    """dst[l] = base[l] + the l-th floating at ``code`` (integers below 2**31)
-    for l < n (n <= lanes); nothing past dst + n written, nothing past
-    base + n read."""
+                                vec code, Py_ssize_t n) noexcept nogil:
+    """dst[l] = base[l] + the window code in lane l of ``code`` for l < n
+    (n <= lanes); nothing past dst + n written, nothing past base + n read."""
     if floating is float:
         cnx_store_indices_f32(dst, base, code, n)
     else:
@@ -100,8 +121,9 @@ cdef inline vec vpick(const floating* like, vec table, vec code) noexcept nogil:
 cdef inline Py_ssize_t sparse_codes(const floating* gy, const int64_t* idx, const int64_t* base,
                                     const floating* y, Py_ssize_t n, int64_t limit, int32_t wo,
                                     int32_t kw, int32_t a_step, int32_t sw, floating* g,
-                                    int32_t* code) noexcept nogil:
-    """cnx_sparse_codes (simd_fused.h): one filter's gradient and table lanes."""
+                                    floating* code) noexcept nogil:
+    """cnx_sparse_codes (simd_fused.h): one filter's gradient and table lanes
+    (``code``: vpick's lane codes, one per floating)."""
     if floating is float:
         return cnx_sparse_codes_f32(gy, idx, base, y, n, limit, wo, kw, a_step, sw, g, code)
     else:

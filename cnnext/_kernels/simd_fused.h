@@ -13,13 +13,16 @@
  *                                  rule: ties keep the first element
  *                                  scanned, a window's last NaN wins):
  *                                  best = v, code = v_code
+ *   cnx_code_bits_T(c)             a T holding the integer c in its bits
+ *                                  (int32 for float, int64 for double): a
+ *                                  window code, splat and blended with the
+ *                                  values it indexes, never computed with
+ *   cnx_lane_code_T(codes, k)      the integer in lane k of codes in memory
  *   cnx_store_indices_T(dst, base, code, n)
- *                                  dst[l] = base[l] + (int32) code[l] (a
- *                                  register's worth of T at code, read as
- *                                  one unaligned load: no store-forwarding
- *                                  stall on a register copied in halves)
- *                                  for l < n (n <= lanes); nothing past
- *                                  dst + n written, nothing past base + n read
+ *                                  dst[l] = base[l] + the integer in lane l
+ *                                  of code, for l < n (n <= lanes); nothing
+ *                                  past dst + n written, nothing past
+ *                                  base + n read
  *   cnx_keep_T(keep, g)            g where keep is non-zero, else +0.0, by
  *                                  masking the bits (never a branch on data)
  *   cnx_split4_T(gy, idx, base, y, codes, n, stride, out)
@@ -53,7 +56,10 @@
 #define CNX_FUSED_MR 4
 #define CNX_FUSED_MP 6
 #define CNX_FUSED_G 4
-#define CNX_SPARSE_NR 18
+/* Not more: gcc peels loops of at most 16 iterations completely, and only
+   then do the accumulators stay in registers; each tap costs a permute on
+   port 5 anyway, so 9 chains keep it busy (and 3x3 taps fill a tile). */
+#define CNX_SPARSE_NR 9
 static inline cnx_vec cnx_halves_f32(const float *p0, const float *p1)
 {
     cnx_vec r;
@@ -99,10 +105,10 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
     best->d = _mm512_mask_mov_pd(best->d, take, value.d);
     code->d = _mm512_mask_mov_pd(code->d, take, value_code.d);
 }
-static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, const void *code,
+static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
-    __m512i codes = _mm512_cvttps_epi32(_mm512_loadu_ps((const float *)code));
+    __m512i codes = _mm512_castps_si512(code.f);
     __mmask16 lanes = CNX_MASK32(n);
     __mmask8 low = (__mmask8)(lanes & 0xFF), high = (__mmask8)(lanes >> 8);
     __m512i first = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(codes));
@@ -112,14 +118,12 @@ static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cons
     _mm512_mask_storeu_epi64(dst + 8, high, _mm512_add_epi64(
         second, _mm512_maskz_loadu_epi64(high, base + 8)));
 }
-static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, const void *code,
+static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
-    __m512i codes = _mm512_cvtepi32_epi64(
-        _mm512_cvttpd_epi32(_mm512_loadu_pd((const double *)code)));
     __mmask8 lanes = CNX_MASK64(n);
-    _mm512_mask_storeu_epi64(dst, lanes,
-                             _mm512_add_epi64(codes, _mm512_maskz_loadu_epi64(lanes, base)));
+    _mm512_mask_storeu_epi64(dst, lanes, _mm512_add_epi64(
+        _mm512_castpd_si512(code.d), _mm512_maskz_loadu_epi64(lanes, base)));
 }
 #elif defined(CNX_X86_AVX2)
 #define CNX_FUSED_MR 2
@@ -176,10 +180,10 @@ static inline void cnx_max_take_f64(cnx_vec *best, cnx_vec *code, cnx_vec value,
 }
 /* Whole vectors through plain loads and stores: a masked store (vpmaskmovq)
    is microcoded on AMD, many times slower.  Partial ones go lane by lane. */
-static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, const void *code,
+static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
-    __m256i codes = _mm256_cvttps_epi32(_mm256_loadu_ps((const float *)code));
+    __m256i codes = _mm256_castps_si256(code.f);
     __m256i first = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(codes));
     __m256i second = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(codes, 1));
     int64_t lanes[8];
@@ -195,11 +199,10 @@ static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cons
     _mm256_storeu_si256((__m256i *)(lanes + 4), second);
     for (i = 0; i < n; i++) dst[i] = base[i] + lanes[i];
 }
-static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, const void *code,
+static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
-    __m256i codes = _mm256_cvtepi32_epi64(
-        _mm256_cvttpd_epi32(_mm256_loadu_pd((const double *)code)));
+    __m256i codes = _mm256_castpd_si256(code.d);
     int64_t lanes[4];
     ptrdiff_t i;
     if (n == 4) {
@@ -356,23 +359,36 @@ static inline cnx_vec cnx_pick_f64(cnx_vec table, cnx_vec code)
 
 /* One lane at a time (SSE2 has no int32 -> int64 widening; on NEON a
    partial store would go lane by lane anyway). */
-static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, const void *code,
+static inline void cnx_store_indices_f32(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
-    float lanes[CNX_VEC_BYTES / 4];
+    int32_t lanes[CNX_VEC_BYTES / 4];
     ptrdiff_t i;
-    memcpy(lanes, code, sizeof lanes);
-    for (i = 0; i < n; i++) dst[i] = base[i] + (int32_t)lanes[i];
+    memcpy(lanes, &code, sizeof lanes);
+    for (i = 0; i < n; i++) dst[i] = base[i] + lanes[i];
 }
-static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, const void *code,
+static inline void cnx_store_indices_f64(int64_t *dst, const int64_t *base, cnx_vec code,
                                          ptrdiff_t n)
 {
-    double lanes[CNX_VEC_BYTES / 8];
+    int64_t lanes[CNX_VEC_BYTES / 8];
     ptrdiff_t i;
-    memcpy(lanes, code, sizeof lanes);
-    for (i = 0; i < n; i++) dst[i] = base[i] + (int32_t)lanes[i];
+    memcpy(lanes, &code, sizeof lanes);
+    for (i = 0; i < n; i++) dst[i] = base[i] + lanes[i];
 }
 #endif
+
+/* Window codes travel in the lanes of the values they index as integers
+   (int32 in a float lane, int64 in a double lane): the running maximum's
+   blends move bits, so a winner's code needs no conversion to become an
+   index. */
+static inline float cnx_code_bits_f32(int32_t c)
+{ float r; memcpy(&r, &c, sizeof r); return r; }
+static inline double cnx_code_bits_f64(int64_t c)
+{ double r; memcpy(&r, &c, sizeof r); return r; }
+static inline int64_t cnx_lane_code_f32(const float *codes, ptrdiff_t k)
+{ int32_t c; memcpy(&c, codes + k, sizeof c); return c; }
+static inline int64_t cnx_lane_code_f64(const double *codes, ptrdiff_t k)
+{ int64_t c; memcpy(&c, codes + k, sizeof c); return c; }
 
 /* gradient where keep is non-zero, else +0.0, by masking the bits:
    nothing for the compiler to turn into a branch on the data. */
@@ -453,15 +469,17 @@ CNX_SPLIT4(double, cnx_split4_f64)
 /* For q < n, with d = idx[q] - base[q] (an element of the window when
    0 <= d < limit and its column b = d - (d >= wo ? wo : 0) < kw):
        g[q] = gy[q] + 0 (+0.0 for -0.0), +0.0 where y[q] <= 0 (y not NULL)
-       code[q] = (d >= wo ? a_step : 0) + b * sw, or 0 where d is no element
+       c = (d >= wo ? a_step : 0) + b * sw, or 0 where d is no element
+       code[q] = c as cnx_pick_T's lane code: for float the int32 c, for
+                 double the int32 pair 2c, 2c + 1 (low, high) of one lane
    Returns how many d are elements.  Contiguous in and out: the loop
    vectorises (the caller transposes the results to filters as lanes). */
-#define CNX_SPARSE_CODES(T, NAME)                                                            \
+#define CNX_SPARSE_CODES(T, U, LANE, NAME)                                                   \
     static inline ptrdiff_t NAME(const T *CNX_RESTRICT gy, const int64_t *CNX_RESTRICT idx,  \
                                  const int64_t *CNX_RESTRICT base, const T *CNX_RESTRICT y,  \
                                  ptrdiff_t n, int64_t limit, int32_t wo, int32_t kw,         \
                                  int32_t a_step, int32_t sw, T *CNX_RESTRICT g,              \
-                                 int32_t *CNX_RESTRICT code)                                  \
+                                 T *CNX_RESTRICT code)                                        \
     {                                                                                         \
         int32_t hits = 0;                                                                     \
         ptrdiff_t q;                                                                          \
@@ -472,15 +490,19 @@ CNX_SPLIT4(double, cnx_split4_f64)
             int32_t a = d32 >= wo;                                                            \
             int32_t b = d32 - (a ? wo : 0);                                                   \
             int32_t ok = in & (b < kw);                                                       \
+            U c = (U)(uint32_t)(ok ? (a ? a_step : 0) + b * sw : 0);                          \
             T v = gy[q] + (T)0;                                                               \
             if (y != NULL) v = !(y[q] <= 0) ? v : (T)0;                                       \
             g[q] = v;                                                                         \
-            code[q] = ok ? (a ? a_step : 0) + b * sw : 0;                                     \
+            c = LANE(c);                                                                      \
+            memcpy(&code[q], &c, sizeof c); /* bits, not a value */                           \
             hits += ok;                                                                       \
         }                                                                                     \
         return hits;                                                                          \
     }
-CNX_SPARSE_CODES(float, cnx_sparse_codes_f32)
-CNX_SPARSE_CODES(double, cnx_sparse_codes_f64)
+#define CNX_LANE_F32(c) (c)
+#define CNX_LANE_F64(c) ((2 * (c)) | ((2 * (c) + 1) << 32))
+CNX_SPARSE_CODES(float, uint32_t, CNX_LANE_F32, cnx_sparse_codes_f32)
+CNX_SPARSE_CODES(double, uint64_t, CNX_LANE_F64, cnx_sparse_codes_f64)
 
 #endif /* CNNEXT_SIMD_FUSED_H */

@@ -1,5 +1,5 @@
 /* The vector layer on AVX2 + FMA (x86-64-v3): 16 ymm registers of 32 bytes; row tails through
- * vmaskmov (a lane mask from a compare).
+ * vmaskmov (a lane mask from a compare), and a lanes x lanes transpose in registers.
  *
  * Included by simd.h only, which documents the operations. */
 #ifndef CNNEXT_SIMD_X86_AVX2_H
@@ -81,6 +81,44 @@ static inline double cnx_sum_f64(cnx_vec v)
     __m128d q = _mm_add_pd(_mm256_castpd256_pd128(v.d), _mm256_extractf128_pd(v.d, 1));
     q = _mm_add_sd(q, _mm_unpackhi_pd(q, q));
     return _mm_cvtsd_f64(q);
+}
+/* One 8 x 8 (4 x 4) block in registers: pairs of rows interleaved, then
+   pairs of pairs, then the 128-bit halves of rows 4 (2) apart.  Pure moves:
+   any bit pattern (NaN payloads, integers stored in float lanes) survives. */
+#define CNX_HAS_TRANSPOSE 1
+static inline void cnx_transpose_f32(const float *src, ptrdiff_t ss,
+                                     float *dst, ptrdiff_t ds)
+{
+    __m256 r[8], t[8];
+    int i;
+    for (i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ss);
+    for (i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (i = 0; i < 4; i++) {
+        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ds, t[i]);
+}
+static inline void cnx_transpose_f64(const double *src, ptrdiff_t ss,
+                                     double *dst, ptrdiff_t ds)
+{
+    __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + ss);
+    __m256d r2 = _mm256_loadu_pd(src + 2 * ss), r3 = _mm256_loadu_pd(src + 3 * ss);
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + ds, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * ds, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * ds, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 
 #endif /* CNNEXT_SIMD_X86_AVX2_H */

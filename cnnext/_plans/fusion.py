@@ -12,6 +12,13 @@ layer-by-layer path (the plans' reference) through ``FusedRun``.  The layers
 themselves, their parameters and checkpoints, do not change: a fused run
 reads the Conv2D's ``params`` and writes its ``grads``.
 
+The forward is the fused kernel only where it is the faster on this CPU
+for the run's shape (``F.fuses``, measured and kept by cnnext._tuning;
+``_tuning.forced({"fusion": ...})`` forces it): otherwise the convolution
+(with ReLU in its store) and max_pool2d's indices, which the fused backward
+takes as it takes the fused forward's.  Both paths ask the same question of
+the same shape, so they still fuse alike.
+
 A run whose pooling windows lie too far apart for the fused kernels (more
 than 2**24 elements of the convolution's output) is left to its layers, in
 both paths, as are convolutions padded differently on two sides and
@@ -114,8 +121,9 @@ class FusedRun(Layer):
                self._output("idx", shape, np.int64, reuse))
         if out[0] is None and out[1] is None:
             out = None
-        y, idx = _fused.conv2d_max_pool2d(x, conv.params["weight"], conv.params.get("bias"),
-                                          *geometry, **pooling, out=out)
+        y, idx = _fused.sequential_forward(
+            x, conv.params["weight"], conv.params.get("bias"), *geometry, **pooling, out=out,
+            scratch=lambda shape: self._output("conv", shape, x.dtype, reuse))
         self._cache = (x.shape, x.dtype, x, y, idx)
         return y
 
@@ -154,9 +162,14 @@ def build(b, layers, x):
     capsule = fused.step_plan()
     y = b.buffer(entry.output_shape)
     idx = b.buffer(entry.output_shape, np.int64)
-    b.forward("conv2d_max_pool2d", (x, weight, bias, y, idx,
-                                    b.workspace(fused.forward_workspace)),
-              (int(relu),), plans=(capsule,), keep=(fused,))
+    if _fused.fuses(entry, relu):
+        b.forward("conv2d_max_pool2d", (x, weight, bias, y, idx,
+                                        b.workspace(fused.forward_workspace)),
+                  (int(relu),), plans=(capsule,), keep=(fused,))
+    else:
+        activated, _ = conv._forward_step(b, conv._step_plans(x.shape, b.dtype, relu), x,
+                                          weight, bias)
+        b.forward("max_pool2d", (activated, y, idx), pool._step_geometry(activated.shape))
     if b.gradients:
         gw = b.parameter_gradient(conv, "weight", w_shape)
         gb = b.parameter_gradient(conv, "bias", (k,)) if conv.bias else b.buffer((k,))
