@@ -456,7 +456,8 @@ def candidates(kernels, args, pass_name, fixed):
                    for vectors in (0,)]
         options += [{"forward": "filters", "forward_vectors": v} for v in (1, 2, 4, 8)]
     elif pass_name == "data":
-        options = [{"data": "col2im", "data_forward": "auto", "data_vectors": 0}]
+        options = [{"data": name, "data_forward": "auto", "data_vectors": 0}
+                   for name in ("col2im", "phases")]
         options += [{"data": "conv", "data_forward": name, "data_vectors": 0}
                     for name in ("winograd", "positions", "panel")]
         options += [{"data": "conv", "data_forward": "filters", "data_vectors": v}

@@ -106,7 +106,7 @@ def test_grid_against_reference(case, dtype):
 
 
 ALL_STRATEGIES = ({"input", "padded", "panel"}, {"positions", "filters", "winograd"},
-                  {"conv", "winograd", "col2im"}, {"dot", "transposed"})
+                  {"conv", "winograd", "phases", "col2im"}, {"dot", "transposed"})
 
 
 def strategies_used(dtype):

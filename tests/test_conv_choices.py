@@ -104,7 +104,7 @@ def test_the_candidates_cover_every_algorithm():
                 seen["filter"].add(option["filter"])
     assert seen["forward"] == {("winograd", False), ("positions", False), ("panel", False),
                                ("filters", True)}
-    assert {kind for kind, _ in seen["data"]} == {"conv", "col2im"}
+    assert {kind for kind, _ in seen["data"]} == {"conv", "phases", "col2im"}
     assert {name for kind, name in seen["data"] if kind == "conv"} >= {
         "winograd", "positions", "panel", "filters"}
     assert seen["filter"] == {"dot", "transposed"}

@@ -26,8 +26,10 @@
 #                 or about one vector's worth, on short or strided rows; no
 #                 im2col).
 #   input grad.   with stride 1 and little padding, the forward algorithms
-#                 applied to gy and the flipped, transposed filters; otherwise
-#                 columns w^T gy (``nn_tiles``) scattered back (col2im).
+#                 applied to gy and the flipped, transposed filters; with a
+#                 larger stride, the same per phase of the input
+#                 (_conv_phases.pxi); otherwise columns w^T gy (``nn_tiles``)
+#                 scattered back (col2im).
 #   weight grad.  ``trn_tiles`` (filters as lanes) for many filters or about
 #                 one vector's worth, ``dot_tiles`` (vector partial sums over
 #                 positions) for fewer;
@@ -207,6 +209,7 @@ cdef enum DataKernel:
     DATA_COL2IM = 0        # columns w^T gy scattered back
     DATA_CONV = 1          # a convolution of gy (stride 1)
     DATA_WINOGRAD = 2      # ... computed with Winograd
+    DATA_PHASES = 3        # a convolution of gy per phase of the input (strided)
 
 
 cdef struct ConvStepPlan:
@@ -216,6 +219,7 @@ cdef struct ConvStepPlan:
     const Layout* t               # the input gradient's convolution (DATA_CONV/WINOGRAD)
     const Backward* bw
     const Layout* f               # the weight gradient's windows
+    const PhaseGrad* ph           # the input gradient's phases (DATA_PHASES)
     DataKernel data_kernel
 
 
@@ -428,6 +432,10 @@ cdef str pass_choice(dict choices, str key, tuple names):
     return name
 
 
+include "_phases.pxi"
+include "_conv_phases.pxi"
+
+
 cdef class Plan:
     """Plan(N, C, H, W, K, R, S, stride, padding, dilation, itemsize, reformulate=True,
          choices=None)
@@ -440,7 +448,8 @@ cdef class Plan:
 
     ``reformulate=False`` rules out the algorithms that compute terms the
     definition does not have (Winograd's transforms; the input gradient as
-    a convolution of zero-padded gy): they agree on finite data, but with
+    a convolution of zero-padded gy, or one per phase of a strided layer's
+    input): they agree on finite data, but with
     NaN or inf in the operands they can give NaN where the direct sum is
     finite (0 * inf, inf - inf).
 
@@ -449,11 +458,12 @@ cdef class Plan:
     "data_forward" (the input gradient's convolution) each "winograd",
     "filters", "positions" or "panel"; "forward_vectors" and "data_vectors"
     the filter vectors of a "filters" tile (1, half or all of KFW_NV); "data"
-    "conv" or "col2im"; "filter" "dot" or "transposed"; any of them "auto".
+    "conv", "phases" or "col2im"; "filter" "dot" or "transposed"; any of
+    them "auto" ("phases" picks the phases' algorithms by the heuristics).
     ValueError when a choice cannot compute this shape.  Every choice gives
     the same result up to rounding; the direct ones (all but Winograd, the
-    input gradient as a convolution, and the weight gradient's kernel) sum
-    the same terms in the same order.
+    input gradient as one or more convolutions, and the weight gradient's
+    kernel) sum the same terms in the same order.
 
     Attributes
     ----------
@@ -467,6 +477,7 @@ cdef class Plan:
     """
     cdef Layout d                 # the forward convolution
     cdef bint data_as_conv        # input gradient = a convolution of gy (stride 1)
+    cdef PhaseGrad ph             # ... or one per phase of the input (stride > 1)
     cdef Layout t                 # ... that convolution
     cdef Backward bw
     cdef Layout f                 # the weight gradient's windows: d's, or in place
@@ -479,10 +490,12 @@ cdef class Plan:
 
     def __cinit__(self):
         self.tables[0] = self.tables[1] = self.tables[2] = self.tables[3] = NULL
+        self.ph.phases = NULL
 
     def __dealloc__(self):
         for i in range(4):
             PyMem_Free(self.tables[i])
+        free_phases(&self.ph)
 
     def __init__(self, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t K, Py_ssize_t R, Py_ssize_t S, stride, padding, dilation,
@@ -493,13 +506,13 @@ cdef class Plan:
         cdef Py_ssize_t budget = max(1, STAGE_BYTES // itemsize)
         cdef Py_ssize_t batch = max(N, 1)
         cdef Py_ssize_t L, k, row_entries
-        cdef bint transposed
+        cdef bint transposed, phases
         if choices is None:
             choices = {}
         unknown = set(choices) - set(CHOICE_KEYS)
         if unknown:
             raise ValueError(f"choices: unknown {sorted(unknown)} (keys: {CHOICE_KEYS})")
-        data = pass_choice(choices, "data", ("conv", "col2im"))
+        data = pass_choice(choices, "data", ("conv", "phases", "col2im"))
         filter_name = pass_choice(choices, "filter", ("dot", "transposed"))
         g.N, g.C, g.H, g.W, g.K, g.R, g.S = N, C, H, W, K, R, S
         g.sh, g.sw = stride
@@ -517,18 +530,30 @@ cdef class Plan:
         # not negative, the C output channels fill blocks of FWD_MR rows and
         # the padding adds few zero terms (that convolution has H*W outputs
         # to col2im's Ho*Wo columns: 169 to 81 for lenet-2's 5x5 filters on
-        # 13x13 images); otherwise columns w^T gy scattered back (col2im).
+        # 13x13 images).  A larger stride (dilation 1): one such convolution
+        # per phase of the input (_conv_phases.pxi).  Otherwise columns w^T
+        # gy scattered back (col2im).
         self.data_as_conv = (reformulate and g.sh == 1 and g.sw == 1
                              and g.ph <= g.dh * (R - 1) and g.pw <= g.dw * (S - 1))
+        phases = (reformulate and (g.sh > 1 or g.sw > 1) and g.dh == 1 and g.dw == 1)
         if data == "conv" and not self.data_as_conv:
             raise ValueError("data 'conv': needs stride 1, padding <= dilation * (size - 1) "
                              "and finite data")
+        if data == "phases" and not phases:
+            raise ValueError("data 'phases': needs a stride above 1, dilation 1 and finite data")
         if data == "auto":
             self.data_as_conv = (self.data_as_conv and 4 * C >= 3 * ceil_div(C, FWD_MR) * FWD_MR
                                  and 2 * H * W <= 3 * g.P)
+            # Filters no larger than the stride: no input position sums two
+            # taps, and col2im's scatter is a plain copy.
+            phases = phases and (R > g.sh or S > g.sw)
         else:
             self.data_as_conv = data == "conv"
-        if self.data_as_conv:
+            phases = data == "phases"
+        if phases:
+            init_phases(&self.ph, g, itemsize, budget)
+            self.backward_data_workspace = phases_workspace(&self.ph)
+        elif self.data_as_conv:
             self.t.g.N, self.t.g.C, self.t.g.H, self.t.g.W = N, K, g.Ho, g.Wo
             self.t.g.K, self.t.g.R, self.t.g.S = C, R, S
             self.t.g.sh = self.t.g.sw = 1
@@ -608,7 +633,9 @@ cdef class Plan:
                 + (bw.chunks * K * (g.CRS + 1) if bw.chunks > 1 else 0))
 
         self.sp.d, self.sp.t, self.sp.bw, self.sp.f = &self.d, &self.t, &self.bw, &self.f
-        self.sp.data_kernel = (DATA_COL2IM if not self.data_as_conv
+        self.sp.ph = &self.ph
+        self.sp.data_kernel = (DATA_PHASES if self.ph.phases != NULL
+                               else DATA_COL2IM if not self.data_as_conv
                                else DATA_WINOGRAD if self.t.winograd else DATA_CONV)
 
     def step_plan(self):
@@ -643,10 +670,8 @@ cdef class Plan:
     @property
     def data_kernel(self):
         """How the input gradient is computed: a convolution of gy ("conv", or
-        "winograd") or "col2im"."""
-        if not self.data_as_conv:
-            return "col2im"
-        return "winograd" if self.t.winograd else "conv"
+        "winograd"), one per phase of the input ("phases") or "col2im"."""
+        return ("col2im", "conv", "winograd", "phases")[<int>self.sp.data_kernel]
 
     @property
     def filter_kernel(self):
@@ -657,7 +682,8 @@ cdef class Plan:
     def choices(self):
         """What this plan chose (see the class docstring), every key set."""
         return {"forward": layout_choice(&self.d), "forward_vectors": layout_vectors(&self.d),
-                "data": "conv" if self.data_as_conv else "col2im",
+                "data": "col2im" if self.data_kernel == "col2im" else (
+                    "phases" if self.data_kernel == "phases" else "conv"),
                 "data_forward": layout_choice(&self.t) if self.data_as_conv else "auto",
                 "data_vectors": layout_vectors(&self.t) if self.data_as_conv else 0,
                 "filter": self.filter_kernel}
@@ -985,8 +1011,9 @@ def conv2d_backward_data(Plan plan,
     """conv2d_backward_data(plan, gy, w, gx, work)
 
     gx = gradient of sum(gy * conv2d(x, w)) with respect to x.  With stride 1
-    a convolution of gy with the flipped, transposed filters; otherwise the
-    columns w^T gy of each image scattered back (col2im).
+    a convolution of gy with the flipped, transposed filters; with a larger
+    one, such a convolution per phase of the input; otherwise the columns
+    w^T gy of each image scattered back (col2im).
     """
     with nogil:
         backward_data_pass(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &plan.sp, &gx[0, 0, 0, 0], &work[0])
@@ -997,7 +1024,9 @@ cdef void backward_data_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
                              const ConvStepPlan* sp,
                              floating* gx,         # OUT (N, C, H, W)
                              floating* work) noexcept nogil:  # TMP backward_data_workspace
-    if sp.data_kernel != DATA_COL2IM:
+    if sp.data_kernel == DATA_PHASES:
+        data_grad_phases(gy, w, &sp.d.g, sp.ph, gx, work)
+    elif sp.data_kernel != DATA_COL2IM:
         convolve(gy, w, NULL, sp.t, True, False, gx, work)
     else:
         data_grad_col2im(gy, w, sp.d, sp.bw, gx, work)

@@ -49,6 +49,7 @@ from ._openmp_helpers cimport effective_num_threads
 from .simd cimport *
 
 include "_compiled_isa.pxi"
+include "_phases.pxi"
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -95,13 +96,6 @@ cdef struct Geometry:
 
 cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     return (n + m - 1) // m * m
-
-
-cdef inline Py_ssize_t first_phase(Py_ssize_t pad, Py_ssize_t phase,
-                                   Py_ssize_t stride) noexcept nogil:
-    # The first k with k stride + phase >= pad: where phase ``phase`` of a
-    # padded axis enters the unpadded one.
-    return max(0, (pad - phase + stride - 1) // stride)
 
 
 cdef Geometry make_geometry(const Py_ssize_t* x_shape,  # (N, C, H, W)
@@ -421,19 +415,6 @@ cdef inline void scatter_rows(const floating* gy,  # IN  (out_h, out_w)
             if tail:
                 vstore_part(dst + full, vfma(gy, vload_part(dst + full, tail),
                                              vload_part(grow + full, tail), tap), tail)
-
-
-cdef inline void interleave(const floating* a,  # IN  ((count + 1) // 2,)
-                            const floating* b,  # IN  (count // 2,)
-                            floating* x,        # OUT (count,)
-                            Py_ssize_t count) noexcept nogil:
-    # x[2 k] = a[k], x[2 k + 1] = b[k]: the inverse of deinterleave.
-    cdef Py_ssize_t k
-    for k in range(count // 2):
-        x[2 * k] = a[k]
-        x[2 * k + 1] = b[k]
-    if count % 2:
-        x[count - 1] = a[count // 2]
 
 
 cdef inline void unpad_plane(const floating* xp,  # IN  (pad_rows, row_stride) padded plane
