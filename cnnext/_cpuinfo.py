@@ -162,10 +162,19 @@ def kind(info=None):
 
     The CPU kind benchmark tables are kept per, as a short title: the vendor
     and micro-architecture when known ("Intel Emerald Rapids (Xeon 5th gen)"),
-    else the brand string, else the key.
+    else the brand string (trademark signs dropped) and the family and model
+    numbers as reported ("Intel Xeon Processor, family 6 model 167"), else
+    the key.  The numbers stay in the title because virtual machines give
+    different CPUs the same brand string, and may report a model number the
+    CPU does not have: the title says what was reported, never a
+    micro-architecture guessed from it.
     """
     info = identify() if info is None else info
     vendor = _VENDOR_NAMES.get(info.get("vendor"), info.get("vendor") or "")
     if info.get("microarchitecture"):
         return f"{vendor} {info['microarchitecture']}".strip()
-    return info.get("brand") or info["key"]
+    brand = re.sub(r"\s+", " ", re.sub(r"\((R|TM|C)\)", "", info.get("brand") or "",
+                                      flags=re.IGNORECASE)).strip() or vendor
+    if info.get("family") is not None and brand:
+        return f"{brand}, family {info['family']} model {info['model']}"
+    return brand or info["key"]

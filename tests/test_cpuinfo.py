@@ -49,6 +49,20 @@ def test_intel_under_kvm_is_named_by_family_and_model():
         "Intel Emerald Rapids (Xeon 5th gen)"
 
 
+def test_a_model_number_no_table_knows_names_no_microarchitecture():
+    # A KVM guest with AVX-512 FP16 and AMX reporting model 167, which Intel
+    # gives a desktop part without AMX: the number is reported as is, and the
+    # kind keeps it apart from other Xeons sharing the masked brand string.
+    info = _cpuinfo.parse_proc_cpuinfo(INTEL_KVM.replace("207", "167"))
+    info["microarchitecture"] = _cpuinfo.microarchitecture("GenuineIntel", 6, 167)
+    assert info["microarchitecture"] is None
+    assert _cpuinfo.describe(info) == (
+        "Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 167 stepping 2)")
+    kind = _cpuinfo.kind({**info, "key": "GenuineIntel-6-167"})
+    assert kind == "Intel Xeon Processor, family 6 model 167"
+    assert kind != _cpuinfo.kind({**info, "model": 143, "key": "GenuineIntel-6-143"})
+
+
 def test_amd_zen4_and_arm64():
     info = _cpuinfo.parse_proc_cpuinfo(AMD_GENOA)
     assert (info["vendor"], info["family"], info["model"]) == ("AuthenticAMD", 25, 17)
@@ -62,7 +76,8 @@ def test_amd_zen4_and_arm64():
 def test_unknown_cpus_fall_back_to_the_brand_or_the_key():
     info = {"vendor": "GenuineIntel", "brand": None, "family": 6, "model": 1, "stepping": 0,
             "microarchitecture": None, "key": "GenuineIntel-6-1", "machine": "x86_64"}
-    assert _cpuinfo.kind(info) == "GenuineIntel-6-1"
+    assert _cpuinfo.kind(info) == "Intel, family 6 model 1"
+    assert _cpuinfo.kind({**info, "vendor": None, "family": None}) == "GenuineIntel-6-1"
     assert _cpuinfo.describe(info) == "Intel (GenuineIntel family 6 model 1 stepping 0)"
     assert _cpuinfo._windows("Intel64 Family 6 Model 207 Stepping 2, GenuineIntel") == {
         "vendor": "GenuineIntel", "brand": None, "family": 6, "model": 207, "stepping": 2}
