@@ -775,13 +775,15 @@ class Sequential:
             for epoch in range(first, epochs):
                 if lr_schedule is not None:
                     optimizer.lr = _scheduled_lr("Sequential.fit", lr_schedule, epoch, base_lr)
-                snapshot = self._snapshot()
+                params = self.parameters()
+                snapshot = self._snapshot(params)
                 try:
                     # A diverging step shows up as a non-finite loss, handled below
                     # per on_nan; NumPy's overflow warnings on the way add nothing.
                     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                         logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
-                                               shuffle, progress, on_nan, validation, run)
+                                               shuffle, progress, on_nan, validation, run,
+                                               params)
                 except BaseException:
                     self._restore_if_not_finite(snapshot)
                     raise
@@ -808,7 +810,8 @@ class Sequential:
         return _TrainingClaim(self, owner)
 
     def _fit_epoch(self, X, scale, y, batch_size, epoch, epochs, rng, shuffle, progress,
-                   on_nan, validation, run=None):
+                   on_nan, validation, run, params):
+        """One epoch; ``params``: the model's ``parameters()`` at its start."""
         began = time.perf_counter()
         n = len(X)
         # A resumed epoch: its shuffle is drawn from the generator's state at
@@ -829,7 +832,7 @@ class Sequential:
                 if self._compiled():
                     totals = self._fit_epoch_compiled(X, order, labels, batch_size, epoch,
                                                       progress, on_nan, predicted, bar, resume,
-                                                      run)
+                                                      run, params)
                 if totals is None:
                     totals = self._fit_epoch_layers(X, scale, order, labels, batch_size, epoch,
                                                     progress, on_nan, predicted, bar, resume,
@@ -852,7 +855,7 @@ class Sequential:
         return logs
 
     def _fit_epoch_compiled(self, X, order, labels, batch_size, epoch, progress, on_nan,
-                            predicted, bar, resume=None, backup=None):
+                            predicted, bar, resume, backup, params):
         """One epoch on plans: runs of whole training steps in one compiled call.
         Returns (total loss, examples counted, steps skipped), or None when the
         network turns out to run layer by layer."""
@@ -869,7 +872,7 @@ class Sequential:
                     plans.append(plan)
                 else:
                     plans.append(None)
-            params, grads, optimizer = self.parameters(), self.gradients(), self.optimizer
+            grads, optimizer = self.gradients(), self.optimizer
             update = None
             if type(optimizer).step is optim.Optimizer.step:
                 update = optimizer._compiled_update(params, grads)
@@ -1000,10 +1003,12 @@ class Sequential:
                                    predicted[:stop])
         return total_loss, counted, skipped
 
-    def _snapshot(self):
-        params = {name: array.copy() for name, array in
-                  (*self.parameters().items(), *self.buffers().items())}
-        return params, self.optimizer._state_copy()
+    def _snapshot(self, params):
+        """Copies of ``params`` (the model's ``parameters()``), the buffers and the
+        optimiser's state."""
+        copies = {name: array.copy() for name, array in
+                  (*params.items(), *self.buffers().items())}
+        return copies, self.optimizer._state_copy()
 
     def _restore_if_not_finite(self, snapshot):
         current = {**self.parameters(), **self.buffers()}

@@ -158,11 +158,32 @@ class Optimizer:
 
         return apply
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_update_memo", None)  # raw pointers: rebuilt on first use
+        return state
+
     def _compiled_update(self, params, grads):
         """One step of every parameter as a compiled Program (cnnext._plans): an
         object with ``program``, ``load()`` (before running it: the step counts
         from ``state``) and ``store()`` (after: back into ``state``); None when
-        this optimiser has no step kernel."""
+        this optimiser has no step kernel.
+
+        The last one built is reused while it still describes the call: the
+        same parameter and gradient arrays under the same names (shapes and
+        writeability unchanged), the same hyper-parameters and the same state
+        arrays.  Anything else (a replaced or resized parameter, ``reset``,
+        ``load_state_dict``, a new learning rate) builds and checks afresh."""
+        memo = self.__dict__.get("_update_memo")
+        if memo is not None and memo.describes(self, params, grads):
+            return memo.update
+        self.__dict__.pop("_update_memo", None)
+        update = self._build_update(params, grads)
+        if update is not None:
+            self._update_memo = _UpdateMemo(self, params, grads, update)
+        return update
+
+    def _build_update(self, params, grads):
         program = _program.Program()
         counters = []
         for param, grad, state in self._checked(params, grads):
@@ -309,6 +330,45 @@ class Optimizer:
         _optim_steps.pxi; with ``counters``, the step count's array is
         appended), or None: this optimiser has no step kernel."""
         return None
+
+
+class _UpdateMemo:
+    """What an optimiser's compiled update was built for (Optimizer._compiled_update)."""
+
+    def __init__(self, optimizer, params, grads, update):
+        self.update = update
+        self.arrays = tuple((name, param, grads[name], param.shape)
+                            for name, param in params.items())
+        # Every attribute (hyper-parameters, the state dict) by identity, and
+        # each parameter's state entry and the arrays in its slots.
+        self.attributes = tuple((key, value) for key, value in optimizer.__dict__.items()
+                                if key != "_update_memo")
+        self.entries = tuple((name, entry, tuple(entry.get(slot) for slot in optimizer.slots))
+                             for name, entry in optimizer.state.items())
+
+    def describes(self, optimizer, params, grads):
+        attributes = optimizer.__dict__
+        if (len(params) != len(self.arrays) or len(grads) != len(self.arrays)
+                or len(attributes) != len(self.attributes) + 1):
+            return False
+        for key, value in self.attributes:
+            if attributes.get(key) is not value:
+                return False
+        state = optimizer.state
+        if len(state) != len(self.entries):
+            return False
+        for name, entry, slots in self.entries:
+            if state.get(name) is not entry:
+                return False
+            for slot, array in zip(optimizer.slots, slots, strict=True):
+                if entry.get(slot) is not array:
+                    return False
+        for name, param, grad, shape in self.arrays:
+            if (params.get(name) is not param or grads.get(name) is not grad
+                    or param.shape != shape or grad.shape != shape
+                    or not param.flags.writeable):
+                return False
+        return True
 
 
 class _CompiledUpdate:

@@ -16,9 +16,15 @@
 * Threads: 8 threads calling predict / evaluate / forward on one model get
   the serial results; fit from two threads, or of two models sharing a
   layer, is refused; a shared layer's gradients follow its own model's input.
+* Repeated fits: the optimiser's compiled update is reused while nothing it
+  describes changed and rebuilt after a replaced parameter, learning rate,
+  state array, load_state_dict or reset, bitwise as the layer path; a resized
+  or read-only parameter is refused; the old array of a replaced one is left alone.
 * A pickled model carries weights, not plans.
 """
 
+import copy
+import itertools
 import pickle
 import subprocess
 import sys
@@ -600,3 +606,100 @@ def test_plans_equal_the_layer_path_on_every_instruction_set_build(tmp_path, isa
 if __name__ == "__main__":
     check_every_path()
     print("plans equal on", cnnext.show_config("dicts")["simd"]["in_use"]["_conv"])
+
+
+# ------------------------------------------------------ repeated fit calls
+def fit_calls(model, X, y, optimizer, changes):
+    """One-epoch fits with ``optimizer``, ``changes[i](model, optimizer)`` before
+    fit i + 1; the results of each, and the update Program each fit ran."""
+    results, updates = [], []
+    for change in (None, *changes):
+        if change is not None:
+            change(model, optimizer)
+        results.append(fit_everything(model, X, y, epochs=1, batch_size=3,
+                                      optimizer=optimizer, seed=2))
+        memo = optimizer.__dict__.get("_update_memo")
+        updates.append(None if memo is None else memo.update)
+    return results, updates
+
+
+def _replace_weight(model, optimizer):
+    conv = model.layers[0]
+    conv.params["weight"] = conv.params["weight"] * 1.5
+
+
+def _new_lr(model, optimizer):
+    optimizer.lr *= 0.5
+
+
+def _new_momentum_buffer(model, optimizer):
+    entry = optimizer.state["0.weight"]
+    for slot in optimizer.slots:
+        if entry.get(slot) is not None:
+            entry[slot] = entry[slot] * 0.5
+
+
+def _reload_state(model, optimizer):
+    optimizer.load_state_dict(optimizer.state_dict())
+
+
+CHANGES = (None, _replace_weight, None, _new_lr, _new_momentum_buffer, _reload_state,
+           lambda m, o: o.reset())
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_repeated_fits_keep_the_optimiser_state_and_equal_the_layer_path(name):
+    X, y = data(n=7)
+    changes = [change or (lambda m, o: None) for change in CHANGES]
+    (plan, updates), (layers, _) = both_paths(
+        lambda: all_layers("float32"),
+        lambda m: fit_calls(m, X, y, OPTIMIZERS[name](), changes))
+    assert_same(plan, layers, "plan vs layers over repeated fits")
+    # Each fit trained (the state carried over, or was reset, as on the layer path) ...
+    for before, after in itertools.pairwise(plan):
+        assert not np.array_equal(before[1]["0.weight"], after[1]["0.weight"])
+    # ... on one update Program while nothing changed, a new one after each change.
+    assert updates[1] is updates[0]
+    for i, change in enumerate(CHANGES[1:], 2):
+        changes_nothing = change is None or (change is _new_momentum_buffer and name == "sgd")
+        assert (updates[i] is updates[i - 1]) == changes_nothing, i
+
+
+def test_a_replaced_parameter_is_trained_and_the_old_array_left_alone():
+    X, y = data(n=6)
+    model = all_layers("float32")
+    optimizer = optim.SGD(lr=0.1, momentum=0.9)
+    model.fit(X, y, batch_size=2, optimizer=optimizer, progress=False, seed=0)
+    old = model.layers[0].params["weight"]
+    kept = old.copy()
+    new = old * 2
+    model.layers[0].params["weight"] = new
+    start = new.copy()
+    model.fit(X, y, batch_size=2, optimizer=optimizer, progress=False, seed=0)
+    assert_same(old, kept, "the array no longer in the model")
+    assert not np.array_equal(new, start)
+
+
+def test_a_resized_or_read_only_parameter_is_refused_by_the_next_fit():
+    X, y = data(n=6)
+    model = all_layers("float32")
+    optimizer = optim.SGD(lr=0.1, momentum=0.9)
+    model.fit(X, y, batch_size=2, optimizer=optimizer, progress=False, seed=0)
+    dense = model.layers[-1]
+    dense.params["weight"].flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        model.fit(X, y, batch_size=2, optimizer=optimizer, progress=False, seed=0)
+    dense.params["weight"] = np.ones((10, 17), np.float32)
+    with pytest.raises(ValueError, match=r"layer 9 .*params\['weight'\] has shape \(10, 17\)"):
+        model.fit(X, y, batch_size=2, optimizer=optimizer, progress=False, seed=0)
+
+
+def test_an_optimiser_with_a_compiled_update_pickles_and_copies_without_it():
+    X, y = data(n=4)
+    model = all_layers("float32")
+    optimizer = optim.Adam(lr=0.01)
+    model.fit(X, y, batch_size=2, optimizer=optimizer, progress=False, seed=0)
+    assert "_update_memo" in optimizer.__dict__
+    for other in (pickle.loads(pickle.dumps(optimizer)), copy.deepcopy(optimizer)):
+        assert "_update_memo" not in other.__dict__
+        assert_same(optimizer_arrays(other), optimizer_arrays(optimizer), "copy")
