@@ -58,6 +58,9 @@ _NAN_POLICIES = ("raise", "skip")
 _RUN_IMAGES = 4096
 # Training steps between updates of the progress bar's loss figure.
 _POSTFIX_STEPS = 64
+# Largest snapshot of the parameters a model keeps between fit calls (see
+# _snapshot): a small network's, never a copy of a large one's for nothing.
+_KEPT_SNAPSHOT_BYTES = 1 << 20
 _UINT8 = np.dtype(np.uint8)
 _STAGEABLE = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 _TABLES = {dtype: _plans.uint8_table(dtype) for dtype in DTYPES.values()}
@@ -66,7 +69,7 @@ _training = {}
 _training_lock = threading.Lock()
 # Attributes a pickle leaves out (rebuilt on first use).
 _TRANSIENT = ("_plans", "_lock", "_fit_lock", "_threads", "_layer_checks", "_known_shapes",
-              "_layerwise", "_uncompiled", "_predict_memo", "_segments")
+              "_layerwise", "_uncompiled", "_predict_memo", "_segments", "_snapshot_copies")
 
 
 class Sequential:
@@ -156,6 +159,7 @@ class Sequential:
         # a call with the same is not re-checked.
         self._predict_memo = None
         self._segments = None
+        self._snapshot_copies = {}  # name -> the arrays of the last _snapshot
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -1005,9 +1009,19 @@ class Sequential:
 
     def _snapshot(self, params):
         """Copies of ``params`` (the model's ``parameters()``), the buffers and the
-        optimiser's state."""
-        copies = {name: array.copy() for name, array in
-                  (*params.items(), *self.buffers().items())}
+        optimiser's state.  The copies of a small network are written into
+        those of its last snapshot: allocating them anew costs a per-image
+        ``fit`` call more than its training step."""
+        kept, copies, size = self._snapshot_copies, {}, 0
+        for name, array in (*params.items(), *self.buffers().items()):
+            copy = kept.get(name)
+            if copy is None or copy.shape != array.shape or copy.dtype != array.dtype:
+                copy = array.copy()
+            else:
+                np.copyto(copy, array)
+            copies[name] = copy
+            size += copy.nbytes
+        self._snapshot_copies = copies if size <= _KEPT_SNAPSHOT_BYTES else {}
         return copies, self.optimizer._state_copy()
 
     def _restore_if_not_finite(self, snapshot):
