@@ -276,3 +276,17 @@ def test_an_interrupt_mid_fit_leaves_the_model_finite_and_trainable(data):
 def test_model_factories_check_their_seed(factory, seed, error):
     with pytest.raises(error, match=f"{factory.__name__}: seed must be"):
         factory(seed=seed)
+
+
+def test_an_interrupted_fit_restores_its_epochs_start_after_an_earlier_fit(data):
+    # The second fit's snapshot lands in the arrays of the first one's.
+    (X, y), _ = data
+    X, y = X[:96], y[:96]
+    model = small_cnn()
+    model.fit(X, y, epochs=2, batch_size=16, optimizer=optim.SGD(lr=0.05), progress=False)
+    model.fit(X, y, epochs=1, batch_size=16, optimizer=optim.SGD(lr=0.05), progress=False)
+    start = {name: param.copy() for name, param in model.parameters().items()}
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=16, optimizer=Sabotage(after=3), progress=False)
+    for name, param in model.parameters().items():
+        assert param.tobytes() == start[name].tobytes(), name
