@@ -1,17 +1,19 @@
 """batch_norm2d and its gradient, and the BatchNorm2D layer: reference, finite
-differences, running statistics, PyTorch, poisoned outputs, layouts, threads, builds."""
+differences, running statistics, PyTorch, poisoned outputs, layouts, threads, builds;
+BatchNorm2D -> ReLU in the plans (ReLU in the batch norm's store), bitwise the layers'."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pool_testing import DTYPES, assert_releases_the_gil, layouts, poisoned_like
+from test_plans import assert_same, both_paths, fit_everything
 
 import cnnext
-from cnnext import _dispatch
+from cnnext import Sequential, _dispatch, optim
 from cnnext import _reference as reference
 from cnnext import functional as F
-from cnnext.layers import BatchNorm2D
+from cnnext.layers import BatchNorm2D, Conv2D, Dense, Flatten, ReLU, Residual
 
 # Statistics are sums over N*H*W elements: float32 keeps ~1e-6 relative.
 TOLERANCE = {np.dtype(np.float32): {"rtol": 2e-5, "atol": 2e-5},
@@ -301,3 +303,43 @@ def test_layer_training_step_matches_the_functional_calls():
                                                     np.ones(2, np.float32),
                                                     np.zeros(2, np.float32), True))
     assert cnnext.layers.BatchNorm2D is BatchNorm2D
+
+
+def bn_relu_network(dtype):
+    """BatchNorm2D -> ReLU at the top level and inside a residual block."""
+    rng = np.random.default_rng(4)
+    return Sequential([
+        Conv2D(2, 3, 3, padding=1, bias=False, dtype=dtype, seed=rng), BatchNorm2D(3, dtype=dtype),
+        ReLU(),
+        Residual([Conv2D(3, 3, 3, padding=1, dtype=dtype, seed=rng), BatchNorm2D(3, dtype=dtype),
+                  ReLU(), Conv2D(3, 3, 1, dtype=dtype, seed=rng)]),
+        BatchNorm2D(3, momentum=None, affine=False, dtype=dtype), ReLU(),
+        Flatten(), Dense(3 * 6 * 6, 4, dtype=dtype, seed=rng),
+    ])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plans_apply_the_relu_after_a_batch_norm_as_it_stores_bitwise(dtype):
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((7, 2, 6, 6)).astype(dtype)
+    y = rng.integers(0, 4, 7)
+    model = bn_relu_network(dtype)
+    plan = model._acquire("fit", 3, (2, 6, 6))
+    try:
+        forward = [name.split(":")[-1] for name in plan.forward_program.names]
+        backward = [name.split(":")[-1] for name in plan.backward_program.names]
+    finally:
+        model._release(plan)
+    assert "relu" not in forward and forward.count("batch_norm2d") == 3, forward
+    assert backward.count("relu_backward") == 3, backward
+
+    def run(m):
+        fitted = fit_everything(m, X, y, epochs=2, batch_size=3,
+                                optimizer=optim.SGD(lr=0.05, momentum=0.9), seed=3)
+        gy = np.random.default_rng(9).standard_normal((3, 4)).astype(dtype)
+        m.train()
+        m.forward(X[:3])
+        return fitted[:3], m.backward(gy)
+
+    plan_run, layer_run = both_paths(lambda: bn_relu_network(dtype), run)
+    assert_same(plan_run, layer_run, "batch norm + relu, plan vs layers")

@@ -118,8 +118,10 @@ cdef inline void input_grad(const floating* gy,  # IN  (n,)
 cdef inline void normalize(const floating* x,  # IN  (n,)
                            floating* y,        # OUT (n,)
                            Py_ssize_t n,
-                           const double* coef  # IN  the channel's (mean, invstd, weight, bias)
-                           ) noexcept nogil:
+                           const double* coef,  # IN  the channel's (mean, invstd, weight, bias)
+                           bint relu) noexcept nogil:
+    # relu: then ReLU on the plane while it is in cache, the select of the
+    # ReLU layer (NaN kept), so the results are that layer's bits.
     cdef Py_ssize_t i
     affine_plane(x, y, n, <floating>coef[0], <floating>coef[1], <floating>coef[2],
                  <floating>coef[3])
@@ -127,6 +129,9 @@ cdef inline void normalize(const floating* x,  # IN  (n,)
         if not span_finite(y, n):  # as in input_grad
             for i in range(n):
                 y[i] = <floating>((<double>x[i] - coef[0]) * coef[1] * coef[2] + coef[3])
+    if relu:
+        for i in range(n):
+            y[i] = y[i] if not (y[i] <= 0) else 0
 
 
 cdef void forward_pass(const floating* x,       # IN  (N, C, L)
@@ -139,7 +144,9 @@ cdef void forward_pass(const floating* x,       # IN  (N, C, L)
                        double* invstd,          # OUT (C,)
                        double* scratch,         # TMP (2 N C + 4 C,)
                        Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
-                       bint training, double eps, double momentum) noexcept nogil:
+                       bint training, double eps, double momentum,
+                       bint relu=False) noexcept nogil:
+    # relu: y = relu(batch_norm(x)), ReLU applied plane by plane as it is stored.
     cdef Py_ssize_t p, n, c, planes = N * C
     cdef double count = <double>N * <double>L
     cdef double total, m2, plane_mean, delta, var
@@ -182,10 +189,10 @@ cdef void forward_pass(const floating* x,       # IN  (N, C, L)
         coef[4 * c + 3] = bias[c] if bias != NULL else 0
     if n_threads == 1:
         for p in range(planes):
-            normalize(x + p * L, y + p * L, L, coef + 4 * (p % C))
+            normalize(x + p * L, y + p * L, L, coef + 4 * (p % C), relu)
     else:
         for p in prange(planes, num_threads=n_threads, schedule="static"):
-            normalize(x + p * L, y + p * L, L, coef + 4 * (p % C))
+            normalize(x + p * L, y + p * L, L, coef + 4 * (p % C), relu)
 
 
 cdef void backward_pass(const floating* gy,      # IN  (N, C, L)

@@ -16,7 +16,8 @@ cdef inline int forward_step(const floating* x, const StepArgs* a) noexcept nogi
     # p: 0 x IN, 1 weight IN or NULL, 2 bias IN or NULL, 3 running_mean IN/OUT,
     #    4 running_var IN/OUT, 5 y OUT, 6 mean OUT (C doubles), 7 invstd OUT (C doubles),
     #    8 scratch TMP, 9 num_batches_tracked IN/OUT (one int64; training only)
-    # n: 4 momentum is the cumulative average (BatchNorm2D(momentum=None));
+    # n: 4 momentum is the cumulative average (BatchNorm2D(momentum=None)),
+    #    5 y = relu(batch_norm2d(x)) (the ReLU layer after it, fused);
     # f: 0 eps, 1 momentum
     # As BatchNorm2D's forward: in training the count goes up first, and a
     # cumulative average takes momentum 1 / count.
@@ -28,7 +29,8 @@ cdef inline int forward_step(const floating* x, const StepArgs* a) noexcept nogi
             momentum = 1.0 / <double>tracked[0]
     forward_pass(x, <const floating*>a.p[1], <const floating*>a.p[2], <floating*>a.p[3],
                  <floating*>a.p[4], <floating*>a.p[5], <double*>a.p[6], <double*>a.p[7],
-                 <double*>a.p[8], a.n[0], a.n[1], a.n[2], a.n[3] != 0, a.f[0], momentum)
+                 <double*>a.p[8], a.n[0], a.n[1], a.n[2], a.n[3] != 0, a.f[0], momentum,
+                 a.n[5] != 0)
     return 0
 
 
@@ -118,8 +120,9 @@ def step_kernels():
 
     {(name, dtype name): PyCapsule of the step kernel}: "batch_norm2d" and
     "batch_norm2d_backward" (as the functionals, with BatchNorm2D's count
-    of batches), "batch_norm2d_fold" (a convolution's filters and bias with
-    an evaluation-mode batch norm applied).
+    of batches; the forward optionally followed by ReLU),
+    "batch_norm2d_fold" (a convolution's filters and bias with an
+    evaluation-mode batch norm applied).
     """
     return {
         ("batch_norm2d", "float32"): step_capsule(forward_f32),

@@ -25,6 +25,11 @@ filters instead.  The results agree to a few units in the last place of
 the outputs' scale (the tests hold them to 2e-5 of the largest value in
 float32, 1e-12 in float64).  Training and ``backward`` plans, and the
 layer-by-layer path, never fold.
+
+``BatchNorm2D -> ReLU`` is registered here too, in every mode: the batch
+norm's steps with ReLU in its store give exactly the two layers' results
+(so it needs no fusion in the layer-by-layer path), and folds are the
+rewrites tried inside Residual blocks.
 """
 
 import numpy as np
@@ -60,6 +65,14 @@ def build(b, layers, x):
     return conv._forward_step(b, steps, x, folded_w, folded_b)[0]
 
 
+def build_relu(b, layers, x):
+    """``BatchNorm2D -> ReLU`` (in any mode) as the batch norm's steps with
+    ReLU in its store: exactly the two layers' results, so it is also a fold
+    (tried inside Residual blocks, where most of them are)."""
+    return layers[0]._build_steps(b, x, relu=True)
+
+
 # Longest first: a ReLU after the batch norm goes into the convolution's store.
 register_fold((Conv2D, BatchNorm2D, ReLU), build)
 register_fold((Conv2D, BatchNorm2D), build)
+register_fold((BatchNorm2D, ReLU), build_relu)

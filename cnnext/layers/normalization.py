@@ -143,7 +143,10 @@ class BatchNorm2D(Layer):
             out=(gx, self.grads.get("weight"), self.grads.get("bias")))
         return gx
 
-    def _build_steps(self, b, x):
+    def _build_steps(self, b, x, relu=False):
+        """The layer's steps; with ``relu``, those of a ReLU layer after it
+        too: ReLU applied as the forward stores its output, and its backward
+        masking by that output (the mask its input would give)."""
         n, c, h, w = x.shape
         training = self.training
         if training and n * h * w < 2:
@@ -165,11 +168,16 @@ class BatchNorm2D(Layer):
         momentum = self.momentum
         sizes = (n, c, h * w, training)
         b.forward("batch_norm2d", (x, weight, bias, running_mean, running_var, y, mean, invstd,
-                                   scratch, tracked), (*sizes, momentum is None),
+                                   scratch, tracked), (*sizes, momentum is None, relu),
                   (self.eps, 0.0 if momentum is None else momentum))
         if b.gradients:
             gweight = b.parameter_gradient(self, "weight", (c,)) if self.affine else None
             gbias = b.parameter_gradient(self, "bias", (c,)) if self.affine else None
-            b.backward("batch_norm2d_backward", (b.gradient(y), x, mean, invstd, weight,
+            gy = b.gradient(y)
+            if relu:
+                masked = b.buffer(x.shape)
+                b.backward("relu_backward", (gy, y, masked), (y.size,))
+                gy = masked
+            b.backward("batch_norm2d_backward", (gy, x, mean, invstd, weight,
                                                  b.gradient(x), gweight, gbias, scratch), sizes)
         return y
