@@ -18,7 +18,9 @@ DTYPES = ("float32", "float64")
 
 # (N, C, H, W, K, R, S, stride, padding, dilation): rows shorter and longer
 # than a vector, strides, dilation, filters below, at and above a vector's
-# worth, 3x3 stride-1 layers (Winograd) with odd output sizes.
+# worth, 3x3 stride-1 layers (Winograd) with odd output sizes, filters
+# filling the weight gradient's widest tiles several times over, the last
+# tile part empty and the taps not a whole number of tiles.
 CASES = [
     (2, 1, 28, 28, 8, 3, 3, (1, 1), (0, 0), (1, 1)),
     (2, 8, 13, 13, 16, 5, 5, (1, 1), (0, 0), (1, 1)),
@@ -27,6 +29,7 @@ CASES = [
     (2, 5, 12, 21, 7, 3, 2, (2, 1), (1, 0), (1, 2)),
     (1, 4, 16, 16, 24, 3, 3, (2, 2), (1, 1), (1, 1)),
     (1, 2, 20, 34, 3, 3, 3, (1, 1), (2, 2), (2, 2)),
+    (2, 5, 10, 9, 72, 3, 3, (1, 1), (1, 1), (1, 1)),
 ]
 
 

@@ -200,7 +200,7 @@ cdef struct Backward:
     Py_ssize_t* row_taps
     # Weight gradient.
     FilterKernel filter
-    Py_ssize_t k_padded           # transposed: K rounded up to one or TRN_NV vectors
+    Py_ssize_t k_padded           # transposed: K rounded up to 1, TRN_NV // 2 or TRN_NV vectors
     Py_ssize_t block_images       # transposed: images per block
     Py_ssize_t chunk_images, chunks, wave_chunks  # dot: chunks, chunks staged at once
 
@@ -597,7 +597,14 @@ cdef class Plan:
         # (per image of a block its staged windows, gy^T and bias sums; then
         # the gw^T accumulators).  Few filters: vector partial sums over
         # fixed chunks of images (staged windows; per chunk gw and gb sums).
-        bw.k_padded = L if K <= L else ceil_div(K, TRN_NV * L) * TRN_NV * L
+        # Lanes for one vector of filters, half the widest tile's vectors, or
+        # whole widest tiles, whichever holds every filter first.
+        if K <= L:
+            bw.k_padded = L
+        elif K <= TRN_NV // 2 * L:
+            bw.k_padded = ceil_div(K, TRN_NV // 2 * L) * (TRN_NV // 2) * L
+        else:
+            bw.k_padded = ceil_div(K, TRN_NV * L) * TRN_NV * L
         # (dot_tiles needs windows contiguous along rows, which layouts with
         # filters as lanes do not promise.)  trn_tiles reads any windows: in
         # place or padded rather than from an im2col panel, which would cost
@@ -1180,13 +1187,19 @@ cdef void filter_grad_transposed(const tile_width* width,
     cdef floating* sums = gyt + bw.block_images * g.P * bw.k_padded
     cdef floating* state = sums + bw.block_images * g.K
     cdef Py_ssize_t kp = bw.k_padded
-    cdef Py_ssize_t vectors = 1 if tile_width is NarrowTile else TRN_NV
-    cdef Py_ssize_t k_tiles = kp // (vectors * d.lanes)
-    cdef Py_ssize_t rows = trn_rows(gy)
-    cdef Py_ssize_t tiles = ceil_div(g.CRS, rows) * k_tiles
+    cdef Py_ssize_t vectors = TRN_NV
+    cdef Py_ssize_t k_tiles
+    cdef Py_ssize_t rows = trn_tile_rows(width, gy)
+    cdef Py_ssize_t tiles
     cdef Py_ssize_t block, first, count, item, t0, k0, e, n
     cdef int threads
     cdef const floating* origin
+    if tile_width is NarrowTile:
+        vectors = 1
+    elif tile_width is HalfTile:
+        vectors = TRN_NV // 2
+    k_tiles = kp // (vectors * d.lanes)
+    tiles = ceil_div(g.CRS, rows) * k_tiles
     memset(state, 0, g.CRS * kp * sizeof(floating))
     memset(gb, 0, g.K * sizeof(floating))
     for block in range(ceil_div(g.N, bw.block_images)):
@@ -1201,9 +1214,15 @@ cdef void filter_grad_transposed(const tile_width* width,
         if d.source != SOURCE_INPUT:
             origin = staged
         if threads == 1:
-            for item in range(k_tiles):
-                k0 = item * vectors * d.lanes
-                trn_tiles(width, origin, gyt + k0, kp, d, count, 0, g.CRS, state + k0)
+            # One image at a time through every tile: its gy^T is read from
+            # L1 or L2 by all the tiles of taps (a block's would come from
+            # further out each time), at the cost of a tile's loads and
+            # stores of the accumulators per image; the sums are the same.
+            for n in range(count):
+                for item in range(k_tiles):
+                    k0 = item * vectors * d.lanes
+                    trn_tiles(width, origin + n * d.x.image_stride, gyt + n * g.P * kp + k0,
+                              kp, d, 1, 0, g.CRS, state + k0)
         else:
             for item in prange(tiles, num_threads=threads, schedule="dynamic"):
                 t0 = (item // k_tiles) * rows
@@ -1261,6 +1280,8 @@ cdef void backward_filter_pass(const floating* gy,   # IN  (N, K, Ho, Wo)
     cdef const Backward* bw = sp.bw
     if bw.filter == FILTER_TRANSPOSED and bw.k_padded == sp.d.lanes:
         filter_grad_transposed(<const NarrowTile*>NULL, gy, x, sp.f, bw, gw, gb, work)
+    elif bw.filter == FILTER_TRANSPOSED and bw.k_padded % (TRN_NV * sp.d.lanes):
+        filter_grad_transposed(<const HalfTile*>NULL, gy, x, sp.f, bw, gw, gb, work)
     elif bw.filter == FILTER_TRANSPOSED:
         filter_grad_transposed(<const WideTile*>NULL, gy, x, sp.f, bw, gw, gb, work)
     else:

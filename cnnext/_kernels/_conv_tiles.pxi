@@ -51,6 +51,31 @@ ctypedef fused tile_width:
     NarrowTile
 
 
+# Taps of a trn_tiles tile of the widest width: fewer than trn_rows where
+# that width has more vectors than the others' accumulators allow (simd.h
+# headers may set them; by default as many as trn_rows).
+cdef extern from *:
+    """
+    #ifndef CNX_TRN_MR_WIDE
+    #define CNX_TRN_MR_WIDE CNX_TRN_MR
+    #define CNX_TRN_MR_WIDE_F32 CNX_TRN_MR_F32
+    #endif
+    """
+    Py_ssize_t TRN_MR_WIDE "CNX_TRN_MR_WIDE"
+    Py_ssize_t TRN_MR_WIDE_F32 "CNX_TRN_MR_WIDE_F32"
+
+
+cdef inline Py_ssize_t trn_tile_rows(const tile_width* width,
+                                     const floating* like) noexcept nogil:
+    """Taps per trn_tiles tile of that width, for the dtype ``like`` points to."""
+    if tile_width is WideTile:
+        if floating is float:
+            return TRN_MR_WIDE_F32
+        else:
+            return TRN_MR_WIDE
+    return trn_rows(like)
+
+
 cdef inline Py_ssize_t kfw_rows(const tile_width* width) noexcept nogil:
     """Positions per kfwd_tiles tile of that width."""
     if tile_width is NarrowTile:
@@ -202,8 +227,8 @@ cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
                     Py_ssize_t images,
                     Py_ssize_t t_begin, Py_ssize_t t_end,
                     floating* state) noexcept nogil:  # IN/OUT (CRS, kp) gw^T at k0
-    """Taps t_begin..t_end-1, MR = trn_rows per tile, of NV vectors of filters
-    (TRN_NV, half as many for a HalfTile, 1 for a NarrowTile)."""
+    """Taps t_begin..t_end-1, MR = trn_tile_rows per tile, of NV vectors of
+    filters (TRN_NV, half as many for a HalfTile, 1 for a NarrowTile)."""
     cdef vec acc[TRN_MR][TRN_NV]
     cdef vec bv[TRN_NV]
     cdef floating spill[TRN_MR][TRN_NV][MAX_LANES]
@@ -214,7 +239,7 @@ cdef void trn_tiles(const tile_width* width,  # NULL: selects the tile width
     cdef Py_ssize_t m, v, n, i, j, tile, t0, valid
     cdef Py_ssize_t L = lanes(x)
     cdef Py_ssize_t CRS = d.g.CRS
-    cdef Py_ssize_t MR = trn_rows(x)
+    cdef Py_ssize_t MR = trn_tile_rows(width, x)
     cdef Py_ssize_t NV = TRN_NV
     if tile_width is HalfTile:
         NV = TRN_NV // 2

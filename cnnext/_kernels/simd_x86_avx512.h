@@ -18,7 +18,14 @@
 /* 9 rows in float32: faster on every float32 shape measured (fewer
    address registers; 3 x 3 x 3 = 27 taps in 3 whole tiles). */
 #define CNX_TRN_MR_F32 9
-#define CNX_TRN_NV 2
+/* Weight-gradient tiles of 4 filter vectors for 64 or more filters: each
+   broadcast input value feeds 4 FMAs and a position's gy^T row is read whole
+   (a 2-vector tile reads each 64-filter row twice, in two halves); 6 taps x 4
+   vectors = 24 accumulators, enough chains for two FMA units.  32 filters
+   keep the 2-vector tile of 9 (12) taps. */
+#define CNX_TRN_NV 4
+#define CNX_TRN_MR_WIDE 6
+#define CNX_TRN_MR_WIDE_F32 6
 #define CNX_KFW_MR 6
 #define CNX_KFW_NV 4
 #define CNX_KFW_MR_NARROW 12
