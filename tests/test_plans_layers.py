@@ -245,6 +245,15 @@ def test_one_and_two_threads_give_the_same_bits(num_threads):
     assert_same(results[1][0], results[1][1], "plan vs layers, 2 threads")
 
 
+def test_resnet8_plans_apply_every_relu_as_the_step_before_it_stores():
+    # BatchNorm2D -> ReLU (4) and Residual -> ReLU (3): no ReLU pass of its
+    # own; bitwise the layers' results (the test below).
+    names = step_names(resnet8(seed=0), "fit", 4, (1, 16, 16))
+    assert "relu" not in names, names
+    assert names.count("relu_backward") == 7, names
+    assert names.count("add") == 3 + 2 + 3, names  # forward, shortcut copies, input
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_resnet8_trains_bitwise_and_predicts_within_the_fold_tolerance(dtype):
     rng = np.random.default_rng(5)

@@ -17,21 +17,43 @@ cdef inline void add_span(const floating* a,  # IN  (count,)
         y[i] = a[i] + b[i]
 
 
+cdef inline void add_relu_span(const floating* a,  # IN  (count,)
+                               const floating* b,  # IN  (count,)
+                               floating* y,        # OUT (count,) relu(a + b)
+                               Py_ssize_t count) noexcept nogil:
+    # The sum rounded, then relu_span's select: the two steps' bits.
+    cdef Py_ssize_t i
+    cdef floating total
+    for i in range(count):
+        total = a[i] + b[i]
+        y[i] = total if not (total <= 0) else 0
+
+
 cdef void add_pass(const floating* a,  # IN  (count,)
                    const floating* b,  # IN  (count,) or NULL: y is a copy of a
                    floating* y,        # OUT (count,)
-                   Py_ssize_t count) noexcept nogil:
+                   Py_ssize_t count,
+                   bint relu) noexcept nogil:  # y = relu(a + b), relu(a) without b
     cdef Py_ssize_t chunk
     cdef int n_threads = num_threads_for(count)
-    if b == NULL:
+    if b == NULL and relu:
+        relu_pass(a, y, count)
+    elif b == NULL:
         memcpy(y, a, count * sizeof(floating))
     elif n_threads == 1:
-        add_span(a, b, y, count)
+        if relu:
+            add_relu_span(a, b, y, count)
+        else:
+            add_span(a, b, y, count)
     else:
         for chunk in prange((count + CHUNK - 1) // CHUNK, num_threads=n_threads,
                             schedule="static"):
-            add_span(a + chunk * CHUNK, b + chunk * CHUNK, y + chunk * CHUNK,
-                     min(CHUNK, count - chunk * CHUNK))
+            if relu:
+                add_relu_span(a + chunk * CHUNK, b + chunk * CHUNK, y + chunk * CHUNK,
+                              min(CHUNK, count - chunk * CHUNK))
+            else:
+                add_span(a + chunk * CHUNK, b + chunk * CHUNK, y + chunk * CHUNK,
+                         min(CHUNK, count - chunk * CHUNK))
 
 
 cdef inline int relu_step(const floating* x, const StepArgs* a) noexcept nogil:
@@ -73,8 +95,8 @@ cdef inline int smooth_backward_step(const floating* gy, const StepArgs* a,
 
 
 cdef inline int add_step(const floating* x, const StepArgs* a) noexcept nogil:
-    # p: 0 a IN, 1 b IN or NULL (a copy of a), 2 y OUT; n: 0 elements
-    add_pass(x, <const floating*>a.p[1], <floating*>a.p[2], a.n[0])
+    # p: 0 a IN, 1 b IN or NULL (a copy of a), 2 y OUT; n: 0 elements, 1 ReLU of the sum
+    add_pass(x, <const floating*>a.p[1], <floating*>a.p[2], a.n[0], a.n[1] != 0)
     return 0
 
 
@@ -183,7 +205,7 @@ def step_kernels():
     {(name, dtype name): PyCapsule of the step kernel}: "relu",
     "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
     "sigmoid_backward", "tanh", "tanh_backward" (as the functionals) and
-    "add" (y = a + b, or a copy of a), "dropout" (``F.dropout`` forward and
+    "add" (y = a + b, or a copy of a; optionally ReLU of that), "dropout" (``F.dropout`` forward and
     backward, with keys drawn for a run of passes).
     """
     return {

@@ -26,10 +26,10 @@ the outputs' scale (the tests hold them to 2e-5 of the largest value in
 float32, 1e-12 in float64).  Training and ``backward`` plans, and the
 layer-by-layer path, never fold.
 
-``BatchNorm2D -> ReLU`` is registered here too, in every mode: the batch
-norm's steps with ReLU in its store give exactly the two layers' results
-(so it needs no fusion in the layer-by-layer path), and folds are the
-rewrites tried inside Residual blocks.
+``BatchNorm2D -> ReLU`` and ``Residual -> ReLU`` are registered here too,
+in every mode: the first layer's steps with ReLU in its store give exactly
+the two layers' results (so they need no fusion in the layer-by-layer
+path), and folds are the rewrites tried inside Residual blocks.
 """
 
 import numpy as np
@@ -37,6 +37,7 @@ import numpy as np
 from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
 from ..layers.normalization import BatchNorm2D
+from ..layers.residual import Residual
 from .network import register_fold
 
 
@@ -66,9 +67,10 @@ def build(b, layers, x):
 
 
 def build_relu(b, layers, x):
-    """``BatchNorm2D -> ReLU`` (in any mode) as the batch norm's steps with
-    ReLU in its store: exactly the two layers' results, so it is also a fold
-    (tried inside Residual blocks, where most of them are)."""
+    """``BatchNorm2D -> ReLU`` or ``Residual -> ReLU`` (in any mode) as the
+    first layer's steps with ReLU in its store: exactly the two layers'
+    results, so it is also a fold (tried inside Residual blocks, where most
+    of them are)."""
     return layers[0]._build_steps(b, x, relu=True)
 
 
@@ -76,3 +78,4 @@ def build_relu(b, layers, x):
 register_fold((Conv2D, BatchNorm2D, ReLU), build)
 register_fold((Conv2D, BatchNorm2D), build)
 register_fold((BatchNorm2D, ReLU), build_relu)
+register_fold((Residual, ReLU), build_relu)

@@ -192,7 +192,9 @@ class Residual(Layer):
         gx = self._output("gx", self._cache[0], self._cache[1], reuse)
         return np.add(g_block, g_side, out=gx)
 
-    def _build_steps(self, b, x):
+    def _build_steps(self, b, x, relu=False):
+        # relu: the steps of a ReLU layer after the block too (ReLU applied
+        # to the sum as it is stored, its gradient masked by that output).
         if not all(has_compiled_steps(layer) for layer in self._children()):
             return NotImplemented
         where, first = b.index, b.group()
@@ -208,10 +210,14 @@ class Residual(Layer):
             return NotImplemented
         b.layer(where, self)  # the sum, and the backward steps that run first
         y = b.buffer(out.shape)
-        b.forward("add", (out, side, y), (y.size,))
+        b.forward("add", (out, side, y), (y.size, relu))
         if b.gradients:
-            b.share_gradient(y, out)  # the block's output gradient is y's
-            gy = b.gradient(y)
+            if relu:
+                gy = b.gradient(out)
+                b.backward("relu_backward", (b.gradient(y), y, gy), (y.size,))
+            else:
+                b.share_gradient(y, out)  # the block's output gradient is y's
+                gy = b.gradient(y)
             if self.shortcut is not None:
                 b.backward("add", (gy, None, b.gradient(side)), (y.size,))
             gx = b.gradient(x)
