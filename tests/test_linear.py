@@ -133,38 +133,6 @@ def test_against_torch(torch, dtype):
         assert_close(got, want.numpy(), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_backward_step_is_a_gradient_step_in_place(dtype):
-    x, w, b, gy = problem(10, 3, 29, 6, dtype)
-    lr = 0.25
-    gx_want, gw, gb = reference.linear_backward(gy, x, w)
-    w_want, b_want = w - lr * gw, b - lr * gb
-    gx = dense_module.linear_backward_step(gy, x, w, b, lr)
-    assert_close(gx, gx_want, dtype)  # computed with w before the step
-    assert_close(w, w_want, dtype)
-    assert_close(b, b_want, dtype)
-    dense_module.linear_backward_step(gy, x, w, None, lr)
-    assert_close(w, w_want - lr * gw, dtype)
-
-
-def test_backward_step_refuses_what_it_cannot_update():
-    x, w, b, gy = problem(11, 2, 8, 3, np.float64)
-    step = dense_module.linear_backward_step
-    with pytest.raises(ValueError, match="w must be a writeable C-contiguous ndarray"):
-        step(gy, x, np.asfortranarray(w), b, 0.1)
-    frozen = b.copy()
-    frozen.flags.writeable = False
-    with pytest.raises(ValueError, match="b must be a writeable C-contiguous ndarray"):
-        step(gy, x, w, frozen, 0.1)
-    with pytest.raises(ValueError, match="w overlaps x"):
-        step(gy, w[:2], w, b, 0.1)
-    with pytest.raises(ValueError, match="b overlaps w or x"):
-        step(gy, x, w, w[0, :3], 0.1)
-    with pytest.raises(ValueError, match="lr must be a finite float"):
-        step(gy, x, w, b, float("nan"))
-    np.testing.assert_array_equal(w, problem(11, 2, 8, 3, np.float64)[1])  # nothing updated
-
-
 X = np.zeros((3, 5), np.float32)
 W = np.zeros((4, 5), np.float32)
 GY = np.zeros((3, 4), np.float32)

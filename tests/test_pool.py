@@ -19,7 +19,6 @@ from pool_testing import (
 from cnnext import _dispatch
 from cnnext import _reference as reference
 from cnnext import functional as F
-from cnnext._functional.pooling import max_pool2d_backward_all_maxima
 
 
 def check_max_pool(x, kernel, stride, padding, seed):
@@ -249,7 +248,6 @@ def test_results_do_not_depend_on_the_thread_count(num_threads, dtype):
             outputs += [y, idx, F.max_pool2d_backward(gy, idx, x.shape),
                         F.avg_pool2d(x, kernel, stride, padding),
                         F.avg_pool2d_backward(gy, x.shape, kernel, stride, padding)]
-        outputs.append(max_pool2d_backward_all_maxima(outputs[0], x, outputs[0], 2))
         results.append(outputs)
     for other in results[1:]:
         for got, want in zip(other, results[0], strict=True):
@@ -287,8 +285,6 @@ def test_the_kernels_release_the_gil(num_threads):
     geometry = ((3, 3), (3, 3), (0, 0), (1, 1))
     assert_releases_the_gil(lambda: module.max_pool2d_forward(x, y, idx, *geometry))
     assert_releases_the_gil(lambda: module.max_pool2d_backward(y, idx, gx))
-    assert_releases_the_gil(lambda: module.max_pool2d_backward_all_maxima(y, x, y, gx,
-                                                                          *geometry[:2]))
     assert_releases_the_gil(lambda: module.avg_pool2d_forward(x, y, None, *geometry))
     assert_releases_the_gil(lambda: module.avg_pool2d_backward(y, gx, None, *geometry))
 
@@ -317,46 +313,6 @@ def test_against_torch(torch, kernel, stride, padding, dtype):
     assert_close(F.avg_pool2d(finite, kernel, stride, padding), ty.detach().numpy(), dtype)
     assert_close(F.avg_pool2d_backward(gy, x.shape, kernel, stride, padding), tx.grad.numpy(),
                  dtype)
-
-
-# --------------------------------------------------- the notebook's gradient
-
-def all_maxima_numpy(gy, x, y, kernel, stride):
-    """The notebook's rule, window by window: every element equal to the
-    window's maximum gets the window's gradient; the rest stays 0."""
-    (kh, kw), (sh, sw) = kernel, stride
-    gx = np.zeros_like(x)
-    for n, c, i, j in np.ndindex(*y.shape):
-        window = (n, c, slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
-        gx[window] = np.where(x[window] == y[n, c, i, j], gy[n, c, i, j], gx[window])
-    return gx
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "kernel", "stride"), [
-    ((1, 8, 26, 26), (2, 2), (2, 2)),   # the notebook's layer
-    ((2, 3, 7, 9), (2, 2), (2, 2)),     # odd sizes: last row and column uncovered
-    ((1, 2, 10, 11), (3, 2), (3, 4)),   # stride > kernel
-])
-def test_all_maxima_gradient_matches_the_notebook_rule(shape, kernel, stride, dtype):
-    x = random_array(13, shape, dtype, "special")
-    before = x.copy()
-    y = F.max_pool2d(x, kernel, stride)
-    gy = random_array(14, y.shape, dtype)
-    want = all_maxima_numpy(gy, x, y, kernel, stride)
-    got = max_pool2d_backward_all_maxima(gy, x, y, kernel, stride)
-    np.testing.assert_array_equal(got, want)
-    # Ties really occur in this data, and then several elements get gy.
-    assert np.count_nonzero(got) > np.count_nonzero(F.max_pool2d_backward(
-        gy, F.max_pool2d(x, kernel, stride, return_indices=True)[1], x.shape))
-    buffer = poisoned_like(x)
-    assert max_pool2d_backward_all_maxima(gy, x, y, kernel, stride, out=buffer) is buffer
-    np.testing.assert_array_equal(buffer, want)
-    for name, variant in layouts(x).items():
-        np.testing.assert_array_equal(
-            max_pool2d_backward_all_maxima(gy.T.copy().T, variant, y, kernel, stride), want,
-            err_msg=name)
-    np.testing.assert_array_equal(x, before)
 
 
 # ----------------------------------------------------------------- bad input
@@ -444,12 +400,6 @@ BAD_CALLS = [
      "avg_pool2d_backward: gy must be 4-D"),
     (lambda: F.avg_pool2d_backward(GY, X.shape, 2, out=X.copy().view(np.int32)), ValueError,
      "avg_pool2d_backward: out must have .* dtype float32"),
-    (lambda: max_pool2d_backward_all_maxima(GY, X, GY, 2, stride=1), ValueError,
-     "max_pool2d_backward_all_maxima: windows must not overlap"),
-    (lambda: max_pool2d_backward_all_maxima(GY, X, GY.astype(np.float64), 2), TypeError,
-     "max_pool2d_backward_all_maxima: y has dtype float64 but x has float32"),
-    (lambda: max_pool2d_backward_all_maxima(GY[:, :, :3], X, GY, 2), ValueError,
-     r"max_pool2d_backward_all_maxima: gy must have shape \(2, 3, 4, 4\)"),
 ]
 
 

@@ -8,8 +8,6 @@ The hot path, valid C-contiguous arrays, costs about two microseconds per
 call, so that per-image training stays cheap.
 """
 
-import math
-
 import numpy as np
 
 from .. import _dispatch, _validation
@@ -31,7 +29,6 @@ _KERNELS = _specialised(_dense)
 _DISPATCHED = _KERNELS
 _LINEAR = _repeat.Calls()
 _LINEAR_BACKWARD = _repeat.Calls()
-_LINEAR_STEP = _repeat.Calls()
 # Below this many output elements no allocation can overflow: skip check_nbytes.
 _SMALL = 2**31
 
@@ -197,58 +194,3 @@ def linear_backward(gy: FloatArray, x: FloatArray, w: FloatArray, need_input_gra
                           (5, (w.shape[0],), x.dtype, _repeat.ARRAY)),
                          (*x.shape, w.shape[0], 0), (1.0,), extra=need_input_grad)
     return gx, gw, gb
-
-
-def linear_backward_step(gy, x, w, b, lr):
-    """linear_backward_step(gy, x, w, b, lr)
-
-    The input gradient of a linear layer, then one gradient-descent step on
-    its parameters in place (private: ``cnnext.compat``'s softmax layer,
-    which updates its weights per image, as the notebook does)::
-
-        gx = gy @ w                (with w before the step)
-        w -= lr * gy.T @ x
-        b -= lr * gy.sum(axis=0)
-
-    ``gy``, ``x`` as for ``linear_backward``; ``w`` (O, I) and ``b`` (O,) (or
-    None) writeable C-contiguous arrays of their dtype that share no memory
-    with each other or ``x``; ``gy`` must not overlap them either (the caller
-    builds it); ``lr`` a finite float.
-
-    Returns
-    -------
-    gx : ndarray, shape (N, I)
-    """
-    if _KERNELS is _DISPATCHED:
-        gx = _LINEAR_STEP.run((gy, x, w, b), lr)
-        if gx is not None:
-            return gx
-    func = "linear_backward_step"
-    given = _repeat.plain(gy, x, w, b) and _KERNELS is _DISPATCHED
-    for name, array in (("w", w), ("b", b)):
-        if array is not None and not (type(array) is np.ndarray and array.flags.c_contiguous
-                                      and array.flags.writeable):
-            raise ValueError(f"{func}: {name} must be a writeable C-contiguous ndarray: it is "
-                             f"updated in place")
-    x, w = _arrays(func, x, w)
-    gy = _gradient(func, gy, x, w)
-    if b is not None:
-        b = _vector(func, b, w.shape[0], x.dtype)
-        if _validation.overlap(b, w) or _validation.overlap(b, x):
-            raise ValueError(f"{func}: b overlaps w or x")
-    if _validation.overlap(w, x):
-        raise ValueError(f"{func}: w overlaps x")
-    if type(lr) is not float or not math.isfinite(lr):
-        raise ValueError(f"{func}: lr must be a finite float, got {lr!r}")
-    gx = np.empty(x.shape, x.dtype)
-    if x.shape[0]:
-        _, backward_input, backward_params = _KERNELS[x.dtype]
-        backward_input(gy, w, gx)
-        backward_params(gy, x, -lr, True, w, b)
-        if given:
-            # w feeds the input gradient and is updated in place: two slots.
-            _repeat.remember(_LINEAR_STEP, "linear_backward", x.dtype,
-                             ((0, gy), (1, x), ((2, 4), w, True), _repeat.slot(5, b, True)),
-                             ((3, x.shape, x.dtype, _repeat.ARRAY),),
-                             (*x.shape, w.shape[0], 1), (-lr,), extra=lr)
-    return gx

@@ -31,10 +31,8 @@ _MAX_CHECKED_WINDOWS = 2**16
 
 _MAX_FORWARD = _dispatch.by_dtype(_pool.max_pool2d_forward)
 _MAX_BACKWARD = _dispatch.by_dtype(_pool.max_pool2d_backward)
-_ALL_MAXIMA_BACKWARD = _dispatch.by_dtype(_pool.max_pool2d_backward_all_maxima)
 _MAX_CALLS = _repeat.Calls()
 _MAX_BACKWARD_CALLS = _repeat.Calls()
-_ALL_MAXIMA_CALLS = _repeat.Calls()
 _AVG_CALLS = _repeat.Calls()
 _AVG_BACKWARD_CALLS = _repeat.Calls()
 
@@ -370,62 +368,6 @@ def max_pool2d_backward(gy: FloatArray, idx: IntArray, x_shape: tuple[int, ...],
         _repeat.remember(_MAX_BACKWARD_CALLS, "max_pool2d_backward", gy.dtype,
                          ((0, gy), (1, idx)), ((2, shape, gy.dtype, _repeat.ARRAY),), sizes,
                          extra=x_shape)
-    return gx
-
-
-def max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=None):
-    """max_pool2d_backward_all_maxima(gy, x, y, kernel_size, stride=None, *, out=None)
-
-    The max-pool gradient of the notebook cnnext grew from (private: used by
-    ``cnnext.compat``).  Within each window, every element equal to the
-    window's maximum ``y`` receives the window's gradient (assigned, not
-    split, so tied elements each get all of it); elements no window covers
-    get 0, as does a window whose maximum is NaN.  Windows must not
-    overlap and there is no padding.
-
-    Parameters
-    ----------
-    gy : ndarray of float32 or float64, shape (N, C, Ho, Wo)
-    x : ndarray, shape (N, C, H, W), dtype of ``gy``
-        The pooled input.
-    y : ndarray, shape (N, C, Ho, Wo), dtype of ``gy``
-        The maxima ``max_pool2d(x, kernel_size, stride)``.
-    kernel_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to ``kernel_size``; must be at least ``kernel_size``.
-    out : ndarray, optional
-        C-contiguous buffer of the shape and dtype of ``x``.
-
-    Returns
-    -------
-    gx : ndarray, shape and dtype of ``x``
-    """
-    extra = (kernel_size, stride)
-    result = _ALL_MAXIMA_CALLS.run((gy, x, y), extra, None if out is None else (out,))
-    if result is not None:
-        return result
-    func = "max_pool2d_backward_all_maxima"
-    given = _repeat.plain(gy, x, y)
-    x = _float_input(func, "x", x)
-    gy = _validation.float_array(func, "gy", gy, ndim=4, layout="(N, C, Ho, Wo)")
-    y = _validation.float_array(func, "y", y, ndim=4, layout="(N, C, Ho, Wo)")
-    if gy.dtype != x.dtype or y.dtype != x.dtype:
-        _validation.same_dtype(func, "x", x, gy=gy, y=y)
-    kernel, stride, _, _, out_shape, _ = _geometry(func, x.shape, kernel_size, stride, 0)
-    if stride[0] < kernel[0] or stride[1] < kernel[1]:
-        raise ValueError(f"{func}: windows must not overlap: stride {stride} must be at least "
-                         f"kernel_size {kernel}")
-    for name, array in (("gy", gy), ("y", y)):
-        if array.shape != out_shape:
-            raise ValueError(f"{func}: {name} must have shape {out_shape} (the pooled shape of "
-                             f"x {x.shape}), got {array.shape}")
-    gx = _validation.out_array(func, "out", out, x.shape, x.dtype, (gy, x, y))
-    _ALL_MAXIMA_BACKWARD[x.dtype](_validation.contiguous(gy), _validation.contiguous(x),
-                                  _validation.contiguous(y), gx, kernel, stride)
-    if given and x.shape[0] * x.shape[1]:
-        _repeat.remember(_ALL_MAXIMA_CALLS, "max_pool2d_backward_all_maxima", x.dtype,
-                         ((0, gy), (1, x), (2, y)), ((3, x.shape, x.dtype, _repeat.ARRAY),),
-                         _step_sizes(x.shape, out_shape, kernel, stride, (0, 0)), extra=extra)
     return gx
 
 

@@ -17,8 +17,6 @@ cdef inline int backward_step(const floating* gy, const StepArgs* a) noexcept no
     #    4 gw IN/OUT (O, I), 5 gb IN/OUT (O,) or NULL
     # n: 0 N, 1 I, 2 O, 3 accumulate into gw and gb (else overwrite)
     # f: 0 alpha: gw (+)= alpha gy^T x, gb (+)= alpha sum of gy
-    # With gw = w, accumulate and alpha = -lr, a gradient-descent step in
-    # place, after gx (computed with w before the step).
     if a.p[3] != NULL:
         input_gradient_pass(gy, <const floating*>a.p[2], a.n[0], a.n[1], a.n[2],
                             <floating*>a.p[3])
@@ -47,8 +45,7 @@ def step_kernels():
     """step_kernels()
 
     {(name, dtype name): PyCapsule of the step kernel}: "linear" (as
-    ``F.linear``) and "linear_backward" (as ``F.linear_backward``, or with
-    alpha and accumulate a gradient step in place).
+    ``F.linear``) and "linear_backward" (as ``F.linear_backward``).
     """
     return {
         ("linear", "float32"): step_capsule(forward_f32),

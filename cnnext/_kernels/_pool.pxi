@@ -356,45 +356,6 @@ cdef inline void scatter_plane(const floating* gy,       # IN  (count,)
         gx[indices[k]] += gy[k]
 
 
-cdef inline void assign_to_all_maxima_plane(const floating* gy,  # IN  (out_height, out_width)
-                                            const floating* x,   # IN  (height, width)
-                                            const floating* y,   # IN  (out_height, out_width)
-                                            floating* gx,        # OUT (height, width)
-                                            const Geometry* g) noexcept nogil:
-    # Windows do not overlap, so each covered element is written once.  The
-    # width is a local: read through g, it could alias gx.
-    cdef Py_ssize_t i, j, r, tap, origin, stride = g.stride_w, width = g.width
-    cdef const floating* gy_row
-    cdef const floating* y_row
-    cdef const floating* top
-    cdef floating* gx_top
-    cdef floating maximum, gradient
-    memset(gx, 0, g.height * g.width * sizeof(floating))
-    for i in range(g.out_height):
-        gy_row = gy + i * g.out_width
-        y_row = y + i * g.out_width
-        if is_plain_2x2(g):
-            # One pass per row instead of one per tap: rows are short.
-            top = x + 2 * i * width
-            gx_top = gx + 2 * i * width
-            for j in range(g.out_width):
-                maximum = y_row[j]
-                gradient = gy_row[j]
-                gx_top[2 * j] = pick(top[2 * j] == maximum, gradient, <floating>0)
-                gx_top[2 * j + 1] = pick(top[2 * j + 1] == maximum, gradient, <floating>0)
-                gx_top[width + 2 * j] = pick(top[width + 2 * j] == maximum, gradient,
-                                             <floating>0)
-                gx_top[width + 2 * j + 1] = pick(top[width + 2 * j + 1] == maximum, gradient,
-                                                 <floating>0)
-            continue
-        for r in range(i * g.stride_h, i * g.stride_h + g.kernel_h):
-            for tap in range(g.kernel_w):
-                origin = r * width + tap
-                for j in range(g.out_width):
-                    gx[origin + j * stride] = pick(x[origin + j * stride] == y_row[j],
-                                                   gy_row[j], <floating>0)
-
-
 # ------------------------------------------------------------ average pooling
 
 cdef inline void add_tap(const floating* source,  # IN  (count * stride,) one tap's inputs
@@ -569,24 +530,6 @@ cdef Py_ssize_t max_backward_pass(const floating* gy,      # IN  (planes, Ho, Wo
     return -1
 
 
-cdef void all_maxima_pass(const floating* gy,  # IN  (planes, Ho, Wo)
-                          const floating* x,   # IN  (planes, H, W)
-                          const floating* y,   # IN  (planes, Ho, Wo)
-                          floating* gx,        # OUT (planes, H, W)
-                          Py_ssize_t planes, const Geometry* g) noexcept nogil:
-    cdef Py_ssize_t p
-    cdef Py_ssize_t plane_in = g.height * g.width, plane_out = g.out_height * g.out_width
-    cdef int n_threads = num_threads_for(planes * plane_in)
-    if n_threads == 1:
-        for p in range(planes):
-            assign_to_all_maxima_plane(gy + p * plane_out, x + p * plane_in,
-                                       y + p * plane_out, gx + p * plane_in, g)
-    else:
-        for p in prange(planes, num_threads=n_threads, schedule="static"):
-            assign_to_all_maxima_plane(gy + p * plane_out, x + p * plane_in,
-                                       y + p * plane_out, gx + p * plane_in, g)
-
-
 cdef void avg_pass(const floating* x,          # IN  (planes, H, W)
                    floating* y,                # OUT (planes, Ho, Wo)
                    const floating* divisors,   # IN  (Ho, Wo), or NULL: kh * kw
@@ -659,27 +602,6 @@ def max_pool2d_backward(const floating[:, :, :, ::1] gy,       # IN  (N, C, Ho, 
                                 gx.shape[2] * gx.shape[3], gy.shape[2] * gy.shape[3], True,
                                 &gx[0, 0, 0, 0])
     return bad
-
-
-def max_pool2d_backward_all_maxima(const floating[:, :, :, ::1] gy,  # IN  (N, C, Ho, Wo)
-                                   const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
-                                   const floating[:, :, :, ::1] y,   # IN  (N, C, Ho, Wo)
-                                   floating[:, :, :, ::1] gx,        # OUT (N, C, H, W)
-                                   tuple kernel, tuple stride):
-    """max_pool2d_backward_all_maxima(gy, x, y, gx, kernel, stride)
-
-    The notebook's max-pool gradient: gx = 0, then every element of a
-    window equal to that window's maximum ``y`` gets the window's ``gy``
-    (assigned, not split between tied elements).  Windows do not overlap
-    (stride >= kernel) and there is no padding; the caller checks everything.
-    """
-    cdef Geometry g = make_geometry(x.shape, y.shape, kernel, stride, (0, 0), (1, 1))
-    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
-    if planes == 0:
-        return
-    with nogil:
-        all_maxima_pass(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &y[0, 0, 0, 0], &gx[0, 0, 0, 0],
-                        planes, &g)
 
 
 def avg_pool2d_forward(const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)

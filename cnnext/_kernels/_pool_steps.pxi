@@ -35,14 +35,6 @@ cdef inline int max_backward_step(const floating* gy, const StepArgs* a) noexcep
     return 0
 
 
-cdef inline int all_maxima_step(const floating* gy, const StepArgs* a) noexcept nogil:
-    # p: 0 gy IN, 1 x IN, 2 y IN (the maxima), 3 gx OUT
-    cdef Geometry g = step_geometry(a)
-    all_maxima_pass(gy, <const floating*>a.p[1], <const floating*>a.p[2], <floating*>a.p[3],
-                    a.n[0], &g)
-    return 0
-
-
 cdef inline int avg_step(const floating* x, const StepArgs* a) noexcept nogil:
     # p: 0 x IN, 1 y OUT, 2 divisors IN (Ho, Wo) or NULL (kh * kw)
     cdef Geometry g = step_geometry(a)
@@ -85,14 +77,6 @@ cdef int max_backward_f64(const StepArgs* a) noexcept nogil:
     return max_backward_step(<const double*>a.p[0], a)
 
 
-cdef int all_maxima_f32(const StepArgs* a) noexcept nogil:
-    return all_maxima_step(<const float*>a.p[0], a)
-
-
-cdef int all_maxima_f64(const StepArgs* a) noexcept nogil:
-    return all_maxima_step(<const double*>a.p[0], a)
-
-
 cdef int avg_f32(const StepArgs* a) noexcept nogil:
     return avg_step(<const float*>a.p[0], a)
 
@@ -129,8 +113,8 @@ def step_kernels():
     """step_kernels()
 
     {(name, dtype name): PyCapsule of the step kernel}: "max_pool2d",
-    "max_pool2d_backward", "max_pool2d_backward_all_maxima", "avg_pool2d",
-    "avg_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward"
+    "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward"
     (as the functionals of those names).
     """
     return {
@@ -138,8 +122,6 @@ def step_kernels():
         ("max_pool2d", "float64"): step_capsule(max_f64),
         ("max_pool2d_backward", "float32"): step_capsule(max_backward_f32),
         ("max_pool2d_backward", "float64"): step_capsule(max_backward_f64),
-        ("max_pool2d_backward_all_maxima", "float32"): step_capsule(all_maxima_f32),
-        ("max_pool2d_backward_all_maxima", "float64"): step_capsule(all_maxima_f64),
         ("avg_pool2d", "float32"): step_capsule(avg_f32),
         ("avg_pool2d", "float64"): step_capsule(avg_f64),
         ("avg_pool2d_backward", "float32"): step_capsule(avg_backward_f32),
