@@ -1464,14 +1464,11 @@ def _special_files(directory):
     if hasattr(socket, "AF_UNIX"):
         path = directory / "socket"
         if not path.exists():
-            listener = socket.socket(socket.AF_UNIX)
-            listener.bind(str(path))  # left open: the socket file lives while the process does
-            _KEEP.append(listener)
+            # The file stays a socket (S_ISSOCK) after the socket object is closed.
+            with socket.socket(socket.AF_UNIX) as listener:
+                listener.bind(str(path))
         found.append(("a Unix socket", path))
     return found
-
-
-_KEEP = []
 
 
 def _idx_file(path, shape=(3,), data=None, compress=False):
