@@ -135,21 +135,6 @@ def test_every_newer_layer_runs_on_the_compiled_path():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size", [1, 5])
-def test_evaluation_without_folding_equals_the_layer_path_bitwise(dtype, batch_size,
-                                                                  no_folding):
-    X, y = data()
-
-    def run(model):
-        trained_statistics(model)
-        return (model.predict(X, batch_size=batch_size),
-                model.evaluate(X, y, batch_size=batch_size), model.eval()(X.astype(dtype)))
-
-    plan, layers = both_paths(lambda: new_layers(dtype), run)
-    assert_same(plan, layers, "predict, evaluate, forward in evaluation mode")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch_size", [1, 5])
 def test_folded_evaluation_is_within_tolerance_of_the_layer_path(dtype, batch_size):
     X, y = data()
 
@@ -568,8 +553,9 @@ def test_depthwise_layers_run_on_their_steps_in_every_mode():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size", [1, 5])
-def test_depthwise_evaluation_without_folding_equals_the_layer_path_bitwise(
-        dtype, batch_size, no_folding):
+@pytest.mark.parametrize("layers_of", [new_layers, mobile_layers], ids=["plain", "depthwise"])
+def test_evaluation_without_folding_equals_the_layer_path_bitwise(dtype, batch_size, layers_of,
+                                                                  no_folding):
     X, y = data()
 
     def run(model):
@@ -577,8 +563,8 @@ def test_depthwise_evaluation_without_folding_equals_the_layer_path_bitwise(
         return (model.predict(X, batch_size=batch_size),
                 model.evaluate(X, y, batch_size=batch_size), model.eval()(X.astype(dtype)))
 
-    plan, layers = both_paths(lambda: mobile_layers(dtype), run)
-    assert_same(plan, layers, "depthwise net: predict, evaluate, forward")
+    plan, layers = both_paths(lambda: layers_of(dtype), run)
+    assert_same(plan, layers, f"{layers_of.__name__}: predict, evaluate, forward")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
