@@ -227,7 +227,11 @@ class Backup:
 
     def remove(self):
         """Delete every backup file (and the directory, when that leaves it empty)."""
-        for name in self._own_files():
+        # The states first, newest first: a kill part-way through never leaves a
+        # state whose checkpoint is gone (restore would find it and fail).
+        names = self._own_files()
+        states = sorted((n for n in names if _STATE.match(n)), reverse=True)
+        for name in states + [n for n in names if not _STATE.match(n)]:
             _unlink(os.path.join(self.directory, name))
         self.close()
         _unlink(os.path.join(self.directory, _LOCK))

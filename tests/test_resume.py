@@ -17,6 +17,7 @@ training; two runs cannot share one backup_dir.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,42 @@ def test_backup_is_removed_when_training_completes(tmp_path):
     (directory / "notes.txt").write_text("mine")
     fit(build_model(), directory)
     assert os.listdir(directory) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("order", ["checkpoints first", "states first"])
+def test_a_kill_while_the_backup_is_removed_leaves_no_state_without_its_checkpoint(
+        tmp_path, monkeypatch, order):
+    # A state whose checkpoint is gone would make the next fit's resume fail.
+    directory = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_model(), directory, callbacks=[StopAfter(0)])
+    own = _backup.Backup._own_files
+    monkeypatch.setattr(_backup.Backup, "_own_files", lambda self: sorted(
+        own(self), reverse=order == "states first"))
+    files = [n for n in os.listdir(directory) if n != _backup._LOCK]
+    assert any(_backup._STATE.match(n) for n in files)
+    unlink = _backup._unlink
+    for killed_after in range(len(files)):
+        backup_dir = tmp_path / f"removed{killed_after}"
+        shutil.copytree(directory, backup_dir)
+        calls = []
+
+        def unlink_until_killed(path, calls=calls, killed_after=killed_after):
+            if len(calls) == killed_after:
+                raise KeyboardInterrupt
+            calls.append(path)
+            unlink(path)
+
+        monkeypatch.setattr(_backup, "_unlink", unlink_until_killed)
+        with pytest.raises(KeyboardInterrupt):
+            _backup.Backup("test", backup_dir).remove()
+        monkeypatch.setattr(_backup, "_unlink", unlink)
+        left = os.listdir(backup_dir)
+        for name in left:
+            if match := _backup._STATE.match(name):
+                assert f"{_backup.PREFIX}{match.group(1)}.npz" in left, (killed_after, left)
+        history = fit(build_model(), backup_dir, callbacks=[StopAfter(-1)])
+        assert len(history["loss"]) == FIT["epochs"]
 
 
 def on_path(model, path):
