@@ -313,7 +313,12 @@ class Backup:
         checkpoint_path = os.path.join(self.directory, str(state["checkpoint"]))
         if os.path.basename(checkpoint_path) != state["checkpoint"]:
             raise CheckpointError(f"{path}: invalid checkpoint name {state['checkpoint']!r}")
-        with _files.open_regular(checkpoint_path, CheckpointError) as file:
+        try:
+            file = _files.open_regular(checkpoint_path, CheckpointError)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: its checkpoint {checkpoint_path} is missing; the "
+                                  f"backup is damaged") from None
+        with file:
             sha = hashlib.sha256(_files.read_capped(file, 1 << 40, checkpoint_path,
                                                     CheckpointError)).hexdigest()
         if sha != state["checkpoint_sha256"]:
