@@ -22,6 +22,7 @@ import operator
 
 import numpy as np
 
+from ._kernels import _program
 from ._kernels._memory import ranges_overlap
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -423,8 +424,13 @@ def class_labels(func, name, y, count, classes_shape):
     if y.ndim != 1 or len(y) != count:
         raise ValueError(f"{func}: {name} must have shape ({count},), one label per example, "
                          f"got {y.shape}")
-    if count and (y.min() < 0 or y.max() >= classes):
-        bad = y[(y < 0) | (y >= classes)][0]
-        raise ValueError(f"{func}: {name} holds label {bad}, outside [0, {classes}) for a "
-                         f"model with {classes} outputs")
-    return y.astype(np.int64)
+    if y.dtype == np.uint64:  # compared before the cast: past int64's range it would wrap
+        outside = np.flatnonzero(y >= classes)
+        labels, first = y.astype(np.int64), outside[0] if len(outside) else -1
+    else:
+        labels = y.astype(np.int64)
+        first = _program.first_outside(labels, classes)
+    if first >= 0:
+        raise ValueError(f"{func}: {name} holds label {y[first]}, outside [0, {classes}) for "
+                         f"a model with {classes} outputs")
+    return labels

@@ -18,6 +18,13 @@ the reference the plans are tested against, bit for bit).  Both paths
 compute a Conv2D [-> ReLU] -> MaxPool2D run with the fused kernels
 (cnnext/_plans/fusion.py).
 
+A ``fit`` call repeating the previous validated call (X and y of the same
+shapes and dtypes, the same optimiser, loss, options and callbacks, with
+nothing its set-up depended on changed since: layers, parameter, gradient
+and buffer arrays, the optimiser's attributes and state) is recognised in C
+(``_program.FitMemo``) and skips the checks and set-up but the labels'
+range: a per-image loop of ``fit`` calls pays little above its steps.
+
 Threads: concurrent ``predict``, ``evaluate`` and ``forward`` calls on one
 model each run on a plan of their own (plans are never shared by two calls
 at once), so each gets what a serial call gets; the layer-by-layer path
@@ -69,7 +76,8 @@ _training = {}
 _training_lock = threading.Lock()
 # Attributes a pickle leaves out (rebuilt on first use).
 _TRANSIENT = ("_plans", "_lock", "_fit_lock", "_threads", "_layer_checks", "_known_shapes",
-              "_layerwise", "_uncompiled", "_predict_memo", "_segments", "_snapshot_copies")
+              "_layerwise", "_uncompiled", "_predict_memo", "_segments", "_snapshot_copies",
+              "_fit_memo")
 
 
 class Sequential:
@@ -160,6 +168,9 @@ class Sequential:
         self._predict_memo = None
         self._segments = None
         self._snapshot_copies = {}  # name -> the arrays of the last _snapshot
+        # The last validated fit call whose repeats may skip its checks and
+        # set-up (a FitMemo, see _remember_fit), or None.
+        self._fit_memo = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -673,6 +684,15 @@ class Sequential:
         left them otherwise).
         """
         owner = "Sequential.fit"
+        memo = self._fit_memo
+        if (memo is not None and validation_data is None and validation_split is None
+                and lr_schedule is None and backup_dir is None and backup_steps is None
+                and backup_seconds is None
+                and memo.repeats(X, y, epochs, batch_size, optimizer, loss, shuffle, seed,
+                                 progress, callbacks, on_nan)):
+            return self._fit_repeated(memo.setup, X, y)
+        self._fit_memo = None
+        given_X, given_y = X, y
         X, scale, out_shape = self._images(owner, "X", X)
         y = _validation.class_labels(owner, "y", y, len(X), out_shape)
         epochs = _validation.int_at_least(owner, "epochs", epochs, 0)
@@ -732,23 +752,30 @@ class Sequential:
                 raise TypeError(f"{owner}: lr_schedule needs an optimiser with an lr, got "
                                 f"{type(optimizer).__name__}")
         check_seed(owner, seed)
-        # Drawing a seed from the operating system costs ~10 us: only when shuffling.
-        rng = random_generator(owner, seed) if shuffle else None
+        shuffled, rng = _shuffling(owner, shuffle, seed, len(X), backup_dir is not None)
         backup = None
         if backup_dir is not None:
             backup = _backup.Backup(owner, backup_dir, backup_steps, backup_seconds).open()
         try:
             with self._training_claim(owner):
-                return self._fit_run(X, scale, y, epochs, batch_size, optimizer, loss_fn,
-                                     validation, shuffle, seed, rng, progress, callbacks,
-                                     on_nan, backup, lr_schedule)
+                history = self._fit_run(X, scale, y, epochs, batch_size, optimizer, loss_fn,
+                                        validation, shuffled, seed, rng, progress, callbacks,
+                                        on_nan, backup, lr_schedule)
+                if backup is None and validation is None and lr_schedule is None:
+                    self._fit_memo = self._remember_fit(
+                        given_X, given_y, X, out_shape,
+                        (optimizer, epochs, batch_size, loss, shuffle, seed, progress, on_nan),
+                        loss_fn, callbacks)
+                return history
         finally:
             if backup is not None:
                 backup.close()
 
     def _fit_run(self, X, scale, y, epochs, batch_size, optimizer, loss_fn, validation,
-                 shuffle, seed, rng, progress, callbacks, on_nan, backup, lr_schedule=None):
-        """fit's epochs, once its arguments are checked (``backup``: a Backup or None)."""
+                 shuffle, seed, rng, progress, callbacks, on_nan, backup, lr_schedule=None,
+                 setup=None):
+        """fit's epochs, once its arguments are checked (``backup``: a Backup or None;
+        ``setup``: a repeated call's _FitSetup, or None)."""
         run = None
         if backup is not None:
             arguments = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
@@ -779,15 +806,18 @@ class Sequential:
             for epoch in range(first, epochs):
                 if lr_schedule is not None:
                     optimizer.lr = _scheduled_lr("Sequential.fit", lr_schedule, epoch, base_lr)
-                params = self.parameters()
-                snapshot = self._snapshot(params)
+                if setup is None:
+                    params = self.parameters()
+                    snapshot = self._snapshot(params)
+                else:
+                    params, snapshot = setup.params, setup.snapshot(self)
                 try:
                     # A diverging step shows up as a non-finite loss, handled below
                     # per on_nan; NumPy's overflow warnings on the way add nothing.
                     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                         logs = self._fit_epoch(X, scale, y, batch_size, epoch, epochs, rng,
                                                shuffle, progress, on_nan, validation, run,
-                                               params)
+                                               params, setup)
                 except BaseException:
                     self._restore_if_not_finite(snapshot)
                     raise
@@ -808,13 +838,69 @@ class Sequential:
             run.finish()
         return history
 
+    def _fit_repeated(self, setup, X, y):
+        """A fit call repeating the last validated one's arguments (``setup``, see
+        _remember_fit): its checks and set-up skipped but the labels' range,
+        the rest as ``fit`` does it."""
+        owner = "Sequential.fit"
+        if setup.channel_axis:
+            X = X[:, None]
+        y = _validation.class_labels(owner, "y", y, len(X), setup.classes)
+        shuffled, rng = _shuffling(owner, setup.shuffle, setup.seed, len(X), False)
+        with self._training_claim(owner):
+            return self._fit_run(X, setup.scale, y, setup.epochs, setup.batch_size,
+                                 setup.optimizer, setup.loss_fn, None, shuffled, setup.seed,
+                                 rng, setup.progress, list(setup.callbacks), setup.on_nan,
+                                 None, setup=setup)
+
+    def _remember_fit(self, given_X, given_y, X, classes, arguments, loss_fn, callbacks):
+        """A FitMemo of the fit call just made (``arguments``: its optimiser, as
+        resolved, epochs, batch_size, loss, shuffle, seed, progress and on_nan
+        as given), or None when its repeats would have nothing to skip: its
+        X or y would need converting, or its epochs did not run on plans
+        with the optimiser's compiled update.  The memo's checks hold while
+        the layer list, every layer's params/grads/buffers dicts and their
+        arrays (same objects, shapes, C-contiguous and writeable), the
+        model's optimiser and input shape, and every attribute, state entry
+        and state array of the optimiser are unchanged; a layer holding
+        layers (whose dicts are built on each access) never passes them."""
+        optimizer, epochs, batch_size, _, shuffle, seed, progress, on_nan = arguments
+        if not (type(given_X) is np.ndarray and given_X.dtype in _STAGEABLE
+                and given_X.flags.c_contiguous and given_X.ndim <= _program.MEMO_AXES
+                and type(given_y) is np.ndarray and given_y.ndim == 1
+                and given_y.dtype.kind in "iu"):
+            return None
+        update_memo = optimizer.__dict__.get("_update_memo")
+        if (update_memo is None or type(optimizer).step is not optim.Optimizer.step
+                or not self._compiled()):
+            return None
+        params, buffers = self.parameters(), self.buffers()
+        if not update_memo.describes(optimizer, params, self.gradients()):
+            return None
+        checks = [*self._check_layers(), (self.__dict__, "optimizer", optimizer),
+                  (self.__dict__, "input_shape", self.input_shape),
+                  (optimizer.__dict__, "_update_memo", update_memo), *update_memo.checks]
+        for layer in self.layers:
+            for group in ("params", "grads", "buffers"):
+                arrays = getattr(layer, group)
+                checks += [(layer.__dict__, group, arrays), (arrays, None, len(arrays))]
+                checks += [(arrays, name, array) for name, array in arrays.items()]
+        checks += [(array, ..., array.shape) for array in buffers.values()]
+        setup = _FitSetup(
+            channel_axis=X.ndim != given_X.ndim, scale=X.dtype == _UINT8, classes=classes,
+            epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss_fn=loss_fn,
+            shuffle=shuffle, seed=seed, progress=progress, callbacks=tuple(callbacks),
+            on_nan=on_nan, params=params, buffers=buffers, update=update_memo.update)
+        return _program.FitMemo(given_X, given_y, arguments, tuple(callbacks), tuple(checks),
+                                setup)
+
     def _training_claim(self, owner):
         """A context holding this model, and each of its layers, for one fit:
         RuntimeError when another thread is training either."""
         return _TrainingClaim(self, owner)
 
     def _fit_epoch(self, X, scale, y, batch_size, epoch, epochs, rng, shuffle, progress,
-                   on_nan, validation, run, params):
+                   on_nan, validation, run, params, setup=None):
         """One epoch; ``params``: the model's ``parameters()`` at its start."""
         began = time.perf_counter()
         n = len(X)
@@ -836,7 +922,7 @@ class Sequential:
                 if self._compiled():
                     totals = self._fit_epoch_compiled(X, order, labels, batch_size, epoch,
                                                       progress, on_nan, predicted, bar, resume,
-                                                      run, params)
+                                                      run, params, setup)
                 if totals is None:
                     totals = self._fit_epoch_layers(X, scale, order, labels, batch_size, epoch,
                                                     progress, on_nan, predicted, bar, resume,
@@ -859,10 +945,11 @@ class Sequential:
         return logs
 
     def _fit_epoch_compiled(self, X, order, labels, batch_size, epoch, progress, on_nan,
-                            predicted, bar, resume, backup, params):
+                            predicted, bar, resume, backup, params, setup=None):
         """One epoch on plans: runs of whole training steps in one compiled call.
         Returns (total loss, examples counted, steps skipped), or None when the
-        network turns out to run layer by layer."""
+        network turns out to run layer by layer.  ``setup``: a repeated call's
+        _FitSetup, whose optimiser update its checks showed still valid."""
         n = len(X)
         full, rest = divmod(n, batch_size)
         runs = [(batch_size, 0, full), (rest, full * batch_size, 1)]
@@ -876,12 +963,13 @@ class Sequential:
                     plans.append(plan)
                 else:
                     plans.append(None)
-            grads, optimizer = self.gradients(), self.optimizer
-            update = None
-            if type(optimizer).step is optim.Optimizer.step:
-                update = optimizer._compiled_update(params, grads)
-            python_step = None
+            optimizer, update, python_step = self.optimizer, None, None
+            if setup is not None:
+                update = setup.update
+            elif type(optimizer).step is optim.Optimizer.step:
+                update = optimizer._compiled_update(params, self.gradients())
             if update is None:  # a subclass with its own step: applied after each step
+                grads = self.gradients()
                 if type(optimizer).step is optim.Optimizer.step:
                     python_step = optimizer._bind(params, grads)
                 else:
@@ -1007,13 +1095,14 @@ class Sequential:
                                    predicted[:stop])
         return total_loss, counted, skipped
 
-    def _snapshot(self, params):
-        """Copies of ``params`` (the model's ``parameters()``), the buffers and the
-        optimiser's state.  The copies of a small network are written into
-        those of its last snapshot: allocating them anew costs a per-image
-        ``fit`` call more than its training step."""
+    def _snapshot(self, params, buffers=None):
+        """Copies of ``params`` (the model's ``parameters()``), the buffers (its
+        ``buffers()`` unless given) and the optimiser's state.  The copies of a
+        small network are written into those of its last snapshot: allocating
+        them anew costs a per-image ``fit`` call more than its training step."""
         kept, copies, size = self._snapshot_copies, {}, 0
-        for name, array in (*params.items(), *self.buffers().items()):
+        buffers = self.buffers() if buffers is None else buffers
+        for name, array in (*params.items(), *buffers.items()):
             copy = kept.get(name)
             if copy is None or copy.shape != array.shape or copy.dtype != array.dtype:
                 copy = array.copy()
@@ -1031,7 +1120,8 @@ class Sequential:
         params, optimizer_state = snapshot
         for name, array in current.items():
             np.copyto(array, params[name])
-        self.optimizer.state = optimizer_state
+        # A repeated fit's snapshot builds the state's copy only when needed.
+        self.optimizer.state = optimizer_state() if callable(optimizer_state) else optimizer_state
 
     # ------------------------------------------------------------- inference
     def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = 256) -> tuple[float, float]:
@@ -1202,6 +1292,61 @@ class _TrainingClaim:
                 if _training.get(id(layer)) is self.model:
                     del _training[id(layer)]
         self.model._fit_lock.release()
+
+
+class _FitSetup:
+    """What a repeated fit call runs with (Sequential._remember_fit): its
+    validated arguments, the parameters and buffers by name, the optimiser's
+    compiled update, and the copies its per-epoch snapshots are written to
+    (a small network's: ``copies`` None otherwise)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+        optimizer = self.optimizer
+        self.entries = tuple(optimizer.state.items())
+        arrays = {**self.params, **self.buffers}
+        copies = {name: array.copy() for name, array in arrays.items()}
+        # The state's arrays by (parameter name, key); its other entries are
+        # immutable (else no copies) and only its counters change in a run.
+        state = {(name, key): value for name, entry in self.entries
+                 for key, value in entry.items() if isinstance(value, np.ndarray)}
+        self.state_copies = {where: value.copy() for where, value in state.items()}
+        plain = all(isinstance(value, (np.ndarray, optim._IMMUTABLE))
+                    for _, entry in self.entries for value in entry.values())
+        size = sum(copy.nbytes for copy in (*copies.values(), *self.state_copies.values()))
+        self.copies = copies if plain and size <= _KEPT_SNAPSHOT_BYTES else None
+        self.pairs = (*((array, copies[name]) for name, array in arrays.items()),
+                      *((value, self.state_copies[where]) for where, value in state.items()))
+        self.counters = tuple((name, entry, key) for name, entry in self.entries
+                              for key in optimizer.counters)
+
+    def snapshot(self, model):
+        """As ``model._snapshot``: copies of the parameters, the buffers and the
+        optimiser's state (the state's built when asked for: see
+        _restore_if_not_finite)."""
+        if self.copies is None:
+            return model._snapshot(self.params, self.buffers)
+        _program.copy_arrays(self.pairs)
+        counts = tuple(entry[key] for _, entry, key in self.counters)
+        return self.copies, functools.partial(self._state, counts)
+
+    def _state(self, counts):
+        state = {name: {key: value.copy() if (value := self.state_copies.get((name, key)))
+                        is not None else entry[key] for key in entry}
+                 for name, entry in self.entries}
+        for (name, _, key), count in zip(self.counters, counts, strict=True):
+            state[name][key] = count
+        return state
+
+
+def _shuffling(owner, shuffle, seed, n, backup):
+    """(shuffle, generator) of a fit call: a generator only when shuffling can
+    change the order (drawing a seed from the operating system costs ~10 us):
+    one example in a fresh, unseeded generator dropped after the call (no
+    backup keeps it) is its own order."""
+    if shuffle and seed is None and n == 1 and not backup:
+        return False, None
+    return shuffle, random_generator(owner, seed) if shuffle else None
 
 
 def _scheduled_lr(owner, schedule, epoch, base_lr):

@@ -23,7 +23,6 @@ same optimiser raises RuntimeError (``in_use``) instead of mixing the two
 updates' state.
 """
 
-import contextlib
 import copy
 import functools
 import math
@@ -60,27 +59,34 @@ _busy = set()
 _busy_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def in_use(optimizer, owner):
+class in_use:
     """in_use(optimizer, owner)
 
     Hold ``optimizer`` for the length of a ``with`` block: a second holder
     (another thread stepping, or training with, the same optimiser) gets a
     RuntimeError naming ``owner`` rather than updates mixed with this one's.
+    (A class, not a generator: entered once per ``fit`` call and per step.)
     """
-    key = id(optimizer)
-    with _busy_lock:
-        if key in _busy:
-            raise RuntimeError(
-                f"{owner}: this {type(optimizer).__name__} is being stepped by another thread; "
-                f"an optimiser's state belongs to one training loop at a time (give each "
-                f"model, or each thread, its own optimiser)")
-        _busy.add(key)
-    try:
-        yield optimizer
-    finally:
+
+    __slots__ = ("optimizer", "owner")
+
+    def __init__(self, optimizer, owner):
+        self.optimizer, self.owner = optimizer, owner
+
+    def __enter__(self):
+        key = id(self.optimizer)
         with _busy_lock:
-            _busy.discard(key)
+            if key in _busy:
+                raise RuntimeError(
+                    f"{self.owner}: this {type(self.optimizer).__name__} is being stepped by "
+                    f"another thread; an optimiser's state belongs to one training loop at a "
+                    f"time (give each model, or each thread, its own optimiser)")
+            _busy.add(key)
+        return self.optimizer
+
+    def __exit__(self, *exc):
+        with _busy_lock:
+            _busy.discard(id(self.optimizer))
 
 
 _DESCEND = _repeat.Calls()
@@ -337,36 +343,33 @@ class _UpdateMemo:
 
     def __init__(self, optimizer, params, grads, update):
         self.update = update
-        self.arrays = tuple((name, param, grads[name], param.shape)
-                            for name, param in params.items())
-        # Every attribute (hyper-parameters, the state dict) by identity, and
-        # each parameter's state entry and the arrays in its slots.
-        self.attributes = tuple((key, value) for key, value in optimizer.__dict__.items()
-                                if key != "_update_memo")
-        self.entries = tuple((name, entry, tuple(entry.get(slot) for slot in optimizer.slots))
-                             for name, entry in optimizer.state.items())
+        self.arrays = tuple((name, param, grads[name]) for name, param in params.items())
+        # Every attribute (hyper-parameters, the state dict) by identity, each
+        # parameter's state entry and the arrays in its slots, and the
+        # parameters and gradients still of their shapes, C-contiguous and
+        # writeable (as _program.changed checks them; the memo itself is the
+        # one attribute more).
+        attributes = optimizer.__dict__
+        checks = [(attributes, None, len(attributes) + ("_update_memo" not in attributes))]
+        checks += [(attributes, key, value) for key, value in attributes.items()
+                   if key != "_update_memo"]
+        state = optimizer.state
+        checks.append((state, None, len(state)))
+        for name, entry in state.items():
+            checks.append((state, name, entry))
+            checks += [(entry, slot, entry.get(slot)) for slot in optimizer.slots]
+            checks += [(array, ..., array.shape) for slot in optimizer.slots
+                       if (array := entry.get(slot)) is not None]
+        for _, param, grad in self.arrays:
+            checks += [(param, ..., param.shape), (grad, ..., grad.shape)]
+        self.checks = tuple(checks)
 
     def describes(self, optimizer, params, grads):
-        attributes = optimizer.__dict__
         if (len(params) != len(self.arrays) or len(grads) != len(self.arrays)
-                or len(attributes) != len(self.attributes) + 1):
+                or _program.changed(self.checks) >= 0):
             return False
-        for key, value in self.attributes:
-            if attributes.get(key) is not value:
-                return False
-        state = optimizer.state
-        if len(state) != len(self.entries):
-            return False
-        for name, entry, slots in self.entries:
-            if state.get(name) is not entry:
-                return False
-            for slot, array in zip(optimizer.slots, slots, strict=True):
-                if entry.get(slot) is not array:
-                    return False
-        for name, param, grad, shape in self.arrays:
-            if (params.get(name) is not param or grads.get(name) is not grad
-                    or param.shape != shape or grad.shape != shape
-                    or not param.flags.writeable):
+        for name, param, grad in self.arrays:
+            if params.get(name) is not param or grads.get(name) is not grad:
                 return False
         return True
 

@@ -373,6 +373,7 @@ class TrainCase(Case):
     family = "train"
     op = "step"
     learning_rate = 0.005  # the notebook's
+    per_call = False  # one fit call for all the steps of a timed run
 
     def __init__(self, network_name, batch):
         self.network = nets.NETWORKS[network_name]
@@ -403,6 +404,18 @@ class TrainCase(Case):
         """Loss and parameter changes of one step on the first batch from the initial parameters."""
         return train_reference(self.network, inputs["params"], inputs["images"][: self.batch],
                                inputs["labels"][: self.batch], inputs["lr"])
+
+
+class FitCallsCase(TrainCase):
+    """Per-image training as a user's own loop: one ``fit`` call of one step per image."""
+
+    per_call = True
+
+    def __init__(self, network_name):
+        super().__init__(network_name, 1)
+        self.name = f"train.{network_name}.b1-calls"
+        self.description = (f"a loop calling fit once per image: one SGD step of the "
+                            f"{network_name} network on one image per call")
 
 
 class PredictCase(Case):
@@ -491,6 +504,7 @@ def _all_cases():
     cases.append(CopyCase())
     cases += [FusedCase(op, shape) for shape in FUSED_SHAPES for op in ("forward", "backward")]
     cases += [TrainCase("notebook", batch) for batch in (1, 64, 256)]
+    cases.append(FitCallsCase("notebook"))
     cases.append(TrainCase("lenet5", 64))
     cases += [PredictCase(network, batch) for network in ("notebook", "lenet5")
               for batch in (1, 64)]

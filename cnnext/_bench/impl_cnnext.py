@@ -65,7 +65,8 @@ def _layers(layers_module, records, dtype):
 
 
 class FitTrain(Bound):
-    """``Sequential.fit`` for one epoch over the case's batches, in order."""
+    """``Sequential.fit`` for one epoch over the case's batches, in order (or, for a
+    per-call case, one call per batch)."""
 
     def __init__(self, case, dtype, inputs, reference):
         model = import_optional("cnnext.model")
@@ -80,13 +81,19 @@ class FitTrain(Bound):
     def load(self, params):
         load_params(self.layers, params)
 
-    def fit(self, count):
-        return self.model.fit(self.inputs["images"][:count], self.inputs["labels"][:count],
-                              epochs=1, batch_size=self.case.batch, optimizer=self.optimizer,
+    def fit(self, count, first=0):
+        last = None if count is None else first + count
+        return self.model.fit(self.inputs["images"][first:last],
+                              self.inputs["labels"][first:last], epochs=1,
+                              batch_size=self.case.batch, optimizer=self.optimizer,
                               shuffle=False, progress=False)
 
     def run(self):
-        self.fit(None)
+        if not self.case.per_call:
+            self.fit(None)
+            return
+        for first in range(0, len(self.inputs["images"]), self.case.batch):
+            self.fit(self.case.batch, first)
 
     def check(self):
         self.load(self.inputs["params"])

@@ -55,7 +55,7 @@ class NumpyBaseline(Implementation):
         # baseline has convolution, pooling and the notebook's layers only.
         return case.family not in ("predict", "overhead", "fused", "batch_norm2d",
                                    "depthwise2d") and not (
-            case.family == "train" and case.network.name == "resnet8")
+            case.family == "train" and (case.network.name == "resnet8" or case.per_call))
 
     def bind(self, case, dtype, inputs, reference):
         if case.family == "copy":

@@ -38,7 +38,7 @@ cdef extern from *:
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 cimport numpy as cnp
@@ -207,14 +207,76 @@ cdef class Program:
         return status
 
 
+cdef bint array_as_bound(object array, tuple shape):
+    """Whether ``array`` is an ndarray of ``shape``, C-contiguous and writeable."""
+    cdef int d
+    if not isinstance(array, cnp.ndarray):
+        return False
+    if (cnp.PyArray_NDIM(<cnp.ndarray>array) != len(shape)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array)
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>array)):
+        return False
+    for d in range(len(shape)):
+        if cnp.PyArray_DIM(<cnp.ndarray>array, d) != <Py_ssize_t>shape[d]:
+            return False
+    return True
+
+
+def first_outside(cnp.ndarray labels, Py_ssize_t classes):
+    """first_outside(labels, classes)
+
+    Index of the first of ``labels`` (a 1-D int64 array, any stride) outside
+    [0, classes), else -1: one pass (validation reports the label).
+    """
+    cdef Py_ssize_t i, n, step, found = -1
+    cdef const char* base
+    if cnp.PyArray_TYPE(labels) != cnp.NPY_INT64 or cnp.PyArray_NDIM(labels) != 1:
+        raise TypeError("first_outside: labels must be a 1-D int64 array")
+    if classes < 0:
+        raise ValueError("first_outside: classes must be >= 0")
+    n, step = cnp.PyArray_DIM(labels, 0), cnp.PyArray_STRIDE(labels, 0)
+    base = <const char*>cnp.PyArray_DATA(labels)
+    with nogil:
+        for i in range(n):
+            # A negative label wraps to above any class count: one comparison.
+            if (<uint64_t>(<const int64_t*>(base + i * step))[0]
+                    >= <uint64_t>classes):
+                found = i
+                break
+    return found
+
+
+def copy_arrays(tuple pairs):
+    """copy_arrays(pairs)
+
+    Copy each (source, target) of ``pairs``: C-contiguous ndarrays of the
+    same size in bytes, the target writeable (else ValueError, before
+    anything is copied).  A snapshot of many small arrays in one call.
+    """
+    cdef object pair
+    cdef cnp.ndarray src, dst
+    for pair in pairs:
+        src, dst = <cnp.ndarray?>(<tuple?>pair)[0], <cnp.ndarray?>(<tuple>pair)[1]
+        if (not cnp.PyArray_IS_C_CONTIGUOUS(src) or not cnp.PyArray_IS_C_CONTIGUOUS(dst)
+                or not cnp.PyArray_ISWRITEABLE(dst)
+                or cnp.PyArray_NBYTES(src) != cnp.PyArray_NBYTES(dst)):
+            raise ValueError("copy_arrays: each pair must be C-contiguous arrays of one size, "
+                             "the target writeable")
+    for pair in pairs:
+        src, dst = <cnp.ndarray>(<tuple>pair)[0], <cnp.ndarray>(<tuple>pair)[1]
+        memcpy(cnp.PyArray_DATA(dst), cnp.PyArray_DATA(src), cnp.PyArray_NBYTES(src))
+
+
 def changed(tuple checks):
     """changed(checks)
 
     Index of the first entry of ``checks`` that no longer holds, else -1.
     Entries are (container, key, expected): ``container[key] is expected``
-    for a dict (a missing key counts as changed) or a list (an index), and
-    ``len(container) == expected`` when ``key`` is None.  One C pass, cheap
-    enough to run before every call of a plan.
+    for a dict (a missing key counts as changed) or a list (an index),
+    ``len(container) == expected`` when ``key`` is None, and, when ``key``
+    is Ellipsis, ``container`` an ndarray still of shape ``expected`` (a
+    tuple), C-contiguous and writeable (a flag or shape changed in place).
+    One C pass, cheap enough to run before every call of a plan.
     """
     cdef Py_ssize_t i
     cdef object entry, container, key
@@ -224,6 +286,9 @@ def changed(tuple checks):
         container, key = (<tuple>entry)[0], (<tuple>entry)[1]
         if key is None:
             if len(container) != (<tuple>entry)[2]:
+                return i
+        elif key is Ellipsis:
+            if not array_as_bound(container, <tuple?>(<tuple>entry)[2]):
                 return i
         elif type(container) is dict:
             found = <void*>PyDict_GetItemWithError(container, key)
@@ -557,6 +622,19 @@ cdef enum:
 MEMO_AXES = MEMO_DIMS
 
 
+cdef inline bint same_layout(cnp.ndarray array, int ndim, int typenum,
+                             const cnp.npy_intp* dims):
+    """Whether ``array`` is C-contiguous, of ``ndim`` axes ``dims`` and dtype ``typenum``."""
+    cdef int d
+    if (cnp.PyArray_NDIM(array) != ndim or cnp.PyArray_TYPE(array) != typenum
+            or not cnp.PyArray_IS_C_CONTIGUOUS(array)):
+        return False
+    for d in range(ndim):
+        if cnp.PyArray_DIM(array, d) != dims[d]:
+            return False
+    return True
+
+
 cdef class PredictMemo:
     """PredictMemo(X, batch_size, result_shape, dtype, runs, layer_checks, cache, table, alike)
 
@@ -610,18 +688,11 @@ cdef class PredictMemo:
         raise TypeError("a cnnext PredictMemo is per process and cannot be pickled")
 
     cdef bint fits(self, X, batch_size):
-        cdef cnp.ndarray array
-        cdef int d
         if (type(X) is not cnp.ndarray or type(batch_size) is not int
                 or batch_size != self.batch_size):
             return False
-        array = <cnp.ndarray>X
-        if (cnp.PyArray_NDIM(array) != self.ndim or cnp.PyArray_TYPE(array) != self.typenum
-                or not cnp.PyArray_IS_C_CONTIGUOUS(array)):
+        if not same_layout(<cnp.ndarray>X, self.ndim, self.typenum, self.dims):
             return False
-        for d in range(self.ndim):
-            if cnp.PyArray_DIM(array, d) != self.dims[d]:
-                return False
         return changed(self.layer_checks) < 0
 
     def run(self, X, batch_size):
@@ -656,3 +727,91 @@ cdef class PredictMemo:
             if status != 0:
                 return None
         return result
+
+
+cdef inline bint same_argument(object given, object remembered):
+    """The same object, or an equal int, float, str or bool (a literal retyped)."""
+    if given is remembered:
+        return True
+    return (type(given) is type(remembered)
+            and (type(given) is int or type(given) is str or type(given) is float)
+            and given == remembered)
+
+
+cdef class FitMemo:
+    """FitMemo(X, y, arguments, callbacks, checks, setup)
+
+    A validated ``Sequential.fit`` call, recognised again from C:
+    ``repeats`` is True for a later call whose X is an exact C-contiguous
+    ndarray of X's shape and dtype, whose y an exact ndarray of y's shape
+    and dtype, whose optimizer None or the one remembered (first of
+    ``arguments``), whose other arguments (epochs, batch_size, loss, shuffle,
+    seed, progress, on_nan: the rest of ``arguments``, in that order) the
+    same objects or equal ints, floats and strings, whose callbacks None, a
+    list or a tuple of the same callables as ``callbacks``, while the entries
+    of ``checks`` hold (``changed``).  The values in X and y are not looked
+    at (the caller still checks the labels).  ``setup``: the caller's, for
+    running the call.
+    """
+
+    cdef int x_ndim, x_type, y_type
+    cdef cnp.npy_intp x_dims[MEMO_DIMS]
+    cdef cnp.npy_intp y_len
+    cdef tuple arguments, callbacks, checks
+    cdef readonly object setup
+
+    def __init__(self, X, y, tuple arguments, tuple callbacks, tuple checks, setup):
+        cdef cnp.ndarray array = <cnp.ndarray?>X
+        cdef cnp.ndarray labels = <cnp.ndarray?>y
+        cdef int d
+        if not 1 <= cnp.PyArray_NDIM(array) <= MEMO_DIMS or cnp.PyArray_NDIM(labels) != 1:
+            raise ValueError(f"FitMemo: X must have 1 to {MEMO_DIMS} axes, y one")
+        if len(arguments) != 8:
+            raise ValueError("FitMemo: arguments must be the 8 remembered arguments")
+        self.x_ndim, self.x_type = cnp.PyArray_NDIM(array), cnp.PyArray_TYPE(array)
+        for d in range(self.x_ndim):
+            self.x_dims[d] = cnp.PyArray_DIM(array, d)
+        self.y_type, self.y_len = cnp.PyArray_TYPE(labels), cnp.PyArray_DIM(labels, 0)
+        self.arguments, self.callbacks, self.checks = arguments, callbacks, checks
+        self.setup = setup
+
+    def __reduce__(self):
+        raise TypeError("a cnnext FitMemo is per process and cannot be pickled")
+
+    def repeats(self, X, y, epochs, batch_size, optimizer, loss, shuffle, seed, progress,
+                callbacks, on_nan):
+        """repeats(X, y, epochs, batch_size, optimizer, loss, shuffle, seed, progress,
+        callbacks, on_nan)
+
+        Whether these arguments of ``fit`` repeat the remembered call's.
+        """
+        cdef cnp.ndarray array
+        cdef tuple remembered = self.arguments
+        cdef Py_ssize_t i
+        if type(X) is not cnp.ndarray or type(y) is not cnp.ndarray:
+            return False
+        if not same_layout(<cnp.ndarray>X, self.x_ndim, self.x_type, self.x_dims):
+            return False
+        array = <cnp.ndarray>y
+        if (cnp.PyArray_NDIM(array) != 1 or cnp.PyArray_TYPE(array) != self.y_type
+                or cnp.PyArray_DIM(array, 0) != self.y_len):
+            return False
+        if optimizer is not None and optimizer is not remembered[0]:
+            return False
+        if not (same_argument(epochs, remembered[1]) and same_argument(batch_size, remembered[2])
+                and same_argument(loss, remembered[3]) and same_argument(shuffle, remembered[4])
+                and same_argument(seed, remembered[5]) and same_argument(progress, remembered[6])
+                and same_argument(on_nan, remembered[7])):
+            return False
+        if callbacks is None:
+            if self.callbacks:
+                return False
+        else:
+            if type(callbacks) is not list and type(callbacks) is not tuple:
+                return False
+            if len(callbacks) != len(self.callbacks):
+                return False
+            for i in range(len(self.callbacks)):
+                if callbacks[i] is not self.callbacks[i] or not callable(callbacks[i]):
+                    return False
+        return changed(self.checks) < 0
