@@ -69,6 +69,7 @@ _POSTFIX_STEPS = 64
 # _snapshot): a small network's, never a copy of a large one's for nothing.
 _KEPT_SNAPSHOT_BYTES = 1 << 20
 _UINT8 = np.dtype(np.uint8)
+_NO_SWITCH = contextlib.nullcontext()  # reentrant: no state
 _STAGEABLE = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 _TABLES = {dtype: _plans.uint8_table(dtype) for dtype in DTYPES.values()}
 # Layers being trained, id -> the model training them (one fit at a time each).
@@ -226,13 +227,14 @@ class Sequential:
                 return False
         return True
 
-    @contextlib.contextmanager
     def _mode(self, training):
-        """Run the body with every layer in training (or evaluation) mode, the
-        layers' modes restored afterwards."""
-        if self._in_mode(training):
-            yield
-            return
+        """A context running its body with every layer in training (or evaluation)
+        mode, the layers' modes restored afterwards (nothing to do, the common
+        case, costs no generator: a per-image fit call enters one)."""
+        return _NO_SWITCH if self._in_mode(training) else self._switched_mode(training)
+
+    @contextlib.contextmanager
+    def _switched_mode(self, training):
         modes = [layer.training for layer in self.layers]
         for layer in self.layers:
             layer._set_training(training)
