@@ -460,12 +460,61 @@ def test_every_instruction_set_build(isa, monkeypatch):
         monkeypatch.setattr(target, "_kernels", module)
         monkeypatch.setattr(target, "_by_dtype", target._specialised(module))
         monkeypatch.setattr(target, "_plans", {})
+    # Each build's own backward throughout (none routed to a narrower build).
+    monkeypatch.setattr(fused_module, "_narrow", None)
     rng = np.random.default_rng(11)
     for dtype in DTYPES:
         assert lanes_used(dtype) == {"positions", "filters"}
         for case in GRID:
             for relu in (False, True):
                 run_and_check(case, dtype, relu, rng)
+
+
+def test_few_filters_take_the_narrow_build_with_equal_results(monkeypatch):
+    # Where the AVX-512 build runs, the sparse weight gradient of at most one
+    # AVX2 vector of filters runs in the AVX2 build: bitwise the same sums.
+    builds = _dispatch.built_variants("_conv")
+    wide, narrow = builds.get("x86-64-v4"), builds.get("x86-64-v3")
+    loaded = _dispatch.loaded_isas()["_conv"]
+    assert (fused_module._narrow is not None) == (loaded == "x86-64-v4" and narrow is not None)
+    if wide is None or narrow is None:
+        pytest.skip("needs the AVX-512 and AVX2 builds (and a CPU that runs them)")
+    # As where the AVX-512 build is loaded, whichever the test process loaded.
+    for target in (conv_module, fused_module):
+        monkeypatch.setattr(target, "_kernels", wide)
+        monkeypatch.setattr(target, "_by_dtype", target._specialised(wide))
+        monkeypatch.setattr(target, "_plans", {})
+    monkeypatch.setattr(fused_module, "_narrow", narrow)
+    monkeypatch.setattr(fused_module, "_narrow_by_dtype", fused_module._specialised(narrow))
+    rng = np.random.default_rng(14)
+    taken = set()
+    for dtype in DTYPES:
+        for case in GRID:
+            _, geometry, pooling = split(case)
+            x, w, b = make(case, dtype, rng)
+            k = w.shape[0]
+            monkeypatch.setattr(fused_module, "_plans", {})
+            entry = fused_module._entry("test", x, w, **geometry, **pooling)
+            if entry.fused is None or entry.fused.weight_gradient != "sparse":
+                continue
+            plan, _ = entry.weights_backward()
+            lanes = 32 // np.dtype(dtype).itemsize
+            routed = plan is not entry.fused
+            assert routed <= (k <= lanes)
+            taken.add(routed)
+            for relu in (False, True):
+                y, idx = F.conv2d_max_pool2d(x, w, b, **geometry, relu=relu, **pooling)
+                gy = rng.standard_normal(y.shape).astype(dtype)
+                args = (gy, idx, x, w)
+                kwargs = {**geometry, **pooling, "y": y, "relu": relu, "need_input_grad": False}
+                got = F.conv2d_max_pool2d_backward(*args, **kwargs)
+                with monkeypatch.context() as own:
+                    own.setattr(fused_module, "_narrow", None)
+                    own.setattr(fused_module, "_plans", {})
+                    want = F.conv2d_max_pool2d_backward(*args, **kwargs)
+                for a, e in zip(got[1:], want[1:], strict=True):
+                    np.testing.assert_array_equal(a, e)
+    assert taken == {False, True}
 
 
 TORCH_CASES = [GRID[0], GRID[2], GRID[3], GRID[5]]

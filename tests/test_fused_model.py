@@ -182,7 +182,8 @@ def test_fusion_forced_on_and_off(network, dtype):
                                                     mode)
                 assert forward.count("conv2d_max_pool2d") == (runs if fused else 0), forward
                 assert forward.count("max_pool2d") == (0 if fused else runs), forward
-                assert backward.count("conv2d_max_pool2d_backward") == (
+                # (A first layer's may run in a narrower build: a name of its own.)
+                assert sum(name.startswith("conv2d_max_pool2d_backward") for name in backward) == (
                     runs if mode == "fit" else 0), backward
     # Plans and layers alike under each choice, and the two choices alike:
     # conv2d sums these shapes directly, as the fused kernel does.

@@ -39,7 +39,18 @@ from ..layers.activation import ReLU
 from ..layers.base import Layer
 from ..layers.conv import Conv2D
 from ..layers.pooling import MaxPool2D
+from .kernels import KERNELS
 from .network import register_fusion
+
+# The backward without the input gradient may run in another build of the
+# kernels than the loaded one (F.conv2d_max_pool2d_backward's choice, see
+# _fused.weights_backward): its step kernel, under a name of its own.
+_NARROW_BACKWARD = "conv2d_max_pool2d_backward(narrow build)"
+if _fused._narrow is not None:
+    for (_name, _dtype), _capsule in _fused._narrow.fused_step_kernels().items():
+        if _name == "conv2d_max_pool2d_backward":
+            KERNELS[_NARROW_BACKWARD, _dtype] = KERNELS[_NARROW_BACKWARD, np.dtype(_dtype)] = (
+                _capsule)
 
 
 def fusible(layers):
@@ -174,9 +185,15 @@ def build(b, layers, x):
         gw = b.parameter_gradient(conv, "weight", w_shape)
         gb = b.parameter_gradient(conv, "bias", (k,)) if conv.bias else b.buffer((k,))
         gx = b.gradient(x)
-        b.backward("conv2d_max_pool2d_backward",
-                   (b.gradient(y), idx, y if relu else None, x, weight, gx, gw, gb,
-                    b.workspace(fused.backward_workspace(gx is not None))),
+        name = "conv2d_max_pool2d_backward"
+        if gx is None:
+            # As the layer path: the build its backward without gx runs in.
+            fused, kernels = entry.weights_backward()
+            capsule = fused.step_plan()
+            if kernels is not _fused._by_dtype:
+                name = _NARROW_BACKWARD
+        b.backward(name, (b.gradient(y), idx, y if relu else None, x, weight, gx, gw, gb,
+                          b.workspace(fused.backward_workspace(gx is not None))),
                    plans=(capsule,), keep=(fused,))
     return y
 
