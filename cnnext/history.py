@@ -158,6 +158,9 @@ class History(dict[str, list[Any]]):
 
 def _python_number(value: Any) -> Any:
     """``value`` as a Python int or float (NumPy scalars converted); others unchanged."""
+    # fit logs plain floats and ints: skip the (slow) ABC checks for them.
+    if type(value) is float or type(value) is int:
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
