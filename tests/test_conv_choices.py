@@ -46,6 +46,17 @@ def builds():
     return list(_dispatch.built_variants("_conv").items())
 
 
+def check_filter_pass(filter_, plan, gy, x, weights, stride, padding, dilation):
+    """The weight and bias gradients of ``plan`` into NaN-filled outputs, against
+    the reference."""
+    dtype = x.dtype
+    gw = np.full(weights.shape, np.nan, dtype)
+    gb = np.full(weights.shape[0], np.nan, dtype)
+    filter_(plan, gy, x, gw, gb, np.empty(max(plan.backward_filter_workspace, 1), dtype))
+    check_backward((None, gw, gb), gy, x, weights, stride, padding, dilation,
+                   need_input_grad=False)
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_candidate_of_every_pass_against_the_reference(case, dtype):
@@ -84,13 +95,8 @@ def test_every_candidate_of_every_pass_against_the_reference(case, dtype):
                                 f"gx {isa} {option}")
         for fixed in _tuning.candidates(kernels, args, "forward", {}):
             for option in _tuning.candidates(kernels, args, "filter", fixed):
-                plan = kernels.Plan(*args, True, option)
-                gw = np.full(weights.shape, np.nan, dtype)
-                gb = np.full(k, np.nan, dtype)
-                filter_(plan, gy, x, gw, gb,
-                        np.empty(max(plan.backward_filter_workspace, 1), dtype))
-                check_backward((None, gw, gb), gy, x, weights, stride, padding, dilation,
-                               need_input_grad=False)
+                check_filter_pass(filter_, kernels.Plan(*args, True, option), gy, x, weights,
+                                  stride, padding, dilation)
 
 
 def test_the_candidates_cover_every_algorithm():
@@ -150,3 +156,37 @@ def test_without_reformulation_winograd_is_refused():
         conv_module._kernels.Plan(*args, False, {"forward": "winograd"})
     with pytest.raises(ValueError, match="data 'conv'"):
         conv_module._kernels.Plan(*args, False, {"data": "conv"})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_padded_copies_read_only_the_image_rows(dtype):
+    # Rows of 1 to 37 columns (across whole vectors at every lane count) with
+    # 1 to 3 columns of padding, the images inside a NaN-filled buffer: the
+    # padded copies must read the row alone (a NaN before or after it would
+    # reach the sums) and leave zeros in the padding.
+    rng = np.random.default_rng(11)
+    for width in (1, 3, 4, 7, 8, 13, 16, 17, 28, 31, 32, 33, 37):
+        for pad in (1, 2, 3):
+            case = (2, 2, 3, width, 5, 3, 3, (1, 1), (pad, pad), (1, 1))
+            n, c, h, w, k, r, s, stride, padding, dilation = case
+            buffer = np.full((n + 2, c, h, w), np.nan, dtype)
+            buffer[1:-1] = rng.standard_normal((n, c, h, w))
+            x = buffer[1:-1]
+            weights = rng.standard_normal((k, c, r, s)).astype(dtype)
+            b = rng.standard_normal(k).astype(dtype)
+            args = plan_args(case, dtype)
+            for isa, kernels in builds():
+                forward, filter_ = _dispatch.specialisations(
+                    kernels, ("conv2d_forward", "conv2d_backward_filter"))[np.dtype(dtype)]
+                shape = kernels.Plan(*args).output_shape
+                gy = rng.standard_normal(shape).astype(dtype)
+                sources = set()
+                for option in _tuning.candidates(kernels, args, "forward", {}):
+                    plan = kernels.Plan(*args, True, option)
+                    sources.add(plan.source)
+                    y = np.full(shape, np.nan, dtype)
+                    forward(plan, x, weights, b, y,
+                            np.empty(max(plan.forward_workspace, 1), dtype))
+                    check_forward(y, x, weights, b, stride, padding, dilation)
+                    check_filter_pass(filter_, plan, gy, x, weights, stride, padding, dilation)
+                assert "padded" in sources, f"{isa} width {width} pad {pad}: {sources}"

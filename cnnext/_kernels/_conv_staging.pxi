@@ -1,7 +1,7 @@
 # Copies around the convolution microkernels (included by _conv.pxi): padded
 # images, im2col panels, packed weights, gy transposed, and the scatter of
 # input-gradient columns back onto the image (col2im).  Memory-bound loops;
-# the stride-1 cases are memcpy/memset or loops gcc vectorises.
+# the stride-1 cases are masked vector copies, memset or loops gcc vectorises.
 
 
 cdef inline void valid_run(Py_ssize_t length, Py_ssize_t step, Py_ssize_t offset,
@@ -25,18 +25,45 @@ cdef inline void copy_run(floating* dst, const floating* src, Py_ssize_t n) noex
         vstore_part(dst + j, vload_part(src + j, n - j), n - j)
 
 
+cdef inline void pad_run(floating* dst,         # OUT dst[j] = src[j] for lo <= j < hi, else 0
+                         const floating* src,   # IN  read at lo..hi-1 only
+                         Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t length) noexcept nogil:
+    """A zero-padded row in vectors, each lane loaded or zeroed by its mask:
+    rows are short (a padded image row), where memset + memcpy + memset cost
+    more in calls than in copying."""
+    cdef Py_ssize_t L = lanes(src)
+    cdef Py_ssize_t j = 0
+    cdef Py_ssize_t a, b
+    cdef vec v
+    while j < length:
+        a = clamp(lo - j, 0, L)
+        b = clamp(hi - j, 0, L)
+        if a == 0 and b == L:
+            v = vload(src + j)
+        elif a < b:
+            v = vload_range(src + j, a, b)
+        else:
+            v = cnx_zero()
+        if j + L <= length:
+            vstore(dst + j, v)
+        else:
+            vstore_part(dst + j, v, length - j)
+        j += L
+
+
 cdef void gather_run(const floating* src,     # IN  one input row of ``size`` values
                      Py_ssize_t size, Py_ssize_t step, Py_ssize_t offset,
                      floating* dst,           # OUT dst[j] = src[j*step + offset], 0 outside
                      Py_ssize_t length) noexcept nogil:
     cdef Py_ssize_t lo, hi, j
     valid_run(length, step, offset, size, &lo, &hi)
-    memset(dst, 0, lo * sizeof(floating))
     if step == 1:
-        memcpy(dst + lo, src + lo + offset, (hi - lo) * sizeof(floating))
-    else:
-        for j in range(lo, hi):
-            dst[j] = src[j * step + offset]
+        # src + offset may point before the row: only lanes lo..hi-1 are read.
+        pad_run(dst, src + offset, lo, hi, length)
+        return
+    memset(dst, 0, lo * sizeof(floating))
+    for j in range(lo, hi):
+        dst[j] = src[j * step + offset]
     memset(dst + hi, 0, (length - hi) * sizeof(floating))
 
 
@@ -52,7 +79,7 @@ cdef void stage_padded(const floating* x,     # IN  (C, H, W) one image
             if 0 <= h < g.H:
                 gather_run(x + (c * g.H + h) * g.W, g.W, 1, -g.pw, dst, d.padded_w)
             else:
-                memset(dst, 0, d.padded_w * sizeof(floating))
+                pad_run(dst, x, 0, 0, d.padded_w)
             dst += d.padded_w
 
 
