@@ -323,6 +323,34 @@ def test_every_instruction_set_build_against_the_reference(dtype, geometry):
                                        err_msg=name)
 
 
+# Stride-2 column phases split and merged in vectors of 32 (16 in float64)
+# padded columns: rows ending on both sides of those chunks, padding that
+# starts the split on an odd or even column.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [3, 15, 16, 17, 31, 32, 33, 47, 64, 66])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_every_build_splits_stride_2_phases_exactly(dtype, width, padding):
+    rng = np.random.default_rng(width * 3 + padding)
+    x = rng.standard_normal((2, 2, 5, width)).astype(dtype)
+    w = rng.standard_normal((2, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(2).astype(dtype)
+    geometry = ((2, 2), (padding, padding), (1, 1))
+    want = grouped_reference(x, w, b, *geometry, 2)
+    gy = rng.standard_normal(want.shape).astype(dtype)
+    want_gx, want_gw, want_gb = grouped_reference_backward(gy, x, w, *geometry, 2)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12,
+                                                                     "atol": 1e-12}
+    for name, module in _dispatch.built_variants("_depthwise").items():
+        y, gx = poisoned_like(want.astype(dtype)), poisoned_like(x)
+        gw, gb = poisoned_like(w), poisoned_like(b)
+        module.depthwise_forward(x, w, b, y, *geometry)
+        module.depthwise_backward_data(gy, w, gx, *geometry, False)
+        module.depthwise_backward_filter(gy, x, np.empty((2, 2, 10)), gw, gb, *geometry)
+        for got, expected, what in ((y, want, "y"), (gx, want_gx, "gx"), (gw, want_gw, "gw"),
+                                    (gb, want_gb, "gb")):
+            np.testing.assert_allclose(got, expected, err_msg=f"{name} {what}", **tol)
+
+
 def test_the_kernels_release_the_gil(num_threads):
     num_threads(1)
     rng = np.random.default_rng(8)

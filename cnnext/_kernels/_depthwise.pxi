@@ -170,21 +170,140 @@ cdef inline void copy_span(floating* d,        # OUT (count,)
         vstore_part(d + full, vload_part(s + full, count - full), count - full)
 
 
-cdef inline void deinterleave(floating* even,      # OUT
-                              floating* odd,       # OUT
-                              const floating* s,   # IN  s[first:last]
+# The two phases of stride-2 rows, split (deinterleave) and merged back
+# (interleave_phases): as scalar loops, too short to vectorise at 16 columns,
+# they cost more than the convolution itself.  AVX-512 splits and merges
+# 32 columns with two permutes; the masks keep every access inside the
+# columns given.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    /* Lanes lo..hi-1 of n (clipped to 0..n). */
+    static inline unsigned cnx_dw_span(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t n) {
+        if (lo < 0) lo = 0;
+        if (hi > n) hi = n;
+        return hi <= lo ? 0u : ((1u << (hi - lo)) - 1u) << lo;
+    }
+    #define CNX_DW_PHASES(T, W, V, M, LOAD, STORE, PERM, SETR)                              \
+    static inline void cnx_dw_deinterleave_##T(W *dst, ptrdiff_t dst_stride,              \
+                                               ptrdiff_t phase_len, const W *src,         \
+                                               ptrdiff_t src_stride, ptrdiff_t rows,      \
+                                               ptrdiff_t first, ptrdiff_t last) {         \
+        const __m512i ie = SETR(0), io = SETR(1);                                         \
+        ptrdiff_t c0, k0, r, n = 64 / sizeof(W);                                          \
+        for (c0 = first & ~(ptrdiff_t)1; c0 < last; c0 += 2 * n) {                       \
+            M ml = (M)cnx_dw_span(first - c0, last - c0, n);                              \
+            M mh = (M)cnx_dw_span(first - c0 - n, last - c0 - n, n);                      \
+            M me, mo;                                                                     \
+            k0 = c0 / 2;                                                                  \
+            me = (M)cnx_dw_span((first + 1) / 2 - k0, (last + 1) / 2 - k0, n);            \
+            mo = (M)cnx_dw_span(first / 2 - k0, last / 2 - k0, n);                        \
+            for (r = 0; r < rows; r++) {                                                  \
+                const W *s = src + r * src_stride + c0;                                   \
+                W *d = dst + r * dst_stride + k0;                                         \
+                V lo = LOAD(ml, s), hi = LOAD(mh, s + n);                                 \
+                STORE(d, me, PERM(lo, ie, hi));                                           \
+                STORE(d + phase_len, mo, PERM(lo, io, hi));                               \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
+    static inline void cnx_dw_interleave_##T(const W *a, const W *b, W *x,               \
+                                             ptrdiff_t count) {                           \
+        const __m512i il = SETR(2), ih = SETR(3);                                         \
+        ptrdiff_t k0, n = 64 / sizeof(W);                                                 \
+        for (k0 = 0; 2 * k0 < count; k0 += n) {                                           \
+            V va = LOAD((M)cnx_dw_span(0, (count + 1) / 2 - k0, n), a + k0);              \
+            V vb = LOAD((M)cnx_dw_span(0, count / 2 - k0, n), b + k0);                    \
+            STORE(x + 2 * k0, (M)cnx_dw_span(0, count - 2 * k0, n), PERM(va, il, vb));    \
+            STORE(x + 2 * k0 + n, (M)cnx_dw_span(0, count - 2 * k0 - n, n),               \
+                  PERM(va, ih, vb));                                                      \
+        }                                                                                 \
+    }
+    /* Permute indices: 0 evens, 1 odds (of a : b), 2 and 3 the low and high
+       halves of a and b interleaved. */
+    #define CNX_DW_IDX32(k) ((k) == 0 ? _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18,   \
+                                                        20, 22, 24, 26, 28, 30)              \
+        : (k) == 1 ? _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31) \
+        : (k) == 2 ? _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23) \
+        : _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31))
+    #define CNX_DW_IDX64(k) ((k) == 0 ? _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)     \
+        : (k) == 1 ? _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)                       \
+        : (k) == 2 ? _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11)                        \
+        : _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15))
+    CNX_DW_PHASES(f32, float, __m512, __mmask16, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
+                  _mm512_permutex2var_ps, CNX_DW_IDX32)
+    CNX_DW_PHASES(f64, double, __m512d, __mmask8, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
+                  _mm512_permutex2var_pd, CNX_DW_IDX64)
+    #define CNX_DW_VECTOR_PHASES 1
+    #else
+    #define CNX_DW_VECTOR_PHASES 0
+    #define CNX_DW_NONE(T, W)                                                             \
+    static inline void cnx_dw_deinterleave_##T(W *d, ptrdiff_t ds, ptrdiff_t p,           \
+                                               const W *s, ptrdiff_t ss, ptrdiff_t r,     \
+                                               ptrdiff_t f, ptrdiff_t l)                  \
+    { (void)d; (void)ds; (void)p; (void)s; (void)ss; (void)r; (void)f; (void)l; }         \
+    static inline void cnx_dw_interleave_##T(const W *a, const W *b, W *x, ptrdiff_t n)  \
+    { (void)a; (void)b; (void)x; (void)n; }
+    CNX_DW_NONE(f32, float)
+    CNX_DW_NONE(f64, double)
+    #endif
+    """
+    bint VECTOR_PHASES "CNX_DW_VECTOR_PHASES"
+    void cnx_dw_deinterleave_f32(float*, Py_ssize_t, Py_ssize_t, const float*, Py_ssize_t,
+                                 Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    void cnx_dw_deinterleave_f64(double*, Py_ssize_t, Py_ssize_t, const double*, Py_ssize_t,
+                                 Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    void cnx_dw_interleave_f32(const float*, const float*, float*, Py_ssize_t) noexcept nogil
+    void cnx_dw_interleave_f64(const double*, const double*, double*, Py_ssize_t) noexcept nogil
+
+
+cdef inline void deinterleave(floating* dst,         # OUT (rows, dst_stride)
+                              Py_ssize_t dst_stride, Py_ssize_t phase_len,
+                              const floating* src,   # IN  (rows, src_stride)
+                              Py_ssize_t src_stride, Py_ssize_t rows,
                               Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    # even[k] = s[2 k] and odd[k] = s[2 k + 1] for the columns in
-    # first..last-1: one loop over both phases, which the compiler vectorises
-    # as an interleaved load.
-    cdef Py_ssize_t k
-    if first % 2:
-        odd[first // 2] = s[first]
-    for k in range((first + 1) // 2, last // 2):
-        even[k] = s[2 * k]
-        odd[k] = s[2 * k + 1]
-    if last % 2:
-        even[last // 2] = s[last - 1]
+    # Row r's columns first..last-1 split in two phases: even[k] = s[2 k]
+    # and odd[k] = s[2 k + 1], with s, even and odd row r of src, dst and
+    # dst + phase_len.
+    cdef Py_ssize_t k, r
+    cdef floating* even
+    cdef floating* odd
+    cdef const floating* s
+    if VECTOR_PHASES:
+        if floating is float:
+            cnx_dw_deinterleave_f32(dst, dst_stride, phase_len, src, src_stride, rows, first,
+                                    last)
+        else:
+            cnx_dw_deinterleave_f64(dst, dst_stride, phase_len, src, src_stride, rows, first,
+                                    last)
+        return
+    for r in range(rows):
+        even = dst + r * dst_stride
+        odd = even + phase_len
+        s = src + r * src_stride
+        if first % 2:
+            odd[first // 2] = s[first]
+        for k in range((first + 1) // 2, last // 2):
+            even[k] = s[2 * k]
+            odd[k] = s[2 * k + 1]
+        if last % 2:
+            even[last // 2] = s[last - 1]
+
+
+cdef inline void interleave_phases(const floating* a,  # IN  ((count + 1) // 2,)
+                                   const floating* b,  # IN  (count // 2,)
+                                   floating* x,        # OUT (count,)
+                                   Py_ssize_t count) noexcept nogil:
+    # _phases.pxi's interleave, in vectors where the instruction set has permutes.
+    if VECTOR_PHASES:
+        if floating is float:
+            cnx_dw_interleave_f32(a, b, x, count)
+        else:
+            cnx_dw_interleave_f64(a, b, x, count)
+    else:
+        interleave(a, b, x, count)
 
 
 cdef inline void copy_interior(const floating* src,   # IN  (rows, cols)
@@ -198,8 +317,6 @@ cdef inline void copy_interior(const floating* src,   # IN  (rows, cols)
     # where that is inside src.  The same elements for every plane, so the
     # others keep the zeros the buffer started with.
     cdef Py_ssize_t u, p, k0, k1, first = max(left, 0), last = min(cols + left, reach)
-    cdef floating* d
-    cdef const floating* s
     if last <= first:
         return
     if sw == 1:
@@ -208,9 +325,9 @@ cdef inline void copy_interior(const floating* src,   # IN  (rows, cols)
                       last - first)
         return
     if sw == 2 and reach > 1:
-        for u in range(max(top, 0), min(rows + top, dst_rows)):
-            d = dst + u * row_stride
-            deinterleave(d, d + phase_len, src + (u - top) * cols - left, first, last)
+        u = max(top, 0)
+        deinterleave(dst + u * row_stride, row_stride, phase_len, src + (u - top) * cols - left,
+                     cols, min(rows + top, dst_rows) - u, first, last)
         return
     for p in range(min(sw, reach)):
         # The columns k sw + p in first..last-1.
@@ -438,9 +555,9 @@ cdef inline void unpad_plane(const floating* xp,  # IN  (pad_rows, row_stride) p
             copy_span(out, row + k, width)
         elif g.sw == 2 and g.phases == 2:
             if p == 0:
-                interleave(row + k, row + g.phase_len + k, out, width)
+                interleave_phases(row + k, row + g.phase_len + k, out, width)
             else:
-                interleave(row + g.phase_len + k, row + k + 1, out, width)
+                interleave_phases(row + g.phase_len + k, row + k + 1, out, width)
         else:
             for v in range(width):
                 out[v] = row[p * g.phase_len + k]
@@ -605,26 +722,31 @@ cdef inline void unphase_plane(const floating* cls,  # IN  (sh sw, cls_rows, cls
                                ) noexcept nogil:
     # gx[u, v] is the phase (U % sh, V % sw) of (U, V) = (u + ph, v + pw), at
     # (U // sh - first_phase(ph, U % sh, sh), V // sw - first_phase(pw, V % sw, sw)):
-    # with two column phases, gx's columns alternate between their rows.
-    cdef Py_ssize_t u, v, p, big_u, big_v, size = g.cls_rows * g.cls_cols
+    # with two column phases, gx's columns alternate between their rows.  The
+    # row's phase and index advance with u (divisions per row cost as much as
+    # a 16-column row's copy).
+    cdef Py_ssize_t u, v, p, big_v, size = g.cls_rows * g.cls_cols
+    cdef Py_ssize_t row_phase = g.ph % g.sh, row_index = g.ph // g.sh
+    cdef Py_ssize_t first = g.pw % 2
     cdef const floating* row
     cdef floating* out
     for u in range(g.height):
-        big_u = u + g.ph
-        p = big_u % g.sh
-        row = cls + (p * g.sw * g.cls_rows + big_u // g.sh - first_phase(g.ph, p, g.sh)) \
-            * g.cls_cols
+        row = cls + (row_phase * g.sw * g.cls_rows + row_index
+                     - first_phase(g.ph, row_phase, g.sh)) * g.cls_cols
         out = gx + u * g.width
         if g.sw == 1:
             copy_span(out, row, g.width)
         elif g.sw == 2:
-            p = g.pw % 2
-            interleave(row + p * size, row + (1 - p) * size, out, g.width)
+            interleave_phases(row + first * size, row + (1 - first) * size, out, g.width)
         else:
             for v in range(g.width):
                 big_v = v + g.pw
                 p = big_v % g.sw
                 out[v] = row[p * size + big_v // g.sw - first_phase(g.pw, p, g.sw)]
+        row_phase += 1
+        if row_phase == g.sh:
+            row_phase = 0
+            row_index += 1
 
 
 cdef inline void wide_input_grad(const floating* gy, Py_ssize_t y_step, const floating* w,
