@@ -29,15 +29,18 @@ from cnnext import datasets, models, optim, schedules
 def train_cnnext(data, args):
     (x_train, y_train), (x_test, y_test) = data
     model = models.resnet8(seed=args.seed)
+
+    def report(model, epoch, logs):
+        # Each epoch's line as it ends: a run takes minutes.
+        print(f"cnnext epoch {epoch + 1}: loss {logs['loss']:.4f} accuracy "
+              f"{logs['accuracy']:.4f} ({logs['seconds']:.1f} s)", flush=True)
+
     wall, cpu = time.perf_counter(), time.thread_time()
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        optimizer=optim.SGD(lr=args.lr, momentum=0.9, weight_decay=5e-4),
-                        lr_schedule=schedules.CosineDecay(args.epochs), seed=args.seed,
-                        progress=False)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+              optimizer=optim.SGD(lr=args.lr, momentum=0.9, weight_decay=5e-4),
+              lr_schedule=schedules.CosineDecay(args.epochs), seed=args.seed, progress=False,
+              callbacks=[report])
     wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-    for epoch in range(args.epochs):
-        print(f"cnnext epoch {epoch + 1}: loss {history['loss'][epoch]:.4f} accuracy "
-              f"{history['accuracy'][epoch]:.4f} ({history['seconds'][epoch]:.1f} s)")
     _, accuracy = model.evaluate(x_test, y_test)
     return accuracy, wall, cpu
 
@@ -95,7 +98,7 @@ def train_torch(data, args):
             correct += int((logits.argmax(1) == y).sum())
         scheduler.step()
         print(f"torch epoch {epoch + 1}: loss {total / len(order):.4f} accuracy "
-              f"{correct / len(order):.4f}")
+              f"{correct / len(order):.4f}", flush=True)
     wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
     net.eval()
     test = torch.from_numpy((x_test.astype(np.float32) / 255 - np.float32(0.5))[:, None])
@@ -124,7 +127,7 @@ def main():
     if len(results) == 2:
         (ours, _, our_cpu), (theirs, _, their_cpu) = results["cnnext"], results["torch"]
         print(f"accuracy difference {100 * (ours - theirs):+.2f} points; cnnext trains "
-              f"{their_cpu / our_cpu:.2f}x as fast (thread CPU time)")
+              f"{their_cpu / our_cpu:.2f}x as fast (thread CPU time)", flush=True)
 
 
 if __name__ == "__main__":
