@@ -69,7 +69,9 @@ cdef inline void affine_plane(const floating* x,  # IN  (n,)
         y[i] = (x[i] - center) * invstd * weight + bias
 
 
-cdef inline void input_grad_plane(const floating* gy,  # IN  (n,)
+cdef inline void input_grad_plane(const gate* kind,
+                                  const floating* gy,  # IN  (n,)
+                                  const floating* y,   # IN  (n,) (ReluGated)
                                   const floating* x,   # IN  (n,)
                                   floating* gx,        # OUT (n,)
                                   Py_ssize_t n, floating invstd, floating weight,
@@ -78,41 +80,45 @@ cdef inline void input_grad_plane(const floating* gy,  # IN  (n,)
     # reads: a large weight cannot overflow the terms that cancel.
     cdef Py_ssize_t i
     for i in range(n):
-        gx[i] = (gy[i] - (x[i] - center) * b - d) * invstd * weight
+        gx[i] = (gated(kind, gy, y, i) - (x[i] - center) * b - d) * invstd * weight
 
 
-cdef inline void scaled_plane(const floating* gy,  # IN  (n,)
+cdef inline void scaled_plane(const gate* kind,
+                              const floating* gy,  # IN  (n,)
+                              const floating* y,   # IN  (n,) (ReluGated)
                               floating* gx,        # OUT (n,)
                               Py_ssize_t n, floating invstd, floating weight) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
-        gx[i] = gy[i] * invstd * weight
+        gx[i] = gated(kind, gy, y, i) * invstd * weight
 
 
-cdef inline void input_grad(const floating* gy,  # IN  (n,)
+cdef inline void input_grad(const gate* kind,
+                            const floating* gy,  # IN  (n,)
+                            const floating* y,   # IN  (n,) the ReLU's output (ReluGated)
                             const floating* x,   # IN  (n,)
                             floating* gx,        # OUT (n,)
                             Py_ssize_t n,
                             const double* coef,  # IN  the channel's (invstd, weight, b, d)
                             double mean, bint training) noexcept nogil:
     # gx = (gy - b (x - mean) - d) invstd weight with the batch's statistics,
-    # gy invstd weight without.
+    # gy invstd weight without (gy gated, for ReluGated).
     cdef Py_ssize_t i
     if training:
-        input_grad_plane(gy, x, gx, n, <floating>coef[0], <floating>coef[1], <floating>coef[2],
-                         <floating>mean, <floating>coef[3])
+        input_grad_plane(kind, gy, y, x, gx, n, <floating>coef[0], <floating>coef[1],
+                         <floating>coef[2], <floating>mean, <floating>coef[3])
     else:
-        scaled_plane(gy, gx, n, <floating>coef[0], <floating>coef[1])
+        scaled_plane(kind, gy, y, gx, n, <floating>coef[0], <floating>coef[1])
     if floating is float:
         if not span_finite(gx, n):
             # Near the top of float32's range a term may overflow where the
             # result does not: the plane again in double precision.
             for i in range(n):
                 if training:
-                    gx[i] = <floating>((gy[i] - (<double>x[i] - mean) * coef[2] - coef[3])
-                                       * coef[0] * coef[1])
+                    gx[i] = <floating>((gated(kind, gy, y, i) - (<double>x[i] - mean) * coef[2]
+                                        - coef[3]) * coef[0] * coef[1])
                 else:
-                    gx[i] = <floating>(<double>gy[i] * coef[0] * coef[1])
+                    gx[i] = <floating>(<double>gated(kind, gy, y, i) * coef[0] * coef[1])
 
 
 cdef inline void normalize(const floating* x,  # IN  (n,)
@@ -195,7 +201,9 @@ cdef void forward_pass(const floating* x,       # IN  (N, C, L)
             normalize(x + p * L, y + p * L, L, coef + 4 * (p % C), relu)
 
 
-cdef void backward_pass(const floating* gy,      # IN  (N, C, L)
+cdef void backward_pass(const gate* kind,
+                        const floating* gy,      # IN  (N, C, L)
+                        const floating* y,       # IN  (N, C, L) the ReLU's output (ReluGated)
                         const floating* x,       # IN  (N, C, L) the forward's input
                         const double* mean,      # IN  (C,) the forward's mean
                         const double* invstd,    # IN  (C,) the forward's invstd
@@ -206,6 +214,8 @@ cdef void backward_pass(const floating* gy,      # IN  (N, C, L)
                         double* scratch,         # TMP (2 N C + 4 C,)
                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
                         bint training) noexcept nogil:
+    # ReluGated: the gradients of relu(batch_norm(x)) given gy, the ReLU layer's
+    # backward (gy where y is not <= 0, else 0) read in place of gy.
     cdef Py_ssize_t p, n, c, planes = N * C
     cdef double count = <double>N * <double>L
     cdef double total_g, total_gx
@@ -217,12 +227,12 @@ cdef void backward_pass(const floating* gy,      # IN  (N, C, L)
     if sums:
         if n_threads == 1:
             for p in range(planes):
-                span_sum_and_dot(gy + p * L, x + p * L, L, <floating>mean[p % C], stats + 2 * p,
-                                 stats + 2 * p + 1)
+                span_sum_and_dot(kind, gy + p * L, y + p * L if y != NULL else NULL, x + p * L, L,
+                                 <floating>mean[p % C], stats + 2 * p, stats + 2 * p + 1)
         else:
             for p in prange(planes, num_threads=n_threads, schedule="static"):
-                span_sum_and_dot(gy + p * L, x + p * L, L, <floating>mean[p % C], stats + 2 * p,
-                                 stats + 2 * p + 1)
+                span_sum_and_dot(kind, gy + p * L, y + p * L if y != NULL else NULL, x + p * L, L,
+                                 <floating>mean[p % C], stats + 2 * p, stats + 2 * p + 1)
     # Per channel, the planes in image order; then gx = (gy - b (x - mean) - d) a.
     for c in range(C):
         total_g = 0
@@ -242,12 +252,12 @@ cdef void backward_pass(const floating* gy,      # IN  (N, C, L)
     if want_gx and planes > 0:
         if n_threads == 1:
             for p in range(planes):
-                input_grad(gy + p * L, x + p * L, gx + p * L, L, coef + 4 * (p % C),
-                           mean[p % C], training)
+                input_grad(kind, gy + p * L, y + p * L if y != NULL else NULL, x + p * L,
+                           gx + p * L, L, coef + 4 * (p % C), mean[p % C], training)
         else:
             for p in prange(planes, num_threads=n_threads, schedule="static"):
-                input_grad(gy + p * L, x + p * L, gx + p * L, L, coef + 4 * (p % C),
-                           mean[p % C], training)
+                input_grad(kind, gy + p * L, y + p * L if y != NULL else NULL, x + p * L,
+                           gx + p * L, L, coef + 4 * (p % C), mean[p % C], training)
 
 
 cdef inline const floating* data_or_null(const floating[::1] values) noexcept:
@@ -335,8 +345,8 @@ def batch_norm_backward(const floating[:, :, ::1] gy,  # IN  (N, C, L)
     if gbias is not None:
         gb = &gbias[0]
     with nogil:
-        backward_pass(gy_data, x_data, &mean[0], &invstd[0], w, gx_data, gw, gb, &scratch[0],
-                      gy.shape[0], gy.shape[1], gy.shape[2], training)
+        backward_pass(<Ungated*>NULL, gy_data, NULL, x_data, &mean[0], &invstd[0], w, gx_data,
+                      gw, gb, &scratch[0], gy.shape[0], gy.shape[1], gy.shape[2], training)
 
 
 include "_norm_steps.pxi"

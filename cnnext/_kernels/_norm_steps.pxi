@@ -36,10 +36,20 @@ cdef inline int forward_step(const floating* x, const StepArgs* a) noexcept nogi
 
 cdef inline int backward_step(const floating* gy, const StepArgs* a) noexcept nogil:
     # p: 0 gy IN, 1 x IN, 2 mean IN, 3 invstd IN (the forward's), 4 weight IN or NULL,
-    #    5 gx OUT or NULL, 6 gweight OUT or NULL, 7 gbias OUT or NULL, 8 scratch TMP
-    backward_pass(gy, <const floating*>a.p[1], <const double*>a.p[2], <const double*>a.p[3],
-                  <const floating*>a.p[4], <floating*>a.p[5], <floating*>a.p[6],
-                  <floating*>a.p[7], <double*>a.p[8], a.n[0], a.n[1], a.n[2], a.n[3] != 0)
+    #    5 gx OUT or NULL, 6 gweight OUT or NULL, 7 gbias OUT or NULL, 8 scratch TMP,
+    #    9 y IN or NULL: the output of relu(batch_norm2d(x)), whose ReLU's backward
+    #      gates gy (the ReLU layer after the batch norm, fused)
+    cdef const floating* y = <const floating*>a.p[9]
+    if y == NULL:
+        backward_pass(<Ungated*>NULL, gy, y, <const floating*>a.p[1], <const double*>a.p[2],
+                      <const double*>a.p[3], <const floating*>a.p[4], <floating*>a.p[5],
+                      <floating*>a.p[6], <floating*>a.p[7], <double*>a.p[8], a.n[0], a.n[1],
+                      a.n[2], a.n[3] != 0)
+    else:
+        backward_pass(<ReluGated*>NULL, gy, y, <const floating*>a.p[1], <const double*>a.p[2],
+                      <const double*>a.p[3], <const floating*>a.p[4], <floating*>a.p[5],
+                      <floating*>a.p[6], <floating*>a.p[7], <double*>a.p[8], a.n[0], a.n[1],
+                      a.n[2], a.n[3] != 0)
     return 0
 
 
@@ -120,7 +130,7 @@ def step_kernels():
 
     {(name, dtype name): PyCapsule of the step kernel}: "batch_norm2d" and
     "batch_norm2d_backward" (as the functionals, with BatchNorm2D's count
-    of batches; the forward optionally followed by ReLU),
+    of batches; optionally followed by ReLU, forward and backward),
     "batch_norm2d_fold" (a convolution's filters and bias with an
     evaluation-mode batch norm applied).
     """

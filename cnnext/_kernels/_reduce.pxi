@@ -112,7 +112,34 @@ cdef inline double lane_sum_squared_deviations(const floating* x,  # IN (n,)
     return total
 
 
-cdef inline void span_sum_and_dot(const floating* g,  # IN (n,)
+# The gradient sums of batch normalisation, optionally gated by the output of
+# a ReLU after it (that layer's backward folded in): g[i] where y[i] is not
+# <= 0, else 0, the select of the ReLU layer's backward, so the sums are
+# those of its output bit for bit.  The fused type compiles each as its own
+# loop; callers pass a NULL pointer of the kind they want.
+cdef struct Ungated:
+    char unused
+
+
+cdef struct ReluGated:
+    char unused
+
+
+ctypedef fused gate:
+    Ungated
+    ReluGated
+
+
+cdef inline floating gated(const gate* kind, const floating* g, const floating* y,
+                           Py_ssize_t i) noexcept nogil:
+    if gate is ReluGated:
+        return g[i] if not (y[i] <= 0) else 0
+    return g[i]
+
+
+cdef inline void span_sum_and_dot(const gate* kind,
+                                  const floating* g,  # IN (n,)
+                                  const floating* y,  # IN (n,) the ReLU's output (ReluGated)
                                   const floating* x,  # IN (n,)
                                   Py_ssize_t n,
                                   floating shift,
@@ -120,17 +147,21 @@ cdef inline void span_sum_and_dot(const floating* g,  # IN (n,)
                                   double* gx_total    # OUT sum(g * (x - shift))
                                   ) noexcept nogil:
     cdef Py_ssize_t i
-    lane_sum_and_dot(g, x, n, shift, g_total, gx_total)
+    cdef floating gi
+    lane_sum_and_dot(kind, g, y, x, n, shift, g_total, gx_total)
     if floating is float:
         if not (isfinite(g_total[0]) and isfinite(gx_total[0])):
             g_total[0] = 0
             gx_total[0] = 0
             for i in range(n):
-                g_total[0] += g[i]
-                gx_total[0] += <double>g[i] * (<double>x[i] - shift)
+                gi = gated(kind, g, y, i)
+                g_total[0] += gi
+                gx_total[0] += <double>gi * (<double>x[i] - shift)
 
 
-cdef inline void lane_sum_and_dot(const floating* g,  # IN (n,)
+cdef inline void lane_sum_and_dot(const gate* kind,
+                                  const floating* g,  # IN (n,)
+                                  const floating* y,  # IN (n,) (ReluGated)
                                   const floating* x,  # IN (n,)
                                   Py_ssize_t n,
                                   floating shift,
@@ -139,6 +170,7 @@ cdef inline void lane_sum_and_dot(const floating* g,  # IN (n,)
                                   ) noexcept nogil:
     cdef floating acc_g[SUM_LANES]
     cdef floating acc_gx[SUM_LANES]
+    cdef floating gi
     cdef double total_g = 0, total_gx = 0
     cdef Py_ssize_t start, stop, i, k
     start = 0
@@ -150,12 +182,14 @@ cdef inline void lane_sum_and_dot(const floating* g,  # IN (n,)
         i = start
         while i + SUM_LANES <= stop:
             for k in range(SUM_LANES):
-                acc_g[k] = acc_g[k] + g[i + k]
-                acc_gx[k] = acc_gx[k] + g[i + k] * (x[i + k] - shift)
+                gi = gated(kind, g, y, i + k)
+                acc_g[k] = acc_g[k] + gi
+                acc_gx[k] = acc_gx[k] + gi * (x[i + k] - shift)
             i += SUM_LANES
         for k in range(stop - i):
-            acc_g[k] = acc_g[k] + g[i + k]
-            acc_gx[k] = acc_gx[k] + g[i + k] * (x[i + k] - shift)
+            gi = gated(kind, g, y, i + k)
+            acc_g[k] = acc_g[k] + gi
+            acc_gx[k] = acc_gx[k] + gi * (x[i + k] - shift)
         total_g += fold_lanes(acc_g)
         total_gx += fold_lanes(acc_gx)
         start = stop

@@ -146,7 +146,8 @@ class BatchNorm2D(Layer):
     def _build_steps(self, b, x, relu=False):
         """The layer's steps; with ``relu``, those of a ReLU layer after it
         too: ReLU applied as the forward stores its output, and its backward
-        masking by that output (the mask its input would give)."""
+        gating gy by that output (the mask its input would give) as the batch
+        norm's backward reads it."""
         n, c, h, w = x.shape
         training = self.training
         if training and n * h * w < 2:
@@ -173,11 +174,8 @@ class BatchNorm2D(Layer):
         if b.gradients:
             gweight = b.parameter_gradient(self, "weight", (c,)) if self.affine else None
             gbias = b.parameter_gradient(self, "bias", (c,)) if self.affine else None
-            gy = b.gradient(y)
-            if relu:
-                masked = b.buffer(x.shape)
-                b.backward("relu_backward", (gy, y, masked), (y.size,))
-                gy = masked
-            b.backward("batch_norm2d_backward", (gy, x, mean, invstd, weight,
-                                                 b.gradient(x), gweight, gbias, scratch), sizes)
+            # With relu, y gates gy as the ReLU layer's backward would.
+            b.backward("batch_norm2d_backward", (b.gradient(y), x, mean, invstd, weight,
+                                                 b.gradient(x), gweight, gbias, scratch,
+                                                 y if relu else None), sizes)
         return y
