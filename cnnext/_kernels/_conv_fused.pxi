@@ -450,11 +450,12 @@ cdef void stage_row_phases(const floating* src,  # IN  one input row of W values
         lo, hi = f.phase_runs[2 * phase], f.phase_runs[2 * phase + 1]
         if lo:
             memset(dst, 0, lo * sizeof(floating))
-        # Constant steps give the compiler loops without gathers.
+        # Constant steps give the compiler loops without gathers (rows too
+        # short for its vectors: lane by lane; gather2 picks lanes instead).
         if F == 1:
             memcpy(dst + lo, src + lo - g.pw, (hi - lo) * sizeof(floating))
         elif F == 2:
-            gather_step(src + lo * 2 + phase - g.pw, 2, dst + lo, hi - lo)
+            gather2(src + lo * 2 + phase - g.pw, dst + lo, hi - lo)
         else:
             gather_step(src + lo * F + phase - g.pw, F, dst + lo, hi - lo)
         if hi < n:

@@ -32,6 +32,8 @@ cdef extern from "simd_fused.h":
     vec cnx_halves_f32(const float*, const float*) noexcept nogil
     vec cnx_halves_f64(const double*, const double*) noexcept nogil
     vec cnx_pick_f32(vec, vec) noexcept nogil
+    void cnx_gather2_f32(const float*, float*, Py_ssize_t) noexcept nogil
+    void cnx_gather2_f64(const double*, double*, Py_ssize_t) noexcept nogil
     vec cnx_pick_f64(vec, vec) noexcept nogil
     Py_ssize_t cnx_split4_f32(const float*, const int64_t*, const int64_t*, const float*,
                               const Py_ssize_t*, Py_ssize_t, Py_ssize_t, float*) noexcept nogil
@@ -128,3 +130,11 @@ cdef inline Py_ssize_t sparse_codes(const floating* gy, const int64_t* idx, cons
         return cnx_sparse_codes_f32(gy, idx, base, y, n, limit, wo, kw, a_step, sw, g, code)
     else:
         return cnx_sparse_codes_f64(gy, idx, base, y, n, limit, wo, kw, a_step, sw, g, code)
+
+
+cdef inline void gather2(const floating* src, floating* dst, Py_ssize_t n) noexcept nogil:
+    """dst[u] = src[2u] for u < n (cnx_gather2, simd_fused.h)."""
+    if floating is float:
+        cnx_gather2_f32(src, dst, n)
+    else:
+        cnx_gather2_f64(src, dst, n)

@@ -30,6 +30,8 @@
  *                                  by 2x2 window element in one pass (below)
  *   cnx_halves_T(p0, p1)           a register whose low half is the half
  *                                  register at p0, its high half that at p1
+ *   cnx_gather2_T(src, dst, n)     dst[u] = src[2u] for u < n (nothing read
+ *                                  past src + 2n - 1)
  *   cnx_pick_T(table, code)        lane l = table[code_l]: code holds int32
  *                                  lane numbers in its bits (an int32 for
  *                                  each float lane; for double lane l the
@@ -504,5 +506,48 @@ CNX_SPLIT4(double, cnx_split4_f64)
 #define CNX_LANE_F64(c) ((2 * (c)) | ((2 * (c) + 1) << 32))
 CNX_SPARSE_CODES(float, uint32_t, CNX_LANE_F32, cnx_sparse_codes_f32)
 CNX_SPARSE_CODES(double, uint64_t, CNX_LANE_F64, cnx_sparse_codes_f64)
+
+/* dst[u] = src[2u] for u < n: one phase of a staged row split in two.
+   AVX-512 picks the even lanes of two registers (masked loads: nothing
+   read past src + 2n - 1); elsewhere one value at a time. */
+static inline void cnx_gather2_f32(const float *CNX_RESTRICT src, float *CNX_RESTRICT dst,
+                                   ptrdiff_t n)
+{
+#if defined(CNX_X86_AVX512)
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    while (n > 0) {
+        ptrdiff_t m = n < 16 ? n : 16, reads = 2 * m - 1;
+        __m512 lo = _mm512_maskz_loadu_ps(CNX_MASK32(reads < 16 ? reads : 16), src);
+        __m512 hi = _mm512_maskz_loadu_ps(reads > 16 ? CNX_MASK32(reads - 16) : 0, src + 16);
+        _mm512_mask_storeu_ps(dst, CNX_MASK32(m), _mm512_permutex2var_ps(lo, even, hi));
+        src += 32;
+        dst += 16;
+        n -= m;
+    }
+#else
+    ptrdiff_t u;
+    for (u = 0; u < n; u++) dst[u] = src[2 * u];
+#endif
+}
+static inline void cnx_gather2_f64(const double *CNX_RESTRICT src, double *CNX_RESTRICT dst,
+                                   ptrdiff_t n)
+{
+#if defined(CNX_X86_AVX512)
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    while (n > 0) {
+        ptrdiff_t m = n < 8 ? n : 8, reads = 2 * m - 1;
+        __m512d lo = _mm512_maskz_loadu_pd(CNX_MASK64(reads < 8 ? reads : 8), src);
+        __m512d hi = _mm512_maskz_loadu_pd(reads > 8 ? CNX_MASK64(reads - 8) : 0, src + 8);
+        _mm512_mask_storeu_pd(dst, CNX_MASK64(m), _mm512_permutex2var_pd(lo, even, hi));
+        src += 16;
+        dst += 8;
+        n -= m;
+    }
+#else
+    ptrdiff_t u;
+    for (u = 0; u < n; u++) dst[u] = src[2 * u];
+#endif
+}
 
 #endif /* CNNEXT_SIMD_FUSED_H */
