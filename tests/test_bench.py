@@ -502,7 +502,9 @@ def test_a_wait_policy_of_the_users_stands_for_the_openmp_variables(monkeypatch)
 
 @pytest.mark.skipif(machine.cpu_seconds() is None, reason="needs /proc/stat (Linux)")
 def test_other_cores_sees_another_busy_process():
-    busy = subprocess.Popen([sys.executable, "-P", "-c", "while True: pass"])
+    # Spins until its parent is gone, so a killed test run leaves no spinner behind.
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    busy = subprocess.Popen([sys.executable, "-P", "-c", spin])
     try:
         time.sleep(0.3)  # the interpreter has started
         before, start = machine.cpu_seconds(), time.perf_counter()
