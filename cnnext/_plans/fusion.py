@@ -39,7 +39,7 @@ from ..layers.activation import ReLU
 from ..layers.base import Layer
 from ..layers.conv import Conv2D
 from ..layers.pooling import MaxPool2D
-from .kernels import KERNELS
+from . import kernels as _step_kernels
 from .network import register_fusion
 
 # The backward without the input gradient may run in another build of the
@@ -47,10 +47,9 @@ from .network import register_fusion
 # _fused.weights_backward): its step kernel, under a name of its own.
 _NARROW_BACKWARD = "conv2d_max_pool2d_backward(narrow build)"
 if _fused._narrow is not None:
-    for (_name, _dtype), _capsule in _fused._narrow.fused_step_kernels().items():
-        if _name == "conv2d_max_pool2d_backward":
-            KERNELS[_NARROW_BACKWARD, _dtype] = KERNELS[_NARROW_BACKWARD, np.dtype(_dtype)] = (
-                _capsule)
+    _step_kernels.register({(_NARROW_BACKWARD, dtype): capsule for (name, dtype), capsule
+                            in _fused._narrow.fused_step_kernels().items()
+                            if name == "conv2d_max_pool2d_backward"})
 
 
 def fusible(layers):

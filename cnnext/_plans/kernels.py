@@ -16,10 +16,17 @@ _FAMILIES = (*(_dispatch.load(family) for family in ("_conv", "_depthwise", "_de
              _activation, _loss)
 
 KERNELS = {}
+
+
+def register(kernels):
+    """Add ``{(name, dtype name): capsule}`` to KERNELS, also keyed by NumPy dtype
+    (looking up dtype.name costs more than the lookup)."""
+    for (name, dtype), capsule in kernels.items():
+        KERNELS[name, dtype] = KERNELS[name, np.dtype(dtype)] = capsule
+
+
 for _module in _FAMILIES:
-    KERNELS.update(_module.step_kernels())
-# Also by NumPy dtype (looking up dtype.name costs more than the lookup).
-KERNELS.update({(name, np.dtype(dtype)): capsule for (name, dtype), capsule in KERNELS.items()})
+    register(_module.step_kernels())
 
 
 def kernel(name, dtype):
