@@ -569,3 +569,17 @@ def test_every_overhead_op_binds_the_step_its_repeated_call_runs(name):
     for label, got, want, _ in bound.check():
         assert got is not None, label
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=label)
+
+
+@pytest.mark.parametrize("name", sorted(nets.NETWORKS))
+def test_inference_flops_equal_torchs_count(name):
+    # Counted independently by PyTorch's FLOP counter (conv and matmul, 2 per
+    # multiply-add), residual blocks and shortcuts included.
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network = nets.NETWORKS[name]
+    model = impl_torch.build_model(torch, network).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros((1, *network.input_shape)))
+    assert nets.inference_flops_per_image(network) == counter.get_total_flops()

@@ -173,13 +173,7 @@ def training_flops_per_image(network):
 
 def inference_flops_per_image(network):
     """Multiply-add FLOPs (2 per MAC) of one image's forward pass (see above)."""
-    flops = 0
-    for layer, out_shape in zip(network.layers, shapes(network), strict=True):
-        if isinstance(layer, Conv):
-            flops += 2 * int(np.prod(out_shape)) * layer.in_channels * layer.kernel_size ** 2
-        elif isinstance(layer, Dense):
-            flops += 2 * layer.in_features * layer.out_features
-    return flops
+    return 2 * sum(_macs(network.layers, network.input_shape))
 
 
 def init_params(network, rng):
